@@ -1,0 +1,3 @@
+//! The `ucm` command line.
+
+fn main() {}

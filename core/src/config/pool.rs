@@ -1,0 +1,492 @@
+//! `PoolConfiguration`: the mode presets of DESIGN.md, overrides by builder and environment, and validation.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::mode::ManagerMode;
+
+/// How one endpoint's pool and its resilience behave. Built only through
+/// [`PoolConfiguration::for_mode`] or [`PoolConfigurationBuilder`], so it is always coherent.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PoolConfiguration {
+    mode: ManagerMode,
+    pool_size: usize,
+    max_overflow: usize,
+    acquire_timeout: Duration,
+    connect_timeout: Duration,
+    validation_timeout: Duration,
+    validate_after_idle: Duration,
+    max_lifetime: Duration,
+    lifetime_jitter: Duration,
+    overflow_idle_timeout: Duration,
+    high_availability: bool,
+    circuit_breaker: bool,
+    application_name: String,
+    time_zone: String,
+}
+
+impl PoolConfiguration {
+    /// The preset of DESIGN.md for `mode`:
+    ///
+    /// | mode | pool | overflow | acquire timeout | HA | breaker |
+    /// |---|---|---|---|---|---|
+    /// | `McpServer` | 20 | 10 | 0.2 s | no | yes |
+    /// | `MlTraining` | 15 | 10 | 5 s | yes | no |
+    /// | `Admin` | 5 | 2 | 10 s | yes | no |
+    /// | `SyncHeavy` | 10 | 15 | 5 s | no | yes |
+    /// | `AsyncModern` | 12 | 8 | 5 s | no | yes |
+    /// | `HighAvailability` | 20 | 20 | 10 s | yes | yes |
+    ///
+    /// Every mode also gets: connect timeout 10 s, validation when idle for more than
+    /// 500 ms with a timeout of half the acquire timeout (at most 2 s), max lifetime 3600 s
+    /// minus up to 180 s of jitter, overflow connections closed after 30 s idle,
+    /// `application_name = ucm_<mode>` and time zone UTC.
+    pub fn for_mode(mode: ManagerMode) -> Self {
+        let (pool_size, max_overflow, acquire_ms, high_availability, circuit_breaker) = match mode {
+            ManagerMode::McpServer => (20, 10, 200, false, true),
+            ManagerMode::MlTraining => (15, 10, 5_000, true, false),
+            ManagerMode::Admin => (5, 2, 10_000, true, false),
+            ManagerMode::SyncHeavy => (10, 15, 5_000, false, true),
+            ManagerMode::AsyncModern => (12, 8, 5_000, false, true),
+            ManagerMode::HighAvailability => (20, 20, 10_000, true, true),
+        };
+        let acquire_timeout = Duration::from_millis(acquire_ms);
+        Self {
+            mode,
+            pool_size,
+            max_overflow,
+            acquire_timeout,
+            connect_timeout: Duration::from_secs(10),
+            // Half the acquire budget, so a dead idle connection can be detected and replaced
+            // by a fresh one within the same acquire.
+            validation_timeout: (acquire_timeout / 2).min(Duration::from_secs(2)),
+            // HikariCP's alive-bypass window: a connection used this recently is trusted.
+            validate_after_idle: Duration::from_millis(500),
+            max_lifetime: Duration::from_secs(3600),
+            lifetime_jitter: Duration::from_secs(180),
+            overflow_idle_timeout: Duration::from_secs(30),
+            high_availability,
+            circuit_breaker,
+            application_name: mode.application_name(),
+            time_zone: "UTC".to_owned(),
+        }
+    }
+
+    /// A builder starting from `mode`'s preset.
+    pub fn builder(mode: ManagerMode) -> PoolConfigurationBuilder {
+        PoolConfigurationBuilder { config: Self::for_mode(mode) }
+    }
+
+    /// The mode whose preset this configuration started from.
+    pub fn mode(&self) -> ManagerMode {
+        self.mode
+    }
+    /// Connections kept open (prefilled at start). Preset: see [`Self::for_mode`].
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+    /// Extra connections allowed under load, closed again after [`Self::overflow_idle_timeout`].
+    pub fn max_overflow(&self) -> usize {
+        self.max_overflow
+    }
+    /// The most connections the pool ever holds: pool size plus overflow.
+    pub fn max_size(&self) -> usize {
+        self.pool_size + self.max_overflow
+    }
+    /// How long an acquire waits for a free slot before failing with `PoolExhausted`.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+    /// How long opening one connection may take before it fails with `ConnectFailed`. Default 10 s.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// How long the pre-use ping may take before the connection is discarded. Always below the acquire timeout.
+    pub fn validation_timeout(&self) -> Duration {
+        self.validation_timeout
+    }
+    /// A connection idle for longer than this is pinged before use; one used more recently is not. Default 500 ms.
+    pub fn validate_after_idle(&self) -> Duration {
+        self.validate_after_idle
+    }
+    /// The longest a connection lives before it is replaced. Default 3600 s.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+    /// Each connection's lifetime is shortened by a random amount up to this, so that
+    /// connections opened together are not all replaced together. Default 180 s.
+    pub fn lifetime_jitter(&self) -> Duration {
+        self.lifetime_jitter
+    }
+    /// Connections beyond the pool size are closed after being idle this long. Default 30 s.
+    pub fn overflow_idle_timeout(&self) -> Duration {
+        self.overflow_idle_timeout
+    }
+    /// Whether the mode routes reads to replicas and follows failover.
+    pub fn high_availability(&self) -> bool {
+        self.high_availability
+    }
+    /// Whether each endpoint's circuit breaker is in the acquire path.
+    pub fn circuit_breaker(&self) -> bool {
+        self.circuit_breaker
+    }
+    /// The `application_name` sent to the server (`ucm_<mode>`), visible in `pg_stat_activity`.
+    pub fn application_name(&self) -> &str {
+        &self.application_name
+    }
+    /// The session time zone every connection is set to. Default `UTC`.
+    pub fn time_zone(&self) -> &str {
+        &self.time_zone
+    }
+
+    fn validate(&self) -> Result<()> {
+        let fail = |field: &str, message: String| Err(Error::config(format!("pool.{field}"), message));
+        if self.pool_size == 0 {
+            return fail("pool_size", "must be at least 1".into());
+        }
+        if self.pool_size.checked_add(self.max_overflow).is_none_or(|max| max > 10_000) {
+            return fail(
+                "max_overflow",
+                format!(
+                    "pool_size + max_overflow = {} + {} is beyond 10000 connections",
+                    self.pool_size, self.max_overflow
+                ),
+            );
+        }
+        for (field, value) in [
+            ("acquire_timeout", self.acquire_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("validation_timeout", self.validation_timeout),
+            ("max_lifetime", self.max_lifetime),
+            ("overflow_idle_timeout", self.overflow_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return fail(field, "must be greater than zero".into());
+            }
+        }
+        if self.validation_timeout >= self.acquire_timeout {
+            return fail(
+                "validation_timeout",
+                format!(
+                    "{:?} must be shorter than acquire_timeout ({:?}), or a single slow ping would use the whole acquire budget",
+                    self.validation_timeout, self.acquire_timeout
+                ),
+            );
+        }
+        if self.lifetime_jitter >= self.max_lifetime {
+            return fail(
+                "lifetime_jitter",
+                format!(
+                    "{:?} must be shorter than max_lifetime ({:?})",
+                    self.lifetime_jitter, self.max_lifetime
+                ),
+            );
+        }
+        if self.application_name.is_empty() || self.application_name.len() > 63 {
+            return fail("application_name", "must be 1 to 63 characters (PostgreSQL's NAMEDATALEN)".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for PoolConfiguration {
+    fn default() -> Self {
+        Self::for_mode(ManagerMode::default())
+    }
+}
+
+/// Overrides a preset field by field; [`PoolConfigurationBuilder::build`] validates the result.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PoolConfigurationBuilder {
+    config: PoolConfiguration,
+}
+
+impl PoolConfigurationBuilder {
+    /// Connections kept open.
+    pub fn pool_size(mut self, value: usize) -> Self {
+        self.config.pool_size = value;
+        self
+    }
+    /// Extra connections allowed under load.
+    pub fn max_overflow(mut self, value: usize) -> Self {
+        self.config.max_overflow = value;
+        self
+    }
+    /// How long an acquire waits for a free slot.
+    pub fn acquire_timeout(mut self, value: Duration) -> Self {
+        self.config.acquire_timeout = value;
+        self
+    }
+    /// How long opening one connection may take.
+    pub fn connect_timeout(mut self, value: Duration) -> Self {
+        self.config.connect_timeout = value;
+        self
+    }
+    /// How long the pre-use ping may take.
+    pub fn validation_timeout(mut self, value: Duration) -> Self {
+        self.config.validation_timeout = value;
+        self
+    }
+    /// Idle time after which a connection is pinged before use.
+    pub fn validate_after_idle(mut self, value: Duration) -> Self {
+        self.config.validate_after_idle = value;
+        self
+    }
+    /// The longest a connection lives.
+    pub fn max_lifetime(mut self, value: Duration) -> Self {
+        self.config.max_lifetime = value;
+        self
+    }
+    /// The most a connection's lifetime is shortened at random.
+    pub fn lifetime_jitter(mut self, value: Duration) -> Self {
+        self.config.lifetime_jitter = value;
+        self
+    }
+    /// Idle time after which overflow connections are closed.
+    pub fn overflow_idle_timeout(mut self, value: Duration) -> Self {
+        self.config.overflow_idle_timeout = value;
+        self
+    }
+    /// Whether reads go to replicas and failover is followed.
+    pub fn high_availability(mut self, value: bool) -> Self {
+        self.config.high_availability = value;
+        self
+    }
+    /// Whether the circuit breaker is in the acquire path.
+    pub fn circuit_breaker(mut self, value: bool) -> Self {
+        self.config.circuit_breaker = value;
+        self
+    }
+    /// The `application_name` sent to the server.
+    pub fn application_name(mut self, value: impl Into<String>) -> Self {
+        self.config.application_name = value.into();
+        self
+    }
+    /// The session time zone.
+    pub fn time_zone(mut self, value: impl Into<String>) -> Self {
+        self.config.time_zone = value.into();
+        self
+    }
+
+    /// Applies overrides from the process environment; see [`Self::env_overrides`].
+    ///
+    /// # Errors
+    /// A `Configuration` error naming the variable when one is set but malformed.
+    pub fn from_env(self) -> Result<Self> {
+        self.env_overrides(|name| std::env::var(name).ok())
+    }
+
+    /// Applies overrides from `lookup` (the environment, or a map in tests):
+    /// `UCM_POOL_SIZE`, `UCM_MAX_OVERFLOW`, `UCM_ACQUIRE_TIMEOUT`, `UCM_CONNECT_TIMEOUT`,
+    /// `UCM_VALIDATION_TIMEOUT`, `UCM_VALIDATE_AFTER_IDLE`, `UCM_MAX_LIFETIME`,
+    /// `UCM_LIFETIME_JITTER`, `UCM_OVERFLOW_IDLE_TIMEOUT` (durations as `250ms`, `5s`, `2m`
+    /// or bare seconds such as `0.2`), `UCM_HIGH_AVAILABILITY`, `UCM_CIRCUIT_BREAKER`
+    /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`.
+    ///
+    /// # Errors
+    /// A `Configuration` error naming the variable when one is set but malformed.
+    pub fn env_overrides(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let c = &mut self.config;
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("UCM_POOL_SIZE") {
+            c.pool_size = parse_count("UCM_POOL_SIZE", &v)?;
+        }
+        if let Some(v) = get("UCM_MAX_OVERFLOW") {
+            c.max_overflow = parse_count("UCM_MAX_OVERFLOW", &v)?;
+        }
+        for (name, slot) in [
+            ("UCM_ACQUIRE_TIMEOUT", &mut c.acquire_timeout),
+            ("UCM_CONNECT_TIMEOUT", &mut c.connect_timeout),
+            ("UCM_VALIDATION_TIMEOUT", &mut c.validation_timeout),
+            ("UCM_VALIDATE_AFTER_IDLE", &mut c.validate_after_idle),
+            ("UCM_MAX_LIFETIME", &mut c.max_lifetime),
+            ("UCM_LIFETIME_JITTER", &mut c.lifetime_jitter),
+            ("UCM_OVERFLOW_IDLE_TIMEOUT", &mut c.overflow_idle_timeout),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = parse_duration(name, &v)?;
+            }
+        }
+        for (name, slot) in [
+            ("UCM_HIGH_AVAILABILITY", &mut c.high_availability),
+            ("UCM_CIRCUIT_BREAKER", &mut c.circuit_breaker),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = parse_bool(name, &v)?;
+            }
+        }
+        if let Some(v) = get("UCM_APPLICATION_NAME") {
+            c.application_name = v;
+        }
+        if let Some(v) = get("UCM_TIME_ZONE") {
+            c.time_zone = v;
+        }
+        Ok(self)
+    }
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// A `Configuration` error naming the field when the settings are incoherent: a zero
+    /// pool size or timeout, a validation timeout not shorter than the acquire timeout,
+    /// jitter not shorter than the lifetime, or an out-of-range application name.
+    pub fn build(self) -> Result<PoolConfiguration> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+fn parse_count(name: &str, value: &str) -> Result<usize> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(name, format!("{value:?} is not a whole number")))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(name, format!("{value:?} is not a boolean; use true or false"))),
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, or a bare number of seconds (`0.2`).
+pub(crate) fn parse_duration(name: &str, value: &str) -> Result<Duration> {
+    let v = value.trim();
+    let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    let bad = || {
+        Error::config(name, format!("{value:?} is not a duration; write e.g. 250ms, 5s, 2m or 0.2"))
+    };
+    let n: f64 = number.trim().parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn presets_match_the_design_table() {
+        let table = [
+            (ManagerMode::McpServer, 20, 10, 200, false, true),
+            (ManagerMode::MlTraining, 15, 10, 5_000, true, false),
+            (ManagerMode::Admin, 5, 2, 10_000, true, false),
+            (ManagerMode::SyncHeavy, 10, 15, 5_000, false, true),
+            (ManagerMode::AsyncModern, 12, 8, 5_000, false, true),
+            (ManagerMode::HighAvailability, 20, 20, 10_000, true, true),
+        ];
+        for (mode, pool, overflow, acquire_ms, ha, breaker) in table {
+            let c = PoolConfiguration::for_mode(mode);
+            assert_eq!(c.pool_size(), pool, "{mode}");
+            assert_eq!(c.max_overflow(), overflow, "{mode}");
+            assert_eq!(c.max_size(), pool + overflow, "{mode}");
+            assert_eq!(c.acquire_timeout(), Duration::from_millis(acquire_ms), "{mode}");
+            assert_eq!(c.high_availability(), ha, "{mode}");
+            assert_eq!(c.circuit_breaker(), breaker, "{mode}");
+            assert_eq!(c.connect_timeout(), Duration::from_secs(10), "{mode}");
+            assert_eq!(c.max_lifetime(), Duration::from_secs(3600), "{mode}");
+            assert!(c.lifetime_jitter() > Duration::ZERO, "{mode}");
+            assert_eq!(c.application_name(), format!("ucm_{}", mode.as_str()));
+            assert_eq!(c.time_zone(), "UTC");
+            // Every preset passes its own validation.
+            assert_eq!(PoolConfiguration::builder(mode).build().unwrap(), c);
+        }
+        assert_eq!(PoolConfiguration::default().mode(), ManagerMode::AsyncModern);
+    }
+
+    #[test]
+    fn incoherent_settings_are_refused_naming_the_field() {
+        let b = || PoolConfiguration::builder(ManagerMode::AsyncModern);
+        let cases: [(PoolConfigurationBuilder, &str); 7] = [
+            (b().pool_size(0), "pool.pool_size"),
+            (b().max_overflow(usize::MAX), "pool.max_overflow"),
+            (b().acquire_timeout(Duration::ZERO), "pool.acquire_timeout"),
+            (b().connect_timeout(Duration::ZERO), "pool.connect_timeout"),
+            (b().validation_timeout(Duration::from_secs(5)), "pool.validation_timeout"),
+            (b().lifetime_jitter(Duration::from_secs(3600)), "pool.lifetime_jitter"),
+            (b().application_name(""), "pool.application_name"),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Configuration);
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn mcp_server_rejects_a_validation_timeout_at_its_acquire_timeout() {
+        let err = PoolConfiguration::builder(ManagerMode::McpServer)
+            .validation_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be shorter than acquire_timeout (200ms)"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_validate() {
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("UCM_POOL_SIZE", "3"),
+            ("UCM_MAX_OVERFLOW", "1"),
+            ("UCM_ACQUIRE_TIMEOUT", "750ms"),
+            ("UCM_VALIDATION_TIMEOUT", "0.1"),
+            ("UCM_MAX_LIFETIME", "2m"),
+            ("UCM_LIFETIME_JITTER", "5s"),
+            ("UCM_HIGH_AVAILABILITY", "yes"),
+            ("UCM_APPLICATION_NAME", "billing"),
+        ]);
+        let c = PoolConfiguration::builder(ManagerMode::Admin)
+            .env_overrides(|k| env.get(k).map(|v| (*v).to_owned()))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!((c.pool_size(), c.max_overflow()), (3, 1));
+        assert_eq!(c.acquire_timeout(), Duration::from_millis(750));
+        assert_eq!(c.validation_timeout(), Duration::from_millis(100));
+        assert_eq!(c.max_lifetime(), Duration::from_secs(120));
+        assert_eq!(c.lifetime_jitter(), Duration::from_secs(5));
+        assert!(c.high_availability());
+        assert_eq!(c.application_name(), "billing");
+    }
+
+    #[test]
+    fn malformed_environment_values_name_the_variable() {
+        for (name, value) in [
+            ("UCM_POOL_SIZE", "ten"),
+            ("UCM_ACQUIRE_TIMEOUT", "soon"),
+            ("UCM_MAX_LIFETIME", "-5s"),
+            ("UCM_CIRCUIT_BREAKER", "maybe"),
+        ] {
+            let err = PoolConfiguration::builder(ManagerMode::AsyncModern)
+                .env_overrides(|k| (k == name).then(|| value.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name) && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_in_each_unit() {
+        for (text, expected) in [
+            ("250ms", Duration::from_millis(250)),
+            ("5s", Duration::from_secs(5)),
+            ("2m", Duration::from_secs(120)),
+            ("0.2", Duration::from_millis(200)),
+            (" 3 ", Duration::from_secs(3)),
+        ] {
+            assert_eq!(parse_duration("X", text).unwrap(), expected, "{text}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `ucm-core`: the driver-free heart of ucm, shared by every backend.
+//!
+//! It holds the [`ConnectionManagerProtocol`] every backend implements, the
+//! [`ConnectionMode`] and [`ManagerMode`] enums with their [`PoolConfiguration`] presets,
+//! configuration and URL parsing with redaction, the one [`Error`] type classified by
+//! [`ErrorKind`], the per-endpoint [`CircuitBreaker`], the [`RetryPolicy`], the
+//! connection [`pool`] (deadpool underneath, plus what deadpool lacks), and the health and
+//! metrics types. It depends on no database driver: backends plug in through the
+//! [`pool::Connector`] trait.
+//!
+//! # Features
+//! - `testing`: [`pool::testing`], a scriptable in-memory connector for fault tests.
+//! - `serde`: `Serialize`/`Deserialize` on configuration types.
+
+pub mod circuit_breaker;
+pub mod config;
+mod error;
+mod mode;
+pub mod retry;
+
+pub use config::{PoolConfiguration, PoolConfigurationBuilder};
+pub use error::{
+    BoxError, ConnectFailure, Error, ErrorKind, Result, SqlStateClass, classify_connect_sqlstate,
+    classify_sqlstate,
+};
+pub use mode::{ConnectionMode, ManagerMode};

@@ -1,0 +1,1 @@
+//! Retry: exponential backoff with full jitter, bounded attempts and a retry budget.

@@ -1,0 +1,1 @@
+//! Shared fixtures for ucm's cross-backend conformance suite (the suite itself lives in `tests/tests/`).

@@ -1,0 +1,3 @@
+//! `cargo xtask`: ucm's project automation.
+
+fn main() {}
