@@ -1,3 +1,102 @@
-//! `cargo xtask`: ucm's project automation.
+//! `cargo xtask`: ucm's project automation (services, test, tidy, ci); see `cargo xtask help`.
+//!
+//! Modelled on rust-analyzer's xtask: plain Rust instead of shell scripts, one module per
+//! task, and every external command printed before it runs so any step can be replayed by hand.
 
-fn main() {}
+mod ci;
+mod cmd;
+mod services;
+mod test;
+mod tidy;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  services [--quiet]          find or start PostgreSQL, MariaDB, Redis and SQLite and print
+                              their URLs as `export VAR=url` lines on standard output
+      --quiet                 print only those lines, e.g. eval \"$(cargo xtask services --quiet)\"
+      --force-throwaway-pg    for testing the fallback only: ignore 127.0.0.1:5432 and the
+                              machine's cluster and use the throwaway cluster on 54329
+  test [-- <cargo test args>] services, then every test run with the URLs exported; package
+                              (-p) and target (--lib, --test x) selections replace the
+                              defaults, and args after a second `--` go to the test binaries
+  tidy                        cargo fmt --check, clippy -D warnings, doc -D warnings, and a
+                              `//!` first line in every .rs file
+  ci                          tidy, then test: what .ci/run does
+  help                        this text
+
+environment: PG_DATABASE_URL, MYSQL_DATABASE_URL, SQLITE_DATABASE_URL and REDIS_URL, when set,
+are used instead of discovering; CI (set, not `false`) makes missing services an error.";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn project_root() -> PathBuf {
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time too; preferring it keeps a binary built
+    // in a target directory shared by several worktrees pointed at the worktree running it.
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match task.as_str() {
+        "services" => {
+            let mut options = services::Options::default();
+            for arg in rest {
+                match arg.as_str() {
+                    "--quiet" | "-q" => options.quiet = true,
+                    "--force-throwaway-pg" => options.force_throwaway_pg = true,
+                    other => bail!("unknown option `{other}` for `services`\n\n{USAGE}"),
+                }
+            }
+            services::run(options).map(drop)
+        }
+        "test" => match rest.split_first() {
+            None => test::run(&[]),
+            Some((dashes, extra)) if dashes == "--" => test::run(extra),
+            Some((other, _)) => {
+                bail!("unexpected `{other}`: pass cargo test arguments after `--`\n\n{USAGE}")
+            }
+        },
+        "tidy" => no_options(task, rest).and_then(|()| tidy::run()),
+        "ci" => no_options(task, rest).and_then(|()| ci::run()),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn no_options(task: &str, rest: &[String]) -> Result<()> {
+    match rest.first() {
+        Some(arg) => bail!("`{task}` takes no options, got `{arg}`\n\n{USAGE}"),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,226 @@
+//! `cargo xtask test`: finds the databases, then runs the test matrix with their URLs exported.
+
+use std::{
+    env,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    cmd::Cmd,
+    services::{self, Services},
+};
+
+/// Runs `services`, then every run of the matrix (all of them, even after a failure, so one
+/// pass shows everything that is broken), then prints a summary.
+///
+/// `extra` are arguments for `cargo test`: package or target selections replace the matrix's
+/// own, and anything after a `--` goes to the test binaries.
+pub(crate) fn run(extra: &[String]) -> Result<()> {
+    let services = services::run(services::Options::default())?;
+    let root = crate::project_root();
+    let services_env = test_env(&services, env::var("DATABASE_URL").ok().as_deref());
+    let names: Vec<&str> = services_env.iter().map(|(k, _)| *k).collect();
+    eprintln!("exporting {} to every run (values above)", names.join(", "));
+
+    let mut results = Vec::new();
+    for run in with_extra(matrix(), extra) {
+        eprintln!("\n== test run: {} ==", run.label);
+        let mut cmd = Cmd::cargo().arg("test").args(&run.args).dir(&root);
+        for (key, value) in &services_env {
+            cmd = cmd.hidden_env(*key, *value);
+        }
+        for (key, value) in &run.env {
+            cmd = cmd.env(key, value);
+        }
+        let started = Instant::now();
+        let outcome = cmd.run();
+        if let Err(e) = &outcome {
+            eprintln!("error: {e:#}");
+        }
+        results.push((run.label, outcome.is_ok(), started.elapsed()));
+    }
+
+    eprintln!("\ntest summary:");
+    for (label, passed, elapsed) in &results {
+        eprintln!(
+            "  {}  {label:<24} {}",
+            if *passed { "PASS" } else { "FAIL" },
+            seconds(*elapsed)
+        );
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.1)
+        .map(|r| r.0.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("test runs failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// One `cargo test` invocation: a label for the summary, its arguments, and the environment
+/// it needs beyond the database URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) label: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// The test runs, in order.
+///
+/// This is the one place to extend: the {sqlx, diesel} × {unified-v2 off, on} conformance
+/// matrix becomes one `Run` per combination here, for example
+/// `Run::new("tests: diesel + unified-v2", ["-p", "ucm-tests", "--no-default-features",
+/// "--features", "diesel,unified-v2"])`, with any per-run variables in `env`.
+pub(crate) fn matrix() -> Vec<Run> {
+    vec![
+        Run::new("workspace", ["--workspace", "--all-targets"]),
+        Run::new("doctests", ["--workspace", "--doc"]),
+    ]
+}
+
+/// Formats a duration for the summaries, e.g. `12.3s`.
+pub(crate) fn seconds(elapsed: Duration) -> String {
+    format!("{:.1}s", elapsed.as_secs_f64())
+}
+
+impl Run {
+    fn new<const N: usize>(label: &str, args: [&str; N]) -> Self {
+        Self {
+            label: label.to_owned(),
+            args: args.map(str::to_owned).to_vec(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The variables every run gets: each available URL, plus `DATABASE_URL` pointing at
+/// PostgreSQL unless the user set one (`user_database_url`).
+fn test_env<'a>(
+    services: &'a Services,
+    user_database_url: Option<&str>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut vars = services.env();
+    let user_set = user_database_url.is_some_and(|url| !url.trim().is_empty());
+    if let (false, Some(pg)) = (user_set, &services.postgres) {
+        vars.push(("DATABASE_URL", pg));
+    }
+    vars
+}
+
+/// Applies the user's extra `cargo test` arguments to the matrix.
+///
+/// `cargo test --workspace -p x` silently ignores `-p`, and `--doc` cannot be combined with
+/// other target selections, so a user's package selection removes `--workspace` and a user's
+/// target selection replaces `--all-targets`/`--doc`; runs that become identical collapse into
+/// the first of them.
+fn with_extra(runs: Vec<Run>, extra: &[String]) -> Vec<Run> {
+    let split = extra.iter().position(|a| a == "--").unwrap_or(extra.len());
+    let (cargo_args, harness_args) = extra.split_at(split);
+    let selects_packages = cargo_args
+        .iter()
+        .any(|a| a.starts_with("-p") || a == "--package" || a.starts_with("--package="));
+    let selects_targets = cargo_args.iter().any(|a| {
+        let flag = a.split('=').next().unwrap_or(a);
+        TARGET_FLAGS.contains(&flag)
+    });
+    let mut out: Vec<Run> = Vec::new();
+    for mut run in runs {
+        run.args.retain(|a| {
+            !(selects_packages && a == "--workspace"
+                || selects_targets && (a == "--all-targets" || a == "--doc"))
+        });
+        run.args
+            .extend(cargo_args.iter().chain(harness_args).cloned());
+        if !out.iter().any(|o| o.args == run.args && o.env == run.env) {
+            out.push(run);
+        }
+    }
+    out
+}
+
+/// The `cargo test` flags that select targets.
+const TARGET_FLAGS: [&str; 11] = [
+    "--lib",
+    "--bin",
+    "--bins",
+    "--test",
+    "--tests",
+    "--example",
+    "--examples",
+    "--bench",
+    "--benches",
+    "--all-targets",
+    "--doc",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn with_extra_scopes_the_matrix_to_the_users_selection() {
+        let cases: [(&[&str], &[&[&str]]); 6] = [
+            (
+                &[],
+                &[&["--workspace", "--all-targets"], &["--workspace", "--doc"]],
+            ),
+            (
+                &["--", "retry"],
+                &[
+                    &["--workspace", "--all-targets", "--", "retry"],
+                    &["--workspace", "--doc", "--", "retry"],
+                ],
+            ),
+            (
+                &["-p", "ucm-core"],
+                &[
+                    &["--all-targets", "-p", "ucm-core"],
+                    &["--doc", "-p", "ucm-core"],
+                ],
+            ),
+            (&["-pucm-core", "--lib"], &[&["-pucm-core", "--lib"]]),
+            (&["--doc"], &[&["--workspace", "--doc"]]),
+            (
+                &["--test=conformance", "--", "--nocapture"],
+                &[&["--workspace", "--test=conformance", "--", "--nocapture"]],
+            ),
+        ];
+        for (extra, expected) in cases {
+            let runs = with_extra(matrix(), &strings(extra));
+            let args: Vec<Vec<String>> = runs.into_iter().map(|r| r.args).collect();
+            let expected: Vec<Vec<String>> = expected.iter().map(|e| strings(e)).collect();
+            assert_eq!(args, expected, "extra args {extra:?}");
+        }
+    }
+
+    #[test]
+    fn database_url_defaults_to_postgres_unless_the_user_set_one() {
+        let services = Services {
+            postgres: Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            ..Services::default()
+        };
+        let cases = [
+            (None, Some("postgres://postgres@127.0.0.1:5432/test")),
+            (Some(""), Some("postgres://postgres@127.0.0.1:5432/test")),
+            (Some("postgres://elsewhere/db"), None),
+        ];
+        for (user, expected) in cases {
+            let vars = test_env(&services, user);
+            let database_url = vars
+                .iter()
+                .find(|(k, _)| *k == "DATABASE_URL")
+                .map(|(_, v)| *v);
+            assert_eq!(database_url, expected, "user DATABASE_URL {user:?}");
+        }
+        assert!(test_env(&Services::default(), None).is_empty());
+    }
+}
