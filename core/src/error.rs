@@ -48,6 +48,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (for per-kind counters).
+    pub const ALL: [Self; 14] = [
+        Self::PoolExhausted,
+        Self::ConnectFailed,
+        Self::CircuitOpen,
+        Self::Closed,
+        Self::ReadOnlyViolation,
+        Self::SerializationFailure,
+        Self::Deadlock,
+        Self::Constraint,
+        Self::ConnectionLost,
+        Self::AmbiguousCommit,
+        Self::Timeout,
+        Self::Configuration,
+        Self::Query,
+        Self::Other,
+    ];
+
     /// Whether an operation that failed with this kind may succeed if simply tried again.
     ///
     /// Connect failures and lost connections are transient (a new connection may work);
@@ -415,23 +433,7 @@ mod tests {
         use ErrorKind::*;
         let transient = [ConnectFailed, ConnectionLost, SerializationFailure, Deadlock];
         let trips = [ConnectFailed, ConnectionLost];
-        let all = [
-            PoolExhausted,
-            ConnectFailed,
-            CircuitOpen,
-            Closed,
-            ReadOnlyViolation,
-            SerializationFailure,
-            Deadlock,
-            Constraint,
-            ConnectionLost,
-            AmbiguousCommit,
-            Timeout,
-            Configuration,
-            Query,
-            Other,
-        ];
-        for kind in all {
+        for kind in ErrorKind::ALL {
             assert_eq!(kind.is_transient(), transient.contains(&kind), "{kind}");
             assert_eq!(kind.trips_breaker(), trips.contains(&kind), "{kind}");
         }

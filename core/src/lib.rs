@@ -15,12 +15,25 @@
 pub mod circuit_breaker;
 pub mod config;
 mod error;
+pub mod health;
+mod info;
+pub mod metrics;
 mod mode;
+pub mod pool;
+mod protocol;
 pub mod retry;
+mod value;
 
 pub use config::{PoolConfiguration, PoolConfigurationBuilder};
 pub use error::{
     BoxError, ConnectFailure, Error, ErrorKind, Result, SqlStateClass, classify_connect_sqlstate,
     classify_sqlstate,
 };
+pub use health::{ComponentHealth, EndpointRole, HealthReport, HealthStatus};
+pub use info::{ConnectionInfo, EndpointInfo};
 pub use mode::{ConnectionMode, ManagerMode};
+pub use protocol::{
+    BoxFuture, ConnectionManagerProtocol, ProtocolExt, SqlExecutor, TransactionOptions,
+    TransactionWork, TransactionalConnection,
+};
+pub use value::{ConversionError, FromValue, Row, Value};

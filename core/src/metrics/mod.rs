@@ -1,0 +1,211 @@
+//! In-process metrics: per-pool counters and latency histograms, read by `connection_info()` and exported by the façade.
+//!
+//! Recording is a handful of relaxed atomic adds, cheap enough for the acquire path. The
+//! names follow the OpenTelemetry database client conventions so that the façade's
+//! exporter maps them one to one (`db.client.connection.wait_time`, `.create_time`,
+//! `.use_time`, `.timeouts`, `db.client.operation.duration`).
+
+mod histogram;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use histogram::{Histogram, HistogramSnapshot};
+
+use crate::error::ErrorKind;
+
+/// Why the pool closed a connection; each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// It outlived its (jittered) max lifetime.
+    Lifetime,
+    /// It was an overflow connection idle for longer than the overflow idle timeout.
+    OverflowIdle,
+    /// The pre-use ping failed or timed out.
+    ValidationFailed,
+    /// A fatal error showed it broken, or its caller marked it so.
+    Broken,
+    /// Rolling back a transaction left open on return failed.
+    ResetFailed,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    const ALL: [Self; 6] = [
+        Self::Lifetime,
+        Self::OverflowIdle,
+        Self::ValidationFailed,
+        Self::Broken,
+        Self::ResetFailed,
+        Self::PoolClosed,
+    ];
+
+    /// A stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lifetime => "lifetime",
+            Self::OverflowIdle => "overflow_idle",
+            Self::ValidationFailed => "validation_failed",
+            Self::Broken => "broken",
+            Self::ResetFailed => "reset_failed",
+            Self::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+/// Counters and histograms of one pool, fed by the pool and the backend.
+#[derive(Debug, Default)]
+pub struct PoolMetrics {
+    acquires: AtomicU64,
+    acquire_timeouts: AtomicU64,
+    connections_created: AtomicU64,
+    connect_failures: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+    resets: AtomicU64,
+    wait_time: Histogram,
+    create_time: Histogram,
+    use_time: Histogram,
+    operations: Histogram,
+    operation_errors: [AtomicU64; ErrorKind::ALL.len()],
+    retries: AtomicU64,
+}
+
+/// A point-in-time copy of a [`PoolMetrics`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PoolMetricsSnapshot {
+    /// Successful acquires.
+    pub acquires: u64,
+    /// Acquires that gave up because the pool stayed exhausted (`db.client.connection.timeouts`).
+    pub acquire_timeouts: u64,
+    /// Connections opened.
+    pub connections_created: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Connections closed, by reason (snake_case name, count); reasons with no closes are omitted.
+    pub connections_closed: Vec<(&'static str, u64)>,
+    /// Connections returned with a transaction open and rolled back before reuse.
+    pub resets: u64,
+    /// Time spent waiting for a connection (`db.client.connection.wait_time`).
+    pub wait_time: HistogramSnapshot,
+    /// Time spent opening connections (`db.client.connection.create_time`).
+    pub create_time: HistogramSnapshot,
+    /// Time between checkout and return (`db.client.connection.use_time`).
+    pub use_time: HistogramSnapshot,
+    /// Duration of operations run through the manager (`db.client.operation.duration`).
+    pub operations: HistogramSnapshot,
+    /// Failed operations by error kind (kind name, count); kinds with no failures are omitted.
+    pub operation_errors: Vec<(&'static str, u64)>,
+    /// Operations re-run by the retry policy.
+    pub retries: u64,
+}
+
+impl PoolMetrics {
+    /// Records a successful acquire and how long it waited.
+    pub fn record_acquire(&self, waited: Duration) {
+        self.acquires.fetch_add(1, Ordering::Relaxed);
+        self.wait_time.record(waited);
+    }
+    /// Records an acquire that gave up on an exhausted pool.
+    pub fn record_acquire_timeout(&self) {
+        self.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Records a connection attempt: its duration and whether it succeeded.
+    pub fn record_connect(&self, took: Duration, ok: bool) {
+        if ok {
+            self.connections_created.fetch_add(1, Ordering::Relaxed);
+            self.create_time.record(took);
+        } else {
+            self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// Records that a connection was closed, and why.
+    pub fn record_close(&self, reason: CloseReason) {
+        let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.closed[index].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Records a rollback of a transaction left open when the connection came back.
+    pub fn record_reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Records how long a connection was checked out.
+    pub fn record_use(&self, held: Duration) {
+        self.use_time.record(held);
+    }
+    /// Records one operation's duration and, when it failed, its error kind.
+    pub fn record_operation(&self, took: Duration, error: Option<ErrorKind>) {
+        self.operations.record(took);
+        if let Some(kind) = error {
+            let index = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+            self.operation_errors[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// Records that the retry policy re-ran an operation.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    /// How many connections were closed for `reason` so far.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.closed[index].load(Ordering::Relaxed)
+    }
+
+    /// Copies every counter and histogram.
+    pub fn snapshot(&self) -> PoolMetricsSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PoolMetricsSnapshot {
+            acquires: load(&self.acquires),
+            acquire_timeouts: load(&self.acquire_timeouts),
+            connections_created: load(&self.connections_created),
+            connect_failures: load(&self.connect_failures),
+            connections_closed: CloseReason::ALL
+                .iter()
+                .zip(&self.closed)
+                .map(|(r, n)| (r.as_str(), load(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            resets: load(&self.resets),
+            wait_time: self.wait_time.snapshot(),
+            create_time: self.create_time.snapshot(),
+            use_time: self.use_time.snapshot(),
+            operations: self.operations.snapshot(),
+            operation_errors: ErrorKind::ALL
+                .iter()
+                .zip(&self.operation_errors)
+                .map(|(k, n)| (k.as_str(), load(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            retries: load(&self.retries),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_accumulate() {
+        let m = PoolMetrics::default();
+        m.record_acquire(Duration::from_micros(3));
+        m.record_acquire(Duration::from_millis(2));
+        m.record_acquire_timeout();
+        m.record_connect(Duration::from_millis(4), true);
+        m.record_connect(Duration::from_millis(9), false);
+        m.record_close(CloseReason::Lifetime);
+        m.record_close(CloseReason::Lifetime);
+        m.record_close(CloseReason::Broken);
+        m.record_operation(Duration::from_millis(1), None);
+        m.record_operation(Duration::from_millis(1), Some(ErrorKind::Deadlock));
+        let s = m.snapshot();
+        assert_eq!((s.acquires, s.acquire_timeouts), (2, 1));
+        assert_eq!((s.connections_created, s.connect_failures), (1, 1));
+        assert_eq!(s.connections_closed, vec![("lifetime", 2), ("broken", 1)]);
+        assert_eq!(s.wait_time.count, 2);
+        assert_eq!(s.create_time.count, 1);
+        assert_eq!(s.operations.count, 2);
+        assert_eq!(s.operation_errors, vec![("deadlock", 1)]);
+        assert_eq!(m.closed(CloseReason::Lifetime), 2);
+    }
+}

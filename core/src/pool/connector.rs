@@ -1,0 +1,52 @@
+//! The `Connector` trait: the only thing a backend writes to get a pool (connect, validate, reset, classify).
+
+use std::future::Future;
+
+use crate::error::Result;
+
+/// How a backend opens, checks and cleans one kind of connection.
+///
+/// The pool owns sizing, lifetimes, timeouts, the breaker and metrics; a connector only
+/// talks to the driver. Every method returns ucm's [`Error`](crate::Error), so the
+/// connector is also where driver errors are classified (SQLSTATE via
+/// [`classify_sqlstate`](crate::classify_sqlstate), connect failures via
+/// [`ConnectFailure`](crate::ConnectFailure)) and scrubbed of secrets.
+///
+/// The pool bounds every call with its own timeout (connect: the connect timeout;
+/// validate and reset: the validation timeout and the connect timeout), so a connector
+/// need not, and a future it returns may be dropped at any await point.
+pub trait Connector: Send + Sync + 'static {
+    /// The driver's connection type.
+    type Connection: Send + 'static;
+
+    /// Opens a new connection with the configured session settings (application name,
+    /// time zone).
+    ///
+    /// # Errors
+    /// A `ConnectFailed` error with the reason and the scrubbed driver message.
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection>> + Send;
+
+    /// A cheap liveness probe (`SELECT 1` or the driver's ping), run before handing out a
+    /// connection that has been idle for longer than the configured threshold.
+    ///
+    /// # Errors
+    /// Any error: the connection is discarded and another one is tried.
+    fn validate(
+        &self,
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Brings a connection returned with a transaction still open back to a clean state
+    /// (`ROLLBACK`), before anyone else can use it.
+    ///
+    /// # Errors
+    /// Any error: the connection is discarded instead of pooled.
+    fn reset(&self, connection: &mut Self::Connection) -> impl Future<Output = Result<()>> + Send;
+
+    /// A synchronous check, without I/O, that the driver already knows the connection is
+    /// dead (for instance its socket closed). Defaults to `false`.
+    fn is_broken(&self, connection: &Self::Connection) -> bool {
+        let _ = connection;
+        false
+    }
+}

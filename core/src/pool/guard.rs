@@ -1,0 +1,155 @@
+//! `PooledConnection`: a checked-out connection that goes back to its pool on drop, rolled back first if a transaction is open.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use deadpool::managed::Object;
+use tokio::time::{Instant, timeout};
+
+use super::connector::Connector;
+use super::manager::Manager;
+use crate::metrics::CloseReason;
+
+/// A connection checked out of a [`Pool`](super::Pool); derefs to the driver connection.
+///
+/// Dropping it returns the connection to its pool. A connection marked broken is closed
+/// instead; one whose transaction is still open is first rolled back on a spawned task
+/// (so drop never blocks and never leaks an open transaction into the next user), and
+/// closed if the rollback fails or no tokio runtime is available to run it.
+pub struct PooledConnection<C: Connector> {
+    object: Option<Object<Manager<C>>>,
+    checked_out: Instant,
+}
+
+impl<C: Connector> PooledConnection<C> {
+    pub(crate) fn new(object: Object<Manager<C>>, checked_out: Instant) -> Self {
+        Self { object: Some(object), checked_out }
+    }
+
+    /// Records that a transaction is (or may be) open on this connection: if the guard is
+    /// dropped before [`Self::mark_transaction_closed`], the pool rolls it back before reuse.
+    /// Call it *before* sending `BEGIN`, so that a future dropped mid-`BEGIN` is covered.
+    pub fn mark_transaction_open(&mut self) {
+        if let Some(object) = self.object.as_mut() {
+            object.in_transaction = true;
+        }
+    }
+
+    /// Records that the transaction ended (committed or rolled back).
+    pub fn mark_transaction_closed(&mut self) {
+        if let Some(object) = self.object.as_mut() {
+            object.in_transaction = false;
+        }
+    }
+
+    /// Whether a transaction is marked open.
+    pub fn in_transaction(&self) -> bool {
+        self.object.as_ref().is_some_and(|object| object.in_transaction)
+    }
+
+    /// Marks the connection unusable (a fatal error was seen on it): it is closed on drop
+    /// instead of returning to the pool.
+    pub fn mark_broken(&mut self) {
+        if let Some(object) = self.object.as_mut() {
+            object.broken = true;
+        }
+    }
+
+    /// Whether the connection is marked broken.
+    pub fn is_broken(&self) -> bool {
+        self.object.as_ref().is_none_or(|object| object.broken)
+    }
+
+    /// How long this connection has been checked out.
+    pub fn held_for(&self) -> std::time::Duration {
+        self.checked_out.elapsed()
+    }
+}
+
+impl<C: Connector> Deref for PooledConnection<C> {
+    type Target = C::Connection;
+
+    fn deref(&self) -> &C::Connection {
+        // The option is only emptied in `drop`, so it is always full here.
+        match self.object.as_ref() {
+            Some(object) => &object.connection,
+            None => unreachable_connection(),
+        }
+    }
+}
+
+impl<C: Connector> DerefMut for PooledConnection<C> {
+    fn deref_mut(&mut self) -> &mut C::Connection {
+        match self.object.as_mut() {
+            Some(object) => &mut object.connection,
+            None => unreachable_connection(),
+        }
+    }
+}
+
+#[allow(clippy::panic)] // Unreachable: the guard empties its option only while being dropped.
+fn unreachable_connection() -> ! {
+    panic!("ucm: PooledConnection used after drop")
+}
+
+impl<C: Connector> fmt::Debug for PooledConnection<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("in_transaction", &self.in_transaction())
+            .field("broken", &self.is_broken())
+            .field("held_for", &self.held_for())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Connector> Drop for PooledConnection<C> {
+    fn drop(&mut self) {
+        let Some(mut object) = self.object.take() else { return };
+        let now = Instant::now();
+        object.metrics.record_use(now.duration_since(self.checked_out));
+        object.returned = now;
+        if object.broken {
+            object.metrics.record_close(CloseReason::Broken);
+            drop(Object::take(object));
+            return;
+        }
+        if !object.in_transaction {
+            return; // Dropping the object returns it to the pool.
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(reset_then_return(object));
+            }
+            Err(_) => {
+                object.metrics.record_close(CloseReason::ResetFailed);
+                tracing::warn!("closing a connection returned mid-transaction outside a tokio runtime");
+                drop(Object::take(object));
+            }
+        }
+    }
+}
+
+/// Rolls back the transaction left open on `object`, then returns it to the pool; closes it
+/// if the rollback fails or takes longer than the connect timeout.
+async fn reset_then_return<C: Connector>(mut object: Object<Manager<C>>) {
+    let Some(pool) = Object::pool(&object) else { return };
+    let manager = pool.manager();
+    let slot = &mut *object;
+    match timeout(manager.config.connect_timeout(), manager.connector.reset(&mut slot.connection)).await {
+        Ok(Ok(())) => {
+            slot.in_transaction = false;
+            slot.returned = Instant::now();
+            manager.metrics.record_reset();
+        }
+        Ok(Err(e)) => {
+            manager.metrics.record_close(CloseReason::ResetFailed);
+            tracing::warn!(pool = %manager.label, "closing a connection whose rollback failed: {e}");
+            drop(Object::take(object));
+        }
+        Err(_) => {
+            manager.metrics.record_close(CloseReason::ResetFailed);
+            tracing::warn!(pool = %manager.label, "closing a connection whose rollback timed out");
+            drop(Object::take(object));
+        }
+    }
+}

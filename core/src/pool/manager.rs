@@ -1,0 +1,125 @@
+//! The deadpool `Manager` that adapts a `Connector`: lifetimes with jitter, validation only after idle, bounded I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use rand::Rng;
+use tokio::time::{Instant, timeout};
+
+use super::connector::Connector;
+use crate::config::PoolConfiguration;
+use crate::error::{ConnectFailure, Error};
+use crate::metrics::{CloseReason, PoolMetrics};
+
+/// One pooled connection and the pool's bookkeeping about it.
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    pub(crate) connection: T,
+    /// When this connection must be replaced (max lifetime minus its random jitter).
+    pub(crate) expires: Instant,
+    /// When it was last returned to the pool (or created): the start of its idle time.
+    pub(crate) returned: Instant,
+    /// Set while a transaction may be open; a connection returned so is rolled back first.
+    pub(crate) in_transaction: bool,
+    /// Set when an error showed the connection unusable; it is closed instead of pooled.
+    pub(crate) broken: bool,
+    /// The pool's metrics, kept here so that returning a connection costs no reference count.
+    pub(crate) metrics: Arc<PoolMetrics>,
+}
+
+/// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
+pub(crate) struct Manager<C> {
+    pub(crate) connector: C,
+    pub(crate) config: PoolConfiguration,
+    pub(crate) metrics: Arc<PoolMetrics>,
+    pub(crate) label: Arc<str>,
+}
+
+impl<C: Connector> Manager<C> {
+    /// A lifetime shortened by a random amount up to the configured jitter, so that
+    /// connections opened together (prefill) are not all replaced at the same moment.
+    fn jittered_lifetime(&self) -> Duration {
+        let jitter = self.config.lifetime_jitter();
+        let cut = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(rand::rng().random_range(0.0..1.0))
+        };
+        self.config.max_lifetime().saturating_sub(cut)
+    }
+
+    fn discard(&self, reason: CloseReason, why: &str) -> RecycleError<Error> {
+        self.metrics.record_close(reason);
+        tracing::debug!(pool = %self.label, reason = reason.as_str(), "closing connection: {why}");
+        RecycleError::message(reason.as_str())
+    }
+}
+
+impl<C: Connector> managed::Manager for Manager<C> {
+    type Type = Slot<C::Connection>;
+    type Error = Error;
+
+    async fn create(&self) -> Result<Self::Type, Error> {
+        let started = Instant::now();
+        let limit = self.config.connect_timeout();
+        let result = match timeout(limit, self.connector.connect()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectFailed {
+                endpoint: self.label.to_string(),
+                reason: ConnectFailure::Timeout,
+                attempts: 1,
+                message: format!("no connection within the connect timeout of {limit:?}"),
+                source: None,
+            }),
+        };
+        self.metrics.record_connect(started.elapsed(), result.is_ok());
+        let connection = result?;
+        let now = Instant::now();
+        Ok(Slot {
+            connection,
+            expires: now + self.jittered_lifetime(),
+            returned: now,
+            in_transaction: false,
+            broken: false,
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+
+    async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
+        let now = Instant::now();
+        if slot.broken || self.connector.is_broken(&slot.connection) {
+            return Err(self.discard(CloseReason::Broken, "it is broken"));
+        }
+        if now >= slot.expires {
+            return Err(self.discard(CloseReason::Lifetime, "it reached its max lifetime"));
+        }
+        // Normally a connection returned mid-transaction is rolled back by the task its
+        // guard spawns; this catches the case where no runtime could run that task.
+        if slot.in_transaction {
+            match timeout(self.config.validation_timeout(), self.connector.reset(&mut slot.connection)).await {
+                Ok(Ok(())) => {
+                    slot.in_transaction = false;
+                    self.metrics.record_reset();
+                }
+                _ => return Err(self.discard(CloseReason::ResetFailed, "its rollback failed")),
+            }
+        }
+        if now.duration_since(slot.returned) > self.config.validate_after_idle() {
+            let limit = self.config.validation_timeout();
+            match timeout(limit, self.connector.validate(&mut slot.connection)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(self.discard(CloseReason::ValidationFailed, &e.to_string()));
+                }
+                Err(_) => {
+                    return Err(self.discard(
+                        CloseReason::ValidationFailed,
+                        &format!("its ping took longer than {limit:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The one pool every backend uses: deadpool's managed pool plus what it lacks (prefill, overflow reaping, jittered lifetimes, idle validation, bounded waits, breaker).
+//!
+//! A backend supplies a [`Connector`]; [`Pool`] does the rest:
+//! - **Sizing**: `pool_size` connections are opened by [`Pool::prefill`] and kept; up to
+//!   `max_overflow` more are opened under load and closed by a background reaper once
+//!   idle for `overflow_idle_timeout` (SQLAlchemy's pool + overflow). Connections are
+//!   reused last-in first-out, so the hot ones stay hot and the surplus goes idle.
+//! - **Hygiene**: each connection lives at most `max_lifetime` minus a random jitter; one
+//!   idle for longer than `validate_after_idle` is pinged before use, and a failed ping
+//!   discards it and tries the next; one returned mid-transaction is rolled back before
+//!   reuse; one marked broken is closed.
+//! - **Bounded waits**: waiting for a slot is bounded by `acquire_timeout`, opening by
+//!   `connect_timeout`, each ping by `validation_timeout`. Nothing waits forever.
+//! - **Cancel safety**: dropping an [`Pool::acquire`] future at any point leaks nothing:
+//!   the slot permit, a half-open breaker probe and a half-made connection are all released.
+//! - **Circuit breaker** (optional, per pool = per endpoint): consulted before waiting,
+//!   fed by the outcome; pool exhaustion never trips it.
+
+mod connector;
+mod guard;
+mod manager;
+mod reaper;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::Runtime;
+use deadpool::managed::{self, PoolError, QueueMode, TimeoutType};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+pub use connector::Connector;
+pub use guard::PooledConnection;
+
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
+use crate::config::PoolConfiguration;
+use crate::error::{Error, Result};
+use crate::metrics::{CloseReason, PoolMetrics};
+use manager::Manager;
+
+/// A pool of connections to one endpoint. Cheap to clone; clones share the pool.
+pub struct Pool<C: Connector> {
+    inner: Arc<Inner<C>>,
+}
+
+/// Connection counts of a pool at one moment, for `connection_info()` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PoolStatus {
+    /// Connections open now (idle plus in use).
+    pub size: usize,
+    /// Open connections waiting in the pool.
+    pub idle: usize,
+    /// Connections checked out.
+    pub in_use: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+    /// Connections kept (the configured pool size).
+    pub pool_size: usize,
+    /// The most connections allowed (pool size plus overflow).
+    pub max_size: usize,
+}
+
+pub(crate) struct Inner<C: Connector> {
+    pool: managed::Pool<Manager<C>>,
+    label: Arc<str>,
+    config: PoolConfiguration,
+    metrics: Arc<PoolMetrics>,
+    breaker: Option<CircuitBreaker>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<C: Connector> Pool<C> {
+    /// Builds a pool for the endpoint labelled `label` (a redacted `host:port/db`, used in
+    /// errors, logs and as the metrics pool name). Opens no connection: call
+    /// [`Self::prefill`] to open the pool size up front. With `breaker` set, that circuit
+    /// breaker guards every acquire.
+    ///
+    /// Must be called inside a tokio runtime: the reaper runs on it.
+    ///
+    /// # Errors
+    /// `Configuration` when called outside a tokio runtime or when `breaker` is invalid.
+    pub fn new(
+        label: impl Into<String>,
+        connector: C,
+        config: PoolConfiguration,
+        breaker: Option<CircuitBreakerConfig>,
+    ) -> Result<Self> {
+        let label: Arc<str> = Arc::from(label.into());
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config(
+                "runtime",
+                "ucm pools run on tokio: create the pool inside a tokio runtime (#[tokio::main] or Runtime::block_on)",
+            )
+        })?;
+        let breaker = match breaker {
+            Some(breaker_config) => {
+                breaker_config.validate()?;
+                Some(CircuitBreaker::new(label.to_string(), breaker_config))
+            }
+            None => None,
+        };
+        let metrics = Arc::new(PoolMetrics::default());
+        let manager = Manager {
+            connector,
+            config: config.clone(),
+            metrics: Arc::clone(&metrics),
+            label: Arc::clone(&label),
+        };
+        // Connect and validation timeouts are applied inside the manager, where the
+        // failure can be classified; deadpool bounds only the wait for a slot.
+        let pool = managed::Pool::builder(manager)
+            .max_size(config.max_size())
+            .wait_timeout(Some(config.acquire_timeout()))
+            .create_timeout(None)
+            .recycle_timeout(None)
+            .queue_mode(QueueMode::Lifo)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::config("pool", e.to_string()))?;
+        let period = reaper::reaper_period(config.overflow_idle_timeout());
+        let inner = Arc::new(Inner {
+            pool,
+            label,
+            config,
+            metrics,
+            breaker,
+            reaper: Mutex::new(None),
+        });
+        let task = runtime.spawn(reaper::run(Arc::downgrade(&inner), period));
+        if let Ok(mut slot) = inner.reaper.lock() {
+            *slot = Some(task);
+        }
+        Ok(Self { inner })
+    }
+
+    /// Checks out a connection: consults the breaker, waits up to the acquire timeout for
+    /// a slot, reuses the most recently returned idle connection (pinging it first if it
+    /// has been idle past the threshold, discarding it and trying the next if the ping
+    /// fails) or opens a new one within the connect timeout.
+    ///
+    /// Cancel-safe: dropping the future at any await point releases everything it held.
+    ///
+    /// # Errors
+    /// - `CircuitOpen` when the endpoint's breaker is open (no wait, no I/O);
+    /// - `PoolExhausted` with in-use, max, waiting and waited when no slot came free;
+    /// - `ConnectFailed` when a new connection could not be opened;
+    /// - `Closed` after [`Self::close`].
+    pub async fn acquire(&self) -> Result<PooledConnection<C>> {
+        let permit = match &self.inner.breaker {
+            Some(breaker) => Some(breaker.try_acquire()?),
+            None => None,
+        };
+        let started = Instant::now();
+        match self.inner.pool.get().await {
+            Ok(object) => {
+                if let Some(permit) = permit {
+                    permit.success();
+                }
+                self.inner.metrics.record_acquire(started.elapsed());
+                Ok(PooledConnection::new(object, Instant::now()))
+            }
+            Err(error) => {
+                let error = self.map_error(error, started.elapsed());
+                if let Some(permit) = permit {
+                    permit.failure(error.kind());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens connections concurrently until the pool holds its configured pool size, and
+    /// returns how many connections are open afterwards.
+    ///
+    /// # Errors
+    /// The first connect error when not a single connection could be opened; when some
+    /// could, the shortfall is logged and the pool fills the rest on demand.
+    pub async fn prefill(&self) -> Result<usize> {
+        let wanted = self.inner.config.pool_size().saturating_sub(self.status().size);
+        let mut tasks = JoinSet::new();
+        for _ in 0..wanted {
+            let pool = self.clone();
+            tasks.spawn(async move { pool.acquire().await });
+        }
+        // Hold every connection until all are open, or the pool would hand the same
+        // idle one back to each task.
+        let mut held = Vec::with_capacity(wanted);
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(connection)) => held.push(connection),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::other(format!("prefill task failed: {e}")));
+                }
+            }
+        }
+        drop(held);
+        let size = self.status().size;
+        match first_error {
+            Some(e) if size == 0 => Err(e),
+            Some(e) => {
+                tracing::warn!(pool = %self.inner.label, open = size, wanted = self.inner.config.pool_size(), "prefill opened fewer connections than the pool size: {e}");
+                Ok(size)
+            }
+            None => Ok(size),
+        }
+    }
+
+    /// Connection counts now; no I/O.
+    pub fn status(&self) -> PoolStatus {
+        let status = self.inner.pool.status();
+        PoolStatus {
+            size: status.size,
+            idle: status.available,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+            pool_size: self.inner.config.pool_size(),
+            max_size: self.inner.config.max_size(),
+        }
+    }
+
+    /// The pool's counters and histograms.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.inner.metrics
+    }
+
+    /// The endpoint's circuit breaker, when the pool has one.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    /// The endpoint's redacted label.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// The configuration the pool was built with.
+    pub fn config(&self) -> &PoolConfiguration {
+        &self.inner.config
+    }
+
+    /// The backend's connector.
+    pub fn connector(&self) -> &C {
+        &self.inner.pool.manager().connector
+    }
+
+    /// Whether [`Self::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pool.is_closed()
+    }
+
+    /// Runs one reaper pass now instead of waiting for the next tick.
+    pub fn reap_now(&self) {
+        reaper::reap(&self.inner);
+    }
+
+    /// Graceful drain: refuses new acquires at once, closes idle connections, waits for
+    /// checked-out connections to come back (they are closed as they do) for at most
+    /// `deadline`, then stops the reaper. Calling it again is harmless.
+    ///
+    /// # Errors
+    /// `Timeout` naming how many connections were still checked out at the deadline; they
+    /// are closed when their holders drop them.
+    pub async fn close(&self, deadline: Duration) -> Result<()> {
+        let idle = self.status().idle;
+        self.inner.pool.close();
+        for _ in 0..idle {
+            self.inner.metrics.record_close(CloseReason::PoolClosed);
+        }
+        if let Ok(mut reaper) = self.inner.reaper.lock() {
+            if let Some(task) = reaper.take() {
+                task.abort();
+            }
+        }
+        let started = Instant::now();
+        loop {
+            let size = self.inner.pool.status().size;
+            if size == 0 {
+                return Ok(());
+            }
+            if started.elapsed() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "draining {} ({size} connection(s) still checked out)",
+                        self.inner.label
+                    ),
+                    after: deadline,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn map_error(&self, error: PoolError<Error>, waited: Duration) -> Error {
+        match error {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(TimeoutType::Wait) => {
+                self.inner.metrics.record_acquire_timeout();
+                let status = self.status();
+                Error::PoolExhausted {
+                    endpoint: self.inner.label.to_string(),
+                    in_use: status.in_use,
+                    max: status.max_size,
+                    waiting: status.waiting,
+                    waited,
+                }
+            }
+            PoolError::Closed => Error::Closed { what: format!("pool {}", self.inner.label) },
+            // Create and recycle timeouts are not set on the deadpool pool (the manager
+            // applies its own), and hooks are not used; kept total for safety.
+            other => Error::other(format!("pool {}: {other}", self.inner.label)),
+        }
+    }
+}
+
+impl<C: Connector> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<C: Connector> std::fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("label", &self.inner.label)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Connector> Drop for Inner<C> {
+    fn drop(&mut self) {
+        if let Ok(mut reaper) = self.reaper.lock() {
+            if let Some(task) = reaper.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! The background reaper: closes idle overflow connections and idle connections past their lifetime.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior, interval};
+
+use super::connector::Connector;
+use super::{Inner, manager::Slot};
+use crate::metrics::CloseReason;
+
+/// How often the reaper looks: often enough that an overflow connection lives at most
+/// about 1.25× its idle timeout, rarely enough to cost nothing (never more than 10 Hz).
+pub(crate) fn reaper_period(overflow_idle_timeout: Duration) -> Duration {
+    (overflow_idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// Runs until the pool is dropped or closed. Holds only a weak reference, so a pool whose
+/// last handle is dropped goes away and takes this task with it.
+pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
+    let mut ticker = interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await; // The first tick is immediate; nothing is idle yet.
+    loop {
+        ticker.tick().await;
+        let Some(inner) = pool.upgrade() else { return };
+        if inner.pool.is_closed() {
+            return;
+        }
+        reap(&inner);
+    }
+}
+
+/// One pass: removes idle connections past their lifetime, then idle overflow connections
+/// (those beyond the pool size) idle for longer than the overflow idle timeout, oldest
+/// returns first. Connections in use are never touched; deadpool only shows idle ones.
+pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
+    let now = Instant::now();
+    let pool_size = inner.config.pool_size();
+    let idle_limit = inner.config.overflow_idle_timeout();
+    let mut excess = inner.pool.status().size.saturating_sub(pool_size);
+    let result = inner.pool.retain(|slot: &Slot<C::Connection>, _| {
+        if now >= slot.expires {
+            excess = excess.saturating_sub(1);
+            slot.metrics.record_close(CloseReason::Lifetime);
+            return false;
+        }
+        if excess > 0 && now.duration_since(slot.returned) >= idle_limit {
+            excess -= 1;
+            slot.metrics.record_close(CloseReason::OverflowIdle);
+            return false;
+        }
+        true
+    });
+    if !result.removed.is_empty() {
+        tracing::debug!(pool = %inner.label, closed = result.removed.len(), "reaper closed idle connections");
+    }
+}

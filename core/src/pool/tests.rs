@@ -1,0 +1,390 @@
+//! Pool behaviour on paused time with the in-memory connector: sizing, overflow reaping, lifetime, validation, timeouts, cancel safety, reset, breaker, drain.
+
+use std::time::Duration;
+
+use tokio::time::{advance, sleep, timeout};
+
+use super::testing::MemoryConnector;
+use super::*;
+use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
+use crate::error::{ConnectFailure, ErrorKind};
+use crate::mode::ManagerMode;
+
+fn config(pool_size: usize, max_overflow: usize) -> PoolConfiguration {
+    PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(pool_size)
+        .max_overflow(max_overflow)
+        .acquire_timeout(Duration::from_secs(1))
+        .validation_timeout(Duration::from_millis(100))
+        .overflow_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn pool(connector: &MemoryConnector, config: PoolConfiguration) -> Pool<MemoryConnector> {
+    Pool::new("memory:test", connector.clone(), config, None).unwrap()
+}
+
+/// Lets spawned tasks (resets, the reaper) run on the paused clock.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefill_opens_the_pool_size_and_no_more() {
+    for mode in ManagerMode::ALL {
+        let connector = MemoryConnector::new();
+        let pool = pool(&connector, PoolConfiguration::for_mode(mode));
+        assert_eq!(pool.prefill().await.unwrap(), pool.config().pool_size(), "{mode}");
+        let status = pool.status();
+        assert_eq!(status.size, pool.config().pool_size(), "{mode}");
+        assert_eq!(status.idle, status.size, "{mode}");
+        assert_eq!(status.in_use, 0, "{mode}");
+        assert_eq!(status.max_size, pool.config().max_size(), "{mode}");
+        assert_eq!(connector.opened(), pool.config().pool_size() as u64, "{mode}");
+        // A second prefill finds the pool full and opens nothing.
+        pool.prefill().await.unwrap();
+        assert_eq!(connector.opened(), pool.config().pool_size() as u64, "{mode}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefill_reports_a_dead_server() {
+    let connector = MemoryConnector::new();
+    connector.refuse_connections(true);
+    let err = pool(&connector, config(3, 0)).prefill().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectFailed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pool_plus_overflow_is_the_limit_then_exhaustion_explains_itself() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(2, 3));
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    assert_eq!(pool.status().in_use, 5);
+    let started = tokio::time::Instant::now();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    match err {
+        Error::PoolExhausted { in_use, max, waited, .. } => {
+            assert_eq!((in_use, max), (5, 5));
+            assert!(waited >= Duration::from_secs(1));
+        }
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    assert_eq!(pool.metrics().snapshot().acquire_timeouts, 1);
+    // A slot freed during the wait is handed to the waiter.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire().await.map(|c| c.id()) })
+    };
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(pool.status().waiting, 1);
+    let released = held.pop().unwrap().id();
+    assert_eq!(waiter.await.unwrap().unwrap(), released);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_connections_close_after_idle_and_the_pool_size_stays() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(2, 3));
+    let held: Vec<_> = hold(&pool, 5).await;
+    drop(held);
+    assert_eq!(pool.status().size, 5);
+    // Not yet idle long enough.
+    advance(Duration::from_secs(20)).await;
+    settle().await;
+    pool.reap_now();
+    assert_eq!(pool.status().size, 5);
+    // Past the overflow idle timeout, and a reaper tick later: back to the pool size.
+    advance(Duration::from_secs(20)).await;
+    settle().await;
+    assert_eq!(pool.status().size, 2);
+    assert_eq!(pool.metrics().closed(CloseReason::OverflowIdle), 3);
+    assert_eq!(connector.live(), 2);
+    // Reaping never touches the kept connections, however long they idle.
+    advance(Duration::from_secs(600)).await;
+    settle().await;
+    assert_eq!(pool.status().size, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_in_use_are_never_reaped() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 2));
+    let held: Vec<_> = hold(&pool, 3).await;
+    advance(Duration::from_secs(120)).await;
+    settle().await;
+    pool.reap_now();
+    assert_eq!(pool.status().size, 3);
+    assert_eq!(connector.live(), 3);
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetimes_are_jittered_and_expired_connections_replaced() {
+    let connector = MemoryConnector::new();
+    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(20)
+        .max_overflow(0)
+        .max_lifetime(Duration::from_secs(60))
+        .lifetime_jitter(Duration::from_secs(10))
+        .overflow_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let pool = pool(&connector, config);
+    pool.prefill().await.unwrap();
+    advance(Duration::from_millis(49_900)).await;
+    settle().await;
+    assert_eq!(pool.metrics().closed(CloseReason::Lifetime), 0, "none expires before max - jitter");
+    // Step through the jitter window: closes spread over several steps, all done by 60 s.
+    let mut steps_with_closes = 0;
+    let mut last = 0;
+    for _ in 0..11 {
+        advance(Duration::from_secs(1)).await;
+        settle().await;
+        pool.reap_now();
+        let now = pool.metrics().closed(CloseReason::Lifetime);
+        if now > last {
+            steps_with_closes += 1;
+        }
+        last = now;
+    }
+    assert_eq!(last, 20, "every connection expired by max_lifetime");
+    assert!(steps_with_closes >= 3, "expiries spread over the jitter window, got {steps_with_closes} steps");
+    // An acquire now opens a fresh connection.
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.id(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_connection_is_replaced_at_checkout() {
+    let connector = MemoryConnector::new();
+    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(1)
+        .max_overflow(0)
+        .max_lifetime(Duration::from_secs(60))
+        .lifetime_jitter(Duration::ZERO)
+        .overflow_idle_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let pool = pool(&connector, config);
+    let first = pool.acquire().await.unwrap().id();
+    advance(Duration::from_secs(61)).await;
+    let second = pool.acquire().await.unwrap().id();
+    assert_ne!(first, second);
+    assert_eq!(pool.metrics().closed(CloseReason::Lifetime), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn validation_only_after_idle_and_dead_connections_never_handed_out() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    drop(pool.acquire().await.unwrap());
+    // Used a moment ago: no ping.
+    drop(pool.acquire().await.unwrap());
+    assert_eq!(connector.validations(), 0);
+    // Idle past the threshold: pinged once.
+    advance(Duration::from_secs(1)).await;
+    drop(pool.acquire().await.unwrap());
+    assert_eq!(connector.validations(), 1);
+    // The server restarted meanwhile: the broken connection is replaced, not handed out.
+    connector.break_existing_connections();
+    advance(Duration::from_secs(1)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.id(), 1);
+    conn.query().await.unwrap();
+    drop(conn);
+    // A failing ping also discards the connection and opens another.
+    connector.fail_validation(true);
+    advance(Duration::from_secs(1)).await;
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.id(), 2);
+    assert_eq!(pool.metrics().closed(CloseReason::ValidationFailed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_ping_is_bounded_by_the_validation_timeout() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    drop(pool.acquire().await.unwrap());
+    advance(Duration::from_secs(1)).await;
+    connector.set_latency(Duration::from_secs(30));
+    let started = tokio::time::Instant::now();
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.id(), 1, "the hung connection was replaced");
+    assert_eq!(started.elapsed(), Duration::from_millis(100), "one validation timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_connect_fails_at_the_connect_timeout_with_its_reason() {
+    let connector = MemoryConnector::new();
+    connector.set_connect_delay(Duration::from_secs(60));
+    let pool = pool(&connector, config(1, 0));
+    let started = tokio::time::Instant::now();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    match err {
+        Error::ConnectFailed { reason, .. } => assert_eq!(reason, ConnectFailure::Timeout),
+        other => panic!("expected ConnectFailed, got {other:?}"),
+    }
+    assert_eq!(pool.status().size, 0);
+    assert_eq!(pool.metrics().snapshot().connect_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_acquire_futures_at_any_point_leaks_nothing() {
+    let connector = MemoryConnector::new();
+    connector.set_connect_delay(Duration::from_millis(300));
+    let pool = pool(&connector, config(2, 0));
+    // Cancelled while connecting, at many different points of the connect.
+    for cancel_after_ms in (0..400).step_by(25) {
+        let result = timeout(Duration::from_millis(cancel_after_ms), pool.acquire()).await;
+        drop(result);
+    }
+    // Cancelled while waiting for an exhausted pool.
+    let held: Vec<_> = hold(&pool, 2).await;
+    for _ in 0..20 {
+        assert!(timeout(Duration::from_millis(50), pool.acquire()).await.is_err());
+    }
+    assert_eq!(pool.status().waiting, 0);
+    drop(held);
+    // The pool is whole: both slots usable, no phantom connections or waiters.
+    let status = pool.status();
+    assert_eq!((status.in_use, status.waiting), (0, 0));
+    assert!(status.size <= 2);
+    let again: Vec<_> = hold(&pool, 2).await;
+    assert_eq!(again.len(), 2);
+    assert_eq!(connector.live(), pool.status().size as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_returned_mid_transaction_is_rolled_back_before_reuse() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    let mut conn = pool.acquire().await.unwrap();
+    conn.mark_transaction_open();
+    conn.begin().await.unwrap();
+    let id = conn.id();
+    drop(conn);
+    settle().await;
+    assert_eq!(connector.resets(), 1);
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.id(), id, "the rolled-back connection is reused");
+    assert!(!conn.in_transaction());
+    assert_eq!(pool.metrics().snapshot().resets, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_rollback_closes_the_connection() {
+    let connector = MemoryConnector::new();
+    connector.fail_reset(true);
+    let pool = pool(&connector, config(1, 0));
+    let mut conn = pool.acquire().await.unwrap();
+    conn.mark_transaction_open();
+    drop(conn);
+    settle().await;
+    assert_eq!(pool.status().size, 0);
+    assert_eq!(connector.live(), 0);
+    assert_eq!(pool.metrics().closed(CloseReason::ResetFailed), 1);
+    // Its slot is free again.
+    assert_eq!(pool.acquire().await.unwrap().id(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_marked_broken_is_closed_not_pooled() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    let mut conn = pool.acquire().await.unwrap();
+    conn.mark_broken();
+    drop(conn);
+    assert_eq!((pool.status().size, connector.live()), (0, 0));
+    assert_eq!(pool.metrics().closed(CloseReason::Broken), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_on_connect_failures_but_never_on_exhaustion() {
+    let connector = MemoryConnector::new();
+    let pool = Pool::new("memory:test", connector.clone(), config(1, 0), Some(CircuitBreakerConfig::default())).unwrap();
+    // Exhaustion, many times over: the breaker stays closed.
+    let held = pool.acquire().await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(pool.acquire().await.unwrap_err().kind(), ErrorKind::PoolExhausted);
+    }
+    assert_eq!(pool.breaker().unwrap().state(), BreakerState::Closed);
+    drop(held);
+    // Connect failures: five open it, and then it fails fast without connecting.
+    connector.refuse_connections(true);
+    connector.break_existing_connections();
+    for _ in 0..5 {
+        assert_eq!(pool.acquire().await.unwrap_err().kind(), ErrorKind::ConnectFailed);
+    }
+    assert_eq!(pool.breaker().unwrap().state(), BreakerState::Open);
+    let attempts = connector.connect_attempts();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(connector.connect_attempts(), attempts, "an open circuit does no I/O");
+    // The server comes back; after the recovery timeout probes close it again.
+    connector.refuse_connections(false);
+    advance(Duration::from_secs(61)).await;
+    for _ in 0..3 {
+        drop(pool.acquire().await.unwrap());
+    }
+    assert_eq!(pool.breaker().unwrap().state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_drains_waits_for_holders_and_refuses_new_work() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(3, 0));
+    pool.prefill().await.unwrap();
+    let held = pool.acquire().await.unwrap();
+    let holder = tokio::spawn(async move {
+        sleep(Duration::from_millis(300)).await;
+        drop(held);
+    });
+    pool.close(Duration::from_secs(1)).await.unwrap();
+    holder.await.unwrap();
+    assert_eq!(pool.status().size, 0);
+    assert_eq!(connector.live(), 0);
+    assert_eq!(pool.acquire().await.unwrap_err().kind(), ErrorKind::Closed);
+    // Closing again is harmless.
+    pool.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_reports_connections_still_out_at_the_deadline() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(2, 0));
+    let held = pool.acquire().await.unwrap();
+    let err = pool.close(Duration::from_millis(200)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("1 connection(s) still checked out"), "{err}");
+    drop(held);
+    assert_eq!(connector.live(), 0, "a late return is closed, not pooled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pools_need_a_runtime_and_say_so() {
+    let connector = MemoryConnector::new();
+    let err = std::thread::spawn(move || Pool::new("x", connector, config(1, 0), None).unwrap_err())
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+/// Acquires `n` connections one after another and holds them.
+async fn hold(pool: &Pool<MemoryConnector>, n: usize) -> Vec<PooledConnection<MemoryConnector>> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(pool.acquire().await.unwrap());
+    }
+    held
+}

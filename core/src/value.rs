@@ -1,0 +1,314 @@
+//! Backend-neutral SQL values and rows, so compat, the CLI and tests need no driver types.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// One SQL value, as a parameter or as a column of a fetched [`Row`].
+///
+/// Backends bind each variant as the matching native type (never by string
+/// interpolation) and decode columns into the closest variant by column type. Types with
+/// no exact variant (numeric/decimal, intervals, arrays...) are decoded as `Text`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Any integer column (smallint, int, bigint), widened to 64 bits.
+    Int(i64),
+    /// Any floating-point column (real, double precision).
+    Float(f64),
+    /// Text (char, varchar, text; and types without a variant of their own).
+    Text(String),
+    /// Binary data (bytea, blob).
+    Bytes(Vec<u8>),
+    /// A timestamp without time zone.
+    Timestamp(NaiveDateTime),
+    /// A timestamp with time zone, in UTC (every ucm session runs in UTC).
+    TimestampTz(DateTime<Utc>),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A time of day.
+    Time(NaiveTime),
+    /// A UUID.
+    Uuid(Uuid),
+    /// A JSON document (json, jsonb).
+    Json(serde_json::Value),
+}
+
+/// A fetched row: column names shared by every row of a result, and one value per column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    columns: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+impl Value {
+    /// The variant's SQL-ish type name, used in conversion errors.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "bool",
+            Self::Int(_) => "integer",
+            Self::Float(_) => "float",
+            Self::Text(_) => "text",
+            Self::Bytes(_) => "bytes",
+            Self::Timestamp(_) => "timestamp",
+            Self::TimestampTz(_) => "timestamptz",
+            Self::Date(_) => "date",
+            Self::Time(_) => "time",
+            Self::Uuid(_) => "uuid",
+            Self::Json(_) => "json",
+        }
+    }
+
+    /// Whether this is SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+}
+
+impl fmt::Display for Value {
+    /// Human-readable rendering for CLI output; bytes are shown as hex, NULL as `NULL`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Null => f.write_str("NULL"),
+            Self::Bool(v) => write!(f, "{v}"),
+            Self::Int(v) => write!(f, "{v}"),
+            Self::Float(v) => write!(f, "{v}"),
+            Self::Text(v) => f.write_str(v),
+            Self::Bytes(v) => {
+                f.write_str("\\x")?;
+                v.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Self::Timestamp(v) => write!(f, "{v}"),
+            Self::TimestampTz(v) => write!(f, "{v}"),
+            Self::Date(v) => write!(f, "{v}"),
+            Self::Time(v) => write!(f, "{v}"),
+            Self::Uuid(v) => write!(f, "{v}"),
+            Self::Json(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Row {
+    /// A row with the given columns and values (backends build rows with this).
+    ///
+    /// # Errors
+    /// `Other` when the number of values differs from the number of columns.
+    pub fn new(columns: Arc<[String]>, values: Vec<Value>) -> Result<Self> {
+        if columns.len() != values.len() {
+            return Err(Error::other(format!(
+                "row has {} values for {} columns",
+                values.len(),
+                columns.len()
+            )));
+        }
+        Ok(Self { columns, values })
+    }
+
+    /// The column names, in select order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The values, in select order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value of the column named `name` (the first, if several share the name).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.columns.iter().position(|c| c == name).map(|i| &self.values[i])
+    }
+
+    /// The value of column `name` converted to `T`.
+    ///
+    /// # Errors
+    /// `Query` when there is no such column or the value does not convert.
+    pub fn try_get<T: FromValue>(&self, name: &str) -> Result<T> {
+        let value = self.get(name).ok_or_else(|| {
+            Error::database(
+                crate::ErrorKind::Query,
+                "row",
+                None,
+                format!("no column {name:?}; the row has {}", self.columns.join(", ")),
+            )
+        })?;
+        T::from_value(value).map_err(|e| e.in_column(name))
+    }
+
+    /// Takes the values out of the row.
+    pub fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+}
+
+/// Conversion from a [`Value`] to a Rust type, for [`Row::try_get`].
+pub trait FromValue: Sized {
+    /// Converts, or says why not.
+    ///
+    /// # Errors
+    /// A [`ConversionError`] naming both types.
+    fn from_value(value: &Value) -> Result<Self, ConversionError>;
+}
+
+/// A value that does not convert to the requested type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionError {
+    from: &'static str,
+    to: &'static str,
+}
+
+impl ConversionError {
+    fn in_column(self, column: &str) -> Error {
+        Error::database(
+            crate::ErrorKind::Query,
+            "row",
+            None,
+            format!("column {column:?} holds {}, which does not convert to {}", self.from, self.to),
+        )
+    }
+}
+
+macro_rules! from_value {
+    ($ty:ty, $name:literal, $($pat:pat => $out:expr),+) => {
+        impl FromValue for $ty {
+            fn from_value(value: &Value) -> Result<Self, ConversionError> {
+                match value {
+                    $($pat => $out,)+
+                    other => Err(ConversionError { from: other.type_name(), to: $name }),
+                }
+            }
+        }
+    };
+}
+
+from_value!(bool, "bool", Value::Bool(v) => Ok(*v), Value::Int(v) => Ok(*v != 0));
+from_value!(i64, "i64", Value::Int(v) => Ok(*v));
+from_value!(i32, "i32", Value::Int(v) => i32::try_from(*v).map_err(|_| ConversionError { from: "integer out of i32 range", to: "i32" }));
+from_value!(f64, "f64", Value::Float(v) => Ok(*v), Value::Int(v) => Ok(*v as f64));
+from_value!(String, "String", Value::Text(v) => Ok(v.clone()));
+from_value!(Vec<u8>, "Vec<u8>", Value::Bytes(v) => Ok(v.clone()));
+from_value!(NaiveDateTime, "NaiveDateTime", Value::Timestamp(v) => Ok(*v), Value::TimestampTz(v) => Ok(v.naive_utc()));
+from_value!(DateTime<Utc>, "DateTime<Utc>", Value::TimestampTz(v) => Ok(*v), Value::Timestamp(v) => Ok(v.and_utc()));
+from_value!(NaiveDate, "NaiveDate", Value::Date(v) => Ok(*v));
+from_value!(NaiveTime, "NaiveTime", Value::Time(v) => Ok(*v));
+from_value!(Uuid, "Uuid", Value::Uuid(v) => Ok(*v));
+from_value!(serde_json::Value, "serde_json::Value", Value::Json(v) => Ok(v.clone()));
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> Result<Self, ConversionError> {
+        match value {
+            Value::Null => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+macro_rules! into_value {
+    ($($ty:ty => $variant:ident $(via $conv:expr)?),+ $(,)?) => {
+        $(impl From<$ty> for Value {
+            fn from(v: $ty) -> Self {
+                Value::$variant($( $conv )?(v))
+            }
+        })+
+    };
+}
+
+into_value!(
+    bool => Bool,
+    i64 => Int,
+    i32 => Int via i64::from,
+    i16 => Int via i64::from,
+    f64 => Float,
+    f32 => Float via f64::from,
+    String => Text,
+    Vec<u8> => Bytes,
+    NaiveDateTime => Timestamp,
+    DateTime<Utc> => TimestampTz,
+    NaiveDate => Date,
+    NaiveTime => Time,
+    Uuid => Uuid,
+    serde_json::Value => Json,
+);
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        let columns: Arc<[String]> = ["id", "name", "score", "note", "at"].map(String::from).into();
+        let at = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap().and_hms_opt(7, 0, 0).unwrap();
+        Row::new(columns, vec![Value::Int(7), "ada".into(), Value::Float(0.5), Value::Null, at.into()]).unwrap()
+    }
+
+    #[test]
+    fn typed_access_by_name() {
+        let r = row();
+        assert_eq!(r.try_get::<i64>("id").unwrap(), 7);
+        assert_eq!(r.try_get::<i32>("id").unwrap(), 7);
+        assert_eq!(r.try_get::<String>("name").unwrap(), "ada");
+        assert_eq!(r.try_get::<f64>("score").unwrap(), 0.5);
+        assert_eq!(r.try_get::<Option<String>>("note").unwrap(), None);
+        assert_eq!(r.try_get::<DateTime<Utc>>("at").unwrap().to_rfc3339(), "2026-11-22T07:00:00+00:00");
+    }
+
+    #[test]
+    fn conversion_errors_name_column_and_types() {
+        let r = row();
+        let err = r.try_get::<i64>("name").unwrap_err().to_string();
+        assert!(err.contains("\"name\" holds text, which does not convert to i64"), "{err}");
+        let err = r.try_get::<i64>("missing").unwrap_err().to_string();
+        assert!(err.contains("no column \"missing\"") && err.contains("id, name"), "{err}");
+        let big = Row::new(Arc::from(vec!["n".to_owned()]), vec![Value::Int(i64::MAX)]).unwrap();
+        assert!(big.try_get::<i32>("n").is_err());
+    }
+
+    #[test]
+    fn rows_refuse_mismatched_lengths() {
+        assert!(Row::new(Arc::from(vec!["a".to_owned()]), vec![]).is_err());
+    }
+
+    #[test]
+    fn values_render_for_humans() {
+        assert_eq!(Value::Bytes(vec![0xde, 0xad]).to_string(), "\\xdead");
+        assert_eq!(Value::Null.to_string(), "NULL");
+        assert_eq!(Value::from(Some(3_i32)), Value::Int(3));
+        assert_eq!(Value::from(None::<i64>), Value::Null);
+    }
+}
