@@ -1,0 +1,602 @@
+//! Database URLs: every accepted spelling parsed into one canonical form, TLS defaults, and password redaction.
+//!
+//! A [`DatabaseUrl`] never shows its password: `Debug`, `Display`, [`DatabaseUrl::label`],
+//! serialisation and every parse error are redacted. The secret leaves the type only through
+//! [`DatabaseUrl::expose_url`] (for a driver that takes a URL) and [`Secret::expose`] (for a
+//! driver configured field by field).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::error::{Error, Result};
+
+mod parse;
+#[cfg(test)]
+mod tests;
+
+/// The database engine a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatabaseKind {
+    /// PostgreSQL: `postgres://`, `postgresql://`, `postgresql+asyncpg://`, `postgresql+psycopg://`,
+    /// `postgresql+psycopg2://`.
+    Postgres,
+    /// MySQL or MariaDB: `mysql://`, `mariadb://`, `mysql+pymysql://`, `mysql+aiomysql://`,
+    /// `mysql+asyncmy://`.
+    MySql,
+    /// SQLite: `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`, `sqlite://:memory:`.
+    Sqlite,
+}
+
+impl DatabaseKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 3] = [Self::Postgres, Self::MySql, Self::Sqlite];
+
+    /// The OpenTelemetry `db.system.name` value: `postgresql`, `mysql` or `sqlite`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::MySql => "mysql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// The server's well-known port (5432, 3306); `None` for SQLite, which has no server.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Self::Postgres => Some(5432),
+            Self::MySql => Some(3306),
+            Self::Sqlite => None,
+        }
+    }
+}
+
+impl fmt::Display for DatabaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that never shows itself: `Debug` and `Display` print `***`.
+///
+/// Equality compares the content, so two URLs with the same password are equal.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for handing to a driver. Never log or format the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Whether and how a connection uses TLS, in libpq's vocabulary (`sslmode`).
+///
+/// Parsed from PostgreSQL's `sslmode=` and MySQL's `ssl-mode=`/`sslmode=`; both vocabularies
+/// are accepted for both kinds, case-insensitively, with `-` and `_` interchangeable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslMode {
+    /// No TLS (`disable`, MySQL `DISABLED`). The default for local hosts and SQLite.
+    Disable,
+    /// Plain first, TLS if the server insists (`allow`).
+    Allow,
+    /// TLS if the server offers it, plain otherwise (`prefer`, MySQL `PREFERRED`).
+    /// The default for every non-local host.
+    Prefer,
+    /// TLS or fail, without checking the certificate (`require`, MySQL `REQUIRED`).
+    Require,
+    /// TLS with a certificate signed by a trusted CA (`verify-ca`, MySQL `VERIFY_CA`).
+    VerifyCa,
+    /// TLS with a trusted certificate whose name matches the host (`verify-full`, MySQL
+    /// `VERIFY_IDENTITY`).
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, from least to most strict.
+    pub const ALL: [Self; 6] = [
+        Self::Disable,
+        Self::Allow,
+        Self::Prefer,
+        Self::Require,
+        Self::VerifyCa,
+        Self::VerifyFull,
+    ];
+
+    /// libpq's spelling: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    /// MySQL's `ssl-mode` spelling; MySQL has no `allow`, whose nearest equivalent is `PREFERRED`.
+    pub fn as_mysql_str(self) -> &'static str {
+        match self {
+            Self::Disable => "DISABLED",
+            Self::Allow | Self::Prefer => "PREFERRED",
+            Self::Require => "REQUIRED",
+            Self::VerifyCa => "VERIFY_CA",
+            Self::VerifyFull => "VERIFY_IDENTITY",
+        }
+    }
+
+    /// Whether the connection fails rather than fall back to plain text.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, Self::Require | Self::VerifyCa | Self::VerifyFull)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = Error;
+
+    /// Accepts libpq's and MySQL's names in any case: `disable`/`DISABLED`, `allow`,
+    /// `prefer`/`PREFERRED`, `require`/`REQUIRED`, `verify-ca`/`VERIFY_CA`,
+    /// `verify-full`/`VERIFY_IDENTITY`.
+    fn from_str(s: &str) -> Result<Self> {
+        let folded = s.trim().to_ascii_lowercase().replace('_', "-");
+        Ok(match folded.as_str() {
+            "disable" | "disabled" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" | "preferred" => Self::Prefer,
+            "require" | "required" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" | "verify-identity" => Self::VerifyFull,
+            // The value is not echoed: it came out of a URL, and a mangled URL can put a
+            // piece of a password anywhere.
+            _ => {
+                return Err(Error::config(
+                    "sslmode",
+                    "unknown TLS mode; use one of disable, allow, prefer, require, verify-ca, \
+                     verify-full (MySQL spellings DISABLED, PREFERRED, REQUIRED, VERIFY_CA, \
+                     VERIFY_IDENTITY also work)",
+                ));
+            }
+        })
+    }
+}
+
+/// A parsed, normalised database URL whose password is never shown.
+///
+/// Build one with [`DatabaseUrl::parse`] (or `str::parse`). Equality compares the
+/// normalised components (a missing port equals the default port; `mariadb://` equals
+/// `mysql://`), so `DatabaseUrl::parse(&url.expose_url())` gives back an equal value.
+///
+/// `Debug` and `Display` print the canonical URL with the password (and any query
+/// parameter whose name contains `password`, `secret` or `token`) replaced by `***`.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    kind: DatabaseKind,
+    mariadb: bool,
+    user: Option<String>,
+    password: Option<Secret>,
+    host: Option<String>,
+    port: Option<u16>,
+    database: Option<String>,
+    sqlite: Option<SqliteTarget>,
+    params: Vec<(String, String)>,
+    ssl_mode: SslMode,
+}
+
+impl DatabaseUrl {
+    /// Parses a URL; errors name the `DATABASE_URL` field.
+    ///
+    /// Accepted forms: `postgres://`, `postgresql://`, `postgresql+asyncpg://`,
+    /// `postgresql+psycopg://`, `postgresql+psycopg2://` (all normalised to `postgres://`);
+    /// `mysql://`, `mariadb://`, `mysql+pymysql://`, `mysql+aiomysql://`, `mysql+asyncmy://`
+    /// (normalised to `mysql://`); `sqlite://PATH` (everything after `//` is the path, so
+    /// `sqlite://data/app.db` is relative and `sqlite:///tmp/app.db` absolute), `sqlite:PATH`,
+    /// `sqlite::memory:` and `sqlite://:memory:`. Server URLs are
+    /// `scheme://[user[:password]@]host[:port][/database][?key=value&...]`, every component
+    /// percent-decoded; a PostgreSQL unix socket is either a percent-encoded path as the host
+    /// or `?host=/var/run/postgresql`.
+    ///
+    /// # Errors
+    /// A `Configuration` error saying what is wrong and how to fix it: an empty string, no
+    /// `scheme://`, an unknown scheme, a missing host, a port that is not a number in
+    /// 1..=65535, invalid percent-encoding, a `#`, whitespace, or reserved characters left
+    /// unencoded in the password. The error never contains the password or a piece of it.
+    pub fn parse(url: &str) -> Result<Self> {
+        Self::parse_named("DATABASE_URL", url)
+    }
+
+    /// Like [`Self::parse`], with errors naming `field` (e.g. `DATABASE_REPLICA_URLS[2]`).
+    ///
+    /// # Errors
+    /// As [`Self::parse`].
+    pub fn parse_named(field: &str, url: &str) -> Result<Self> {
+        parse::Parser { field }.parse(url)
+    }
+
+    /// Which database engine this is.
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// Whether the URL was written `mariadb://`. Information only: the kind is
+    /// [`DatabaseKind::MySql`] either way, and equality ignores it.
+    pub fn is_mariadb(&self) -> bool {
+        self.mariadb
+    }
+
+    /// The percent-decoded user name. `None` lets the driver choose (PostgreSQL: `PGUSER`
+    /// or the operating-system user; MySQL: the driver's default, usually `root`).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The percent-decoded password; an empty password is `None`.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// The percent-decoded host: a name, an IP address (IPv6 without its brackets), or a
+    /// unix socket directory starting with `/` (PostgreSQL). `None` for SQLite.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The port, the kind's default when the URL gives none. `None` for SQLite.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The percent-decoded database name. `None` means the driver default: PostgreSQL
+    /// connects to the database named like the user; MySQL selects no database. Always
+    /// `None` for SQLite (see [`Self::sqlite_path`]).
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// The query parameters in order, percent-decoded. PostgreSQL's `host` parameter is not
+    /// listed: it becomes [`Self::host`].
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The value of query parameter `key` (the last one when repeated, as libpq does).
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The TLS mode: `sslmode`/`ssl-mode` when given, else [`SslMode::Disable`] for local
+    /// hosts (localhost, 127.0.0.0/8, ::1, unix sockets) and SQLite, [`SslMode::Prefer`]
+    /// for any other host.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The SQLite database file as written (relative or absolute); `None` for an in-memory
+    /// database and for server kinds.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        match &self.sqlite {
+            Some(SqliteTarget::Path(path)) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an in-memory SQLite database.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.sqlite, Some(SqliteTarget::Memory))
+    }
+
+    /// Whether the host is a unix socket path (PostgreSQL) or a `socket` parameter is given (MySQL).
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.as_deref().is_some_and(|h| h.starts_with('/')) || self.param("socket").is_some()
+    }
+
+    /// Whether the endpoint is on this machine: SQLite, a unix socket, `localhost`,
+    /// 127.0.0.0/8 or ::1.
+    pub fn is_local(&self) -> bool {
+        self.kind == DatabaseKind::Sqlite
+            || self.is_unix_socket()
+            || self.host.as_deref().is_some_and(is_local_host)
+    }
+
+    /// Whether both URLs reach the same database: same kind, host (case-insensitive), port
+    /// and database name, or the same SQLite file. Credentials and parameters are ignored.
+    pub fn same_endpoint(&self, other: &Self) -> bool {
+        let same_host = match (&self.host, &other.host) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        };
+        self.kind == other.kind
+            && same_host
+            && self.port == other.port
+            && self.database == other.database
+            && self.sqlite == other.sqlite
+    }
+
+    /// `host:port/database` (IPv6 in brackets, no database part when there is none), or the
+    /// SQLite path or `:memory:`: a secret-free name for error messages and pool metrics.
+    pub fn label(&self) -> String {
+        match &self.sqlite {
+            Some(SqliteTarget::Memory) => ":memory:".to_owned(),
+            Some(SqliteTarget::Path(path)) => path.clone(),
+            None => {
+                let host = self.host.as_deref().unwrap_or_default();
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_owned()
+                };
+                let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+                let db = self
+                    .database
+                    .as_deref()
+                    .map(|d| format!("/{d}"))
+                    .unwrap_or_default();
+                format!("{host}{port}{db}")
+            }
+        }
+    }
+
+    /// The canonical URL WITH the password, percent-encoded, for handing to a driver.
+    ///
+    /// This is the only way the whole URL, secret included, leaves the type (the password
+    /// alone is reachable through [`Self::password`] and [`Secret::expose`], for drivers
+    /// configured field by field). Never log or format the result.
+    pub fn expose_url(&self) -> String {
+        self.render(true)
+    }
+
+    /// Replaces every occurrence of the password and of sensitive query parameter values, raw
+    /// or percent-encoded, in `text` by `***`. Backends pass driver error messages through it.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut needles: Vec<String> = Vec::new();
+        let secrets = self.password.iter().map(Secret::expose).chain(
+            self.params
+                .iter()
+                .filter(|(k, _)| is_sensitive_param(k))
+                .map(|(_, v)| v.as_str()),
+        );
+        for secret in secrets.filter(|s| !s.is_empty()) {
+            needles.push(secret.to_owned());
+            // Drivers echo URLs encoded their own way: strictly or loosely, with upper- or
+            // lower-case escapes, and with a space as %20 or '+'.
+            for set in [COMPONENT, NON_ALPHANUMERIC, QUERY] {
+                let encoded = utf8_percent_encode(secret, set).to_string();
+                let plus = encoded.replace("%20", "+");
+                needles.extend([lowercase_hex(&encoded), lowercase_hex(&plus), plus, encoded]);
+            }
+        }
+        // Longest first, so that a short form never leaves the tail of a longer one behind.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        needles.iter().fold(text.to_owned(), |acc, needle| {
+            acc.replace(needle.as_str(), "***")
+        })
+    }
+
+    /// The canonical URL, with or without the secrets.
+    fn render(&self, reveal: bool) -> String {
+        let mut out = String::new();
+        match &self.sqlite {
+            Some(SqliteTarget::Memory) => out.push_str("sqlite::memory:"),
+            Some(SqliteTarget::Path(path)) => {
+                out.push_str("sqlite://");
+                out.extend(utf8_percent_encode(path, SQLITE_PATH));
+            }
+            None => {
+                out.push_str(if self.kind == DatabaseKind::MySql {
+                    "mysql://"
+                } else {
+                    "postgres://"
+                });
+                if self.user.is_some() || self.password.is_some() {
+                    out.extend(utf8_percent_encode(
+                        self.user.as_deref().unwrap_or_default(),
+                        COMPONENT,
+                    ));
+                    if let Some(password) = &self.password {
+                        out.push(':');
+                        if reveal {
+                            out.extend(utf8_percent_encode(password.expose(), COMPONENT));
+                        } else {
+                            out.push_str("***");
+                        }
+                    }
+                    out.push('@');
+                }
+                let host = self.host.as_deref().unwrap_or_default();
+                if host.contains(':') {
+                    // IPv6, with a zone identifier's '%' encoded as RFC 6874 asks.
+                    out.push('[');
+                    out.push_str(&host.replace('%', "%25"));
+                    out.push(']');
+                } else {
+                    out.extend(utf8_percent_encode(host, COMPONENT));
+                }
+                if let Some(port) = self.port {
+                    out.push(':');
+                    out.push_str(&port.to_string());
+                }
+                if let Some(db) = &self.database {
+                    out.push('/');
+                    out.extend(utf8_percent_encode(db, COMPONENT));
+                }
+            }
+        }
+        for (i, (key, value)) in self.params.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(key);
+            out.push('=');
+            if !reveal && is_sensitive_param(key) {
+                out.push_str("***");
+            } else {
+                out.extend(utf8_percent_encode(value, QUERY));
+            }
+        }
+        out
+    }
+}
+
+impl PartialEq for DatabaseUrl {
+    /// Compares every normalised component except the `mariadb://` spelling, which is
+    /// information only.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.user == other.user
+            && self.password == other.password
+            && self.host == other.host
+            && self.port == other.port
+            && self.database == other.database
+            && self.sqlite == other.sqlite
+            && self.params == other.params
+            && self.ssl_mode == other.ssl_mode
+    }
+}
+
+impl Eq for DatabaseUrl {}
+
+impl FromStr for DatabaseUrl {
+    type Err = Error;
+
+    /// See [`DatabaseUrl::parse`].
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(false))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.render(false))
+            .finish()
+    }
+}
+
+/// Serialises as the redacted URL (`***` for the password), so a serialised configuration
+/// can be shown but not used to connect.
+#[cfg(feature = "serde")]
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Deserialises from a URL string through [`DatabaseUrl::parse`].
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serialises as [`DatabaseKind::as_str`].
+#[cfg(feature = "serde")]
+impl serde::Serialize for DatabaseKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Serialises as [`SslMode::as_str`].
+#[cfg(feature = "serde")]
+impl serde::Serialize for SslMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Where a SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SqliteTarget {
+    Memory,
+    Path(String),
+}
+
+/// Characters left as they are in user names, passwords, hosts and database names: RFC
+/// 3986's unreserved set. Everything else is encoded, so no driver can misread a component.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Query values keep `/` and `:` readable (certificate paths); `+` stays encoded because
+/// form decoders (sqlx) read it as a space where libpq does not.
+const QUERY: &AsciiSet = &COMPONENT.remove(b'/').remove(b':');
+
+/// SQLite paths keep their separators and drive letters.
+const SQLITE_PATH: &AsciiSet = &COMPONENT.remove(b'/').remove(b':');
+
+/// Whether a query parameter holds a credential and must be redacted.
+fn is_sensitive_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// Whether a host name or address is this machine.
+fn is_local_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `%2F` becomes `%2f`: some drivers echo URLs with lower-case escapes.
+fn lowercase_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut hex_left = 0;
+    for c in encoded.chars() {
+        if hex_left > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex_left -= 1;
+        } else {
+            out.push(c);
+            if c == '%' {
+                hex_left = 2;
+            }
+        }
+    }
+    out
+}
