@@ -76,7 +76,10 @@ impl ErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::ConnectFailed | Self::ConnectionLost | Self::SerializationFailure | Self::Deadlock
+            Self::ConnectFailed
+                | Self::ConnectionLost
+                | Self::SerializationFailure
+                | Self::Deadlock
         )
     }
 

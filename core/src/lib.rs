@@ -24,7 +24,11 @@ mod protocol;
 pub mod retry;
 mod value;
 
-pub use config::{PoolConfiguration, PoolConfigurationBuilder};
+pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
+pub use config::{
+    DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
+    PoolConfigurationBuilder, Secret, SslMode,
+};
 pub use error::{
     BoxError, ConnectFailure, Error, ErrorKind, Result, SqlStateClass, classify_connect_sqlstate,
     classify_sqlstate,
@@ -32,8 +36,10 @@ pub use error::{
 pub use health::{ComponentHealth, EndpointRole, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo};
 pub use mode::{ConnectionMode, ManagerMode};
+pub use pool::{Connector, Pool, PoolStatus, PooledConnection};
 pub use protocol::{
     BoxFuture, ConnectionManagerProtocol, ProtocolExt, SqlExecutor, TransactionOptions,
     TransactionWork, TransactionalConnection,
 };
+pub use retry::{Backoff, RetryBudget, RetryPolicy};
 pub use value::{ConversionError, FromValue, Row, Value};

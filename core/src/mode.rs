@@ -111,13 +111,15 @@ impl FromStr for ManagerMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let folded: String =
             s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect();
-        Self::ALL
-            .into_iter()
-            .find(|mode| mode.as_str().replace('_', "") == folded)
-            .ok_or_else(|| {
+        Self::ALL.into_iter().find(|mode| mode.as_str().replace('_', "") == folded).ok_or_else(
+            || {
                 let names: Vec<_> = Self::ALL.iter().map(|m| m.as_str()).collect();
-                Error::config("mode", format!("unknown mode {s:?}; expected one of {}", names.join(", ")))
-            })
+                Error::config(
+                    "mode",
+                    format!("unknown mode {s:?}; expected one of {}", names.join(", ")),
+                )
+            },
+        )
     }
 }
 
@@ -129,7 +131,12 @@ mod tests {
     fn modes_parse_in_every_spelling() {
         for mode in ManagerMode::ALL {
             let variant = format!("{mode:?}");
-            for spelling in [mode.as_str().to_owned(), mode.as_str().replace('_', "-"), variant.clone(), variant.to_uppercase()] {
+            for spelling in [
+                mode.as_str().to_owned(),
+                mode.as_str().replace('_', "-"),
+                variant.clone(),
+                variant.to_uppercase(),
+            ] {
                 assert_eq!(spelling.parse::<ManagerMode>().unwrap(), mode, "{spelling}");
             }
         }

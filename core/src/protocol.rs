@@ -221,7 +221,9 @@ pub trait ConnectionManagerProtocol: Send + Sync {
                     Ok(()) => connection.commit().await,
                     Err(e) => {
                         if let Err(rollback) = connection.rollback().await {
-                            tracing::debug!("rollback after a failed transaction also failed: {rollback}");
+                            tracing::debug!(
+                                "rollback after a failed transaction also failed: {rollback}"
+                            );
                         }
                         Err(e)
                     }

@@ -274,7 +274,11 @@ mod tests {
     fn row() -> Row {
         let columns: Arc<[String]> = ["id", "name", "score", "note", "at"].map(String::from).into();
         let at = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap().and_hms_opt(7, 0, 0).unwrap();
-        Row::new(columns, vec![Value::Int(7), "ada".into(), Value::Float(0.5), Value::Null, at.into()]).unwrap()
+        Row::new(
+            columns,
+            vec![Value::Int(7), "ada".into(), Value::Float(0.5), Value::Null, at.into()],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -285,7 +289,10 @@ mod tests {
         assert_eq!(r.try_get::<String>("name").unwrap(), "ada");
         assert_eq!(r.try_get::<f64>("score").unwrap(), 0.5);
         assert_eq!(r.try_get::<Option<String>>("note").unwrap(), None);
-        assert_eq!(r.try_get::<DateTime<Utc>>("at").unwrap().to_rfc3339(), "2026-11-22T07:00:00+00:00");
+        assert_eq!(
+            r.try_get::<DateTime<Utc>>("at").unwrap().to_rfc3339(),
+            "2026-11-22T07:00:00+00:00"
+        );
     }
 
     #[test]

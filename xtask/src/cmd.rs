@@ -56,8 +56,7 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -93,10 +92,7 @@ impl Cmd {
             return self.check(output.status, Some(&output));
         }
         self.echo();
-        let status = self
-            .command()
-            .status()
-            .with_context(|| self.spawn_failed())?;
+        let status = self.command().status().with_context(|| self.spawn_failed())?;
         self.check(status, None)
     }
 
@@ -128,19 +124,13 @@ impl Cmd {
 
     /// The command as a shell line, `VAR=value program 'arg with space'`.
     pub(crate) fn display(&self) -> String {
-        let envs = self
-            .envs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", shell_quote(v)));
+        let envs = self.envs.iter().map(|(k, v)| format!("{k}={}", shell_quote(v)));
         let program = match self.shown_as {
             Some(name) => name.to_owned(),
             None => shell_quote(&self.program.to_string_lossy()),
         };
         let args = self.args.iter().map(|a| shell_quote(&a.to_string_lossy()));
-        envs.chain(std::iter::once(program))
-            .chain(args)
-            .collect::<Vec<_>>()
-            .join(" ")
+        envs.chain(std::iter::once(program)).chain(args).collect::<Vec<_>>().join(" ")
     }
 
     fn echo(&self) {
@@ -148,21 +138,13 @@ impl Cmd {
     }
 
     fn output(&self) -> Result<Output> {
-        self.command()
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| self.spawn_failed())
+        self.command().stdin(Stdio::null()).output().with_context(|| self.spawn_failed())
     }
 
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
-        command.envs(
-            self.envs
-                .iter()
-                .chain(&self.hidden_envs)
-                .map(|(k, v)| (k, v)),
-        );
+        command.envs(self.envs.iter().chain(&self.hidden_envs).map(|(k, v)| (k, v)));
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
@@ -199,9 +181,7 @@ impl Cmd {
 /// Finds `program` on `PATH` the way a shell would; `None` when it is not installed.
 pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
 /// Quotes `word` for a POSIX shell, leaving plain words as they are so echoes stay readable.
@@ -223,10 +203,7 @@ mod tests {
         let cases = [
             ("cargo", "cargo"),
             ("--all-targets", "--all-targets"),
-            (
-                "postgres://postgres@127.0.0.1:5432/test",
-                "postgres://postgres@127.0.0.1:5432/test",
-            ),
+            ("postgres://postgres@127.0.0.1:5432/test", "postgres://postgres@127.0.0.1:5432/test"),
             ("", "''"),
             ("-D warnings", "'-D warnings'"),
             ("it's", r"'it'\''s'"),

@@ -53,11 +53,7 @@ pub(crate) fn run(options: Options) -> Result<Services> {
     ];
     print_reports(&reports, &ctx);
 
-    let missing: Vec<&str> = reports
-        .iter()
-        .filter(|r| r.url().is_none())
-        .map(|r| r.name)
-        .collect();
+    let missing: Vec<&str> = reports.iter().filter(|r| r.url().is_none()).map(|r| r.name).collect();
     if !missing.is_empty() {
         if is_ci() {
             bail!(
@@ -72,12 +68,7 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         );
     }
     let [postgres, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
-    Ok(Services {
-        postgres,
-        mysql,
-        sqlite,
-        redis,
-    })
+    Ok(Services { postgres, mysql, sqlite, redis })
 }
 
 /// Whether we run under CI: `CI` set, non-empty and not `false` or `0`.
@@ -90,9 +81,8 @@ pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
+    let authority_end =
+        url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
     let authority = &url[scheme_end..authority_end];
     // The user info ends at the last `@`: an unencoded `@` in a password is a common mistake
     // and must not leak the rest of the password.
@@ -100,11 +90,7 @@ pub(crate) fn redact(url: &str) -> String {
         return url.to_owned();
     };
     match authority[..at].find(':') {
-        Some(colon) => format!(
-            "{}:***{}",
-            &url[..scheme_end + colon],
-            &url[scheme_end + at..]
-        ),
+        Some(colon) => format!("{}:***{}", &url[..scheme_end + colon], &url[scheme_end + at..]),
         None => url.to_owned(),
     }
 }
@@ -131,11 +117,7 @@ enum Outcome {
     /// A server was already running.
     Found { url: String, note: String },
     /// We started a server; `stop` is the command that stops it again.
-    Started {
-        url: String,
-        note: String,
-        stop: String,
-    },
+    Started { url: String, note: String, stop: String },
     /// Not available, and why.
     Missing(String),
 }
@@ -185,11 +167,7 @@ impl Ctx {
         let state_dir = crate::project_root().join("target").join("ucm-services");
         fs::create_dir_all(&state_dir)
             .with_context(|| format!("could not create {}", state_dir.display()))?;
-        Ok(Self {
-            options,
-            state_dir,
-            root: OnceCell::new(),
-        })
+        Ok(Self { options, state_dir, root: OnceCell::new() })
     }
 
     /// A command echoed unless `--quiet`.
@@ -199,9 +177,7 @@ impl Ctx {
 
     /// Whether we run as root, asked of `id -u` once.
     fn is_root(&self) -> bool {
-        *self
-            .root
-            .get_or_init(|| self.cmd("id").arg("-u").read().is_ok_and(|uid| uid == "0"))
+        *self.root.get_or_init(|| self.cmd("id").arg("-u").read().is_ok_and(|uid| uid == "0"))
     }
 
     fn say(&self, message: &str) {
@@ -238,9 +214,7 @@ fn mariadb(ctx: &Ctx) -> Outcome {
     };
     // The URL names the `test` database, so make sure it exists; a client is needed for that,
     // and without one the tests report the missing database themselves.
-    let client = ["mariadb", "mysql"]
-        .into_iter()
-        .find(|c| which(c).is_some());
+    let client = ["mariadb", "mysql"].into_iter().find(|c| which(c).is_some());
     let note = match client {
         Some(client) => {
             let created = ctx
@@ -268,9 +242,7 @@ fn start_mariadb(ctx: &Ctx, daemon: &str, port: u16) -> Result<()> {
     if !run_dir.exists() {
         fs::create_dir_all(run_dir)
             .with_context(|| format!("could not create {}", run_dir.display()))?;
-        ctx.cmd("chown")
-            .args(["mysql:mysql", "/run/mysqld"])
-            .run()?;
+        ctx.cmd("chown").args(["mysql:mysql", "/run/mysqld"]).run()?;
     }
     ctx.cmd("start-stop-daemon")
         .args(["--start", "--oknodo", "--background", "--exec", daemon])
@@ -291,10 +263,7 @@ fn redis(ctx: &Ctx) -> Outcome {
     const PORT: u16 = 6379;
     let url = format!("redis://127.0.0.1:{PORT}");
     if port_open(PORT) {
-        return Outcome::Found {
-            url,
-            note: format!("a server answers on 127.0.0.1:{PORT}"),
-        };
+        return Outcome::Found { url, note: format!("a server answers on 127.0.0.1:{PORT}") };
     }
     if which("redis-server").is_none() {
         return Outcome::Missing(format!(
@@ -304,14 +273,7 @@ fn redis(ctx: &Ctx) -> Outcome {
     // No persistence: this server only ever holds test data.
     let started = ctx
         .cmd("redis-server")
-        .args([
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &PORT.to_string(),
-        ])
+        .args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", &PORT.to_string()])
         .args(["--save", "", "--appendonly", "no"])
         .run();
     match started {
@@ -347,10 +309,9 @@ fn print_reports(reports: &[Report], ctx: &Ctx) {
             let (state, detail) = match &report.outcome {
                 Outcome::FromEnv(url) => ("from env", format!("{} (${})", redact(url), report.var)),
                 Outcome::Found { url, note } => ("found", format!("{url} ({note})")),
-                Outcome::Started { url, note, stop } => (
-                    "started",
-                    format!("{url} ({note})\n{:23}stop with: {stop}", ""),
-                ),
+                Outcome::Started { url, note, stop } => {
+                    ("started", format!("{url} ({note})\n{:23}stop with: {stop}", ""))
+                }
                 Outcome::Missing(reason) => ("MISSING", reason.clone()),
             };
             eprintln!("  {:<10} {state:<9} {detail}", report.name);
@@ -398,22 +359,10 @@ mod tests {
     #[test]
     fn redact_hides_only_the_password() {
         let cases = [
-            (
-                "postgres://postgres@127.0.0.1:5432/test",
-                "postgres://postgres@127.0.0.1:5432/test",
-            ),
-            (
-                "postgres://u:secret@db:5432/app",
-                "postgres://u:***@db:5432/app",
-            ),
-            (
-                "mysql://root:p@ss@localhost/test",
-                "mysql://root:***@localhost/test",
-            ),
-            (
-                "redis://:secret@127.0.0.1:6379",
-                "redis://:***@127.0.0.1:6379",
-            ),
+            ("postgres://postgres@127.0.0.1:5432/test", "postgres://postgres@127.0.0.1:5432/test"),
+            ("postgres://u:secret@db:5432/app", "postgres://u:***@db:5432/app"),
+            ("mysql://root:p@ss@localhost/test", "mysql://root:***@localhost/test"),
+            ("redis://:secret@127.0.0.1:6379", "redis://:***@127.0.0.1:6379"),
             (
                 "postgres://u:secret@db/app?sslmode=require",
                 "postgres://u:***@db/app?sslmode=require",

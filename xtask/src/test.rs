@@ -44,17 +44,9 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
 
     eprintln!("\ntest summary:");
     for (label, passed, elapsed) in &results {
-        eprintln!(
-            "  {}  {label:<24} {}",
-            if *passed { "PASS" } else { "FAIL" },
-            seconds(*elapsed)
-        );
+        eprintln!("  {}  {label:<24} {}", if *passed { "PASS" } else { "FAIL" }, seconds(*elapsed));
     }
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| !r.1)
-        .map(|r| r.0.as_str())
-        .collect();
+    let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0.as_str()).collect();
     if !failed.is_empty() {
         bail!("test runs failed: {}", failed.join(", "));
     }
@@ -90,11 +82,7 @@ pub(crate) fn seconds(elapsed: Duration) -> String {
 
 impl Run {
     fn new<const N: usize>(label: &str, args: [&str; N]) -> Self {
-        Self {
-            label: label.to_owned(),
-            args: args.map(str::to_owned).to_vec(),
-            env: Vec::new(),
-        }
+        Self { label: label.to_owned(), args: args.map(str::to_owned).to_vec(), env: Vec::new() }
     }
 }
 
@@ -134,8 +122,7 @@ fn with_extra(runs: Vec<Run>, extra: &[String]) -> Vec<Run> {
             !(selects_packages && a == "--workspace"
                 || selects_targets && (a == "--all-targets" || a == "--doc"))
         });
-        run.args
-            .extend(cargo_args.iter().chain(harness_args).cloned());
+        run.args.extend(cargo_args.iter().chain(harness_args).cloned());
         if !out.iter().any(|o| o.args == run.args && o.env == run.env) {
             out.push(run);
         }
@@ -169,10 +156,7 @@ mod tests {
     #[test]
     fn with_extra_scopes_the_matrix_to_the_users_selection() {
         let cases: [(&[&str], &[&[&str]]); 6] = [
-            (
-                &[],
-                &[&["--workspace", "--all-targets"], &["--workspace", "--doc"]],
-            ),
+            (&[], &[&["--workspace", "--all-targets"], &["--workspace", "--doc"]]),
             (
                 &["--", "retry"],
                 &[
@@ -182,10 +166,7 @@ mod tests {
             ),
             (
                 &["-p", "ucm-core"],
-                &[
-                    &["--all-targets", "-p", "ucm-core"],
-                    &["--doc", "-p", "ucm-core"],
-                ],
+                &[&["--all-targets", "-p", "ucm-core"], &["--doc", "-p", "ucm-core"]],
             ),
             (&["-pucm-core", "--lib"], &[&["-pucm-core", "--lib"]]),
             (&["--doc"], &[&["--workspace", "--doc"]]),
@@ -215,10 +196,7 @@ mod tests {
         ];
         for (user, expected) in cases {
             let vars = test_env(&services, user);
-            let database_url = vars
-                .iter()
-                .find(|(k, _)| *k == "DATABASE_URL")
-                .map(|(_, v)| *v);
+            let database_url = vars.iter().find(|(k, _)| *k == "DATABASE_URL").map(|(_, v)| *v);
             assert_eq!(database_url, expected, "user DATABASE_URL {user:?}");
         }
         assert!(test_env(&Services::default(), None).is_empty());

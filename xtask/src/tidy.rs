@@ -17,14 +17,7 @@ pub(crate) fn run() -> Result<()> {
         ("fmt", Cmd::cargo().args(["fmt", "--all", "--", "--check"])),
         (
             "clippy",
-            Cmd::cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
+            Cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
         ),
         // `-D warnings` turns broken intra-doc links into errors.
         (
@@ -58,13 +51,7 @@ pub(crate) fn run() -> Result<()> {
 /// `//!` line saying what it is for.
 fn check_file_headers(root: &Path) -> Result<()> {
     let files = Cmd::new("git")
-        .args([
-            "ls-files",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-            "*.rs",
-        ])
+        .args(["ls-files", "--cached", "--others", "--exclude-standard", "*.rs"])
         .dir(root)
         .read()?;
     let mut offenders = Vec::new();
@@ -92,10 +79,7 @@ fn check_file_headers(root: &Path) -> Result<()> {
 
 /// Whether the first line of a file is a `//!` inner doc comment.
 fn has_header(text: &str) -> bool {
-    text.trim_start_matches('\u{feff}')
-        .lines()
-        .next()
-        .is_some_and(|line| line.starts_with("//!"))
+    text.trim_start_matches('\u{feff}').lines().next().is_some_and(|line| line.starts_with("//!"))
 }
 
 #[cfg(test)]

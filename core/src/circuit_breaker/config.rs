@@ -126,30 +126,12 @@ mod tests {
     fn incoherent_configurations_name_their_field() {
         type Edit = fn(&mut CircuitBreakerConfig);
         let table: [(Edit, &str); 7] = [
-            (
-                |c| c.failure_threshold = 0,
-                "circuit_breaker.failure_threshold",
-            ),
-            (
-                |c| c.success_threshold = 0,
-                "circuit_breaker.success_threshold",
-            ),
-            (
-                |c| c.half_open_max_probes = 0,
-                "circuit_breaker.half_open_max_probes",
-            ),
-            (
-                |c| c.backoff_multiplier = 0.9,
-                "circuit_breaker.backoff_multiplier",
-            ),
-            (
-                |c| c.backoff_multiplier = f64::NAN,
-                "circuit_breaker.backoff_multiplier",
-            ),
-            (
-                |c| c.backoff_multiplier = f64::INFINITY,
-                "circuit_breaker.backoff_multiplier",
-            ),
+            (|c| c.failure_threshold = 0, "circuit_breaker.failure_threshold"),
+            (|c| c.success_threshold = 0, "circuit_breaker.success_threshold"),
+            (|c| c.half_open_max_probes = 0, "circuit_breaker.half_open_max_probes"),
+            (|c| c.backoff_multiplier = 0.9, "circuit_breaker.backoff_multiplier"),
+            (|c| c.backoff_multiplier = f64::NAN, "circuit_breaker.backoff_multiplier"),
+            (|c| c.backoff_multiplier = f64::INFINITY, "circuit_breaker.backoff_multiplier"),
             (
                 |c| c.max_recovery_timeout = Duration::from_secs(59),
                 "circuit_breaker.max_recovery_timeout",
@@ -160,10 +142,7 @@ mod tests {
             edit(&mut config);
             let err = config.validate().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Configuration);
-            assert!(
-                matches!(&err, Error::Configuration { field: f, .. } if f == field),
-                "{err}"
-            );
+            assert!(matches!(&err, Error::Configuration { field: f, .. } if f == field), "{err}");
             // Whatever was wrong, the sanitized copy is valid.
             config.sanitized().validate().unwrap();
         }

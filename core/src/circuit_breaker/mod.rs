@@ -114,18 +114,9 @@ enum Outcome {
 /// A state change, logged once the lock is released.
 #[derive(Debug)]
 enum Transition {
-    Opened {
-        from: BreakerState,
-        failures: u32,
-        kind: ErrorKind,
-        recovery_timeout: Duration,
-    },
-    HalfOpened {
-        after: Duration,
-    },
-    Closed {
-        successes: u32,
-    },
+    Opened { from: BreakerState, failures: u32, kind: ErrorKind, recovery_timeout: Duration },
+    HalfOpened { after: Duration },
+    Closed { successes: u32 },
 }
 
 impl CircuitBreaker {
@@ -169,10 +160,7 @@ impl CircuitBreaker {
     /// is zero: a probe is in flight and its outcome decides).
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>> {
         if self.state.load(Ordering::Acquire) == BreakerState::Closed.to_u8() {
-            return Ok(BreakerPermit {
-                breaker: self,
-                role: Role::Closed,
-            });
+            return Ok(BreakerPermit { breaker: self, role: Role::Closed });
         }
         self.try_acquire_slow()
     }
@@ -206,9 +194,7 @@ impl CircuitBreaker {
         let now = Instant::now();
         let inner = self.lock();
         let retry_after = (inner.state == BreakerState::Open).then(|| {
-            inner
-                .recovery_timeout
-                .saturating_sub(now.saturating_duration_since(inner.opened_at))
+            inner.recovery_timeout.saturating_sub(now.saturating_duration_since(inner.opened_at))
         });
         BreakerSnapshot {
             state: inner.state,
@@ -243,11 +229,7 @@ impl BreakerPermit<'_> {
     /// any other kind is neutral, exactly like dropping the permit.
     pub fn failure(mut self, kind: ErrorKind) {
         let role = std::mem::replace(&mut self.role, Role::Settled);
-        let outcome = if kind.trips_breaker() {
-            Outcome::Failure(kind)
-        } else {
-            Outcome::Neutral
-        };
+        let outcome = if kind.trips_breaker() { Outcome::Failure(kind) } else { Outcome::Neutral };
         self.breaker.settle(role, outcome);
     }
 
@@ -305,14 +287,10 @@ impl CircuitBreaker {
             self.log(&transition);
         }
         match granted {
-            Ok(role) => Ok(BreakerPermit {
-                breaker: self,
-                role,
-            }),
-            Err(retry_after) => Err(Error::CircuitOpen {
-                endpoint: self.endpoint.clone(),
-                retry_after,
-            }),
+            Ok(role) => Ok(BreakerPermit { breaker: self, role }),
+            Err(retry_after) => {
+                Err(Error::CircuitOpen { endpoint: self.endpoint.clone(), retry_after })
+            }
         }
     }
 
@@ -404,9 +382,7 @@ impl CircuitBreaker {
     fn count_failure(&self) -> u32 {
         let previous = self
             .consecutive_failures
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_add(1))
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)))
             .unwrap_or_else(|n| n);
         previous.saturating_add(1)
     }
@@ -458,12 +434,7 @@ impl CircuitBreaker {
                      the longer recovery timeout passes"
                 );
             }
-            Transition::Opened {
-                failures,
-                kind,
-                recovery_timeout,
-                ..
-            } => {
+            Transition::Opened { failures, kind, recovery_timeout, .. } => {
                 tracing::warn!(
                     endpoint,
                     error.kind = %kind,

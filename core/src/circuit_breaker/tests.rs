@@ -52,10 +52,7 @@ fn open(b: &CircuitBreaker) {
 /// The refusal's `retry_after`, failing the test if the call was let through.
 fn refused(b: &CircuitBreaker) -> Duration {
     match b.try_acquire() {
-        Err(Error::CircuitOpen {
-            endpoint,
-            retry_after,
-        }) => {
+        Err(Error::CircuitOpen { endpoint, retry_after }) => {
             assert_eq!(endpoint, ENDPOINT);
             retry_after
         }
@@ -79,18 +76,11 @@ async fn reopen(b: &CircuitBreaker, failed_probes: usize) {
 #[tokio::test(start_paused = true)]
 async fn opens_at_exactly_the_threshold_and_not_before() {
     for threshold in [1, 2, 5, 9] {
-        let config = CircuitBreakerConfig {
-            failure_threshold: threshold,
-            ..Default::default()
-        };
+        let config = CircuitBreakerConfig { failure_threshold: threshold, ..Default::default() };
         let b = CircuitBreaker::new(ENDPOINT, config);
         for n in 1..threshold {
             fail(&b);
-            assert_eq!(
-                b.state(),
-                BreakerState::Closed,
-                "threshold {threshold}, failure {n}"
-            );
+            assert_eq!(b.state(), BreakerState::Closed, "threshold {threshold}, failure {n}");
             assert_eq!(b.snapshot().consecutive_failures, n);
         }
         fail(&b);
@@ -167,16 +157,9 @@ async fn open_fails_fast_with_a_shrinking_retry_after() {
     let table = [(0, 60_000), (20_000, 40_000), (39_000, 1_000), (999, 1)];
     for (advance_ms, left_ms) in table {
         tokio::time::advance(Duration::from_millis(advance_ms)).await;
-        assert_eq!(
-            refused(&b),
-            Duration::from_millis(left_ms),
-            "after +{advance_ms} ms"
-        );
+        assert_eq!(refused(&b), Duration::from_millis(left_ms), "after +{advance_ms} ms");
         assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(
-            b.snapshot().retry_after,
-            Some(Duration::from_millis(left_ms))
-        );
+        assert_eq!(b.snapshot().retry_after, Some(Duration::from_millis(left_ms)));
     }
     let err = b.try_acquire().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CircuitOpen);
@@ -207,11 +190,7 @@ async fn half_open_closes_after_three_successes() {
         let probe = b.try_acquire().unwrap();
         assert!(probe.is_probe(), "probe {n}");
         probe.success();
-        let expected = if n < 3 {
-            BreakerState::HalfOpen
-        } else {
-            BreakerState::Closed
-        };
+        let expected = if n < 3 { BreakerState::HalfOpen } else { BreakerState::Closed };
         assert_eq!(b.state(), expected, "after {n} successes");
     }
     let snap = b.snapshot();
@@ -224,23 +203,13 @@ async fn half_open_closes_after_three_successes() {
 #[tokio::test(start_paused = true)]
 async fn failed_probes_reopen_with_a_timeout_grown_and_capped() {
     // Failed probes in a row -> recovery timeout in force.
-    let table = [
-        (0, 60_000),
-        (1, 90_000),
-        (2, 135_000),
-        (3, 202_500),
-        (4, 300_000),
-        (7, 300_000),
-    ];
+    let table = [(0, 60_000), (1, 90_000), (2, 135_000), (3, 202_500), (4, 300_000), (7, 300_000)];
     for (failed_probes, timeout_ms) in table {
         let b = breaker();
         reopen(&b, failed_probes).await;
         let timeout = Duration::from_millis(timeout_ms);
         let snap = b.snapshot();
-        assert_eq!(
-            snap.current_recovery_timeout, timeout,
-            "{failed_probes} failed probes"
-        );
+        assert_eq!(snap.current_recovery_timeout, timeout, "{failed_probes} failed probes");
         assert_eq!(snap.retry_after, Some(timeout));
         assert_eq!(snap.times_opened, failed_probes as u64 + 1);
         // It stays open for the whole grown timeout, then probes again.
@@ -275,19 +244,13 @@ async fn any_counted_failure_reopens_a_half_open_breaker() {
 async fn closing_resets_the_recovery_timeout_to_the_base() {
     let b = breaker();
     reopen(&b, 2).await;
-    assert_eq!(
-        b.snapshot().current_recovery_timeout,
-        Duration::from_secs(135)
-    );
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(135));
     tokio::time::advance(Duration::from_secs(135)).await;
     for _ in 0..3 {
         succeed(&b);
     }
     assert_eq!(b.state(), BreakerState::Closed);
-    assert_eq!(
-        b.snapshot().current_recovery_timeout,
-        Duration::from_secs(60)
-    );
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(60));
     open(&b);
     let snap = b.snapshot();
     assert_eq!(snap.retry_after, Some(Duration::from_secs(60)));
@@ -296,10 +259,7 @@ async fn closing_resets_the_recovery_timeout_to_the_base() {
 
 #[tokio::test(start_paused = true)]
 async fn probe_slots_are_bounded_and_released_by_any_outcome() {
-    let config = CircuitBreakerConfig {
-        half_open_max_probes: 2,
-        ..Default::default()
-    };
+    let config = CircuitBreakerConfig { half_open_max_probes: 2, ..Default::default() };
     let b = CircuitBreaker::new(ENDPOINT, config);
     open(&b);
     tokio::time::advance(Duration::from_secs(60)).await;
@@ -366,11 +326,7 @@ async fn outcomes_of_calls_let_through_before_opening_do_not_decide_half_open() 
     early_success.success();
     probe.success();
     succeed(&b);
-    assert_eq!(
-        b.state(),
-        BreakerState::HalfOpen,
-        "the early success must not count"
-    );
+    assert_eq!(b.state(), BreakerState::HalfOpen, "the early success must not count");
     succeed(&b);
     assert_eq!(b.state(), BreakerState::Closed);
 }
@@ -402,10 +358,7 @@ async fn recorded_outcomes_act_like_probes_but_not_while_open() {
     assert_eq!(b.state(), BreakerState::Open);
     // The probe's slot belonged to the period that ended; settling it is harmless.
     probe.success();
-    assert_eq!(
-        b.snapshot().current_recovery_timeout,
-        Duration::from_secs(90)
-    );
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(90));
 }
 
 #[tokio::test(start_paused = true)]
@@ -448,12 +401,8 @@ async fn many_tasks_keep_the_counts_coherent() {
     let refusals = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
-            let (b, held, most_held, refusals) = (
-                Arc::clone(&b),
-                Arc::clone(&held),
-                Arc::clone(&most_held),
-                Arc::clone(&refusals),
-            );
+            let (b, held, most_held, refusals) =
+                (Arc::clone(&b), Arc::clone(&held), Arc::clone(&most_held), Arc::clone(&refusals));
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(task);
                 for call in 0..CALLS {
@@ -500,26 +449,13 @@ async fn many_tasks_keep_the_counts_coherent() {
         task.await.unwrap();
     }
 
-    assert!(
-        most_held.load(Ordering::Relaxed) <= 2,
-        "more probes than slots in one period"
-    );
+    assert!(most_held.load(Ordering::Relaxed) <= 2, "more probes than slots in one period");
     let snap = b.snapshot();
-    assert!(
-        snap.times_opened > 0,
-        "the mix of outcomes should have opened it"
-    );
+    assert!(snap.times_opened > 0, "the mix of outcomes should have opened it");
     {
         let inner = b.lock();
-        assert_eq!(
-            inner.probes_in_flight, 0,
-            "a settled permit kept a probe slot"
-        );
-        assert_eq!(
-            b.state(),
-            inner.state,
-            "the atomic state drifted from the locked one"
-        );
+        assert_eq!(inner.probes_in_flight, 0, "a settled permit kept a probe slot");
+        assert_eq!(b.state(), inner.state, "the atomic state drifted from the locked one");
     }
     if snap.state == BreakerState::Closed {
         assert!(snap.consecutive_failures < 3);

@@ -69,9 +69,7 @@ impl ManagerConfig {
         if let Some(list) = lookup(Self::REPLICAS_ENV) {
             builder = builder.replicas(list.split(',').map(str::trim).filter(|s| !s.is_empty()));
         }
-        let pool = PoolConfiguration::builder(mode)
-            .env_overrides(&lookup)?
-            .build()?;
+        let pool = PoolConfiguration::builder(mode).env_overrides(&lookup)?.build()?;
         builder.pool(pool).build()
     }
 
@@ -136,10 +134,8 @@ impl ManagerConfigBuilder {
     /// Adds one replica URL.
     pub fn replica(mut self, url: &str) -> Self {
         let field = format!("{}[{}]", self.names.replicas, self.replicas.len());
-        let is_url = url.contains("://")
-            || url
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("sqlite:"));
+        let is_url =
+            url.contains("://") || url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("sqlite:"));
         let parsed = if self.names.comma_separated && !is_url {
             // In a comma-separated list, a piece without a scheme is most likely the tail of
             // a URL cut at a ',' inside its password.
@@ -170,8 +166,7 @@ impl ManagerConfigBuilder {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        urls.into_iter()
-            .fold(self, |builder, url| builder.replica(url.as_ref()))
+        urls.into_iter().fold(self, |builder, url| builder.replica(url.as_ref()))
     }
 
     /// The pool configuration; default [`PoolConfiguration::for_mode`] of the builder's mode.
@@ -227,10 +222,7 @@ impl ManagerConfigBuilder {
                     ),
                 ));
             }
-            if let Some(j) = replicas[..i]
-                .iter()
-                .position(|other| other.same_endpoint(replica))
-            {
+            if let Some(j) = replicas[..i].iter().position(|other| other.same_endpoint(replica)) {
                 return Err(Error::config(
                     field(),
                     format!(
@@ -240,15 +232,8 @@ impl ManagerConfigBuilder {
                 ));
             }
         }
-        let pool = self
-            .pool
-            .unwrap_or_else(|| PoolConfiguration::for_mode(self.mode));
-        Ok(ManagerConfig {
-            mode: self.mode,
-            primary,
-            replicas,
-            pool,
-        })
+        let pool = self.pool.unwrap_or_else(|| PoolConfiguration::for_mode(self.mode));
+        Ok(ManagerConfig { mode: self.mode, primary, replicas, pool })
     }
 }
 
@@ -271,32 +256,16 @@ impl fmt::Display for ManagerConfig {
             ("pool_size", format!("{} connections", p.pool_size())),
             (
                 "max_overflow",
-                format!(
-                    "{} connections (at most {} in all)",
-                    p.max_overflow(),
-                    p.max_size()
-                ),
+                format!("{} connections (at most {} in all)", p.max_overflow(), p.max_size()),
             ),
             ("acquire_timeout", format!("{:?}", p.acquire_timeout())),
             ("connect_timeout", format!("{:?}", p.connect_timeout())),
-            (
-                "validation_timeout",
-                format!("{:?}", p.validation_timeout()),
-            ),
-            (
-                "validate_after_idle",
-                format!("{:?}", p.validate_after_idle()),
-            ),
+            ("validation_timeout", format!("{:?}", p.validation_timeout())),
+            ("validate_after_idle", format!("{:?}", p.validate_after_idle())),
             ("max_lifetime", format!("{:?}", p.max_lifetime())),
             ("lifetime_jitter", format!("{:?}", p.lifetime_jitter())),
-            (
-                "overflow_idle_timeout",
-                format!("{:?}", p.overflow_idle_timeout()),
-            ),
-            (
-                "high_availability",
-                yes_no(p.high_availability()).to_owned(),
-            ),
+            ("overflow_idle_timeout", format!("{:?}", p.overflow_idle_timeout())),
+            ("high_availability", yes_no(p.high_availability()).to_owned()),
             ("circuit_breaker", yes_no(p.circuit_breaker()).to_owned()),
             ("application_name", p.application_name().to_owned()),
             ("time_zone", p.time_zone().to_owned()),
@@ -316,11 +285,8 @@ struct FieldNames {
     comma_separated: bool,
 }
 
-const BUILDER_NAMES: FieldNames = FieldNames {
-    primary: "primary",
-    replicas: "replicas",
-    comma_separated: false,
-};
+const BUILDER_NAMES: FieldNames =
+    FieldNames { primary: "primary", replicas: "replicas", comma_separated: false };
 
 const ENV_NAMES: FieldNames = FieldNames {
     primary: ManagerConfig::PRIMARY_ENV,
@@ -349,10 +315,8 @@ mod tests {
     use crate::error::ErrorKind;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |key| map.get(key).cloned()
     }
 
@@ -367,10 +331,7 @@ mod tests {
         let config = ManagerConfig::from_lookup(
             ManagerMode::HighAvailability,
             lookup(&[
-                (
-                    "DATABASE_URL",
-                    "postgresql+asyncpg://app:s3cret@primary.db/shop\n",
-                ),
+                ("DATABASE_URL", "postgresql+asyncpg://app:s3cret@primary.db/shop\n"),
                 (
                     "DATABASE_REPLICA_URLS",
                     " postgres://app:s3cret@r1.db/shop , ,postgres://r2.db:5433/shop,",
@@ -395,13 +356,7 @@ mod tests {
     fn environment_errors_name_the_variable_and_never_the_password() {
         type Env<'a> = &'a [(&'a str, &'a str)];
         let cases: [(Env<'_>, &[&str]); 7] = [
-            (
-                &[],
-                &[
-                    "DATABASE_URL",
-                    "set DATABASE_URL, e.g. postgres://user@localhost:5432/app",
-                ],
-            ),
+            (&[], &["DATABASE_URL", "set DATABASE_URL, e.g. postgres://user@localhost:5432/app"]),
             (&[("DATABASE_URL", "  ")], &["set DATABASE_URL"]),
             (
                 &[("DATABASE_URL", "postgres://u:pw9/secret@db/app")],
@@ -410,10 +365,7 @@ mod tests {
             (
                 &[
                     ("DATABASE_URL", "postgres://db/app"),
-                    (
-                        "DATABASE_REPLICA_URLS",
-                        "postgres://r1/app,postgres://u:pw9#secret@r2/app",
-                    ),
+                    ("DATABASE_REPLICA_URLS", "postgres://r1/app,postgres://u:pw9#secret@r2/app"),
                 ],
                 &["DATABASE_REPLICA_URLS[1]", "%23"],
             ),
@@ -432,10 +384,7 @@ mod tests {
                 &["DATABASE_REPLICA_URLS[1]", "%2C"],
             ),
             (
-                &[
-                    ("DATABASE_URL", "postgres://db/app"),
-                    ("UCM_POOL_SIZE", "many"),
-                ],
+                &[("DATABASE_URL", "postgres://db/app"), ("UCM_POOL_SIZE", "many")],
                 &["UCM_POOL_SIZE"],
             ),
         ];
@@ -458,14 +407,10 @@ mod tests {
             ),
             (
                 b().primary("postgres://db/app").replica("mysql://r1/app"),
-                &[
-                    "replicas[0]",
-                    "is a mysql URL but the primary is postgresql",
-                ],
+                &["replicas[0]", "is a mysql URL but the primary is postgresql"],
             ),
             (
-                b().primary("sqlite://data/app.db")
-                    .replica("sqlite://data/copy.db"),
+                b().primary("sqlite://data/app.db").replica("sqlite://data/copy.db"),
                 &["replicas:", "no replicas"],
             ),
             (
@@ -482,8 +427,7 @@ mod tests {
                 &["replicas[2]", "r1:5432/app is listed twice (also at [0])"],
             ),
             (
-                b().primary("postgres://db/app")
-                    .replicas(["postgres://r1/app", "redis://r2"]),
+                b().primary("postgres://db/app").replicas(["postgres://r1/app", "redis://r2"]),
                 &["replicas[1]", "unknown scheme"],
             ),
         ];
@@ -501,15 +445,9 @@ mod tests {
             .primary_url(DatabaseUrl::parse("sqlite::memory:").unwrap())
             .build()
             .unwrap();
-        assert_eq!(
-            config.pool(),
-            &PoolConfiguration::for_mode(ManagerMode::McpServer)
-        );
+        assert_eq!(config.pool(), &PoolConfiguration::for_mode(ManagerMode::McpServer));
         assert!(config.replicas().is_empty());
-        let custom = PoolConfiguration::builder(ManagerMode::Admin)
-            .pool_size(2)
-            .build()
-            .unwrap();
+        let custom = PoolConfiguration::builder(ManagerMode::Admin).pool_size(2).build().unwrap();
         let config = ManagerConfig::builder(ManagerMode::McpServer)
             .primary("mysql://u@db/app")
             .replica_url(DatabaseUrl::parse("mariadb://u@r1/app").unwrap())
@@ -525,10 +463,7 @@ mod tests {
         let config = ManagerConfig::from_lookup(
             ManagerMode::McpServer,
             lookup(&[
-                (
-                    "DATABASE_URL",
-                    "postgres://app:Pr1m%40ry-pw@db.example.com/shop",
-                ),
+                ("DATABASE_URL", "postgres://app:Pr1m%40ry-pw@db.example.com/shop"),
                 (
                     "DATABASE_REPLICA_URLS",
                     "postgres://app:R3pl1ca-pw@[::1]:5433/shop?sslmode=verify-full",
@@ -563,15 +498,10 @@ mod tests {
             assert!(!report.contains(secret), "{report}");
             assert!(!format!("{config:?}").contains(secret));
         }
-        let sqlite = ManagerConfig::builder(ManagerMode::Admin)
-            .primary("sqlite::memory:")
-            .build()
-            .unwrap();
+        let sqlite =
+            ManagerConfig::builder(ManagerMode::Admin).primary("sqlite::memory:").build().unwrap();
         let report = sqlite.to_string();
-        assert!(
-            report.contains("primary:     sqlite::memory: (file, no tls)"),
-            "{report}"
-        );
+        assert!(report.contains("primary:     sqlite::memory: (file, no tls)"), "{report}");
         assert!(report.contains("replicas:    none"), "{report}");
     }
 }

@@ -141,7 +141,8 @@ impl PoolConfiguration {
     }
 
     fn validate(&self) -> Result<()> {
-        let fail = |field: &str, message: String| Err(Error::config(format!("pool.{field}"), message));
+        let fail =
+            |field: &str, message: String| Err(Error::config(format!("pool.{field}"), message));
         if self.pool_size == 0 {
             return fail("pool_size", "must be at least 1".into());
         }
@@ -184,7 +185,10 @@ impl PoolConfiguration {
             );
         }
         if self.application_name.is_empty() || self.application_name.len() > 63 {
-            return fail("application_name", "must be 1 to 63 characters (PostgreSQL's NAMEDATALEN)".into());
+            return fail(
+                "application_name",
+                "must be 1 to 63 characters (PostgreSQL's NAMEDATALEN)".into(),
+            );
         }
         Ok(())
     }

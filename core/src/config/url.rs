@@ -119,14 +119,8 @@ pub enum SslMode {
 
 impl SslMode {
     /// Every mode, from least to most strict.
-    pub const ALL: [Self; 6] = [
-        Self::Disable,
-        Self::Allow,
-        Self::Prefer,
-        Self::Require,
-        Self::VerifyCa,
-        Self::VerifyFull,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Disable, Self::Allow, Self::Prefer, Self::Require, Self::VerifyCa, Self::VerifyFull];
 
     /// libpq's spelling: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`.
     pub fn as_str(self) -> &'static str {
@@ -292,11 +286,7 @@ impl DatabaseUrl {
 
     /// The value of query parameter `key` (the last one when repeated, as libpq does).
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// The TLS mode: `sslmode`/`ssl-mode` when given, else [`SslMode::Disable`] for local
@@ -355,17 +345,9 @@ impl DatabaseUrl {
             Some(SqliteTarget::Path(path)) => path.clone(),
             None => {
                 let host = self.host.as_deref().unwrap_or_default();
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.to_owned()
-                };
+                let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
                 let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-                let db = self
-                    .database
-                    .as_deref()
-                    .map(|d| format!("/{d}"))
-                    .unwrap_or_default();
+                let db = self.database.as_deref().map(|d| format!("/{d}")).unwrap_or_default();
                 format!("{host}{port}{db}")
             }
         }
@@ -385,10 +367,7 @@ impl DatabaseUrl {
     pub fn scrub(&self, text: &str) -> String {
         let mut needles: Vec<String> = Vec::new();
         let secrets = self.password.iter().map(Secret::expose).chain(
-            self.params
-                .iter()
-                .filter(|(k, _)| is_sensitive_param(k))
-                .map(|(_, v)| v.as_str()),
+            self.params.iter().filter(|(k, _)| is_sensitive_param(k)).map(|(_, v)| v.as_str()),
         );
         for secret in secrets.filter(|s| !s.is_empty()) {
             needles.push(secret.to_owned());
@@ -403,9 +382,7 @@ impl DatabaseUrl {
         // Longest first, so that a short form never leaves the tail of a longer one behind.
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
-        needles.iter().fold(text.to_owned(), |acc, needle| {
-            acc.replace(needle.as_str(), "***")
-        })
+        needles.iter().fold(text.to_owned(), |acc, needle| acc.replace(needle.as_str(), "***"))
     }
 
     /// The canonical URL, with or without the secrets.
@@ -506,9 +483,7 @@ impl fmt::Display for DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DatabaseUrl")
-            .field(&self.render(false))
-            .finish()
+        f.debug_tuple("DatabaseUrl").field(&self.render(false)).finish()
     }
 }
 
@@ -555,11 +530,7 @@ enum SqliteTarget {
 
 /// Characters left as they are in user names, passwords, hosts and database names: RFC
 /// 3986's unreserved set. Everything else is encoded, so no driver can misread a component.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Query values keep `/` and `:` readable (certificate paths); `+` stays encoded because
 /// form decoders (sqlx) read it as a space where libpq does not.
@@ -571,9 +542,7 @@ const SQLITE_PATH: &AsciiSet = &COMPONENT.remove(b'/').remove(b':');
 /// Whether a query parameter holds a credential and must be redacted.
 fn is_sensitive_param(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token"]
-        .iter()
-        .any(|word| key.contains(word))
+    ["password", "secret", "token"].iter().any(|word| key.contains(word))
 }
 
 /// Whether a host name or address is this machine.

@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn empty_histogram_reads_zero() {
         let s = Histogram::default().snapshot();
-        assert_eq!((s.quantile(0.99), s.mean(), s.max), (Duration::ZERO, Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            (s.quantile(0.99), s.mean(), s.max),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
     }
 
     proptest! {

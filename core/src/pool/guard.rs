@@ -122,7 +122,9 @@ impl<C: Connector> Drop for PooledConnection<C> {
             }
             Err(_) => {
                 object.metrics.record_close(CloseReason::ResetFailed);
-                tracing::warn!("closing a connection returned mid-transaction outside a tokio runtime");
+                tracing::warn!(
+                    "closing a connection returned mid-transaction outside a tokio runtime"
+                );
                 drop(Object::take(object));
             }
         }
@@ -135,7 +137,9 @@ async fn reset_then_return<C: Connector>(mut object: Object<Manager<C>>) {
     let Some(pool) = Object::pool(&object) else { return };
     let manager = pool.manager();
     let slot = &mut *object;
-    match timeout(manager.config.connect_timeout(), manager.connector.reset(&mut slot.connection)).await {
+    match timeout(manager.config.connect_timeout(), manager.connector.reset(&mut slot.connection))
+        .await
+    {
         Ok(Ok(())) => {
             slot.in_transaction = false;
             slot.returned = Instant::now();

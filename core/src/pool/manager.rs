@@ -97,7 +97,12 @@ impl<C: Connector> managed::Manager for Manager<C> {
         // Normally a connection returned mid-transaction is rolled back by the task its
         // guard spawns; this catches the case where no runtime could run that task.
         if slot.in_transaction {
-            match timeout(self.config.validation_timeout(), self.connector.reset(&mut slot.connection)).await {
+            match timeout(
+                self.config.validation_timeout(),
+                self.connector.reset(&mut slot.connection),
+            )
+            .await
+            {
                 Ok(Ok(())) => {
                     slot.in_transaction = false;
                     self.metrics.record_reset();

@@ -121,14 +121,8 @@ impl<C: Connector> Pool<C> {
             .build()
             .map_err(|e| Error::config("pool", e.to_string()))?;
         let period = reaper::reaper_period(config.overflow_idle_timeout());
-        let inner = Arc::new(Inner {
-            pool,
-            label,
-            config,
-            metrics,
-            breaker,
-            reaper: Mutex::new(None),
-        });
+        let inner =
+            Arc::new(Inner { pool, label, config, metrics, breaker, reaper: Mutex::new(None) });
         let task = runtime.spawn(reaper::run(Arc::downgrade(&inner), period));
         if let Ok(mut slot) = inner.reaper.lock() {
             *slot = Some(task);

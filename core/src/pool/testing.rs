@@ -224,7 +224,12 @@ impl Connector for MemoryConnector {
         self.script.validations.fetch_add(1, Ordering::SeqCst);
         connection.query().await?;
         if self.script.fail_validation.load(Ordering::SeqCst) {
-            return Err(Error::database(ErrorKind::ConnectionLost, "memory", None, "ping failed (scripted)"));
+            return Err(Error::database(
+                ErrorKind::ConnectionLost,
+                "memory",
+                None,
+                "ping failed (scripted)",
+            ));
         }
         Ok(())
     }
@@ -236,7 +241,12 @@ impl Connector for MemoryConnector {
             tokio::time::sleep(latency).await;
         }
         if self.script.fail_reset.load(Ordering::SeqCst) || connection.is_broken() {
-            return Err(Error::database(ErrorKind::ConnectionLost, "memory", None, "rollback failed (scripted)"));
+            return Err(Error::database(
+                ErrorKind::ConnectionLost,
+                "memory",
+                None,
+                "rollback failed (scripted)",
+            ));
         }
         connection.in_transaction = false;
         Ok(())

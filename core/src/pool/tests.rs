@@ -157,7 +157,10 @@ async fn lifetimes_are_jittered_and_expired_connections_replaced() {
         last = now;
     }
     assert_eq!(last, 20, "every connection expired by max_lifetime");
-    assert!(steps_with_closes >= 3, "expiries spread over the jitter window, got {steps_with_closes} steps");
+    assert!(
+        steps_with_closes >= 3,
+        "expiries spread over the jitter window, got {steps_with_closes} steps"
+    );
     // An acquire now opens a fresh connection.
     let conn = pool.acquire().await.unwrap();
     assert_eq!(conn.id(), 20);
@@ -311,7 +314,13 @@ async fn a_connection_marked_broken_is_closed_not_pooled() {
 #[tokio::test(start_paused = true)]
 async fn the_breaker_opens_on_connect_failures_but_never_on_exhaustion() {
     let connector = MemoryConnector::new();
-    let pool = Pool::new("memory:test", connector.clone(), config(1, 0), Some(CircuitBreakerConfig::default())).unwrap();
+    let pool = Pool::new(
+        "memory:test",
+        connector.clone(),
+        config(1, 0),
+        Some(CircuitBreakerConfig::default()),
+    )
+    .unwrap();
     // Exhaustion, many times over: the breaker stays closed.
     let held = pool.acquire().await.unwrap();
     for _ in 0..10 {
@@ -373,9 +382,10 @@ async fn close_reports_connections_still_out_at_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn pools_need_a_runtime_and_say_so() {
     let connector = MemoryConnector::new();
-    let err = std::thread::spawn(move || Pool::new("x", connector, config(1, 0), None).unwrap_err())
-        .join()
-        .unwrap();
+    let err =
+        std::thread::spawn(move || Pool::new("x", connector, config(1, 0), None).unwrap_err())
+            .join()
+            .unwrap();
     assert_eq!(err.kind(), ErrorKind::Configuration);
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }

@@ -86,7 +86,11 @@ impl ConnectionManagerProtocol for TestManager {
     type Connection = TestConnection;
 
     async fn get_connection(&self, _mode: ConnectionMode) -> Result<TestConnection> {
-        Ok(TestConnection { inner: self.pool.acquire().await?, log: Arc::clone(&self.log), fail_commit: None })
+        Ok(TestConnection {
+            inner: self.pool.acquire().await?,
+            log: Arc::clone(&self.log),
+            fail_commit: None,
+        })
     }
     async fn health_check(&self) -> HealthReport {
         HealthReport::from_components(vec![probe(&self.pool, EndpointRole::Primary).await])
@@ -113,7 +117,11 @@ impl ConnectionManagerProtocol for TestManager {
 
 fn manager() -> (TestManager, MemoryConnector) {
     let connector = MemoryConnector::new();
-    let config = PoolConfiguration::builder(ManagerMode::Admin).pool_size(2).max_overflow(0).build().unwrap();
+    let config = PoolConfiguration::builder(ManagerMode::Admin)
+        .pool_size(2)
+        .max_overflow(0)
+        .build()
+        .unwrap();
     let pool = Pool::new("memory:protocol", connector.clone(), config, None).unwrap();
     let manager = TestManager { pool, policy: RetryPolicy::default(), log: Arc::default() };
     (manager, connector)
@@ -202,7 +210,9 @@ async fn an_ambiguous_commit_is_rerun_only_when_idempotent() {
     let err = m
         .transaction(ConnectionMode::Transactional, |tx| {
             runs += 1;
-            Box::pin(async move { tx.execute("FAIL_COMMIT ambiguous_commit", &[]).await.map(|_| ()) })
+            Box::pin(
+                async move { tx.execute("FAIL_COMMIT ambiguous_commit", &[]).await.map(|_| ()) },
+            )
         })
         .await
         .unwrap_err();
@@ -288,10 +298,15 @@ async fn the_protocol_is_object_safe() {
     assert!(shared.health_check().await.status.is_serving());
     assert_eq!(shared.connection_info().primary().unwrap().status.size, 1);
     let value: i64 = shared
-        .transaction(ConnectionMode::Transactional, |tx| Box::pin(async move { tx.execute("X", &[]).await.map(|n| n as i64) }))
+        .transaction(ConnectionMode::Transactional, |tx| {
+            Box::pin(async move { tx.execute("X", &[]).await.map(|n| n as i64) })
+        })
         .await
         .unwrap();
     assert_eq!(value, 1);
     shared.close().await.unwrap();
-    assert_eq!(shared.execute(ConnectionMode::ReadWrite, "X", &[]).await.unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        shared.execute(ConnectionMode::ReadWrite, "X", &[]).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
 }

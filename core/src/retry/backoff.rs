@@ -31,9 +31,8 @@ impl Backoff {
         }
         // In nanoseconds as u128, so that no real base and retry count can overflow before
         // the cap applies; whatever does overflow is past the cap anyway.
-        let uncapped = 1u128
-            .checked_shl(retry)
-            .and_then(|factor| self.base.as_nanos().checked_mul(factor));
+        let uncapped =
+            1u128.checked_shl(retry).and_then(|factor| self.base.as_nanos().checked_mul(factor));
         match uncapped {
             Some(nanos) if nanos < self.max.as_nanos() => duration_from_nanos(nanos),
             _ => self.max,
@@ -52,10 +51,7 @@ impl Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
+        Self { base: Duration::from_millis(50), max: Duration::from_secs(2) }
     }
 }
 
@@ -81,15 +77,7 @@ mod tests {
     #[test]
     fn ceiling_doubles_then_caps() {
         let backoff = Backoff::default();
-        let table = [
-            (0, 50),
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1600),
-            (6, 2000),
-        ];
+        let table = [(0, 50), (1, 100), (2, 200), (3, 400), (4, 800), (5, 1600), (6, 2000)];
         for (retry, ms) in table {
             assert_eq!(backoff.ceiling(retry), MS * ms, "retry {retry}");
         }
@@ -102,47 +90,22 @@ mod tests {
     fn huge_values_saturate_instead_of_overflowing() {
         let mut rng = StdRng::seed_from_u64(7);
         let table = [
-            Backoff {
-                base: Duration::from_nanos(1),
-                max: Duration::MAX,
-            },
-            Backoff {
-                base: Duration::MAX,
-                max: Duration::MAX,
-            },
-            Backoff {
-                base: Duration::from_secs(u64::MAX / 4),
-                max: Duration::MAX,
-            },
-            Backoff {
-                base: Duration::ZERO,
-                max: Duration::MAX,
-            },
+            Backoff { base: Duration::from_nanos(1), max: Duration::MAX },
+            Backoff { base: Duration::MAX, max: Duration::MAX },
+            Backoff { base: Duration::from_secs(u64::MAX / 4), max: Duration::MAX },
+            Backoff { base: Duration::ZERO, max: Duration::MAX },
         ];
         for backoff in table {
             for retry in [0, 63, 64, 65, 93, 127, 128, u32::MAX] {
                 let ceiling = backoff.ceiling(retry);
                 assert!(ceiling <= backoff.max, "{backoff:?} retry {retry}");
-                assert!(
-                    backoff.delay(retry, &mut rng) <= ceiling,
-                    "{backoff:?} retry {retry}"
-                );
+                assert!(backoff.delay(retry, &mut rng) <= ceiling, "{backoff:?} retry {retry}");
             }
         }
         // A 1 ns base really doubles 64 times before reaching a large cap.
-        let tiny = Backoff {
-            base: Duration::from_nanos(1),
-            max: Duration::MAX,
-        };
+        let tiny = Backoff { base: Duration::from_nanos(1), max: Duration::MAX };
         assert_eq!(tiny.ceiling(64), duration_from_nanos(1u128 << 64));
-        assert_eq!(
-            Backoff {
-                base: Duration::ZERO,
-                max: MS
-            }
-            .ceiling(u32::MAX),
-            Duration::ZERO
-        );
+        assert_eq!(Backoff { base: Duration::ZERO, max: MS }.ceiling(u32::MAX), Duration::ZERO);
     }
 
     #[test]
@@ -162,10 +125,7 @@ mod tests {
                 }
             }
             // About 250 of each are expected; 150 is far outside the binomial spread.
-            assert!(
-                low > 150 && high > 150,
-                "retry {retry}: {low} low, {high} high"
-            );
+            assert!(low > 150 && high > 150, "retry {retry}: {low} low, {high} high");
         }
     }
 

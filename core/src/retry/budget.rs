@@ -184,10 +184,7 @@ impl RetryBudget {
     }
 
     fn balance(&self, window: &Window) -> i64 {
-        window
-            .slots
-            .iter()
-            .fold(self.reserve, |sum, slot| sum.saturating_add(*slot))
+        window.slots.iter().fold(self.reserve, |sum, slot| sum.saturating_add(*slot))
     }
 }
 
@@ -271,19 +268,12 @@ mod tests {
             (Duration::from_secs(61), 0.2, "retry.budget.ttl"),
             (Duration::from_secs(10), -0.1, "retry.budget.retry_ratio"),
             (Duration::from_secs(10), 1000.5, "retry.budget.retry_ratio"),
-            (
-                Duration::from_secs(10),
-                f64::NAN,
-                "retry.budget.retry_ratio",
-            ),
+            (Duration::from_secs(10), f64::NAN, "retry.budget.retry_ratio"),
         ];
         for (ttl, ratio, field) in table {
             let err = RetryBudget::new(ttl, 10, ratio).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Configuration);
-            assert!(
-                matches!(&err, Error::Configuration { field: f, .. } if f == field),
-                "{err}"
-            );
+            assert!(matches!(&err, Error::Configuration { field: f, .. } if f == field), "{err}");
         }
         for (secs, ratio) in [(1, 0.0), (60, 1000.0)] {
             RetryBudget::new(Duration::from_secs(secs), u32::MAX, ratio).unwrap();
@@ -293,12 +283,7 @@ mod tests {
     #[test]
     fn debug_shows_settings_and_balance() {
         let text = format!("{:?}", RetryBudget::default());
-        for needle in [
-            "ttl: 10s",
-            "min_per_sec: 10",
-            "retry_ratio: 0.2",
-            "available: 100",
-        ] {
+        for needle in ["ttl: 10s", "min_per_sec: 10", "retry_ratio: 0.2", "available: 100"] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
     }

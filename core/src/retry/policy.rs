@@ -44,10 +44,7 @@ enum Verdict {
 impl RetryPolicy {
     /// A policy that makes one attempt and never retries.
     pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
+        Self { max_attempts: 1, ..Self::default() }
     }
 
     /// Checks that the policy is coherent.
@@ -82,6 +79,24 @@ impl RetryPolicy {
     /// per failed attempt, as [`run`](Self::run) does.
     pub fn should_retry(&self, error: &Error, attempt: u32, idempotent: bool) -> bool {
         self.verdict(error, attempt, idempotent) == Verdict::Retry
+    }
+
+    /// The delay before re-running after attempt number `attempt` failed with `error`, or
+    /// `None` when the policy gives up (see [`should_retry`](Self::should_retry), whose
+    /// budget withdrawal this shares). For loops that cannot be written as a closure for
+    /// [`run`](Self::run), such as one that lends the caller's transaction work to each
+    /// attempt; such a loop calls [`RetryBudget::deposit`] once per operation itself.
+    pub fn retry_delay(
+        &self,
+        error: &Error,
+        attempt: u32,
+        idempotent: bool,
+    ) -> Option<std::time::Duration> {
+        if self.should_retry(error, attempt, idempotent) {
+            Some(self.backoff.delay(attempt - 1, &mut rand::rng()))
+        } else {
+            None
+        }
     }
 
     /// Runs `op` until it succeeds or the policy gives up, and returns its last result.
@@ -160,10 +175,6 @@ impl RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            backoff: Backoff::default(),
-            budget: Arc::default(),
-        }
+        Self { max_attempts: 3, backoff: Backoff::default(), budget: Arc::default() }
     }
 }

@@ -28,10 +28,7 @@ fn error(kind: ErrorKind, attempt: u32) -> Error {
             retry_after: Duration::from_secs(attempt.into()),
         },
         ErrorKind::Closed => Error::Closed { what: message },
-        ErrorKind::Timeout => Error::Timeout {
-            what: message,
-            after: Duration::from_secs(1),
-        },
+        ErrorKind::Timeout => Error::Timeout { what: message, after: Duration::from_secs(1) },
         ErrorKind::Configuration => Error::config("pool.pool_size", message),
         ErrorKind::Other => Error::other(message),
         kind => Error::database(kind, ENDPOINT, None, message),
@@ -69,11 +66,7 @@ async fn run_failing(
     let result = policy
         .run(idempotent, |attempt| {
             seen.push(attempt);
-            let outcome = if attempt <= failures {
-                Err(make(attempt))
-            } else {
-                Ok("done")
-            };
+            let outcome = if attempt <= failures { Err(make(attempt)) } else { Ok("done") };
             async move { outcome }
         })
         .await;
@@ -90,12 +83,7 @@ async fn transient_errors_are_retried_up_to_max_attempts() {
     ];
     for kind in transient {
         // (max_attempts, failures before success) -> attempts made, success?
-        let table = [
-            (3, 0, 1, true),
-            (3, 2, 3, true),
-            (3, 3, 3, false),
-            (3, 10, 3, false),
-        ];
+        let table = [(3, 0, 1, true), (3, 2, 3, true), (3, 3, 3, false), (3, 10, 3, false)];
         for (max_attempts, failures, attempts, ok) in table {
             let case = format!("{kind}, max {max_attempts}, {failures} failures");
             let (result, seen) =
@@ -107,19 +95,12 @@ async fn transient_errors_are_retried_up_to_max_attempts() {
                     assert!(!ok, "{case}: {err}");
                     assert_eq!(err.kind(), kind, "{case}");
                     // The error returned is the last attempt's.
-                    assert!(
-                        err.to_string().contains(&format!("attempt {attempts}")),
-                        "{err}"
-                    );
+                    assert!(err.to_string().contains(&format!("attempt {attempts}")), "{err}");
                 }
             }
         }
         let (result, seen) = run_failing(&RetryPolicy::none(), false, 5, |n| error(kind, n)).await;
-        assert_eq!(
-            (result.is_err(), seen),
-            (true, vec![1]),
-            "{kind} under none()"
-        );
+        assert_eq!((result.is_err(), seen), (true, vec![1]), "{kind} under none()");
     }
 }
 
@@ -150,11 +131,7 @@ async fn permanent_errors_are_never_retried() {
         .await;
         assert_eq!(seen, vec![1], "{template}");
         assert_eq!(result.unwrap_err().kind(), kind);
-        assert_eq!(
-            started.elapsed(),
-            Duration::ZERO,
-            "{template}: no backoff sleep"
-        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "{template}: no backoff sleep");
     }
 }
 
@@ -174,14 +151,8 @@ async fn ambiguous_commits_are_retried_only_for_idempotent_work() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_wait_within_the_backoff_ceilings() {
-    let backoff = Backoff {
-        base: Duration::from_millis(100),
-        max: Duration::from_millis(250),
-    };
-    let policy = RetryPolicy {
-        backoff,
-        ..policy(5)
-    };
+    let backoff = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(250) };
+    let policy = RetryPolicy { backoff, ..policy(5) };
     let mut started = Vec::new();
     let _ = policy
         .run(false, |_| {
@@ -194,10 +165,7 @@ async fn retries_wait_within_the_backoff_ceilings() {
     for (retry, pair) in started.windows(2).enumerate() {
         let gap = pair[1] - pair[0];
         let ceiling = backoff.ceiling(u32::try_from(retry).unwrap());
-        assert!(
-            gap <= ceiling,
-            "retry {retry}: waited {gap:?}, ceiling {ceiling:?}"
-        );
+        assert!(gap <= ceiling, "retry {retry}: waited {gap:?}, ceiling {ceiling:?}");
     }
 }
 
@@ -207,10 +175,7 @@ async fn the_budget_stops_retries_and_recovers_as_the_window_slides() {
     let budget = Arc::new(RetryBudget::new(Duration::from_secs(1), 2, 0.0).unwrap());
     let policy = RetryPolicy {
         max_attempts: 10,
-        backoff: Backoff {
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(1),
-        },
+        backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(1) },
         budget: Arc::clone(&budget),
     };
     let lost = |n| error(ErrorKind::ConnectionLost, n);
@@ -228,10 +193,7 @@ async fn the_budget_stops_retries_and_recovers_as_the_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn first_attempts_earn_retries() {
     let budget = Arc::new(RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap());
-    let policy = RetryPolicy {
-        budget: Arc::clone(&budget),
-        ..policy(3)
-    };
+    let policy = RetryPolicy { budget: Arc::clone(&budget), ..policy(3) };
     for _ in 0..4 {
         let (result, seen) =
             run_failing(&policy, false, 0, |n| error(ErrorKind::Deadlock, n)).await;
@@ -294,29 +256,17 @@ fn defaults_and_validation() {
     assert_eq!(policy.max_attempts, 3);
     assert_eq!(
         policy.backoff,
-        Backoff {
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2)
-        }
+        Backoff { base: Duration::from_millis(50), max: Duration::from_secs(2) }
     );
     policy.validate().unwrap();
     assert_eq!(RetryPolicy::none().max_attempts, 1);
     RetryPolicy::none().validate().unwrap();
 
     let table = [
+        (RetryPolicy { max_attempts: 0, ..RetryPolicy::default() }, "retry.max_attempts"),
         (
             RetryPolicy {
-                max_attempts: 0,
-                ..RetryPolicy::default()
-            },
-            "retry.max_attempts",
-        ),
-        (
-            RetryPolicy {
-                backoff: Backoff {
-                    base: Duration::from_secs(3),
-                    max: Duration::from_secs(2),
-                },
+                backoff: Backoff { base: Duration::from_secs(3), max: Duration::from_secs(2) },
                 ..RetryPolicy::default()
             },
             "retry.backoff.max",
@@ -324,10 +274,7 @@ fn defaults_and_validation() {
     ];
     for (policy, field) in table {
         let err = policy.validate().unwrap_err();
-        assert!(
-            matches!(&err, Error::Configuration { field: f, .. } if f == field),
-            "{err}"
-        );
+        assert!(matches!(&err, Error::Configuration { field: f, .. } if f == field), "{err}");
     }
 }
 

@@ -68,9 +68,7 @@ fn probe(ctx: &Ctx, port: u16) -> Probe {
         return Probe::Down;
     }
     let isready = tool("pg_isready");
-    let isready = ctx
-        .cmd(&isready)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    let isready = ctx.cmd(&isready).args(["-h", "127.0.0.1", "-p", &port.to_string()]);
     // Exit 1 means "rejecting connections": a server that is starting up. Give it a few
     // seconds before concluding anything.
     for _ in 0..10 {
@@ -103,29 +101,14 @@ fn found(ctx: &Ctx, port: u16, note: String, stop: Option<String>) -> Outcome {
 /// Creates database `test` unless it exists, connecting over TCP as `postgres`.
 fn ensure_test_database(ctx: &Ctx, port: u16, bin: Option<&Path>) -> Result<()> {
     let client = |name: &str| {
-        let program = bin
-            .map(|b| b.join(name))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| tool(name));
+        let program =
+            bin.map(|b| b.join(name)).filter(|p| p.is_file()).unwrap_or_else(|| tool(name));
         // `-w`: never prompt for a password; a server that wants one should be given as
         // PG_DATABASE_URL instead.
-        ctx.cmd(program).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-w",
-        ])
+        ctx.cmd(program).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-w"])
     };
     let exists = client("psql")
-        .args([
-            "-d",
-            "postgres",
-            "-tAc",
-            "select 1 from pg_database where datname = 'test'",
-        ])
+        .args(["-d", "postgres", "-tAc", "select 1 from pg_database where datname = 'test'"])
         .read()
         .context(
             "could not list the databases (does it need a password? then export PG_DATABASE_URL)",
@@ -144,10 +127,7 @@ fn start_system_cluster(ctx: &Ctx) -> Result<Option<(String, String)>> {
         return Ok(None);
     }
     let mut versions: Vec<String> = fs::read_dir("/etc/postgresql")
-        .map(|dir| {
-            dir.filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_owned()))
-                .collect()
-        })
+        .map(|dir| dir.filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_owned())).collect())
         .unwrap_or_default();
     versions.retain(|v| Path::new("/etc/postgresql").join(v).join("main").is_dir());
     versions.sort_by_key(|v| std::cmp::Reverse(version_key(v)));
@@ -169,23 +149,14 @@ fn start_system_cluster(ctx: &Ctx) -> Result<Option<(String, String)>> {
             )),
         }
     }
-    if errors.is_empty() {
-        Ok(None)
-    } else {
-        bail!(errors.join("; "))
-    }
+    if errors.is_empty() { Ok(None) } else { bail!(errors.join("; ")) }
 }
 
 /// Starts (making it first if needed) a throwaway cluster on port 54329 with trust auth.
 fn throwaway(ctx: &Ctx) -> Result<Outcome> {
     if matches!(probe(ctx, THROWAWAY_PORT), Probe::Ready) {
         // Most likely one we started earlier, perhaps from another worktree.
-        return Ok(found(
-            ctx,
-            THROWAWAY_PORT,
-            "a throwaway cluster already runs".to_owned(),
-            None,
-        ));
+        return Ok(found(ctx, THROWAWAY_PORT, "a throwaway cluster already runs".to_owned(), None));
     }
     let bin = server_bin_dir().context(
         "no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or on PATH; \
@@ -197,9 +168,7 @@ fn throwaway(ctx: &Ctx) -> Result<Outcome> {
         let program = bin.join(program);
         // PostgreSQL refuses to run as root, so root hands the work to the postgres user.
         let cmd = if as_root {
-            ctx.cmd("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(program)
+            ctx.cmd("runuser").args(["-u", "postgres", "--"]).arg(program)
         } else {
             ctx.cmd(program)
         };
@@ -212,14 +181,7 @@ fn throwaway(ctx: &Ctx) -> Result<Outcome> {
         as_postgres("initdb")
             .arg("-D")
             .arg(&dir)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
             .run()?;
     }
     let log = dir.join("log");
@@ -235,23 +197,11 @@ fn throwaway(ctx: &Ctx) -> Result<Outcome> {
         .args(["-o", &server_options, "-w", "start"])
         .run();
     if let Err(e) = started {
-        bail!(
-            "{e:#}\nlast lines of {}:\n{}",
-            log.display(),
-            tail(&log, 15)
-        );
+        bail!("{e:#}\nlast lines of {}:\n{}", log.display(), tail(&log, 15));
     }
     ensure_test_database(ctx, THROWAWAY_PORT, Some(&bin))?;
-    let stop = as_postgres("pg_ctl")
-        .arg("-D")
-        .arg(&dir)
-        .args(["-m", "fast", "stop"])
-        .display();
-    let what = if reused {
-        "started the existing"
-    } else {
-        "made and started a"
-    };
+    let stop = as_postgres("pg_ctl").arg("-D").arg(&dir).args(["-m", "fast", "stop"]).display();
+    let what = if reused { "started the existing" } else { "made and started a" };
     Ok(Outcome::Started {
         url: format!("postgres://postgres@127.0.0.1:{THROWAWAY_PORT}/test"),
         note: format!("{what} throwaway cluster in {}", dir.display()),
@@ -264,19 +214,13 @@ fn throwaway(ctx: &Ctx) -> Result<Outcome> {
 /// else under the system's temporary directory.
 fn data_dir(ctx: &Ctx, as_root: bool) -> Result<PathBuf> {
     let name = format!("pg-{THROWAWAY_PORT}");
-    let candidates = [
-        ctx.state_dir.join(&name),
-        env::temp_dir().join("ucm-services").join(&name),
-    ];
+    let candidates = [ctx.state_dir.join(&name), env::temp_dir().join("ucm-services").join(&name)];
     let mut rejected = Vec::new();
     for dir in candidates {
         // The server's socket lives in the data directory, and socket paths are short.
         let socket = dir.join(format!(".s.PGSQL.{THROWAWAY_PORT}"));
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            rejected.push(format!(
-                "{}: path too long for a Unix socket",
-                dir.display()
-            ));
+            rejected.push(format!("{}: path too long for a Unix socket", dir.display()));
             continue;
         }
         if let Err(e) = fs::create_dir_all(&dir) {
@@ -288,29 +232,17 @@ fn data_dir(ctx: &Ctx, as_root: bool) -> Result<PathBuf> {
         }
         // Every parent must be traversable by postgres; asking postgres itself is the only
         // check that also respects ACLs and mount options.
-        let usable = ctx
-            .cmd("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .run()
-            .and_then(|()| {
-                ctx.cmd("runuser")
-                    .args(["-u", "postgres", "--", "test", "-w"])
-                    .arg(&dir)
-                    .run()
-            });
+        let usable = ctx.cmd("chown").args(["postgres:postgres"]).arg(&dir).run().and_then(|()| {
+            ctx.cmd("runuser").args(["-u", "postgres", "--", "test", "-w"]).arg(&dir).run()
+        });
         match usable {
             Ok(()) => return Ok(dir),
-            Err(_) => rejected.push(format!(
-                "{}: the postgres user cannot write there",
-                dir.display()
-            )),
+            Err(_) => {
+                rejected.push(format!("{}: the postgres user cannot write there", dir.display()))
+            }
         }
     }
-    bail!(
-        "no usable directory for a throwaway cluster ({})",
-        rejected.join("; ")
-    )
+    bail!("no usable directory for a throwaway cluster ({})", rejected.join("; "))
 }
 
 /// The directory holding `initdb` and `pg_ctl`: the highest version under
@@ -340,20 +272,13 @@ fn server_bin_dir() -> Option<PathBuf> {
 /// run, and the caller says so).
 fn tool(name: &str) -> PathBuf {
     which(name)
-        .or_else(|| {
-            server_bin_dir()
-                .map(|bin| bin.join(name))
-                .filter(|p| p.is_file())
-        })
+        .or_else(|| server_bin_dir().map(|bin| bin.join(name)).filter(|p| p.is_file()))
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// `"15"` → `[15]`, `"9.6"` → `[9, 6]`, so versions sort numerically.
 fn version_key(version: &str) -> Vec<u32> {
-    version
-        .split('.')
-        .map(|part| part.parse().unwrap_or(0))
-        .collect()
+    version.split('.').map(|part| part.parse().unwrap_or(0)).collect()
 }
 
 /// The last `lines` lines of a log file, or why it could not be read.

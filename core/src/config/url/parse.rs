@@ -42,9 +42,7 @@ impl Parser<'_> {
         // Trailing newlines and spaces are common in .env files and secrets mounts.
         let input = input.trim();
         if input.is_empty() {
-            return Err(self.err(format!(
-                "is empty; set it to a database URL such as {EXAMPLES}"
-            )));
+            return Err(self.err(format!("is empty; set it to a database URL such as {EXAMPLES}")));
         }
         if input.contains('#') {
             return Err(self.err(
@@ -66,9 +64,8 @@ impl Parser<'_> {
                 "does not start with a scheme followed by '://'; write e.g. {EXAMPLES}"
             )));
         };
-        let Some(&(_, kind, mariadb)) = SCHEMES
-            .iter()
-            .find(|(name, _, _)| name.eq_ignore_ascii_case(scheme))
+        let Some(&(_, kind, mariadb)) =
+            SCHEMES.iter().find(|(name, _, _)| name.eq_ignore_ascii_case(scheme))
         else {
             return Err(self.unknown_scheme(scheme));
         };
@@ -80,9 +77,7 @@ impl Parser<'_> {
         let (authority, tail) = rest.split_at(authority_end);
         let (userinfo, hostport) = match authority.matches('@').count() {
             0 => (None, authority),
-            1 => authority
-                .split_once('@')
-                .map_or((None, authority), |(u, h)| (Some(u), h)),
+            1 => authority.split_once('@').map_or((None, authority), |(u, h)| (Some(u), h)),
             _ => {
                 return Err(self.err(
                     "the password or user name contains an unencoded '@'; percent-encode it as %40",
@@ -94,9 +89,8 @@ impl Parser<'_> {
             Some(userinfo) => {
                 // The first ':' separates user and password, so a ':' in the password is
                 // read correctly even unencoded; one in the user name cannot be.
-                let (user, password) = userinfo
-                    .split_once(':')
-                    .map_or((userinfo, None), |(u, p)| (u, Some(p)));
+                let (user, password) =
+                    userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
                 let user = self.decode_nonempty("the user name", user)?;
                 let password = match password {
                     Some(p) => self.decode_nonempty("the password", p)?.map(Secret),
@@ -125,11 +119,7 @@ impl Parser<'_> {
 
         // libpq lets `?host=` name the host or the unix socket directory, overriding the
         // authority; it becomes the host so that there is one place to look.
-        let host_param = params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "host")
-            .map(|(_, v)| v.clone());
+        let host_param = params.iter().rev().find(|(k, _)| k == "host").map(|(_, v)| v.clone());
         if kind == DatabaseKind::Postgres
             && let Some(value) = host_param
         {
@@ -178,11 +168,8 @@ impl Parser<'_> {
             ));
         }
         let path = self.decode("the SQLite path", path)?;
-        let target = if path == ":memory:" {
-            SqliteTarget::Memory
-        } else {
-            SqliteTarget::Path(path)
-        };
+        let target =
+            if path == ":memory:" { SqliteTarget::Memory } else { SqliteTarget::Path(path) };
         Ok(DatabaseUrl {
             kind: DatabaseKind::Sqlite,
             mariadb: false,
@@ -227,9 +214,7 @@ impl Parser<'_> {
             }
             let (host, port) = match text.matches(':').count() {
                 0 => (text, None),
-                1 => text
-                    .split_once(':')
-                    .map_or((text, None), |(h, p)| (h, Some(p))),
+                1 => text.split_once(':').map_or((text, None), |(h, p)| (h, Some(p))),
                 _ => {
                     return Err(self.err(format!(
                         "the host part contains several ':'; write an IPv6 address in brackets \
@@ -275,10 +260,7 @@ impl Parser<'_> {
         if host.contains(':') && host.parse::<Ipv6Addr>().is_ok() {
             return Ok(host);
         }
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        {
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
             return Err(self.err(
                 "the host contains a character not allowed in a host name (letters, digits, '-', \
                  '.', '_'); write an IPv6 address in brackets and percent-encode a unix socket \
@@ -299,9 +281,7 @@ impl Parser<'_> {
                 )));
             };
             if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                || !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             {
                 return Err(self.err(format!(
                     "query parameter {n} has an invalid name; names are letters, digits, '_', '-' \
@@ -317,9 +297,7 @@ impl Parser<'_> {
     /// The last `sslmode`/`ssl-mode`/`ssl_mode` parameter, parsed.
     fn explicit_ssl_mode(&self, params: &[(String, String)]) -> Result<Option<SslMode>> {
         let Some((_, value)) = params.iter().rev().find(|(k, _)| {
-            ["sslmode", "ssl-mode", "ssl_mode"]
-                .iter()
-                .any(|name| k.eq_ignore_ascii_case(name))
+            ["sslmode", "ssl-mode", "ssl_mode"].iter().any(|name| k.eq_ignore_ascii_case(name))
         }) else {
             return Ok(None);
         };
@@ -333,9 +311,8 @@ impl Parser<'_> {
     fn decode(&self, part: &str, raw: &str) -> Result<String> {
         let bytes = raw.as_bytes();
         for (i, _) in raw.match_indices('%') {
-            let escaped = bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let escaped =
+                bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
             if !escaped {
                 return Err(self.err(format!(
                     "{part} contains a '%' that is not followed by two hex digits; write a literal \
@@ -343,15 +320,12 @@ impl Parser<'_> {
                 )));
             }
         }
-        percent_decode_str(raw)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| {
-                self.err(format!(
+        percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| {
+            self.err(format!(
                 "{part} is not valid UTF-8 once percent-decoded; percent-encode each byte of the \
                  UTF-8 form of non-ASCII characters"
             ))
-            })
+        })
     }
 
     /// Like [`Self::decode`], with an empty component read as absent.
@@ -360,25 +334,17 @@ impl Parser<'_> {
     }
 
     fn unknown_scheme(&self, scheme: &str) -> Error {
-        let names: Vec<String> = SCHEMES
-            .iter()
-            .map(|(name, _, _)| format!("{name}://"))
-            .collect();
+        let names: Vec<String> = SCHEMES.iter().map(|(name, _, _)| format!("{name}://")).collect();
         // Only a well-formed scheme is quoted; anything else may be a piece of a credential.
         let well_formed = scheme.len() <= 32
             && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         let what = if well_formed {
             format!("unknown scheme {scheme:?}")
         } else {
             "the text before '://' is not a URL scheme".to_owned()
         };
-        self.err(format!(
-            "{what}; supported schemes are {}, sqlite://",
-            names.join(", ")
-        ))
+        self.err(format!("{what}; supported schemes are {}, sqlite://", names.join(", ")))
     }
 
     fn err(&self, message: impl Into<String>) -> Error {
@@ -388,9 +354,5 @@ impl Parser<'_> {
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        text.get(prefix.len()..)
-    } else {
-        None
-    }
+    if head.eq_ignore_ascii_case(prefix) { text.get(prefix.len()..) } else { None }
 }

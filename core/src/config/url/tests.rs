@@ -35,18 +35,7 @@ const fn ok(
     ssl: SslMode,
     shown: &'static str,
 ) -> Accepted {
-    Accepted {
-        url,
-        kind,
-        user,
-        password,
-        host,
-        port,
-        database,
-        params,
-        ssl,
-        shown,
-    }
+    Accepted { url, kind, user, password, host, port, database, params, ssl, shown }
 }
 
 use DatabaseKind::{MySql, Postgres, Sqlite};
@@ -104,26 +93,15 @@ fn every_accepted_form_parses_to_its_components() {
         assert_eq!(url.host(), case.host, "{at}");
         assert_eq!(url.port(), case.port, "{at}");
         assert_eq!(url.database(), case.database, "{at}");
-        let params: Vec<(&str, &str)> = url
-            .params()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let params: Vec<(&str, &str)> =
+            url.params().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(params, case.params, "{at}");
         assert_eq!(url.ssl_mode(), case.ssl, "{at}");
         assert_eq!(url.to_string(), case.shown, "{at}");
-        assert_eq!(
-            format!("{url:?}"),
-            format!("DatabaseUrl({:?})", case.shown),
-            "{at}"
-        );
+        assert_eq!(format!("{url:?}"), format!("DatabaseUrl({:?})", case.shown), "{at}");
         // The canonical form hands the driver the same URL back.
         let exposed = url.expose_url();
-        assert_eq!(
-            DatabaseUrl::parse(&exposed).unwrap(),
-            url,
-            "{at} -> {exposed}"
-        );
+        assert_eq!(DatabaseUrl::parse(&exposed).unwrap(), url, "{at} -> {exposed}");
         if let Some(password) = case.password {
             assert!(!url.to_string().contains(password), "{at}");
             assert!(!url.label().contains(password), "{at}");
@@ -152,10 +130,7 @@ fn kinds_spellings_labels_and_sqlite_targets() {
     }
 
     let file = DatabaseUrl::parse("sqlite:///var/lib/app.db").unwrap();
-    assert_eq!(
-        (file.sqlite_path(), file.is_memory()),
-        (Some("/var/lib/app.db"), false)
-    );
+    assert_eq!((file.sqlite_path(), file.is_memory()), (Some("/var/lib/app.db"), false));
     let memory = DatabaseUrl::parse("sqlite://:memory:").unwrap();
     assert_eq!((memory.sqlite_path(), memory.is_memory()), (None, true));
     assert!(file.is_local() && memory.is_local());
@@ -202,18 +177,12 @@ fn ssl_modes_parse_in_both_vocabularies() {
     for mode in SslMode::ALL {
         assert_eq!(mode.as_str().parse::<SslMode>().unwrap(), mode);
         assert_eq!(
-            mode.as_mysql_str()
-                .parse::<SslMode>()
-                .unwrap()
-                .requires_tls(),
+            mode.as_mysql_str().parse::<SslMode>().unwrap().requires_tls(),
             mode.requires_tls()
         );
     }
     let err = "sometimes".parse::<SslMode>().unwrap_err().to_string();
-    assert!(
-        err.contains("verify-full") && !err.contains("sometimes"),
-        "{err}"
-    );
+    assert!(err.contains("verify-full") && !err.contains("sometimes"), "{err}");
 }
 
 #[test]
@@ -230,79 +199,36 @@ fn malformed_urls_name_the_problem_and_the_fix() {
         ("", &["is empty", "postgres://user@localhost:5432/app"]),
         ("   ", &["is empty"]),
         ("localhost:5432/app", &["scheme", "postgres://"]),
-        (
-            "redis://db/0",
-            &[
-                "unknown scheme \"redis\"",
-                "postgresql+asyncpg://",
-                "sqlite://",
-            ],
-        ),
+        ("redis://db/0", &["unknown scheme \"redis\"", "postgresql+asyncpg://", "sqlite://"]),
         ("u:p@h://x", &["not a URL scheme", "mariadb://"]),
         ("postgres://u:p@ss@db/app", &["unencoded '@'", "%40"]),
-        (
-            "postgres://u:pa/ss@db/app",
-            &["port is not a number", "/ as %2F"],
-        ),
-        (
-            "postgres://u:pa?ss@db/app",
-            &["port is not a number", "? as %3F"],
-        ),
+        ("postgres://u:pa/ss@db/app", &["port is not a number", "/ as %2F"]),
+        ("postgres://u:pa?ss@db/app", &["port is not a number", "? as %3F"]),
         ("postgres://u:pa#ss@db/app", &["'#'", "%23"]),
-        (
-            "postgres://u:12/ss@db/app",
-            &["'@' after the host", "/ as %2F"],
-        ),
+        ("postgres://u:12/ss@db/app", &["'@' after the host", "/ as %2F"]),
         ("postgres://u:pass word@db/app", &["whitespace", "%20"]),
-        (
-            "postgres://u:p%zz@db/app",
-            &["the password contains a '%'", "%25"],
-        ),
-        (
-            "postgres://u:p%@db/app",
-            &["the password contains a '%'", "%25"],
-        ),
+        ("postgres://u:p%zz@db/app", &["the password contains a '%'", "%25"]),
+        ("postgres://u:p%@db/app", &["the password contains a '%'", "%25"]),
         ("postgres://u:p%ff@db/app", &["password is not valid UTF-8"]),
         ("postgres://db:99999/app", &["out of range", "65535"]),
         ("postgres://db:0/app", &["out of range"]),
         ("postgres://db:abc/app", &["port is not a number"]),
-        (
-            "postgres:///app",
-            &["host is missing", "?host=/var/run/postgresql"],
-        ),
+        ("postgres:///app", &["host is missing", "?host=/var/run/postgresql"]),
         ("postgres://u@/app", &["host is missing"]),
-        (
-            "mysql:///app",
-            &["host is missing", "mysql://user@localhost:3306/app"],
-        ),
-        (
-            "postgres://h1,h2/app",
-            &["several hosts", "DATABASE_REPLICA_URLS"],
-        ),
+        ("mysql:///app", &["host is missing", "mysql://user@localhost:3306/app"]),
+        ("postgres://h1,h2/app", &["several hosts", "DATABASE_REPLICA_URLS"]),
         ("postgres://::1/app", &["brackets", "[::1]:5432"]),
         ("postgres://[::1/app", &["closing ']'"]),
         ("postgres://[zz]/app", &["not a valid IPv6 address"]),
         ("postgres://[::1]x/app", &["after the ']'"]),
         ("postgres://ho!st/app", &["not allowed in a host name"]),
         ("mysql://u@%2Ftmp%2Fs/app", &["not a MySQL host", "socket="]),
-        (
-            "postgres://db/a/b",
-            &["database name contains an unencoded '/'", "%2F"],
-        ),
-        (
-            "postgres://db/app?sslmode=sometimes",
-            &["sslmode", "verify-full"],
-        ),
+        ("postgres://db/a/b", &["database name contains an unencoded '/'", "%2F"]),
+        ("postgres://db/app?sslmode=sometimes", &["sslmode", "verify-full"]),
         ("postgres://db/app?flag", &["query parameter 1 has no '='"]),
-        (
-            "postgres://db/app?a=1&b!=2",
-            &["query parameter 2 has an invalid name"],
-        ),
+        ("postgres://db/app?a=1&b!=2", &["query parameter 2 has an invalid name"]),
         ("postgres://db/app?a=%zz", &["query parameter `a`", "%25"]),
-        (
-            "sqlite://",
-            &["SQLite database path is missing", "sqlite::memory:"],
-        ),
+        ("sqlite://", &["SQLite database path is missing", "sqlite::memory:"]),
         ("sqlite:", &["SQLite database path is missing"]),
         ("sqlite://a%zz.db", &["SQLite path contains a '%'"]),
     ];
@@ -310,15 +236,9 @@ fn malformed_urls_name_the_problem_and_the_fix() {
         let err = DatabaseUrl::parse(text).expect_err(text);
         assert_eq!(err.kind(), ErrorKind::Configuration, "{text}");
         let message = err.to_string();
-        assert!(
-            message.starts_with("invalid configuration: DATABASE_URL: "),
-            "{message}"
-        );
+        assert!(message.starts_with("invalid configuration: DATABASE_URL: "), "{message}");
         for needle in *needles {
-            assert!(
-                message.contains(needle),
-                "{text:?}: {needle:?} missing from {message}"
-            );
+            assert!(message.contains(needle), "{text:?}: {needle:?} missing from {message}");
         }
     }
 }
@@ -326,11 +246,7 @@ fn malformed_urls_name_the_problem_and_the_fix() {
 #[test]
 fn errors_name_the_callers_field() {
     let err = DatabaseUrl::parse_named("DATABASE_REPLICA_URLS[2]", "postgres://db:x").unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("DATABASE_REPLICA_URLS[2]: the port"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("DATABASE_REPLICA_URLS[2]: the port"), "{err}");
 }
 
 #[test]
