@@ -222,8 +222,9 @@ pub enum Error {
     },
     /// The endpoint's circuit breaker is open.
     #[error(
-        "circuit open for {endpoint} after repeated connection failures; failing fast, next probe \
-         allowed in {retry_after:?}. Check the server's health (ucm health)"
+        "circuit open for {endpoint} after repeated connection failures; failing fast, {}. \
+         Check the server's health (ucm health)",
+        next_probe(*.retry_after)
     )]
     CircuitOpen {
         /// The endpoint's redacted label.
@@ -277,6 +278,14 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+fn next_probe(retry_after: Duration) -> String {
+    if retry_after.is_zero() {
+        "a recovery probe is in flight now".to_owned()
+    } else {
+        format!("next recovery probe allowed in {retry_after:?}")
+    }
 }
 
 fn sqlstate_suffix(sqlstate: Option<&str>) -> String {

@@ -250,14 +250,23 @@ pub trait ProtocolExt: ConnectionManagerProtocol {
     /// Runs `f` in a transaction and returns its value; see
     /// [`ConnectionManagerProtocol::run_transaction`]. `f` may run more than once.
     ///
-    /// ```ignore
-    /// let id: i64 = manager
-    ///     .transaction(ConnectionMode::Transactional, |tx| Box::pin(async move {
-    ///         tx.execute("UPDATE accounts SET balance = balance - 10 WHERE id = $1", &[1.into()]).await?;
-    ///         let row = tx.fetch_optional("SELECT balance FROM accounts WHERE id = $1", &[1.into()]).await?;
-    ///         row.map(|r| r.try_get("balance")).transpose()?.ok_or_else(|| Error::other("no account"))
-    ///     }))
-    ///     .await?;
+    /// ```
+    /// use ucm_core::{ConnectionManagerProtocol, ConnectionMode, Error, ProtocolExt, Result};
+    ///
+    /// async fn debit<M: ConnectionManagerProtocol>(manager: &M, id: i64) -> Result<i64> {
+    ///     manager
+    ///         .transaction(ConnectionMode::Transactional, |tx| {
+    ///             Box::pin(async move {
+    ///                 let params = [id.into()];
+    ///                 tx.execute("UPDATE accounts SET balance = balance - 10 WHERE id = $1", &params)
+    ///                     .await?;
+    ///                 let row = tx.fetch_optional("SELECT balance FROM accounts WHERE id = $1", &params)
+    ///                     .await?;
+    ///                 row.ok_or_else(|| Error::other("no such account"))?.try_get("balance")
+    ///             })
+    ///         })
+    ///         .await
+    /// }
     /// ```
     ///
     /// # Errors

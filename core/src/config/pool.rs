@@ -58,9 +58,7 @@ impl PoolConfiguration {
             max_overflow,
             acquire_timeout,
             connect_timeout: Duration::from_secs(10),
-            // Half the acquire budget, so a dead idle connection can be detected and replaced
-            // by a fresh one within the same acquire.
-            validation_timeout: (acquire_timeout / 2).min(Duration::from_secs(2)),
+            validation_timeout: default_validation_timeout(acquire_timeout),
             // HikariCP's alive-bypass window: a connection used this recently is trusted.
             validate_after_idle: Duration::from_millis(500),
             max_lifetime: Duration::from_secs(3600),
@@ -75,7 +73,7 @@ impl PoolConfiguration {
 
     /// A builder starting from `mode`'s preset.
     pub fn builder(mode: ManagerMode) -> PoolConfigurationBuilder {
-        PoolConfigurationBuilder { config: Self::for_mode(mode) }
+        PoolConfigurationBuilder { config: Self::for_mode(mode), validation_timeout_set: false }
     }
 
     /// The mode whose preset this configuration started from.
@@ -205,6 +203,9 @@ impl Default for PoolConfiguration {
 #[must_use]
 pub struct PoolConfigurationBuilder {
     config: PoolConfiguration,
+    /// Whether the validation timeout was set explicitly; if not, it is derived from the
+    /// (possibly overridden) acquire timeout at build time.
+    validation_timeout_set: bool,
 }
 
 impl PoolConfigurationBuilder {
@@ -231,6 +232,7 @@ impl PoolConfigurationBuilder {
     /// How long the pre-use ping may take.
     pub fn validation_timeout(mut self, value: Duration) -> Self {
         self.config.validation_timeout = value;
+        self.validation_timeout_set = true;
         self
     }
     /// Idle time after which a connection is pinged before use.
@@ -311,6 +313,7 @@ impl PoolConfigurationBuilder {
         ] {
             if let Some(v) = get(name) {
                 *slot = parse_duration(name, &v)?;
+                self.validation_timeout_set |= name == "UCM_VALIDATION_TIMEOUT";
             }
         }
         for (name, slot) in [
@@ -336,10 +339,20 @@ impl PoolConfigurationBuilder {
     /// A `Configuration` error naming the field when the settings are incoherent: a zero
     /// pool size or timeout, a validation timeout not shorter than the acquire timeout,
     /// jitter not shorter than the lifetime, or an out-of-range application name.
-    pub fn build(self) -> Result<PoolConfiguration> {
+    pub fn build(mut self) -> Result<PoolConfiguration> {
+        if !self.validation_timeout_set {
+            self.config.validation_timeout =
+                default_validation_timeout(self.config.acquire_timeout);
+        }
         self.config.validate()?;
         Ok(self.config)
     }
+}
+
+/// Half the acquire budget, at most 2 s: a dead idle connection can then be detected and
+/// replaced by a fresh one within the same acquire.
+fn default_validation_timeout(acquire_timeout: Duration) -> Duration {
+    (acquire_timeout / 2).min(Duration::from_secs(2))
 }
 
 fn parse_count(name: &str, value: &str) -> Result<usize> {
@@ -437,6 +450,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be shorter than acquire_timeout (200ms)"), "{err}");
+    }
+
+    #[test]
+    fn the_validation_timeout_follows_an_overridden_acquire_timeout() {
+        let c = PoolConfiguration::builder(ManagerMode::HighAvailability)
+            .env_overrides(|k| (k == "UCM_ACQUIRE_TIMEOUT").then(|| "2s".to_owned()))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.validation_timeout(), Duration::from_secs(1));
+        let c = PoolConfiguration::builder(ManagerMode::AsyncModern)
+            .acquire_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        assert_eq!(c.validation_timeout(), Duration::from_millis(150));
     }
 
     #[test]

@@ -150,11 +150,21 @@ impl<C: Connector> Pool<C> {
         let started = Instant::now();
         match self.inner.pool.get().await {
             Ok(object) => {
+                let mut connection = PooledConnection::new(object, Instant::now());
                 if let Some(permit) = permit {
+                    // A recovery probe must prove the endpoint is back with a round trip: an
+                    // idle connection handed out without I/O proves nothing.
+                    if permit.is_probe() {
+                        if let Err(e) = self.ping(&mut connection).await {
+                            connection.mark_broken();
+                            permit.failure(e.kind());
+                            return Err(e);
+                        }
+                    }
                     permit.success();
                 }
                 self.inner.metrics.record_acquire(started.elapsed());
-                Ok(PooledConnection::new(object, Instant::now()))
+                Ok(connection)
             }
             Err(error) => {
                 let error = self.map_error(error, started.elapsed());
@@ -288,6 +298,20 @@ impl<C: Connector> Pool<C> {
                 });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// One bounded validation round trip on `connection`.
+    async fn ping(&self, connection: &mut PooledConnection<C>) -> Result<()> {
+        let limit = self.inner.config.validation_timeout();
+        match tokio::time::timeout(limit, self.connector().validate(connection)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::database(
+                crate::ErrorKind::ConnectionLost,
+                self.inner.label.to_string(),
+                None,
+                format!("the recovery probe's ping did not answer within {limit:?}"),
+            )),
         }
     }
 

@@ -339,13 +339,40 @@ async fn the_breaker_opens_on_connect_failures_but_never_on_exhaustion() {
     let err = pool.acquire().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CircuitOpen);
     assert_eq!(connector.connect_attempts(), attempts, "an open circuit does no I/O");
-    // The server comes back; after the recovery timeout probes close it again.
+    // The server comes back; after the recovery timeout probes close it again, each one
+    // proven by a ping, not by an idle connection handed out without I/O.
     connector.refuse_connections(false);
     advance(Duration::from_secs(61)).await;
+    let pings = connector.validations();
     for _ in 0..3 {
         drop(pool.acquire().await.unwrap());
     }
     assert_eq!(pool.breaker().unwrap().state(), BreakerState::Closed);
+    assert_eq!(connector.validations(), pings + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_on_a_dead_idle_connection_reopens_the_breaker() {
+    let connector = MemoryConnector::new();
+    // Idle validation off for this test (threshold beyond the wait), so only the probe's
+    // own ping can notice that the idle connection is dead.
+    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(1)
+        .max_overflow(0)
+        .validate_after_idle(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let breaker = CircuitBreakerConfig { failure_threshold: 1, ..CircuitBreakerConfig::default() };
+    let pool = Pool::new("memory:test", connector.clone(), config, Some(breaker)).unwrap();
+    drop(pool.acquire().await.unwrap());
+    pool.breaker().unwrap().record_failure(ErrorKind::ConnectionLost);
+    assert_eq!(pool.breaker().unwrap().state(), BreakerState::Open);
+    connector.fail_validation(true);
+    advance(Duration::from_secs(61)).await;
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionLost);
+    assert_eq!(pool.breaker().unwrap().state(), BreakerState::Open, "a failed probe re-opens");
+    assert_eq!(pool.status().size, 0, "the connection that failed the probe was closed");
 }
 
 #[tokio::test(start_paused = true)]
