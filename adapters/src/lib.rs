@@ -6,3 +6,8 @@
 //! arrive with the façade issue.
 
 pub use ucm_core::*;
+
+/// The README's example, compiled and run as a doctest so that it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -9,7 +9,7 @@
 //! [`pool::Connector`] trait.
 //!
 //! # Features
-//! - `testing`: [`pool::testing`], a scriptable in-memory connector for fault tests.
+//! - `testing`: `pool::testing`, a scriptable in-memory connector for fault tests.
 //! - `serde`: `Serialize`/`Deserialize` on configuration types.
 
 pub mod circuit_breaker;

@@ -240,8 +240,6 @@ impl ManagerConfigBuilder {
 impl fmt::Display for ManagerConfig {
     /// A multi-line report of the effective configuration; URLs are redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let yes_no = |on: bool| if on { "yes" } else { "no" };
-        let p = &self.pool;
         writeln!(f, "mode:        {}", self.mode)?;
         writeln!(f, "database:    {}", self.kind())?;
         writeln!(f, "primary:     {}", Endpoint(&self.primary))?;
@@ -251,29 +249,7 @@ impl fmt::Display for ManagerConfig {
         for (i, replica) in self.replicas.iter().enumerate() {
             writeln!(f, "replica[{i}]:  {}", Endpoint(replica))?;
         }
-        writeln!(f, "pool:        preset {}", p.mode())?;
-        let rows: [(&str, String); 13] = [
-            ("pool_size", format!("{} connections", p.pool_size())),
-            (
-                "max_overflow",
-                format!("{} connections (at most {} in all)", p.max_overflow(), p.max_size()),
-            ),
-            ("acquire_timeout", format!("{:?}", p.acquire_timeout())),
-            ("connect_timeout", format!("{:?}", p.connect_timeout())),
-            ("validation_timeout", format!("{:?}", p.validation_timeout())),
-            ("validate_after_idle", format!("{:?}", p.validate_after_idle())),
-            ("max_lifetime", format!("{:?}", p.max_lifetime())),
-            ("lifetime_jitter", format!("{:?}", p.lifetime_jitter())),
-            ("overflow_idle_timeout", format!("{:?}", p.overflow_idle_timeout())),
-            ("high_availability", yes_no(p.high_availability()).to_owned()),
-            ("circuit_breaker", yes_no(p.circuit_breaker()).to_owned()),
-            ("application_name", p.application_name().to_owned()),
-            ("time_zone", p.time_zone().to_owned()),
-        ];
-        for (name, value) in rows {
-            writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
-        }
-        Ok(())
+        write!(f, "{}", self.pool)
     }
 }
 

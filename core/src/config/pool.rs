@@ -1,5 +1,6 @@
 //! `PoolConfiguration`: the mode presets of DESIGN.md, overrides by builder and environment, and validation.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -187,6 +188,36 @@ impl PoolConfiguration {
                 "application_name",
                 "must be 1 to 63 characters (PostgreSQL's NAMEDATALEN)".into(),
             );
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PoolConfiguration {
+    /// One line per setting, for `ucm config`; contains no secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |on: bool| if on { "yes" } else { "no" };
+        writeln!(f, "pool:        preset {}", self.mode)?;
+        let rows: [(&str, String); 13] = [
+            ("pool_size", format!("{} connections", self.pool_size)),
+            (
+                "max_overflow",
+                format!("{} connections (at most {} in all)", self.max_overflow, self.max_size()),
+            ),
+            ("acquire_timeout", format!("{:?}", self.acquire_timeout)),
+            ("connect_timeout", format!("{:?}", self.connect_timeout)),
+            ("validation_timeout", format!("{:?}", self.validation_timeout)),
+            ("validate_after_idle", format!("{:?}", self.validate_after_idle)),
+            ("max_lifetime", format!("{:?}", self.max_lifetime)),
+            ("lifetime_jitter", format!("{:?}", self.lifetime_jitter)),
+            ("overflow_idle_timeout", format!("{:?}", self.overflow_idle_timeout)),
+            ("high_availability", yes_no(self.high_availability).to_owned()),
+            ("circuit_breaker", yes_no(self.circuit_breaker).to_owned()),
+            ("application_name", self.application_name.clone()),
+            ("time_zone", self.time_zone.clone()),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
         }
         Ok(())
     }

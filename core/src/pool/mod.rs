@@ -154,12 +154,12 @@ impl<C: Connector> Pool<C> {
                 if let Some(permit) = permit {
                     // A recovery probe must prove the endpoint is back with a round trip: an
                     // idle connection handed out without I/O proves nothing.
-                    if permit.is_probe() {
-                        if let Err(e) = self.ping(&mut connection).await {
-                            connection.mark_broken();
-                            permit.failure(e.kind());
-                            return Err(e);
-                        }
+                    if permit.is_probe()
+                        && let Err(e) = self.ping(&mut connection).await
+                    {
+                        connection.mark_broken();
+                        permit.failure(e.kind());
+                        return Err(e);
                     }
                     permit.success();
                 }
@@ -277,11 +277,7 @@ impl<C: Connector> Pool<C> {
         for _ in 0..idle {
             self.inner.metrics.record_close(CloseReason::PoolClosed);
         }
-        if let Ok(mut reaper) = self.inner.reaper.lock() {
-            if let Some(task) = reaper.take() {
-                task.abort();
-            }
-        }
+        self.inner.stop_reaper();
         let started = Instant::now();
         loop {
             let size = self.inner.pool.status().size;
@@ -352,13 +348,19 @@ impl<C: Connector> std::fmt::Debug for Pool<C> {
     }
 }
 
+impl<C: Connector> Inner<C> {
+    fn stop_reaper(&self) {
+        if let Ok(mut reaper) = self.reaper.lock()
+            && let Some(task) = reaper.take()
+        {
+            task.abort();
+        }
+    }
+}
+
 impl<C: Connector> Drop for Inner<C> {
     fn drop(&mut self) {
-        if let Ok(mut reaper) = self.reaper.lock() {
-            if let Some(task) = reaper.take() {
-                task.abort();
-            }
-        }
+        self.stop_reaper();
     }
 }
 
