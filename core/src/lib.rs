@@ -22,6 +22,7 @@ mod mode;
 pub mod pool;
 mod protocol;
 pub mod retry;
+pub mod topology;
 mod value;
 
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};

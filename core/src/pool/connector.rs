@@ -43,6 +43,20 @@ pub trait Connector: Send + Sync + 'static {
     /// Any error: the connection is discarded instead of pooled.
     fn reset(&self, connection: &mut Self::Connection) -> impl Future<Output = Result<()>> + Send;
 
+    /// Makes the session refuse (`read_only = true`) or accept writes, at the database:
+    /// `SET default_transaction_read_only`, `SET SESSION TRANSACTION READ ONLY`,
+    /// `PRAGMA query_only`... The pool remembers each connection's setting and calls this
+    /// only when a checkout for another [`ConnectionMode`](crate::ConnectionMode) needs
+    /// the other one, so a steady workload pays no extra round trip.
+    ///
+    /// # Errors
+    /// Any error: the connection is discarded and the acquire fails with it.
+    fn set_read_only(
+        &self,
+        connection: &mut Self::Connection,
+        read_only: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// A synchronous check, without I/O, that the driver already knows the connection is
     /// dead (for instance its socket closed). Defaults to `false`.
     fn is_broken(&self, connection: &Self::Connection) -> bool {

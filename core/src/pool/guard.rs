@@ -55,6 +55,17 @@ impl<C: Connector> PooledConnection<C> {
         }
     }
 
+    /// The session's read-only setting as the pool last set it (`None`: unknown).
+    pub(crate) fn read_only(&self) -> Option<bool> {
+        self.object.as_ref().and_then(|object| object.read_only)
+    }
+
+    pub(crate) fn set_read_only_state(&mut self, state: Option<bool>) {
+        if let Some(object) = self.object.as_mut() {
+            object.read_only = state;
+        }
+    }
+
     /// Whether the connection is marked broken.
     pub fn is_broken(&self) -> bool {
         self.object.as_ref().is_none_or(|object| object.broken)

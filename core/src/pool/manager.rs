@@ -24,6 +24,9 @@ pub(crate) struct Slot<T> {
     pub(crate) in_transaction: bool,
     /// Set when an error showed the connection unusable; it is closed instead of pooled.
     pub(crate) broken: bool,
+    /// The session's read-only setting as last set, `None` while unknown (new connection,
+    /// or a change interrupted by a dropped future).
+    pub(crate) read_only: Option<bool>,
     /// The pool's metrics, kept here so that returning a connection costs no reference count.
     pub(crate) metrics: Arc<PoolMetrics>,
 }
@@ -82,6 +85,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
             returned: now,
             in_transaction: false,
             broken: false,
+            read_only: None,
             metrics: Arc::clone(&self.metrics),
         })
     }

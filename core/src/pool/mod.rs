@@ -38,6 +38,7 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::config::PoolConfiguration;
 use crate::error::{Error, Result};
 use crate::metrics::{CloseReason, PoolMetrics};
+use crate::mode::ConnectionMode;
 use manager::Manager;
 
 /// A pool of connections to one endpoint. Cheap to clone; clones share the pool.
@@ -174,6 +175,30 @@ impl<C: Connector> Pool<C> {
                 Err(error)
             }
         }
+    }
+
+    /// [`Self::acquire`], then makes the session read-only at the database when `mode` is
+    /// [`ConnectionMode::ReadOnly`] and writable otherwise. The setting is remembered per
+    /// connection, so the round trip is paid only when a connection changes mode.
+    ///
+    /// Cancel-safe: a future dropped during the change leaves the setting marked unknown,
+    /// and the next checkout sets it again.
+    ///
+    /// # Errors
+    /// As [`Self::acquire`]; and the connector's error when the change fails (the
+    /// connection is then discarded).
+    pub async fn acquire_for(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
+        let mut connection = self.acquire().await?;
+        let wanted = mode.is_read_only();
+        if connection.read_only() != Some(wanted) {
+            connection.set_read_only_state(None);
+            if let Err(e) = self.connector().set_read_only(&mut connection, wanted).await {
+                connection.mark_broken();
+                return Err(e);
+            }
+            connection.set_read_only_state(Some(wanted));
+        }
+        Ok(connection)
     }
 
     /// Opens connections concurrently until the pool holds its configured pool size, and

@@ -37,6 +37,7 @@ pub struct MemoryConnection {
     id: u64,
     generation: u64,
     in_transaction: bool,
+    read_only: bool,
     script: Arc<Script>,
 }
 
@@ -56,6 +57,7 @@ struct Script {
     closed: AtomicU64,
     validations: AtomicU64,
     resets: AtomicU64,
+    read_only_changes: AtomicU64,
 }
 
 impl MemoryConnector {
@@ -120,6 +122,10 @@ impl MemoryConnector {
     pub fn validations(&self) -> u64 {
         self.script.validations.load(Ordering::SeqCst)
     }
+    /// Session read-only changes so far.
+    pub fn read_only_changes(&self) -> u64 {
+        self.script.read_only_changes.load(Ordering::SeqCst)
+    }
     /// Resets (rollbacks on return) so far.
     pub fn resets(&self) -> u64 {
         self.script.resets.load(Ordering::SeqCst)
@@ -139,6 +145,11 @@ impl MemoryConnection {
     /// Whether a transaction is open on this connection.
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// Whether the session refuses writes (set by the pool for `ConnectionMode::ReadOnly`).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Whether the connector has broken this connection.
@@ -216,6 +227,7 @@ impl Connector for MemoryConnector {
             id: self.script.next_id.fetch_add(1, Ordering::SeqCst),
             generation: self.script.generation.load(Ordering::SeqCst),
             in_transaction: false,
+            read_only: false,
             script: Arc::clone(&self.script),
         })
     }
@@ -249,6 +261,17 @@ impl Connector for MemoryConnector {
             ));
         }
         connection.in_transaction = false;
+        Ok(())
+    }
+
+    async fn set_read_only(
+        &self,
+        connection: &mut MemoryConnection,
+        read_only: bool,
+    ) -> Result<()> {
+        self.script.read_only_changes.fetch_add(1, Ordering::SeqCst);
+        connection.query().await?;
+        connection.read_only = read_only;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use super::testing::MemoryConnector;
 use super::*;
 use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
 use crate::error::{ConnectFailure, ErrorKind};
-use crate::mode::ManagerMode;
+use crate::mode::{ConnectionMode, ManagerMode};
 
 fn config(pool_size: usize, max_overflow: usize) -> PoolConfiguration {
     PoolConfiguration::builder(ManagerMode::AsyncModern)
@@ -373,6 +373,46 @@ async fn a_probe_on_a_dead_idle_connection_reopens_the_breaker() {
     assert_eq!(err.kind(), ErrorKind::ConnectionLost);
     assert_eq!(pool.breaker().unwrap().state(), BreakerState::Open, "a failed probe re-opens");
     assert_eq!(pool.status().size, 0, "the connection that failed the probe was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_only_is_set_at_the_database_only_when_the_mode_changes() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    let conn = pool.acquire_for(ConnectionMode::ReadWrite).await.unwrap();
+    assert!(!conn.is_read_only());
+    drop(conn);
+    assert_eq!(
+        connector.read_only_changes(),
+        1,
+        "a new connection's setting is unknown, so it is set"
+    );
+    for _ in 0..5 {
+        assert!(!pool.acquire_for(ConnectionMode::Batch).await.unwrap().is_read_only());
+    }
+    assert_eq!(connector.read_only_changes(), 1, "same mode, no round trip");
+    assert!(pool.acquire_for(ConnectionMode::ReadOnly).await.unwrap().is_read_only());
+    assert!(pool.acquire_for(ConnectionMode::ReadOnly).await.unwrap().is_read_only());
+    assert_eq!(connector.read_only_changes(), 2);
+    assert!(!pool.acquire_for(ConnectionMode::Transactional).await.unwrap().is_read_only());
+    assert_eq!(connector.read_only_changes(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_mode_change_is_redone_at_the_next_checkout() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    drop(pool.acquire_for(ConnectionMode::ReadWrite).await.unwrap());
+    connector.set_latency(Duration::from_millis(100));
+    assert!(
+        timeout(Duration::from_millis(50), pool.acquire_for(ConnectionMode::ReadOnly))
+            .await
+            .is_err()
+    );
+    connector.set_latency(Duration::ZERO);
+    let conn = pool.acquire_for(ConnectionMode::ReadWrite).await.unwrap();
+    assert!(!conn.is_read_only());
+    assert_eq!(connector.read_only_changes(), 3, "the unknown setting was set again");
 }
 
 #[tokio::test(start_paused = true)]
