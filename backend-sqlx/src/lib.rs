@@ -1,8 +1,37 @@
 //! ucm's sqlx backend: `ConnectionManagerProtocol` on sqlx connections pooled by `ucm-core`'s pool.
 //!
-//! This crate holds only driver glue: a connector per database (PostgreSQL, SQLite,
-//! MySQL/MariaDB) that connects with the preset's options, validates, resets and maps
-//! driver errors and SQLSTATEs into [`ucm_core::ErrorKind`]. The connector lands with the
-//! sqlx-backend issue; until then the crate re-exports the core it will build on.
+//! The crate holds only driver glue. [`SqlxConnector`] is core's `Connector` for any sqlx
+//! database (connect with the preset's session settings, ping, roll back on return,
+//! switch the session's read-only setting); a `Dialect` per database says what differs
+//! (connect options, type names, error codes). [`SqlxManager`] is core's `Topology` of
+//! those connectors: pools, breaker, retry, routing, health and metrics all come from
+//! `ucm-core`.
+//!
+//! # Features
+//! - `postgres` (default): PostgreSQL.
+//! - `mysql` (default): MySQL and MariaDB.
+//! - `sqlite` (default): SQLite, bundled.
 
+mod connector;
+mod convert;
+pub mod dialect;
+mod error;
+mod manager;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod session;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use connector::SqlxConnector;
+pub use manager::{SqlxConnection, SqlxManager};
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlDialect;
+#[cfg(feature = "postgres")]
+pub use postgres::PgDialect;
+pub use session::SqlxSession;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteDialect;
 pub use ucm_core as core;

@@ -190,8 +190,9 @@ pub enum Error {
     /// Every connection was in use and none came free within the acquire timeout.
     #[error(
         "pool exhausted on {endpoint}: {in_use} of {max} connections in use and {waiting} other \
-         tasks waiting; gave up after {waited:?}. Hold connections for less time, raise the pool \
-         size or overflow, or raise the acquire timeout"
+         tasks waiting; gave up after {}. Hold connections for less time, raise the pool \
+         size or overflow, or raise the acquire timeout",
+        human(*.waited)
     )]
     PoolExhausted {
         /// The endpoint's redacted label.
@@ -262,7 +263,7 @@ pub enum Error {
         message: String,
     },
     /// An operation exceeded its own deadline.
-    #[error("{what} did not finish within {after:?}")]
+    #[error("{what} did not finish within {}", human(*.after))]
     Timeout {
         /// What timed out.
         what: String,
@@ -280,11 +281,33 @@ pub enum Error {
     },
 }
 
+/// A duration for people: `200ms`, `1.5s`, `2m 30s`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let tenths = (ms + 50) / 100;
+        if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+    } else {
+        let secs = d.as_secs();
+        if secs.is_multiple_of(60) {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{}m {}s", secs / 60, secs % 60)
+        }
+    }
+}
+
 fn next_probe(retry_after: Duration) -> String {
     if retry_after.is_zero() {
         "a recovery probe is in flight now".to_owned()
     } else {
-        format!("next recovery probe allowed in {retry_after:?}")
+        format!("next recovery probe allowed in {}", human(retry_after))
     }
 }
 
@@ -477,8 +500,21 @@ mod tests {
             waited: Duration::from_millis(200),
         };
         let text = err.to_string();
-        for needle in ["30 of 30", "4 other tasks waiting", "200ms", "db:5432/app"] {
+        for needle in ["30 of 30", "4 other tasks waiting", "after 200ms.", "db:5432/app"] {
             assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        for (d, text) in [
+            (Duration::from_micros(202_242), "202ms"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(150), "2m 30s"),
+            (Duration::from_millis(59_960), "60s"),
+        ] {
+            assert_eq!(human(d), text);
         }
     }
 

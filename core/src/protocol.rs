@@ -95,7 +95,7 @@ pub struct TransactionOptions {
 #[async_trait]
 pub trait ConnectionManagerProtocol: Send + Sync {
     /// The pooled connection type handed out; goes back to its pool when dropped.
-    type Connection: TransactionalConnection + Send;
+    type Connection: TransactionalConnection + Send + std::fmt::Debug;
 
     /// Checks out a connection for `mode`: `ReadOnly` goes to a healthy replica when one
     /// exists (else the primary) and is read-only at the database; every other mode goes

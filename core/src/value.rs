@@ -204,14 +204,20 @@ from_value!(bool, "bool", Value::Bool(v) => Ok(*v), Value::Int(v) => Ok(*v != 0)
 from_value!(i64, "i64", Value::Int(v) => Ok(*v));
 from_value!(i32, "i32", Value::Int(v) => i32::try_from(*v).map_err(|_| ConversionError { from: "integer out of i32 range", to: "i32" }));
 from_value!(f64, "f64", Value::Float(v) => Ok(*v), Value::Int(v) => Ok(*v as f64));
-from_value!(String, "String", Value::Text(v) => Ok(v.clone()));
+// MySQL marks text with a binary collation (and MariaDB's JSON) as binary, so UTF-8
+// bytes read as text.
+from_value!(String, "String", Value::Text(v) => Ok(v.clone()), Value::Bytes(v) => String::from_utf8(v.clone()).map_err(|_| ConversionError { from: "bytes that are not UTF-8", to: "String" }));
 from_value!(Vec<u8>, "Vec<u8>", Value::Bytes(v) => Ok(v.clone()));
 from_value!(NaiveDateTime, "NaiveDateTime", Value::Timestamp(v) => Ok(*v), Value::TimestampTz(v) => Ok(v.naive_utc()));
 from_value!(DateTime<Utc>, "DateTime<Utc>", Value::TimestampTz(v) => Ok(*v), Value::Timestamp(v) => Ok(v.and_utc()));
 from_value!(NaiveDate, "NaiveDate", Value::Date(v) => Ok(*v));
 from_value!(NaiveTime, "NaiveTime", Value::Time(v) => Ok(*v));
 from_value!(Uuid, "Uuid", Value::Uuid(v) => Ok(*v));
-from_value!(serde_json::Value, "serde_json::Value", Value::Json(v) => Ok(v.clone()));
+// Databases without a JSON type store documents as text; they parse back.
+from_value!(serde_json::Value, "serde_json::Value",
+    Value::Json(v) => Ok(v.clone()),
+    Value::Text(v) => serde_json::from_str(v).map_err(|_| ConversionError { from: "text that is not JSON", to: "serde_json::Value" }),
+    Value::Bytes(v) => serde_json::from_slice(v).map_err(|_| ConversionError { from: "bytes that are not JSON", to: "serde_json::Value" }));
 
 impl<T: FromValue> FromValue for Option<T> {
     fn from_value(value: &Value) -> Result<Self, ConversionError> {
@@ -304,6 +310,20 @@ mod tests {
         assert!(err.contains("no column \"missing\"") && err.contains("id, name"), "{err}");
         let big = Row::new(Arc::from(vec!["n".to_owned()]), vec![Value::Int(i64::MAX)]).unwrap();
         assert!(big.try_get::<i32>("n").is_err());
+    }
+
+    #[test]
+    fn text_and_json_read_from_their_stand_ins() {
+        let columns: Arc<[String]> = ["a", "b", "c"].map(String::from).into();
+        let r = Row::new(
+            columns,
+            vec![Value::Bytes(b"{\"k\":1}".to_vec()), "[1]".into(), Value::Bytes(vec![0xff])],
+        )
+        .unwrap();
+        assert_eq!(r.try_get::<String>("a").unwrap(), "{\"k\":1}");
+        assert_eq!(r.try_get::<serde_json::Value>("a").unwrap(), serde_json::json!({"k": 1}));
+        assert_eq!(r.try_get::<serde_json::Value>("b").unwrap(), serde_json::json!([1]));
+        assert!(r.try_get::<String>("c").is_err());
     }
 
     #[test]

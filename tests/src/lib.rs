@@ -1,1 +1,124 @@
-//! Shared fixtures for ucm's cross-backend conformance suite (the suite itself lives in `tests/tests/`).
+//! Shared fixtures for ucm's cross-backend conformance suite: finding the databases, per-database SQL, unique names, and the `Backend` a suite runs against.
+//!
+//! The scenarios themselves live in [`scenarios`], written once against
+//! `ConnectionManagerProtocol`; each file in `tests/tests/` instantiates them for one
+//! backend and every database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support code.
+
+pub mod scenarios;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ucm_core::{
+    ConnectionManagerProtocol, DatabaseKind, ManagerConfig, ManagerMode, PoolConfiguration,
+};
+
+/// A backend under test: how to build its manager from a configuration.
+pub trait Backend: 'static {
+    /// The manager type.
+    type Manager: ConnectionManagerProtocol + 'static;
+    /// The backend's name, for messages.
+    const NAME: &'static str;
+    /// Connects a manager.
+    fn connect(
+        config: ManagerConfig,
+    ) -> impl Future<Output = ucm_core::Result<Self::Manager>> + Send;
+}
+
+/// One database a scenario runs against, with its URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Which database.
+    pub kind: DatabaseKind,
+    /// Its URL (from `PG_DATABASE_URL`, `MYSQL_DATABASE_URL`, `SQLITE_DATABASE_URL`, or `DATABASE_URL`).
+    pub url: String,
+}
+
+impl Target {
+    /// Finds the database's URL in the environment. When it is missing, prints why and
+    /// returns `None` (the test then passes vacuously) — unless `CI` is set, where a
+    /// missing database fails the test: CI must run everything.
+    pub fn find(kind: DatabaseKind) -> Option<Self> {
+        let var = match kind {
+            DatabaseKind::Postgres => "PG_DATABASE_URL",
+            DatabaseKind::MySql => "MYSQL_DATABASE_URL",
+            DatabaseKind::Sqlite => "SQLITE_DATABASE_URL",
+        };
+        let from_var = std::env::var(var).ok().filter(|v| !v.is_empty());
+        let fallback = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|v| ucm_core::DatabaseUrl::parse(v).is_ok_and(|u| u.kind() == kind));
+        match from_var.or(fallback) {
+            Some(url) => Some(Self { kind, url }),
+            None => {
+                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+                assert!(
+                    !ci,
+                    "{var} is not set and CI is: run the tests through `cargo xtask test`"
+                );
+                eprintln!(
+                    "skipped: {var} is not set (run `cargo xtask test`, which finds or starts the databases)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A manager configuration for this target in `mode`, with `pool` overrides.
+    pub fn config(&self, mode: ManagerMode, pool: PoolConfiguration) -> ManagerConfig {
+        ManagerConfig::builder(mode).primary(&self.url).pool(pool).build().unwrap()
+    }
+
+    /// The `n`th (1-based) parameter placeholder: `$n` for PostgreSQL, `?` elsewhere.
+    pub fn p(&self, n: usize) -> String {
+        match self.kind {
+            DatabaseKind::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
+        }
+    }
+
+    /// `n` placeholders separated by commas.
+    pub fn placeholders(&self, n: usize) -> String {
+        (1..=n).map(|i| self.p(i)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A table name no other test (or test run) uses: tests run in parallel on one database.
+pub fn unique_table(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("ucm_{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// Generates one `#[tokio::test]` per scenario for `$backend` on `$kind`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $backend:ty, $kind:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::scenarios;
+            $crate::conformance_suite!(@tests $backend, $kind;
+                protocol_methods, values_round_trip, presets_reach_the_pool, read_only_is_enforced,
+                transactions_commit_and_roll_back, a_panic_rolls_back, serialization_failures_are_retried,
+                pool_exhaustion_is_its_own_error, connect_failures_say_why, bad_credentials_say_so,
+                dropped_futures_leak_nothing, close_drains);
+        }
+    };
+    (@tests $backend:ty, $kind:expr; $($scenario:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                if let Some(target) = $crate::Target::find($kind) {
+                    scenarios::$scenario::<$backend>(&target).await;
+                }
+            }
+        )+
+    };
+}

@@ -71,6 +71,13 @@ impl<C: Connector> PooledConnection<C> {
         self.object.as_ref().is_none_or(|object| object.broken)
     }
 
+    /// Runs `f` with the pool's connector, or returns `None` when the pool is gone. Costs a
+    /// weak-reference upgrade: meant for error paths, not for every statement.
+    pub fn with_connector<R>(&self, f: impl FnOnce(&C) -> R) -> Option<R> {
+        let pool = Object::pool(self.object.as_ref()?)?;
+        Some(f(&pool.manager().connector))
+    }
+
     /// How long this connection has been checked out.
     pub fn held_for(&self) -> std::time::Duration {
         self.checked_out.elapsed()

@@ -22,6 +22,7 @@ struct TestManager {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+#[derive(Debug)]
 struct TestConnection {
     inner: PooledConnection<MemoryConnector>,
     log: Arc<Mutex<Vec<String>>>,

@@ -1,0 +1,111 @@
+//! MySQL and MariaDB under sqlx: connect options (UTC, TLS), error numbers, type names.
+
+use std::str::FromStr;
+
+use sqlx::Database;
+use sqlx::error::DatabaseError;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode};
+use sqlx::query::Query;
+use ucm_core::{
+    ConnectFailure, ConnectionMode, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result,
+    SslMode,
+};
+
+use crate::convert::neutral_values;
+use crate::dialect::{ColumnKind, Dialect};
+use crate::error::Classified;
+
+/// MySQL and MariaDB through sqlx's pure-Rust driver.
+#[derive(Debug, Clone, Copy)]
+pub struct MySqlDialect;
+
+impl Dialect for MySqlDialect {
+    type Db = MySql;
+    const SYSTEM: &'static str = "mysql";
+
+    fn read_only_sql(on: bool) -> &'static str {
+        if on { "SET SESSION TRANSACTION READ ONLY" } else { "SET SESSION TRANSACTION READ WRITE" }
+    }
+
+    fn begin_sql(_mode: ConnectionMode) -> &'static str {
+        "START TRANSACTION"
+    }
+
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<MySqlConnectOptions> {
+        let options = MySqlConnectOptions::from_str(&url.expose_url())
+            .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
+        // Named zones need the server's time zone tables, which are often not loaded; an
+        // offset always works, so UTC is sent as one.
+        let zone = match config.time_zone() {
+            "UTC" | "utc" | "Etc/UTC" => "+00:00".to_owned(),
+            other => other.to_owned(),
+        };
+        Ok(options.timezone(Some(zone)).ssl_mode(match url.ssl_mode() {
+            SslMode::Disable => MySqlSslMode::Disabled,
+            SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+            SslMode::Require => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        }))
+    }
+
+    fn classify(error: &dyn DatabaseError) -> Option<Classified> {
+        let number = error.try_downcast_ref::<MySqlDatabaseError>()?.number();
+        let (kind, connect) = match number {
+            1045 => (ErrorKind::ConnectFailed, Some(ConnectFailure::Authentication)),
+            1049 => (ErrorKind::ConnectFailed, Some(ConnectFailure::DatabaseMissing)),
+            1040 => (ErrorKind::ConnectFailed, Some(ConnectFailure::TooManyConnections)),
+            1213 => (ErrorKind::Deadlock, None),
+            1205 => (ErrorKind::Timeout, None),
+            // 1792: write in a READ ONLY transaction; 1290: server started with --read-only.
+            1792 | 1290 => (ErrorKind::ReadOnlyViolation, None),
+            // Server gone away / lost connection during query.
+            2006 | 2013 => (ErrorKind::ConnectionLost, None),
+            _ => return None,
+        };
+        Some(Classified { kind, connect })
+    }
+
+    fn column_kind(type_name: &str) -> ColumnKind {
+        match type_name {
+            "BOOLEAN" => ColumnKind::Bool,
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => ColumnKind::Int64,
+            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+            | "BIGINT UNSIGNED" => ColumnKind::UnsignedInt,
+            "FLOAT" => ColumnKind::Float32,
+            "DOUBLE" => ColumnKind::Float64,
+            "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" => {
+                ColumnKind::Text
+            }
+            "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                ColumnKind::Bytes
+            }
+            "DATETIME" => ColumnKind::Timestamp,
+            "TIMESTAMP" => ColumnKind::TimestampTz,
+            "DATE" => ColumnKind::Date,
+            "TIME" => ColumnKind::Time,
+            "JSON" => ColumnKind::Json,
+            _ => ColumnKind::Other,
+        }
+    }
+
+    fn decode_unsigned(row: &MySqlRow, index: usize) -> std::result::Result<i64, sqlx::Error> {
+        use sqlx::Row;
+        let value: u64 = row.try_get(index)?;
+        i64::try_from(value).map_err(|e| sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source: Box::new(e),
+        })
+    }
+
+    fn bind_null<'q>(
+        query: Query<'q, MySql, <MySql as Database>::Arguments>,
+    ) -> Query<'q, MySql, <MySql as Database>::Arguments> {
+        query.bind(Option::<String>::None)
+    }
+}
+
+neutral_values!(MySqlDialect, MySql, |row, index| {
+    use sqlx::{Column, TypeInfo};
+    row.columns()[index].type_info().name().to_owned()
+});

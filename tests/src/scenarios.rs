@@ -1,0 +1,606 @@
+//! The conformance scenarios, written once against `ConnectionManagerProtocol` and run for every backend and database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime};
+use tokio::sync::Notify;
+use ucm_core::{
+    ConnectFailure, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, Error, ErrorKind,
+    HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt,
+    TransactionalConnection, Value,
+};
+
+use crate::{Backend, Target, unique_table};
+
+/// A small pool with its own application name, so tests can find their own sessions.
+fn small_pool(size: usize, app: &str) -> PoolConfiguration {
+    PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(size)
+        .max_overflow(0)
+        .acquire_timeout(Duration::from_secs(2))
+        .application_name(app)
+        .build()
+        .unwrap()
+}
+
+async fn connect<B: Backend>(target: &Target, size: usize, app: &str) -> B::Manager {
+    let config = target.config(ManagerMode::AsyncModern, small_pool(size, app));
+    B::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{} could not connect to {}: {e}", B::NAME, target.kind))
+}
+
+async fn create_counter_table<M: ConnectionManagerProtocol>(m: &M, table: &str) {
+    let sql = format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)");
+    m.execute(ConnectionMode::ReadWrite, &sql, &[]).await.unwrap();
+}
+
+async fn drop_table<M: ConnectionManagerProtocol>(m: &M, table: &str) {
+    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE IF EXISTS {table}"), &[])
+        .await
+        .unwrap();
+}
+
+async fn count<M: ConnectionManagerProtocol>(m: &M, table: &str) -> i64 {
+    let rows = m
+        .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT COUNT(*) AS c FROM {table}"), &[])
+        .await
+        .unwrap();
+    rows[0].try_get("c").unwrap()
+}
+
+/// Every protocol method, end to end.
+pub async fn protocol_methods<B: Backend>(t: &Target) {
+    let m = connect::<B>(t, 2, "ucm_t_protocol").await;
+    let table = unique_table("proto");
+    create_counter_table(&m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n, note) VALUES ({})", t.placeholders(3));
+    assert_eq!(
+        m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 10.into(), "one".into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        m.execute(ConnectionMode::Batch, &insert, &[2.into(), 20.into(), Value::Null])
+            .await
+            .unwrap(),
+        1
+    );
+    let rows = m
+        .fetch_all(
+            ConnectionMode::ReadOnly,
+            &format!("SELECT id, n, note FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 10);
+    assert_eq!(rows[0].try_get::<String>("note").unwrap(), "one");
+    assert_eq!(rows[1].try_get::<Option<String>>("note").unwrap(), None);
+    let select = format!("SELECT n FROM {table} ORDER BY id");
+    let update = format!("UPDATE {table} SET n = n + 1");
+    let total: i64 = m
+        .transaction(ConnectionMode::Transactional, |tx| {
+            let (update, select) = (update.clone(), select.clone());
+            Box::pin(async move {
+                assert_eq!(tx.execute(&update, &[]).await?, 2);
+                let rows = tx.fetch_all(&select, &[]).await?;
+                rows.iter().map(|r| r.try_get::<i64>("n")).sum()
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 32);
+    let report = m.health_check().await;
+    assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+    assert_eq!(report.components.len(), 1);
+    assert!(report.components[0].latency.is_some());
+    assert!(m.is_healthy());
+    let info = m.connection_info();
+    let primary = info.primary().unwrap();
+    assert_eq!(primary.status.pool_size, 2);
+    assert!(primary.metrics.acquires >= 5, "{:?}", primary.metrics);
+    assert!(primary.metrics.connections_created >= 1);
+    drop_table(&m, &table).await;
+    m.close().await.unwrap();
+    assert!(!m.is_healthy());
+    let err = m.execute(ConnectionMode::ReadWrite, "SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+}
+
+/// Every neutral value type goes in as a parameter and comes back as the same value (or,
+/// where the database has no such type, as its documented stand-in).
+pub async fn values_round_trip<B: Backend>(t: &Target) {
+    let m = connect::<B>(t, 1, "ucm_t_values").await;
+    let table = unique_table("values");
+    let ddl = match t.kind {
+        DatabaseKind::Postgres => {
+            "v_bool BOOLEAN, v_small SMALLINT, v_int INTEGER, v_big BIGINT, v_float DOUBLE PRECISION, v_text TEXT, v_bytes BYTEA, v_ts TIMESTAMP, v_tz TIMESTAMPTZ, v_date DATE, v_time TIME, v_uuid UUID, v_json JSONB"
+        }
+        DatabaseKind::MySql => {
+            "v_bool BOOLEAN, v_small SMALLINT, v_int INT, v_big BIGINT, v_float DOUBLE, v_text TEXT, v_bytes BLOB, v_ts DATETIME(6), v_tz TIMESTAMP(6) NULL, v_date DATE, v_time TIME(6), v_uuid BINARY(16), v_json JSON"
+        }
+        DatabaseKind::Sqlite => {
+            "v_bool BOOLEAN, v_small INTEGER, v_int INTEGER, v_big INTEGER, v_float REAL, v_text TEXT, v_bytes BLOB, v_ts DATETIME, v_tz DATETIME, v_date DATE, v_time TIME, v_uuid BLOB, v_json TEXT"
+        }
+    };
+    m.execute(
+        ConnectionMode::ReadWrite,
+        &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, {ddl})"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+    let time = NaiveTime::from_hms_micro_opt(7, 30, 1, 123_456).unwrap();
+    let ts = date.and_time(time);
+    let uuid = uuid::Uuid::from_u128(0x67e5_5044_10b1_426f_9247_bb68_0e5f_e0c8);
+    let json = serde_json::json!({"k": [1, 2], "s": "é"});
+    let values = vec![
+        Value::Int(1),
+        Value::Bool(true),
+        Value::Int(-7),
+        Value::Int(2_000_000_000),
+        Value::Int(9_000_000_000_000),
+        Value::Float(2.5),
+        Value::Text("héllo, 'quoted' \"text\"".into()),
+        Value::Bytes(vec![0, 1, 127, 255]),
+        Value::Timestamp(ts),
+        Value::TimestampTz(ts.and_utc()),
+        Value::Date(date),
+        Value::Time(time),
+        Value::Uuid(uuid),
+        Value::Json(json.clone()),
+    ];
+    let columns = "id, v_bool, v_small, v_int, v_big, v_float, v_text, v_bytes, v_ts, v_tz, v_date, v_time, v_uuid, v_json";
+    let insert =
+        format!("INSERT INTO {table} ({columns}) VALUES ({})", t.placeholders(values.len()));
+    m.execute(ConnectionMode::ReadWrite, &insert, &values).await.unwrap();
+    // A row of NULLs: an untyped NULL must be accepted by every column type.
+    let nulls: Vec<Value> =
+        std::iter::once(Value::Int(2)).chain((1..values.len()).map(|_| Value::Null)).collect();
+    m.execute(ConnectionMode::ReadWrite, &insert, &nulls).await.unwrap();
+
+    let rows = m
+        .fetch_all(
+            ConnectionMode::ReadOnly,
+            &format!("SELECT {columns} FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let got = rows[0].values();
+    let mut expected = values.clone();
+    // Where a database lacks a type, the stand-in it stores is what comes back; JSON
+    // stored as text (SQLite) or binary-collated text (MariaDB) still reads as the document.
+    assert_eq!(rows[0].try_get::<serde_json::Value>("v_json").unwrap(), json, "{}", t.kind);
+    match t.kind {
+        DatabaseKind::MySql => {
+            expected[12] = Value::Bytes(uuid.as_bytes().to_vec());
+            expected[13] = got[13].clone();
+        }
+        DatabaseKind::Sqlite => {
+            expected[9] = Value::Timestamp(ts);
+            expected[12] = Value::Bytes(uuid.as_bytes().to_vec());
+            expected[13] = got[13].clone();
+        }
+        _ => {}
+    }
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "{} column {} ({})", t.kind, rows[0].columns()[i], B::NAME);
+    }
+    assert!(rows[1].values()[1..].iter().all(Value::is_null), "{:?}", rows[1]);
+    drop_table(&m, &table).await;
+}
+
+/// Each mode's preset reaches the pool: prefilled to the pool size, the max and the
+/// session settings (application name, UTC) as the preset says.
+pub async fn presets_reach_the_pool<B: Backend>(t: &Target) {
+    for mode in ManagerMode::ALL {
+        let preset = PoolConfiguration::for_mode(mode);
+        let config =
+            ManagerConfig::builder(mode).primary(&t.url).pool(preset.clone()).build().unwrap();
+        let m = B::connect(config).await.unwrap();
+        let info = m.connection_info();
+        assert_eq!(info.mode, mode);
+        let status = info.primary().unwrap().status;
+        assert_eq!(status.size, preset.pool_size(), "{mode}: prefilled");
+        assert_eq!(status.max_size, preset.max_size(), "{mode}");
+        assert_eq!(info.primary().unwrap().breaker.is_some(), preset.circuit_breaker(), "{mode}");
+        match t.kind {
+            DatabaseKind::Postgres => {
+                let rows = m
+                    .fetch_all(
+                        ConnectionMode::ReadOnly,
+                        "SELECT current_setting('application_name') AS app, current_setting('TimeZone') AS tz",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(rows[0].try_get::<String>("app").unwrap(), preset.application_name());
+                assert_eq!(rows[0].try_get::<String>("tz").unwrap(), "UTC");
+                let rows = m
+                    .fetch_all(
+                        ConnectionMode::ReadOnly,
+                        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = $1",
+                        &[preset.application_name().into()],
+                    )
+                    .await
+                    .unwrap();
+                let open: i64 = rows[0].try_get("n").unwrap();
+                assert!(open >= preset.pool_size() as i64, "{mode}: {open} sessions");
+            }
+            DatabaseKind::MySql => {
+                let rows = m
+                    .fetch_all(ConnectionMode::ReadOnly, "SELECT @@session.time_zone AS tz", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(rows[0].try_get::<String>("tz").unwrap(), "+00:00");
+            }
+            _ => {}
+        }
+        m.close().await.unwrap();
+    }
+}
+
+/// `ReadOnly` is enforced by the database, and the same pool serves writes afterwards.
+pub async fn read_only_is_enforced<B: Backend>(t: &Target) {
+    let m = connect::<B>(t, 1, "ucm_t_readonly").await;
+    let table = unique_table("ro");
+    create_counter_table(&m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
+    let err =
+        m.execute(ConnectionMode::ReadOnly, &insert, &[1.into(), 1.into()]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnlyViolation, "{err}");
+    let err = m
+        .transaction(ConnectionMode::ReadOnly, |tx| {
+            let insert = insert.clone();
+            Box::pin(async move { tx.execute(&insert, &[2.into(), 2.into()]).await })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnlyViolation, "{err}");
+    assert_eq!(count(&m, &table).await, 0);
+    // The one connection switches back for writes.
+    m.execute(ConnectionMode::ReadWrite, &insert, &[3.into(), 3.into()]).await.unwrap();
+    assert_eq!(count(&m, &table).await, 1);
+    drop_table(&m, &table).await;
+}
+
+/// Commit on `Ok`, roll back on `Err`.
+pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) {
+    let m = connect::<B>(t, 2, "ucm_t_tx").await;
+    let table = unique_table("tx");
+    create_counter_table(&m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
+    let sql = insert.clone();
+    m.transaction(ConnectionMode::Transactional, |tx| {
+        let sql = sql.clone();
+        Box::pin(async move {
+            tx.execute(&sql, &[1.into(), 1.into()]).await?;
+            tx.execute(&sql, &[2.into(), 2.into()]).await
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(count(&m, &table).await, 2);
+    let sql = insert.clone();
+    let err = m
+        .transaction(ConnectionMode::Transactional, |tx| {
+            let sql = sql.clone();
+            Box::pin(async move {
+                tx.execute(&sql, &[3.into(), 3.into()]).await?;
+                Err::<(), _>(Error::other("the application changed its mind"))
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Other);
+    assert_eq!(count(&m, &table).await, 2, "rolled back");
+    // A constraint violation inside is reported as such and rolls back the whole unit.
+    let err = m
+        .transaction(ConnectionMode::Transactional, |tx| {
+            let sql = insert.clone();
+            Box::pin(async move {
+                tx.execute(&sql, &[4.into(), 4.into()]).await?;
+                tx.execute(&sql, &[1.into(), 1.into()]).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint, "{err}");
+    assert_eq!(count(&m, &table).await, 2);
+    drop_table(&m, &table).await;
+}
+
+/// A panic inside a transaction rolls it back before the connection is reused.
+pub async fn a_panic_rolls_back<B: Backend>(t: &Target) {
+    let m = Arc::new(connect::<B>(t, 1, "ucm_t_panic").await);
+    let table = unique_table("panic");
+    create_counter_table(&*m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
+    let task = {
+        let m = Arc::clone(&m);
+        tokio::spawn(async move {
+            m.transaction(ConnectionMode::Transactional, |tx| {
+                let insert = insert.clone();
+                Box::pin(async move {
+                    tx.execute(&insert, &[1.into(), 1.into()]).await?;
+                    panic!("application bug inside a transaction");
+                    #[allow(unreachable_code)]
+                    Ok(())
+                })
+            })
+            .await
+        })
+    };
+    assert!(task.await.unwrap_err().is_panic());
+    // The rollback runs on a spawned task; the pool's only connection must come back clean.
+    let mut connection = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    assert_no_open_transaction::<B, _>(t, "ucm_t_panic", &mut connection).await;
+    drop(connection);
+    assert_eq!(count(&*m, &table).await, 0, "the insert was rolled back");
+    drop_table(&*m, &table).await;
+}
+
+/// Two real conflicting transactions: the loser fails with a serialization failure (or,
+/// on MySQL, a deadlock, SQLSTATE 40001 too) and is re-run from the start; both commit.
+/// SQLite is exempt: its writers take the lock at `BEGIN IMMEDIATE` and queue, so they
+/// never conflict this way.
+pub async fn serialization_failures_are_retried<B: Backend>(t: &Target) {
+    if t.kind == DatabaseKind::Sqlite {
+        return;
+    }
+    let m = Arc::new(connect::<B>(t, 3, "ucm_t_conflict").await);
+    let table = unique_table("conflict");
+    create_counter_table(&*m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
+    m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 0.into()]).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &insert, &[2.into(), 0.into()]).await.unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let first_locked = Arc::new(Notify::new());
+    let second_locked = Arc::new(Notify::new());
+    let kind = t.kind;
+    let bump = {
+        let table = table.clone();
+        move |id: i64| format!("UPDATE {table} SET n = n + 1 WHERE id = {id}")
+    };
+    // T1: on PostgreSQL, a REPEATABLE READ snapshot taken before T2's commit; on MySQL,
+    // row 1 locked, then row 2 wanted while T2 holds it and wants row 1.
+    let t1 = {
+        let (m, attempts, first_locked, second_locked) = (
+            Arc::clone(&m),
+            Arc::clone(&attempts),
+            Arc::clone(&first_locked),
+            Arc::clone(&second_locked),
+        );
+        let bump = bump.clone();
+        tokio::spawn(async move {
+            m.transaction(ConnectionMode::Transactional, |tx| {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let (first_locked, second_locked, bump) =
+                    (Arc::clone(&first_locked), Arc::clone(&second_locked), bump.clone());
+                Box::pin(async move {
+                    if kind == DatabaseKind::Postgres {
+                        tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", &[]).await?;
+                    }
+                    tx.execute(&bump(1), &[]).await?;
+                    if attempt == 1 {
+                        first_locked.notify_one();
+                        second_locked.notified().await;
+                    }
+                    tx.execute(&bump(2), &[]).await?;
+                    Ok(attempt)
+                })
+            })
+            .await
+        })
+    };
+    // T2: waits for T1's first step, then updates row 2 and (on MySQL) row 1.
+    let t2 = {
+        let (m, attempts) = (Arc::clone(&m), Arc::clone(&attempts));
+        tokio::spawn(async move {
+            first_locked.notified().await;
+            m.transaction(ConnectionMode::Transactional, |tx| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                let (second_locked, bump) = (Arc::clone(&second_locked), bump.clone());
+                Box::pin(async move {
+                    tx.execute(&bump(2), &[]).await?;
+                    second_locked.notify_one();
+                    if kind != DatabaseKind::Postgres {
+                        tx.execute(&bump(1), &[]).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        })
+    };
+    let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
+    r1.unwrap_or_else(|e| panic!("T1 should have been retried to success: {e}"));
+    r2.unwrap_or_else(|e| panic!("T2 should have been retried to success: {e}"));
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "exactly one transaction was re-run");
+    let rows = m
+        .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT id, n FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    let counts: Vec<i64> = rows.iter().map(|r| r.try_get("n").unwrap()).collect();
+    let expected = if kind == DatabaseKind::Postgres { vec![1, 2] } else { vec![2, 2] };
+    assert_eq!(counts, expected, "both transactions' effects, once each");
+    drop_table(&*m, &table).await;
+}
+
+/// Exhaustion is `PoolExhausted` with the numbers, distinct from a connect failure.
+pub async fn pool_exhaustion_is_its_own_error<B: Backend>(t: &Target) {
+    let pool = PoolConfiguration::builder(ManagerMode::McpServer)
+        .pool_size(1)
+        .max_overflow(0)
+        .application_name("ucm_t_exhaust")
+        .build()
+        .unwrap();
+    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await.unwrap();
+    let held = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let err = m.get_connection(ConnectionMode::ReadWrite).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("1 of 1 connections in use") && text.contains("gave up after 2"),
+        "{text}"
+    );
+    drop(held);
+    m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+}
+
+/// A closed port and an unknown host fail at construction with the reason.
+pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
+    let cases: Vec<(String, ConnectFailure)> = match t.kind {
+        DatabaseKind::Postgres => vec![
+            ("postgres://postgres@127.0.0.1:1/test".into(), ConnectFailure::Refused),
+            ("postgres://postgres@no-such-host.invalid/test".into(), ConnectFailure::Dns),
+        ],
+        DatabaseKind::MySql => vec![
+            ("mysql://root@127.0.0.1:1/test".into(), ConnectFailure::Refused),
+            ("mysql://root@no-such-host.invalid/test".into(), ConnectFailure::Dns),
+        ],
+        _ => vec![("sqlite:///nonexistent-ucm-dir/sub/db.sqlite".into(), ConnectFailure::Other)],
+    };
+    for (url, expected) in cases {
+        let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build().unwrap();
+        match B::connect(config).await {
+            Err(Error::ConnectFailed { reason, message, .. }) => {
+                assert_eq!(reason, expected, "{url}: {message}")
+            }
+            Err(other) => panic!("{url}: expected ConnectFailed, got {other}"),
+            Ok(_) => panic!("{url}: connected?"),
+        }
+    }
+}
+
+/// Wrong credentials are an authentication failure, and the password appears nowhere.
+/// SQLite has no credentials.
+pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
+    let url = match t.kind {
+        // Trust authentication admits any password, but not a role that does not exist.
+        DatabaseKind::Postgres => "postgres://ucm_no_such_role:Sup3r%40Secret@127.0.0.1:5432/test",
+        DatabaseKind::MySql => "mysql://ucm_no_such_user:Sup3r%40Secret@127.0.0.1:3306/test",
+        _ => return,
+    };
+    let url = replace_host_port(url, &t.url);
+    let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build().unwrap();
+    let err = B::connect(config).await.map(|_| ()).unwrap_err();
+    let text = err.to_string();
+    match &err {
+        Error::ConnectFailed { reason, .. } => {
+            assert_eq!(*reason, ConnectFailure::Authentication, "{text}")
+        }
+        other => panic!("expected an authentication failure, got {other}"),
+    }
+    assert!(!text.contains("Sup3r") && !format!("{err:?}").contains("Sup3r"), "{text}");
+    assert!(text.contains("check the user name and password"), "{text}");
+}
+
+/// Uses the target's host and port in a URL written for the defaults.
+fn replace_host_port(url: &str, target: &str) -> String {
+    let target = ucm_core::DatabaseUrl::parse(target).unwrap();
+    let (Some(host), Some(port)) = (target.host(), target.port()) else { return url.to_owned() };
+    let default = if url.starts_with("postgres") { "127.0.0.1:5432" } else { "127.0.0.1:3306" };
+    url.replace(default, &format!("{host}:{port}"))
+}
+
+/// Dropping acquire and transaction futures at many points leaves the pool whole and no
+/// transaction open on the server.
+pub async fn dropped_futures_leak_nothing<B: Backend>(t: &Target) {
+    let m = connect::<B>(t, 3, "ucm_t_cancel").await;
+    let table = unique_table("cancel");
+    create_counter_table(&m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
+    let pause = match t.kind {
+        DatabaseKind::Postgres => "SELECT pg_sleep(0.005)",
+        DatabaseKind::MySql => "SELECT SLEEP(0.005)",
+        _ => "SELECT 1",
+    };
+    for i in 0..40_i64 {
+        let sql = insert.clone();
+        let unit = m.transaction(ConnectionMode::Transactional, move |tx| {
+            let sql = sql.clone();
+            Box::pin(async move {
+                tx.execute(pause, &[]).await?;
+                tx.execute(&sql, &[i.into(), i.into()]).await?;
+                tx.execute(pause, &[]).await
+            })
+        });
+        let cut = Duration::from_micros(500 * (i as u64 % 20));
+        let _ = tokio::time::timeout(cut, unit).await;
+        let _ = tokio::time::timeout(cut, m.get_connection(ConnectionMode::ReadWrite)).await;
+    }
+    // Rollbacks of abandoned transactions run on spawned tasks; give them a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = m.connection_info().primary().unwrap().status;
+    assert_eq!((status.in_use, status.waiting), (0, 0), "{status:?}");
+    assert!(status.size <= 3);
+    // Hold every connection of the pool and check each is clean.
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.push(m.get_connection(ConnectionMode::ReadWrite).await.unwrap());
+    }
+    for connection in &mut all {
+        assert_no_open_transaction::<B, _>(t, "ucm_t_cancel", connection).await;
+    }
+    drop(all);
+    drop_table(&m, &table).await;
+}
+
+/// Asserts that no transaction is open on `connection` (of a pool whose sessions carry
+/// `app` as their application name), the database's own way.
+async fn assert_no_open_transaction<B: Backend, C: TransactionalConnection>(
+    t: &Target,
+    app: &str,
+    connection: &mut C,
+) {
+    match t.kind {
+        DatabaseKind::Postgres => {
+            // Asked from outside: the server's own view of every session of that pool.
+            let observer = connect::<B>(t, 1, "ucm_t_observer").await;
+            let rows = observer
+                .fetch_all(
+                    ConnectionMode::ReadOnly,
+                    "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+                    &[app.into()],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 0, "a transaction was left open");
+            observer.close().await.unwrap();
+        }
+        DatabaseKind::MySql => {
+            let rows = connection.fetch_all("SELECT @@in_transaction AS t", &[]).await.unwrap();
+            assert_eq!(rows[0].try_get::<i64>("t").unwrap(), 0, "a transaction was left open");
+        }
+        _ => {
+            // BEGIN fails inside an open transaction on SQLite.
+            connection.begin(ConnectionMode::ReadWrite).await.expect("a transaction was left open");
+            connection.rollback().await.unwrap();
+        }
+    }
+}
+
+/// `close()` waits for checked-out connections, then refuses new work.
+pub async fn close_drains<B: Backend>(t: &Target) {
+    let m = Arc::new(connect::<B>(t, 2, "ucm_t_close").await);
+    let held = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    m.close().await.unwrap();
+    holder.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150), "close waited for the holder");
+    assert_eq!(m.connection_info().primary().unwrap().status.size, 0);
+    let err = m.get_connection(ConnectionMode::ReadOnly).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}

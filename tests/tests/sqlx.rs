@@ -1,0 +1,20 @@
+//! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite.
+
+use ucm_core::{DatabaseKind, ManagerConfig};
+use ucm_sqlx::SqlxManager;
+use ucm_tests::{Backend, conformance_suite};
+
+struct Sqlx;
+
+impl Backend for Sqlx {
+    type Manager = SqlxManager;
+    const NAME: &'static str = "sqlx";
+
+    async fn connect(config: ManagerConfig) -> ucm_core::Result<SqlxManager> {
+        SqlxManager::connect(config).await
+    }
+}
+
+conformance_suite!(postgres, Sqlx, DatabaseKind::Postgres);
+conformance_suite!(mysql, Sqlx, DatabaseKind::MySql);
+conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);
