@@ -1,11 +1,14 @@
-//! The `ucm` command line: today `ucm config`; `demo`, `check`, `health`, `bench` and `audit` arrive with the backends.
+//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `config` (the effective configuration).
+
+mod check;
+mod config;
+mod demo;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ucm::{ManagerConfig, ManagerMode, PoolConfiguration};
 
-/// ucm, the unified connection manager.
+/// ucm, the unified connection manager: one pool per endpoint, breaker, retry, health and metrics for every backend.
 #[derive(Debug, Parser)]
 #[command(name = "ucm", version, about)]
 struct Cli {
@@ -15,49 +18,47 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the effective configuration for a mode (preset, environment overrides, URLs), secrets redacted.
-    Config(ConfigArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct ConfigArgs {
-    /// The manager mode: mcp_server, ml_training, admin, sync_heavy, async_modern, high_availability.
-    #[arg(long, default_value = "async_modern")]
-    mode: ManagerMode,
-    /// The primary's URL; defaults to $DATABASE_URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// Replica URLs, comma-separated; defaults to $DATABASE_REPLICA_URLS.
-    #[arg(long, env = "DATABASE_REPLICA_URLS", hide_env_values = true, value_delimiter = ',')]
-    replica_urls: Vec<String>,
+    /// Run a concurrent mixed workload (reads, writes, transactions, a deliberate conflict) through the unified manager in three modes and print a summary. With no arguments it uses a throwaway SQLite file.
+    Demo(demo::DemoArgs),
+    /// Connect to a database and report its version, latency, TLS and read-only state, or diagnose why it cannot be reached.
+    Check(check::CheckArgs),
+    /// Print the effective configuration for a mode, secrets redacted.
+    Config(config::ConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config(args) => config(&args),
+        Command::Config(args) => config::run(&args),
+        Command::Demo(args) => block_on(demo::run(&args)),
+        Command::Check(args) => block_on(check::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-/// `ucm config`: the same resolution a manager performs, printed instead of connected.
-fn config(args: &ConfigArgs) -> anyhow::Result<()> {
-    let pool = PoolConfiguration::builder(args.mode).from_env()?.build()?;
-    let Some(primary) = args.database_url.as_deref().filter(|url| !url.trim().is_empty()) else {
-        println!("mode:        {}", args.mode);
-        println!("primary:     none (set DATABASE_URL or pass --database-url)");
-        print!("{pool}");
-        return Ok(());
-    };
-    let replicas = args.replica_urls.iter().map(|url| url.trim()).filter(|url| !url.is_empty());
-    let config =
-        ManagerConfig::builder(args.mode).primary(primary).replicas(replicas).pool(pool).build()?;
-    print!("{config}");
-    Ok(())
+/// The error and its causes on one line, skipping a cause whose text the line already
+/// holds (ucm's errors quote the driver's message, which is also their source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn block_on(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
 }

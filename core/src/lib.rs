@@ -25,6 +25,11 @@ pub mod retry;
 pub mod topology;
 mod value;
 
+// The crates whose types appear in `Value`, so users need no version of their own.
+pub use chrono;
+pub use serde_json;
+pub use uuid;
+
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
     DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
