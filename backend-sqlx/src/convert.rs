@@ -52,6 +52,16 @@ pub(crate) fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
 
+/// Reads an exact decimal as its text, without trailing-zero noise beyond the scale.
+pub(crate) fn decimal_text<R>(row: &R, index: usize) -> Result<String, sqlx::Error>
+where
+    R: sqlx::Row,
+    sqlx::types::BigDecimal: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(row.try_get::<sqlx::types::BigDecimal, _>(index)?.to_string())
+}
+
 /// The error for a column whose type has no neutral mapping.
 pub(crate) fn unsupported(index: usize, type_name: &str) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
@@ -160,6 +170,9 @@ macro_rules! neutral_values {
                             ColumnKind::Int64 => {
                                 ucm_core::Value::Int($row.try_get::<i64, _>($index)?)
                             }
+                            ColumnKind::Decimal => ucm_core::Value::Text(
+                                <$dialect as Dialect>::decode_decimal($row, $index)?,
+                            ),
                             ColumnKind::UnsignedInt => ucm_core::Value::Int(
                                 <$dialect as Dialect>::decode_unsigned($row, $index)?,
                             ),

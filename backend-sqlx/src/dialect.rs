@@ -23,6 +23,8 @@ pub enum ColumnKind {
     Int64,
     /// An unsigned 64-bit column (MySQL `BIGINT UNSIGNED`), checked into `i64`.
     UnsignedInt,
+    /// An exact decimal (`NUMERIC`, `DECIMAL`): read exactly, as its text.
+    Decimal,
     Float32,
     Float64,
     Text,
@@ -79,6 +81,18 @@ pub trait Dialect: sealed::Sealed + Send + Sync + 'static {
     ) -> Result<i64, sqlx::Error> {
         let _ = row;
         Err(crate::convert::unsupported(index, "unsigned integer"))
+    }
+
+    /// Decodes an exact decimal column into its exact text; SQLite has none.
+    ///
+    /// # Errors
+    /// `ColumnDecode` for databases without decimals.
+    fn decode_decimal(
+        row: &<Self::Db as Database>::Row,
+        index: usize,
+    ) -> Result<String, sqlx::Error> {
+        let _ = row;
+        Err(crate::convert::unsupported(index, "decimal"))
     }
 
     /// Whether a failed `ROLLBACK` only means no transaction was open (SQLite errors then).

@@ -85,6 +85,7 @@ impl Dialect for MySqlDialect {
             "DATE" => ColumnKind::Date,
             "TIME" => ColumnKind::Time,
             "JSON" => ColumnKind::Json,
+            "DECIMAL" => ColumnKind::Decimal,
             _ => ColumnKind::Other,
         }
     }
@@ -96,6 +97,10 @@ impl Dialect for MySqlDialect {
             index: index.to_string(),
             source: Box::new(e),
         })
+    }
+
+    fn decode_decimal(row: &MySqlRow, index: usize) -> std::result::Result<String, sqlx::Error> {
+        crate::convert::decimal_text(row, index)
     }
 
     fn bind_null<'q>(

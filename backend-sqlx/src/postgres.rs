@@ -71,8 +71,16 @@ impl Dialect for PgDialect {
             "TIME" => ColumnKind::Time,
             "UUID" => ColumnKind::Uuid,
             "JSON" | "JSONB" => ColumnKind::Json,
+            "NUMERIC" => ColumnKind::Decimal,
             _ => ColumnKind::Other,
         }
+    }
+
+    fn decode_decimal(
+        row: &sqlx::postgres::PgRow,
+        index: usize,
+    ) -> std::result::Result<String, sqlx::Error> {
+        crate::convert::decimal_text(row, index)
     }
 
     fn bind_null<'q>(

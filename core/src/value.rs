@@ -11,8 +11,10 @@ use crate::error::{Error, Result};
 /// One SQL value, as a parameter or as a column of a fetched [`Row`].
 ///
 /// Backends bind each variant as the matching native type (never by string
-/// interpolation) and decode columns into the closest variant by column type. Types with
-/// no exact variant (numeric/decimal, intervals, arrays...) are decoded as `Text`.
+/// interpolation) and decode columns into the closest variant by column type. Exact
+/// decimals (`NUMERIC`, `DECIMAL`) come back as their exact `Text`; other types with no
+/// variant of their own (intervals, enums, arrays...) come back as `Text` when the driver
+/// can render them, else the read fails with a hint to cast the column.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Value {

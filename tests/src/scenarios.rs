@@ -119,13 +119,13 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
     let table = unique_table("values");
     let ddl = match t.kind {
         DatabaseKind::Postgres => {
-            "v_bool BOOLEAN, v_small SMALLINT, v_int INTEGER, v_big BIGINT, v_float DOUBLE PRECISION, v_text TEXT, v_bytes BYTEA, v_ts TIMESTAMP, v_tz TIMESTAMPTZ, v_date DATE, v_time TIME, v_uuid UUID, v_json JSONB"
+            "v_bool BOOLEAN, v_small SMALLINT, v_int INTEGER, v_big BIGINT, v_float DOUBLE PRECISION, v_text TEXT, v_bytes BYTEA, v_ts TIMESTAMP, v_tz TIMESTAMPTZ, v_date DATE, v_time TIME, v_uuid UUID, v_json JSONB, v_money NUMERIC(14,4)"
         }
         DatabaseKind::MySql => {
-            "v_bool BOOLEAN, v_small SMALLINT, v_int INT, v_big BIGINT, v_float DOUBLE, v_text TEXT, v_bytes BLOB, v_ts DATETIME(6), v_tz TIMESTAMP(6) NULL, v_date DATE, v_time TIME(6), v_uuid BINARY(16), v_json JSON"
+            "v_bool BOOLEAN, v_small SMALLINT, v_int INT, v_big BIGINT, v_float DOUBLE, v_text TEXT, v_bytes BLOB, v_ts DATETIME(6), v_tz TIMESTAMP(6) NULL, v_date DATE, v_time TIME(6), v_uuid BINARY(16), v_json JSON, v_money DECIMAL(14,4)"
         }
         DatabaseKind::Sqlite => {
-            "v_bool BOOLEAN, v_small INTEGER, v_int INTEGER, v_big INTEGER, v_float REAL, v_text TEXT, v_bytes BLOB, v_ts DATETIME, v_tz DATETIME, v_date DATE, v_time TIME, v_uuid BLOB, v_json TEXT"
+            "v_bool BOOLEAN, v_small INTEGER, v_int INTEGER, v_big INTEGER, v_float REAL, v_text TEXT, v_bytes BLOB, v_ts DATETIME, v_tz DATETIME, v_date DATE, v_time TIME, v_uuid BLOB, v_json TEXT, v_money NUMERIC"
         }
     };
     m.execute(
@@ -155,10 +155,18 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
         Value::Time(time),
         Value::Uuid(uuid),
         Value::Json(json.clone()),
+        // Exact decimals go in as text (cast where the server is strict) and come back as
+        // their exact text.
+        Value::Text("12345678.9012".into()),
     ];
-    let columns = "id, v_bool, v_small, v_int, v_big, v_float, v_text, v_bytes, v_ts, v_tz, v_date, v_time, v_uuid, v_json";
-    let insert =
-        format!("INSERT INTO {table} ({columns}) VALUES ({})", t.placeholders(values.len()));
+    let columns = "id, v_bool, v_small, v_int, v_big, v_float, v_text, v_bytes, v_ts, v_tz, v_date, v_time, v_uuid, v_json, v_money";
+    let mut placeholders = t.placeholders(values.len());
+    if t.kind == DatabaseKind::Postgres {
+        // PostgreSQL does not cast a text parameter to NUMERIC on its own.
+        let last = format!("${}", values.len());
+        placeholders = placeholders.replace(&last, &format!("{last}::numeric"));
+    }
+    let insert = format!("INSERT INTO {table} ({columns}) VALUES ({placeholders})");
     m.execute(ConnectionMode::ReadWrite, &insert, &values).await.unwrap();
     // A row of NULLs: an untyped NULL must be accepted by every column type.
     let nulls: Vec<Value> =
@@ -187,6 +195,8 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
             expected[9] = Value::Timestamp(ts);
             expected[12] = Value::Bytes(uuid.as_bytes().to_vec());
             expected[13] = got[13].clone();
+            // SQLite has no exact decimal: NUMERIC affinity stores the number as REAL.
+            expected[14] = Value::Float(12_345_678.901_2);
         }
         _ => {}
     }
@@ -481,15 +491,42 @@ pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
 }
 
 /// Wrong credentials are an authentication failure, and the password appears nowhere.
+/// On MariaDB a real user with a password is made, and both the right password (connects)
+/// and a wrong one (authentication failed) are tried. PostgreSQL here uses trust
+/// authentication, which admits any password, so a role that does not exist stands in.
 /// SQLite has no credentials.
 pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
     let url = match t.kind {
-        // Trust authentication admits any password, but not a role that does not exist.
-        DatabaseKind::Postgres => "postgres://ucm_no_such_role:Sup3r%40Secret@127.0.0.1:5432/test",
-        DatabaseKind::MySql => "mysql://ucm_no_such_user:Sup3r%40Secret@127.0.0.1:3306/test",
+        DatabaseKind::Postgres => replace_host_port(
+            "postgres://ucm_no_such_role:Sup3r%40Secret@127.0.0.1:5432/test",
+            &t.url,
+        ),
+        DatabaseKind::MySql => {
+            let m = connect::<B>(t, 1, "ucm_t_credentials").await;
+            let database = ucm_core::DatabaseUrl::parse(&t.url)
+                .unwrap()
+                .database()
+                .unwrap_or("test")
+                .to_owned();
+            for sql in [
+                "CREATE USER IF NOT EXISTS 'ucm_pw_user'@'%' IDENTIFIED BY 'Right%Pass'".to_owned(),
+                "ALTER USER 'ucm_pw_user'@'%' IDENTIFIED BY 'Right%Pass'".to_owned(),
+                format!("GRANT SELECT ON `{database}`.* TO 'ucm_pw_user'@'%'"),
+            ] {
+                m.execute(ConnectionMode::ReadWrite, &sql, &[]).await.unwrap();
+            }
+            m.close().await.unwrap();
+            let right =
+                replace_host_port("mysql://ucm_pw_user:Right%25Pass@127.0.0.1:3306/", &t.url)
+                    + &database;
+            let config =
+                ManagerConfig::builder(ManagerMode::Admin).primary(&right).build().unwrap();
+            B::connect(config).await.map(|_| ()).expect("the right password connects");
+            replace_host_port("mysql://ucm_pw_user:Sup3r%40Secret@127.0.0.1:3306/", &t.url)
+                + &database
+        }
         _ => return,
     };
-    let url = replace_host_port(url, &t.url);
     let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build().unwrap();
     let err = B::connect(config).await.map(|_| ()).unwrap_err();
     let text = err.to_string();
