@@ -1,5 +1,7 @@
 //! `SqlxSession<D>`: a pooled sqlx connection running the neutral SQL surface and explicit transactions, for any dialect.
 
+use std::time::Instant;
+
 use async_trait::async_trait;
 use sqlx::Database;
 use ucm_core::pool::PooledConnection;
@@ -33,6 +35,13 @@ impl<D: NeutralValues> SqlxSession<D> {
         &self.connection
     }
 
+    /// Records the statement in the pool's metrics and maps its error.
+    fn finish<T>(&mut self, started: Instant, result: Result<T, sqlx::Error>) -> Result<T> {
+        let result = result.map_err(|e| self.fail(e, Phase::Statement));
+        self.connection.record_operation(started.elapsed(), result.as_ref().err().map(Error::kind));
+        result
+    }
+
     /// Maps a driver error, and marks the connection broken when the error says it is, so
     /// the pool closes it instead of handing it to someone else.
     fn fail(&mut self, error: sqlx::Error, phase: Phase) -> Error {
@@ -61,17 +70,15 @@ impl<D: NeutralValues> std::fmt::Debug for SqlxSession<D> {
 #[async_trait]
 impl<D: NeutralValues> SqlExecutor for SqlxSession<D> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        match D::execute(&mut self.connection, sql, params).await {
-            Ok(affected) => Ok(affected),
-            Err(e) => Err(self.fail(e, Phase::Statement)),
-        }
+        let started = Instant::now();
+        let result = D::execute(&mut self.connection, sql, params).await;
+        self.finish(started, result)
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        match D::fetch_all(&mut self.connection, sql, params).await {
-            Ok(rows) => Ok(rows),
-            Err(e) => Err(self.fail(e, Phase::Statement)),
-        }
+        let started = Instant::now();
+        let result = D::fetch_all(&mut self.connection, sql, params).await;
+        self.finish(started, result)
     }
 }
 

@@ -142,25 +142,19 @@ pub trait ConnectionManagerProtocol: Send + Sync {
     /// As [`Self::get_connection`] and [`SqlExecutor::execute`].
     async fn execute(&self, mode: ConnectionMode, sql: &str, params: &[Value]) -> Result<u64> {
         let policy = self.retry_policy();
-        policy.budget.deposit();
-        let mut attempt = 1;
-        loop {
-            let result = match self.get_connection(mode).await {
-                Ok(mut connection) => match connection.execute(sql, params).await {
-                    Err(e) if !mode.is_read_only() => return Err(e),
-                    other => other,
-                },
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(affected) => return Ok(affected),
-                Err(e) => match policy.retry_delay(&e, attempt, false) {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return Err(e),
-                },
-            }
-            attempt += 1;
+        if mode.is_read_only() {
+            return policy
+                .run(false, |_| async {
+                    self.get_connection(mode).await?.execute(sql, params).await
+                })
+                .await;
         }
+        // The outer result is the (retried) acquire; the inner one the statement's own.
+        policy
+            .run(false, |_| async {
+                Ok(self.get_connection(mode).await?.execute(sql, params).await)
+            })
+            .await?
     }
 
     /// Runs one query outside an explicit transaction and returns every row. Reads are
@@ -174,23 +168,9 @@ pub trait ConnectionManagerProtocol: Send + Sync {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>> {
-        let policy = self.retry_policy();
-        policy.budget.deposit();
-        let mut attempt = 1;
-        loop {
-            let result = match self.get_connection(mode).await {
-                Ok(mut connection) => connection.fetch_all(sql, params).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(rows) => return Ok(rows),
-                Err(e) => match policy.retry_delay(&e, attempt, false) {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return Err(e),
-                },
-            }
-            attempt += 1;
-        }
+        self.retry_policy()
+            .run(false, |_| async { self.get_connection(mode).await?.fetch_all(sql, params).await })
+            .await
     }
 
     /// Runs `work` in a transaction: begin, run, commit on `Ok`, roll back on `Err`. When

@@ -105,6 +105,11 @@ pub async fn protocol_methods<B: Backend>(t: &Target) {
     assert_eq!(primary.status.pool_size, 2);
     assert!(primary.metrics.acquires >= 5, "{:?}", primary.metrics);
     assert!(primary.metrics.connections_created >= 1);
+    assert!(
+        primary.metrics.operations.count >= 5,
+        "statements are timed: {:?}",
+        primary.metrics.operations
+    );
     drop_table(&m, &table).await;
     m.close().await.unwrap();
     assert!(!m.is_healthy());

@@ -68,7 +68,6 @@ pub struct PoolMetrics {
     use_time: Histogram,
     operations: Histogram,
     operation_errors: [AtomicU64; ErrorKind::ALL.len()],
-    retries: AtomicU64,
 }
 
 /// A point-in-time copy of a [`PoolMetrics`].
@@ -97,8 +96,6 @@ pub struct PoolMetricsSnapshot {
     pub operations: HistogramSnapshot,
     /// Failed operations by error kind (kind name, count); kinds with no failures are omitted.
     pub operation_errors: Vec<(&'static str, u64)>,
-    /// Operations re-run by the retry policy.
-    pub retries: u64,
 }
 
 impl PoolMetrics {
@@ -141,10 +138,6 @@ impl PoolMetrics {
             self.operation_errors[index].fetch_add(1, Ordering::Relaxed);
         }
     }
-    /// Records that the retry policy re-ran an operation.
-    pub fn record_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
     /// How many connections were closed for `reason` so far.
     pub fn closed(&self, reason: CloseReason) -> u64 {
         let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
@@ -176,7 +169,6 @@ impl PoolMetrics {
                 .map(|(k, n)| (k.as_str(), load(n)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
-            retries: load(&self.retries),
         }
     }
 }

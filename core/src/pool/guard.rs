@@ -78,6 +78,14 @@ impl<C: Connector> PooledConnection<C> {
         Some(f(&pool.manager().connector))
     }
 
+    /// Records one operation run on this connection (its duration and, if it failed, the
+    /// error kind) in the pool's metrics (`db.client.operation.duration`).
+    pub fn record_operation(&self, took: std::time::Duration, error: Option<crate::ErrorKind>) {
+        if let Some(object) = self.object.as_ref() {
+            object.metrics.record_operation(took, error);
+        }
+    }
+
     /// How long this connection has been checked out.
     pub fn held_for(&self) -> std::time::Duration {
         self.checked_out.elapsed()
