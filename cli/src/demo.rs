@@ -112,7 +112,7 @@ async fn demo(
     for mode in MODES {
         let manager = Arc::new(SqlxManager::connect(config(url, mode)?).await?);
         let stats = workload(&manager, schema, args, mode).await;
-        print_mode(mode, &stats, &*manager, args.seconds).await;
+        print_mode(mode, &stats, &manager, args.seconds).await;
         manager.close().await?;
     }
     conflict(admin, schema).await?;

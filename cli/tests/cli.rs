@@ -1,5 +1,7 @@
 //! The `ucm` binary end to end: demo on its own SQLite file, check against a real server and a dead one, config, help.
 
+#![allow(clippy::expect_used)] // Test helpers, outside `#[test]` functions.
+
 use std::process::{Command, Output};
 
 fn ucm(args: &[&str]) -> Output {
