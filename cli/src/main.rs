@@ -1,5 +1,6 @@
-//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `config` (the effective configuration).
+//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `config` (the effective configuration), `bench` (ucm beside the raw pools).
 
+mod bench;
 mod check;
 mod config;
 mod demo;
@@ -24,6 +25,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the effective configuration for a mode, secrets redacted.
     Config(config::ConfigArgs),
+    /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config::run(&args),
         Command::Demo(args) => block_on(demo::run(&args)),
         Command::Check(args) => block_on(check::run(&args)),
+        Command::Bench(args) => block_on(bench::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

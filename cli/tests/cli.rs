@@ -99,3 +99,48 @@ fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"), "{args:?}");
     }
 }
+
+#[test]
+fn bench_smoke_run_writes_its_report() {
+    let Some(url) = std::env::var("PG_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        assert!(std::env::var("CI").is_err(), "PG_DATABASE_URL must be set under CI");
+        eprintln!("skipped: PG_DATABASE_URL is not set");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ucm-bench-smoke-{}", std::process::id()));
+    let report = dir.join("report.md");
+    let output = ucm(&[
+        "bench",
+        "--database-url",
+        &url,
+        "--seconds",
+        "0.1",
+        "--rounds",
+        "1",
+        "--concurrency",
+        "2",
+        "--checkouts",
+        "2000",
+        "--report",
+        report.to_str().expect("utf-8 temp path"),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let markdown = std::fs::read_to_string(&report).expect("the report was written");
+    for needle in [
+        "## Throughput and latency, 2 task(s)",
+        "ucm-sqlx (native)",
+        "deadpool-postgres",
+        "## Checkout without I/O",
+        "## Connection storm",
+    ] {
+        assert!(markdown.contains(needle), "{needle} missing from:\n{markdown}");
+    }
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.with_extension("json")).expect("json written"),
+    )
+    .expect("valid json");
+    assert_eq!(json["storm"][0]["completed"], 1000, "{json}");
+    assert_eq!(json["storm"][0]["timeouts"], 0, "{json}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,8 +1,9 @@
-//! `cargo xtask`: ucm's project automation (services, test, tidy, ci); see `cargo xtask help`.
+//! `cargo xtask`: ucm's project automation (services, test, tidy, ci, bench); see `cargo xtask help`.
 //!
 //! Modelled on rust-analyzer's xtask: plain Rust instead of shell scripts, one module per
 //! task, and every external command printed before it runs so any step can be replayed by hand.
 
+mod bench;
 mod ci;
 mod cmd;
 mod services;
@@ -32,6 +33,9 @@ tasks:
   tidy                        cargo fmt --check, clippy -D warnings, doc -D warnings, and a
                               `//!` first line in every .rs file
   ci                          tidy, then test: what .ci/run does
+  bench [-- <ucm bench args>] services, then `ucm bench` from a release build: ucm beside raw
+                              sqlx, deadpool-postgres and pgbench, as ratios; the report goes
+                              to target/bench/report.md and report.json
   help                        this text
 
 environment: PG_DATABASE_URL, MYSQL_DATABASE_URL, SQLITE_DATABASE_URL and REDIS_URL, when set,
@@ -80,6 +84,13 @@ fn run() -> Result<()> {
             Some((dashes, extra)) if dashes == "--" => test::run(extra),
             Some((other, _)) => {
                 bail!("unexpected `{other}`: pass cargo test arguments after `--`\n\n{USAGE}")
+            }
+        },
+        "bench" => match rest.split_first() {
+            None => bench::run(&[]),
+            Some((dashes, extra)) if dashes == "--" => bench::run(extra),
+            Some((other, _)) => {
+                bail!("unexpected `{other}`: pass ucm bench arguments after `--`\n\n{USAGE}")
             }
         },
         "tidy" => no_options(task, rest).and_then(|()| tidy::run()),

@@ -49,7 +49,11 @@ impl Histogram {
         self.buckets[bucket_index(micros)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+        // A read first: the maximum rarely moves, and a plain load avoids a locked
+        // compare-and-swap on every record.
+        if micros > self.max_micros.load(Ordering::Relaxed) {
+            self.max_micros.fetch_max(micros, Ordering::Relaxed);
+        }
     }
 
     /// Copies the current counts.

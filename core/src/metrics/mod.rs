@@ -57,7 +57,6 @@ impl CloseReason {
 /// Counters and histograms of one pool, fed by the pool and the backend.
 #[derive(Debug, Default)]
 pub struct PoolMetrics {
-    acquires: AtomicU64,
     acquire_timeouts: AtomicU64,
     connections_created: AtomicU64,
     connect_failures: AtomicU64,
@@ -101,7 +100,7 @@ pub struct PoolMetricsSnapshot {
 impl PoolMetrics {
     /// Records a successful acquire and how long it waited.
     pub fn record_acquire(&self, waited: Duration) {
-        self.acquires.fetch_add(1, Ordering::Relaxed);
+        // The wait histogram's count is the number of acquires; no second counter.
         self.wait_time.record(waited);
     }
     /// Records an acquire that gave up on an exhausted pool.
@@ -147,8 +146,9 @@ impl PoolMetrics {
     /// Copies every counter and histogram.
     pub fn snapshot(&self) -> PoolMetricsSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let wait_time = self.wait_time.snapshot();
         PoolMetricsSnapshot {
-            acquires: load(&self.acquires),
+            acquires: wait_time.count,
             acquire_timeouts: load(&self.acquire_timeouts),
             connections_created: load(&self.connections_created),
             connect_failures: load(&self.connect_failures),
@@ -159,7 +159,7 @@ impl PoolMetrics {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             resets: load(&self.resets),
-            wait_time: self.wait_time.snapshot(),
+            wait_time,
             create_time: self.create_time.snapshot(),
             use_time: self.use_time.snapshot(),
             operations: self.operations.snapshot(),

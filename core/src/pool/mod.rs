@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool::Runtime;
-use deadpool::managed::{self, PoolError, QueueMode, TimeoutType};
+use deadpool::managed::{self, PoolError, QueueMode, TimeoutType, Timeouts};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -40,6 +40,9 @@ use crate::error::{Error, Result};
 use crate::metrics::{CloseReason, PoolMetrics};
 use crate::mode::ConnectionMode;
 use manager::Manager;
+
+/// Deadpool's non-blocking checkout: a zero wait tries the semaphore without a timer.
+const NO_WAIT: Timeouts = Timeouts { wait: Some(Duration::ZERO), create: None, recycle: None };
 
 /// A pool of connections to one endpoint. Cheap to clone; clones share the pool.
 pub struct Pool<C: Connector> {
@@ -149,9 +152,16 @@ impl<C: Connector> Pool<C> {
             None => None,
         };
         let started = Instant::now();
-        match self.inner.pool.get().await {
+        // Fast path: an idle connection or a free slot, taken without arming a timer.
+        // Only when the pool is full does the bounded wait (a tokio timer) start.
+        let got = match self.inner.pool.timeout_get(&NO_WAIT).await {
+            Err(PoolError::Timeout(TimeoutType::Wait)) => self.inner.pool.get().await,
+            other => other,
+        };
+        match got {
             Ok(object) => {
-                let mut connection = PooledConnection::new(object, Instant::now());
+                let now = Instant::now();
+                let mut connection = PooledConnection::new(object, now);
                 if let Some(permit) = permit {
                     // A recovery probe must prove the endpoint is back with a round trip: an
                     // idle connection handed out without I/O proves nothing.
@@ -164,7 +174,7 @@ impl<C: Connector> Pool<C> {
                     }
                     permit.success();
                 }
-                self.inner.metrics.record_acquire(started.elapsed());
+                self.inner.metrics.record_acquire(now.duration_since(started));
                 Ok(connection)
             }
             Err(error) => {

@@ -1,0 +1,138 @@
+//! `ucm bench`: ucm side by side with the raw pools in one run, interleaved, reported as ratios.
+//!
+//! Every figure that matters here is a ratio measured in the same run, because a 2-core
+//! machine shared by client and server is noisy: contenders run in turn (A B C D, then
+//! again) and their rounds are pooled.
+
+mod checkout;
+mod contenders;
+mod load;
+mod report;
+mod storm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ucm::{DatabaseKind, DatabaseUrl};
+
+use load::Sample;
+
+/// `ucm bench` options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The PostgreSQL database to measure against.
+    #[arg(long, env = "PG_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Seconds each contender runs per round.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Rounds; contenders alternate within each round so drift hits them alike.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Concurrency levels (tasks), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Iterations of the no-I/O checkout loop per contender.
+    #[arg(long, default_value_t = 200_000)]
+    checkouts: u64,
+    /// Where to write the Markdown report (a JSON twin is written beside it).
+    #[arg(long, default_value = "target/bench/report.md")]
+    report: PathBuf,
+    /// The pgbench binary for the C baseline; found on PATH or under /usr/lib/postgresql when not given.
+    #[arg(long)]
+    pgbench: Option<PathBuf>,
+}
+
+/// Every measurement of one run.
+pub(crate) struct Results {
+    pub(crate) url: String,
+    pub(crate) seconds: f64,
+    pub(crate) rounds: u32,
+    /// Per concurrency: (contender name, pooled sample).
+    pub(crate) throughput: Vec<(usize, Vec<(&'static str, Sample)>)>,
+    /// Per concurrency: pgbench's transactions per second, when pgbench ran.
+    pub(crate) pgbench: Vec<(usize, Option<f64>)>,
+    pub(crate) checkout: Vec<checkout::CheckoutResult>,
+    pub(crate) storm: Vec<storm::StormResult>,
+}
+
+pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&args.database_url)?;
+    if url.kind() != DatabaseKind::Postgres {
+        bail!("ucm bench compares against raw PostgreSQL pools: give it a postgres:// URL");
+    }
+    if args.seconds <= 0.0 || args.rounds == 0 || args.concurrency.is_empty() {
+        bail!("--seconds must be positive, --rounds at least 1 and --concurrency non-empty");
+    }
+    println!(
+        "ucm bench against {url}: {} round(s) of {:.1}s per contender, concurrency {:?}",
+        args.rounds, args.seconds, args.concurrency
+    );
+    let per_run = Duration::from_secs_f64(args.seconds);
+    // pgbench first, while no contender holds connections: five pools of 20 and pgbench's
+    // own clients would not fit in PostgreSQL's default max_connections of 100.
+    let pgbench: Vec<(usize, Option<f64>)> = args
+        .concurrency
+        .iter()
+        .map(|&tasks| {
+            (
+                tasks,
+                contenders::pgbench(args.pgbench.as_deref(), &args.database_url, tasks, per_run),
+            )
+        })
+        .collect();
+    let contenders =
+        contenders::all(&args.database_url).await.context("setting up the contenders")?;
+    let bar =
+        progress(contenders.len() as u64 * u64::from(args.rounds) * args.concurrency.len() as u64);
+    let mut throughput = Vec::new();
+    for &tasks in &args.concurrency {
+        // A short warm-up per contender: statements prepared, pools full, caches hot.
+        for contender in &contenders {
+            load::run(&contender.op, tasks, Duration::from_millis(300)).await;
+        }
+        let mut pooled: Vec<(&'static str, Sample)> =
+            contenders.iter().map(|c| (c.name, Sample::empty())).collect();
+        for _ in 0..args.rounds {
+            for (contender, slot) in contenders.iter().zip(&mut pooled) {
+                bar.set_message(format!("{} x{tasks}", contender.name));
+                let sample = load::run(&contender.op, tasks, per_run).await;
+                slot.1.merge(&sample);
+                bar.inc(1);
+            }
+        }
+        throughput.push((tasks, pooled));
+    }
+    bar.finish_and_clear();
+    for contender in contenders {
+        contender.close().await;
+    }
+    let checkout = checkout::run(args.checkouts).await?;
+    let storm = storm::run(&args.database_url).await?;
+    let results = Results {
+        url: url.to_string(),
+        seconds: args.seconds,
+        rounds: args.rounds,
+        throughput,
+        pgbench,
+        checkout,
+        storm,
+    };
+    let markdown = report::markdown(&results);
+    println!("\n{markdown}");
+    report::write(&args.report, &markdown, &report::json(&results))?;
+    println!("report written to {} (and .json)", args.report.display());
+    Ok(())
+}
+
+fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:32}] {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}

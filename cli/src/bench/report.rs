@@ -1,0 +1,147 @@
+//! The benchmark report: a Markdown table per measurement, ucm's figures as ratios to the raw pools, and a JSON twin.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::Results;
+use super::load::Sample;
+
+/// The raw contender each ucm contender is judged against, and the target ratio.
+const RATIOS: [(&str, &str, f64); 4] = [
+    ("ucm-sqlx (neutral)", "sqlx PgPool (default)", 1.3),
+    ("ucm-sqlx (native)", "sqlx PgPool (default)", 1.3),
+    ("ucm-sqlx (native)", "deadpool-postgres", 0.95),
+    ("ucm-sqlx (neutral)", "deadpool-postgres", 0.95),
+];
+
+pub(crate) fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# ucm bench\n\nAgainst {}; {} round(s) of {:.1}s per contender, contenders interleaved; prepared `SELECT 1` with its value decoded; every pool holds at most 20 connections.\n",
+        r.url, r.rounds, r.seconds
+    );
+    for ((tasks, samples), (_, pgbench)) in r.throughput.iter().zip(&r.pgbench) {
+        let _ = writeln!(out, "## Throughput and latency, {tasks} task(s)\n");
+        let _ = writeln!(
+            out,
+            "| contender | queries/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for (name, s) in samples {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+                s.per_second(),
+                s.micros(0.5),
+                s.micros(0.99),
+                s.micros(0.999),
+                s.errors
+            );
+        }
+        match pgbench {
+            Some(tps) => {
+                let _ = writeln!(out, "| pgbench (C, `-M prepared`) | {tps:.0} | | | | |");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "| pgbench | not run (not found, or it failed: see the run's output) | | | | |"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n| ratio | throughput | target | p99 (lower is better) |\n|---|---:|---:|---:|"
+        );
+        for (ucm, raw, target) in RATIOS {
+            if let (Some(a), Some(b)) = (find(samples, ucm), find(samples, raw)) {
+                let ratio = a.per_second() / b.per_second();
+                let verdict = if ratio >= target { "met" } else { "missed" };
+                let _ = writeln!(
+                    out,
+                    "| {ucm} / {raw} | {ratio:.2} | ≥ {target} ({verdict}) | {:.2} |",
+                    a.micros(0.99) / b.micros(0.99)
+                );
+            }
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "## Checkout without I/O (acquire + release of an idle connection, pool of 4)\n\n| contender | tasks | ns per checkout | ratio to raw deadpool |\n|---|---:|---:|---:|"
+    );
+    for c in &r.checkout {
+        let base = r
+            .checkout
+            .iter()
+            .find(|b| b.tasks == c.tasks && b.name.starts_with("deadpool"))
+            .map_or(f64::NAN, |b| b.ns_per_op);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} |",
+            c.name,
+            c.tasks,
+            c.ns_per_op,
+            c.ns_per_op / base
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Connection storm: 1000 tasks at once on a pool of 20 (acquire timeout 5 s)\n\n| contender | completed | timeouts | p50 ms | p99 ms | p99/p50 | connections opened |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for s in &r.storm {
+        let opened =
+            if s.name.starts_with("ucm") { s.opened.to_string() } else { "n/a".to_owned() };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {opened} |",
+            s.name,
+            s.completed,
+            s.timeouts,
+            s.p50_ms,
+            s.p99_ms,
+            s.p99_ms / s.p50_ms
+        );
+    }
+    out
+}
+
+fn find<'a>(samples: &'a [(&'static str, Sample)], name: &str) -> Option<&'a Sample> {
+    samples.iter().find(|(n, _)| *n == name).map(|(_, s)| s)
+}
+
+pub(crate) fn json(r: &Results) -> serde_json::Value {
+    let throughput: Vec<_> = r
+        .throughput
+        .iter()
+        .zip(&r.pgbench)
+        .map(|((tasks, samples), (_, pgbench))| {
+            serde_json::json!({
+                "tasks": tasks,
+                "pgbench_tps": pgbench,
+                "contenders": samples.iter().map(|(name, s)| serde_json::json!({
+                    "name": name, "queries_per_second": s.per_second(), "p50_us": s.micros(0.5),
+                    "p99_us": s.micros(0.99), "p999_us": s.micros(0.999), "errors": s.errors,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "url": r.url, "seconds": r.seconds, "rounds": r.rounds, "throughput": throughput,
+        "checkout": r.checkout.iter().map(|c| serde_json::json!({"name": c.name, "tasks": c.tasks, "ns_per_op": c.ns_per_op})).collect::<Vec<_>>(),
+        "storm": r.storm.iter().map(|s| serde_json::json!({"name": s.name, "completed": s.completed, "timeouts": s.timeouts, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "opened": s.opened})).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn write(path: &Path, markdown: &str, json: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, markdown).with_context(|| format!("writing {}", path.display()))?;
+    let json_path = path.with_extension("json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(json)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    Ok(())
+}
