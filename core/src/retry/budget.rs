@@ -1,6 +1,7 @@
 //! `RetryBudget`: retries limited to a fraction of recent first attempts, so they cannot snowball in an outage.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use crate::error::{Error, Result};
 /// This is the algorithm of Finagle's `RetryBudget` and tower's `TpsBudget`. We do not use
 /// tower's: it would make tower a dependency of the driver-free core for one type, its
 /// constructor panics on out-of-range values where ours returns a configuration error, and
-/// a plain lock over a few integers keeps this one easy to check. Like tower's, it reads
+/// deposits (once per operation, on every caller's path) are one atomic add, with a lock only
+/// to move the window once per slot and to withdraw. Like tower's, it reads
 /// `tokio::time::Instant`, so tests drive it on paused time.
 pub struct RetryBudget {
     ttl: Duration,
@@ -33,18 +35,16 @@ pub struct RetryBudget {
     deposit_amount: i64,
     /// The span of time each slot of the window covers (a tenth of `ttl`).
     slot_width: Duration,
-    /// A lock over a few integers: the budget is touched once per call and once per retry,
-    /// not per connection checkout, and an uncontended lock costs tens of nanoseconds.
-    window: Mutex<Window>,
-}
-
-/// The sliding window: net deposits per slot, the current slot being written.
-#[derive(Debug)]
-struct Window {
-    slots: [i64; SLOTS],
-    current: usize,
-    /// When the current slot started.
-    current_started: Instant,
+    /// Net deposits per slot, in thousandths of a retry; deposits add here without a lock.
+    slots: [AtomicI64; SLOTS],
+    /// The slot being written.
+    current: AtomicUsize,
+    /// When the current slot ends, in nanoseconds since `epoch`.
+    current_ends: AtomicU64,
+    epoch: Instant,
+    /// Taken to move the window and to withdraw: a withdrawal must read and take the
+    /// balance at once, and it happens only when an operation is about to be retried.
+    lock: Mutex<()>,
 }
 
 /// The current slot plus the ten that make up one `ttl` before it.
@@ -83,26 +83,27 @@ impl RetryBudget {
         if self.deposit_amount == 0 {
             return;
         }
-        let mut window = self.window();
-        let current = window.current;
-        window.slots[current] = window.slots[current].saturating_add(self.deposit_amount);
+        self.slide();
+        let current = self.current.load(Ordering::Acquire);
+        self.slots[current].fetch_add(self.deposit_amount, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget; `false`, and nothing taken, when it is spent.
     pub fn withdraw(&self) -> bool {
-        let mut window = self.window();
-        if self.balance(&window) < UNIT {
+        let _guard = self.lock();
+        self.slide_locked();
+        if self.balance() < UNIT {
             return false;
         }
-        let current = window.current;
-        window.slots[current] = window.slots[current].saturating_sub(UNIT);
+        let current = self.current.load(Ordering::Acquire);
+        self.slots[current].fetch_sub(UNIT, Ordering::Relaxed);
         true
     }
 
     /// How many retries the budget would allow right now.
     pub fn available(&self) -> u64 {
-        let window = self.window();
-        u64::try_from(self.balance(&window) / UNIT).unwrap_or(0)
+        self.slide();
+        u64::try_from(self.balance() / UNIT).unwrap_or(0)
     }
 
     /// The window deposits and withdrawals count in.
@@ -146,46 +147,65 @@ impl RetryBudget {
         // Float-to-int `as` saturates, and both values are far inside i64 anyway.
         let reserve = (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64) as i64;
         let deposit_amount = (retry_ratio * UNIT as f64).round() as i64;
+        let slot_width = ttl / 10;
         Self {
             ttl,
             min_per_sec,
             retry_ratio,
             reserve,
             deposit_amount,
-            slot_width: ttl / 10,
-            window: Mutex::new(Window {
-                slots: [0; SLOTS],
-                current: 0,
-                current_started: Instant::now(),
-            }),
+            slot_width,
+            slots: std::array::from_fn(|_| AtomicI64::new(0)),
+            current: AtomicUsize::new(0),
+            current_ends: AtomicU64::new(nanos(slot_width)),
+            epoch: Instant::now(),
+            lock: Mutex::new(()),
         }
     }
 
-    /// The window, slid forward to now: slots older than the window are emptied.
-    fn window(&self) -> MutexGuard<'_, Window> {
-        // Nothing under this lock panics, so a poisoned lock still holds coherent numbers.
-        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(window.current_started);
-        if elapsed >= self.slot_width {
-            let width = self.slot_width.as_nanos().max(1);
-            let steps = elapsed.as_nanos() / width;
-            for _ in 0..steps.min(SLOTS as u128) {
-                window.current = (window.current + 1) % SLOTS;
-                let current = window.current;
-                window.slots[current] = 0;
-            }
-            // The new slot started at the last slot boundary, not now, so slots keep their width.
-            let into_slot =
-                Duration::from_nanos(u64::try_from(elapsed.as_nanos() % width).unwrap_or_default());
-            window.current_started = now.checked_sub(into_slot).unwrap_or(now);
-        }
-        window
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data of its own, so a poisoned one serves as well.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn balance(&self, window: &Window) -> i64 {
-        window.slots.iter().fold(self.reserve, |sum, slot| sum.saturating_add(*slot))
+    /// Moves the window to now when the current slot has ended: one clock read and one
+    /// atomic load when it has not, which is nearly always.
+    fn slide(&self) {
+        if nanos(self.epoch.elapsed()) >= self.current_ends.load(Ordering::Acquire) {
+            let _guard = self.lock();
+            self.slide_locked();
+        }
     }
+
+    /// Empties the slots that fell out of the window; the caller holds the lock.
+    fn slide_locked(&self) {
+        let now = nanos(self.epoch.elapsed());
+        let ends = self.current_ends.load(Ordering::Acquire);
+        if now < ends {
+            return;
+        }
+        let width = nanos(self.slot_width).max(1);
+        // Slots keep their width: the new slot starts at the last boundary, not now.
+        let steps = (now - ends) / width + 1;
+        let mut current = self.current.load(Ordering::Acquire);
+        for _ in 0..steps.min(SLOTS as u64) {
+            current = (current + 1) % SLOTS;
+            self.slots[current].store(0, Ordering::Relaxed);
+        }
+        self.current.store(current, Ordering::Release);
+        self.current_ends
+            .store(ends.saturating_add(steps.saturating_mul(width)), Ordering::Release);
+    }
+
+    fn balance(&self) -> i64 {
+        self.slots
+            .iter()
+            .fold(self.reserve, |sum, slot| sum.saturating_add(slot.load(Ordering::Relaxed)))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
