@@ -130,7 +130,9 @@ fn bench_smoke_run_writes_its_report() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     let markdown = std::fs::read_to_string(&report).expect("the report was written");
     for needle in [
-        "## Throughput and latency, 2 task(s)",
+        "## SELECT 1, 2 task(s)",
+        "## indexed read, 2 task(s)",
+        "## HA overhead",
         "ucm-sqlx (native)",
         "deadpool-postgres",
         "## Checkout without I/O",

@@ -1,13 +1,16 @@
-//! The contenders, each running a prepared `SELECT 1` and decoding its value: raw sqlx `PgPool`, raw deadpool-postgres, ucm-sqlx; and pgbench as the C baseline.
+//! The contenders: raw sqlx `PgPool`, raw deadpool-postgres and ucm-sqlx, each running the same two reads (a prepared `SELECT 1`, and a small indexed read) with values decoded; pgbench as the C baseline.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{ManagerConfig as DeadpoolConfig, RecyclingMethod};
 use sqlx::postgres::PgPoolOptions;
-use ucm::{ConnectionManagerProtocol, ConnectionMode, ManagerMode, PoolConfiguration};
+use ucm::{
+    ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode, PoolConfiguration, Value,
+};
 use ucm_sqlx::{SqlxConnection, SqlxManager};
 
 use super::load::Op;
@@ -15,11 +18,22 @@ use super::load::Op;
 /// Every contender's pool holds at most this many connections.
 pub(crate) const POOL_MAX: usize = 20;
 
-/// A pool under test and the operation it runs.
+/// Rows in the indexed-read table.
+const ITEMS: i64 = 10_000;
+
+/// The indexed read every contender runs, on [`items_table`]'s table.
+fn indexed_sql(table: &str) -> String {
+    format!("SELECT name, price FROM {table} WHERE id = $1")
+}
+
+/// A pool under test and its two operations.
 pub(crate) struct Contender {
     pub(crate) name: &'static str,
-    pub(crate) op: Op,
-    close: Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>,
+    /// A prepared `SELECT 1`.
+    pub(crate) select1: Op,
+    /// A primary-key lookup in a table of [`ITEMS`] rows, at a random key.
+    pub(crate) indexed: Op,
+    close: Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>,
 }
 
 impl Contender {
@@ -28,15 +42,74 @@ impl Contender {
     }
 }
 
+/// A random key of the items table.
+fn key() -> i64 {
+    rand::random_range(1..=ITEMS)
+}
+
+/// The name of this run's items table.
+pub(crate) fn items_table() -> String {
+    format!("ucm_bench_items_{}", std::process::id())
+}
+
+/// Creates and fills the items table (through ucm: it is also what the benchmark measures).
+pub(crate) async fn create_items(url: &str) -> anyhow::Result<()> {
+    let manager =
+        SqlxManager::connect(ManagerConfig::builder(ManagerMode::Admin).primary(url).build()?)
+            .await?;
+    let table = items_table();
+    manager
+        .execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price BIGINT NOT NULL)"), &[])
+        .await?;
+    manager
+        .execute(
+            ConnectionMode::ReadWrite,
+            &format!("INSERT INTO {table} SELECT g, 'item ' || g, g * 7 % 1000 FROM generate_series(1, {ITEMS}) AS g"),
+            &[],
+        )
+        .await?;
+    manager.execute(ConnectionMode::ReadWrite, &format!("ANALYZE {table}"), &[]).await?;
+    manager.close().await?;
+    Ok(())
+}
+
+/// Drops the items table.
+pub(crate) async fn drop_items(url: &str) -> anyhow::Result<()> {
+    let manager =
+        SqlxManager::connect(ManagerConfig::builder(ManagerMode::Admin).primary(url).build()?)
+            .await?;
+    manager
+        .execute(ConnectionMode::ReadWrite, &format!("DROP TABLE IF EXISTS {}", items_table()), &[])
+        .await?;
+    manager.close().await?;
+    Ok(())
+}
+
 /// Builds every contender against `url`, each with a pool of [`POOL_MAX`].
 pub(crate) async fn all(url: &str) -> anyhow::Result<Vec<Contender>> {
     Ok(vec![
         sqlx_pool(url, true).await?,
         sqlx_pool(url, false).await?,
         deadpool(url)?,
-        ucm(url, false).await?,
-        ucm(url, true).await?,
+        ucm(url, false, &[]).await?,
+        ucm(url, true, &[]).await?,
     ])
+}
+
+/// The HA-overhead pair: ucm-sqlx reading through one endpoint, and through the same
+/// server configured as a replica too (reached by another name, so it counts as a second
+/// endpoint), so reads go through replica routing.
+pub(crate) async fn ha_pair(url: &str) -> anyhow::Result<[Contender; 2]> {
+    let replica = url.replacen("127.0.0.1", "localhost", 1);
+    anyhow::ensure!(
+        replica != url,
+        "the HA comparison needs a URL with host 127.0.0.1 (it reaches the replica as localhost)"
+    );
+    let mut single = ucm(url, false, &[]).await?;
+    single.name = "ucm-sqlx, single endpoint";
+    let mut routed = ucm(url, false, &[replica]).await?;
+    routed.name = "ucm-sqlx, one replica";
+    Ok([single, routed])
 }
 
 /// sqlx's own `PgPool`; `ping` is its default `test_before_acquire` (a round trip per checkout).
@@ -47,14 +120,25 @@ async fn sqlx_pool(url: &str, ping: bool) -> anyhow::Result<Contender> {
         .test_before_acquire(ping)
         .connect(url)
         .await?;
-    let op_pool = pool.clone();
+    let (p1, p2, table) = (pool.clone(), pool.clone(), Arc::new(indexed_sql(&items_table())));
     Ok(Contender {
         name: if ping { "sqlx PgPool (default)" } else { "sqlx PgPool (no ping)" },
-        op: Arc::new(move || {
-            let pool = op_pool.clone();
+        select1: Arc::new(move || {
+            let pool = p1.clone();
             Box::pin(async move {
                 let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
                 anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                Ok(())
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (pool, sql) = (p2.clone(), Arc::clone(&table));
+            Box::pin(async move {
+                let (_name, _price): (String, i64) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(key())
+                        .fetch_one(&pool)
+                        .await?;
                 Ok(())
             })
         }),
@@ -62,21 +146,21 @@ async fn sqlx_pool(url: &str, ping: bool) -> anyhow::Result<Contender> {
     })
 }
 
-/// deadpool-postgres with its fast recycling and a cached prepared statement.
+/// deadpool-postgres with its fast recycling and cached prepared statements.
 fn deadpool(url: &str) -> anyhow::Result<Contender> {
     let mut config = deadpool_postgres::Config::new();
     config.url = Some(url.to_owned());
-    config.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    config.manager = Some(DeadpoolConfig { recycling_method: RecyclingMethod::Fast });
     config.pool = Some(deadpool_postgres::PoolConfig::new(POOL_MAX));
     let pool = config.create_pool(
         Some(deadpool_postgres::Runtime::Tokio1),
         deadpool_postgres::tokio_postgres::NoTls,
     )?;
-    let op_pool = pool.clone();
+    let (p1, p2, table) = (pool.clone(), pool.clone(), Arc::new(indexed_sql(&items_table())));
     Ok(Contender {
         name: "deadpool-postgres",
-        op: Arc::new(move || {
-            let pool = op_pool.clone();
+        select1: Arc::new(move || {
+            let pool = p1.clone();
             Box::pin(async move {
                 let client = pool.get().await?;
                 let statement = client.prepare_cached("SELECT 1").await?;
@@ -85,52 +169,97 @@ fn deadpool(url: &str) -> anyhow::Result<Contender> {
                 Ok(())
             })
         }),
+        indexed: Arc::new(move || {
+            let (pool, sql) = (p2.clone(), Arc::clone(&table));
+            Box::pin(async move {
+                let client = pool.get().await?;
+                let statement = client.prepare_cached(&sql).await?;
+                let row = client.query_one(&statement, &[&key()]).await?;
+                let (_name, _price): (String, i64) = (row.get(0), row.get(1));
+                Ok(())
+            })
+        }),
         close: Box::new(move || Box::pin(async move { pool.close() })),
     })
 }
 
-/// ucm-sqlx: through the neutral API (`fetch_all`, rows as `Value`s, retry policy), or
-/// natively (a checkout from ucm's pool, then sqlx's own query on the connection).
-async fn ucm(url: &str, native: bool) -> anyhow::Result<Contender> {
+/// ucm-sqlx: through the neutral API (`fetch_all` in `ReadOnly` mode, rows as `Value`s,
+/// retry policy), or natively (a checkout from ucm's pool, then sqlx's own query on it).
+async fn ucm(url: &str, native: bool, replicas: &[String]) -> anyhow::Result<Contender> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(POOL_MAX)
         .max_overflow(0)
         .acquire_timeout(Duration::from_secs(10))
         .application_name("ucm_bench")
         .build()?;
-    let config =
-        ucm::ManagerConfig::builder(ManagerMode::AsyncModern).primary(url).pool(pool).build()?;
+    let config = ManagerConfig::builder(ManagerMode::AsyncModern)
+        .primary(url)
+        .replicas(replicas)
+        .pool(pool)
+        .build()?;
     let manager = Arc::new(SqlxManager::connect(config).await?);
-    let op_manager = Arc::clone(&manager);
-    let op: Op = if native {
-        Arc::new(move || {
-            let manager = Arc::clone(&op_manager);
-            Box::pin(async move {
-                let mut connection = manager.get_connection(ConnectionMode::ReadWrite).await?;
-                let SqlxConnection::Postgres(session) = &mut connection else {
-                    anyhow::bail!("not a PostgreSQL connection");
-                };
-                let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(session.as_sqlx()).await?;
-                anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
-                Ok(())
-            })
-        })
+    let sql = Arc::new(indexed_sql(&items_table()));
+    let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
+    let (select1, indexed): (Op, Op) = if native {
+        (
+            Arc::new(move || {
+                let manager = Arc::clone(&m1);
+                Box::pin(async move {
+                    let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                    let SqlxConnection::Postgres(session) = &mut connection else {
+                        anyhow::bail!("not a PostgreSQL connection");
+                    };
+                    let one: i32 =
+                        sqlx::query_scalar("SELECT 1").fetch_one(session.as_sqlx()).await?;
+                    anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                    Ok(())
+                })
+            }),
+            Arc::new(move || {
+                let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
+                Box::pin(async move {
+                    let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                    let SqlxConnection::Postgres(session) = &mut connection else {
+                        anyhow::bail!("not a PostgreSQL connection");
+                    };
+                    let (_name, _price): (String, i64) =
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                            .bind(key())
+                            .fetch_one(session.as_sqlx())
+                            .await?;
+                    Ok(())
+                })
+            }),
+        )
     } else {
-        Arc::new(move || {
-            let manager = Arc::clone(&op_manager);
-            Box::pin(async move {
-                let rows =
-                    manager.fetch_all(ConnectionMode::ReadWrite, "SELECT 1 AS one", &[]).await?;
-                let one: i64 =
-                    rows.first().map(|r| r.try_get("one")).transpose()?.unwrap_or_default();
-                anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
-                Ok(())
-            })
-        })
+        (
+            Arc::new(move || {
+                let manager = Arc::clone(&m1);
+                Box::pin(async move {
+                    let rows =
+                        manager.fetch_all(ConnectionMode::ReadOnly, "SELECT 1 AS one", &[]).await?;
+                    let one: i64 =
+                        rows.first().map(|r| r.try_get("one")).transpose()?.unwrap_or_default();
+                    anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                    Ok(())
+                })
+            }),
+            Arc::new(move || {
+                let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
+                Box::pin(async move {
+                    let rows = manager
+                        .fetch_all(ConnectionMode::ReadOnly, &sql, &[Value::Int(key())])
+                        .await?;
+                    anyhow::ensure!(rows.len() == 1, "expected one row, got {}", rows.len());
+                    Ok(())
+                })
+            }),
+        )
     };
     Ok(Contender {
         name: if native { "ucm-sqlx (native)" } else { "ucm-sqlx (neutral)" },
-        op,
+        select1,
+        indexed,
         close: Box::new(move || {
             Box::pin(async move {
                 let _ = manager.close().await;
@@ -158,12 +287,16 @@ pub(crate) fn pgbench(
         .output()
         .ok()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let tps =
-        stdout.lines().find(|l| l.starts_with("tps = "))?.split_whitespace().nth(2)?.parse().ok();
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok());
     if tps.is_none() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
         eprintln!(
-            "pgbench gave no tps: {}",
-            String::from_utf8_lossy(&output.stderr).lines().next().unwrap_or("")
+            "pgbench at {clients} clients gave no tps: {}",
+            stderr.lines().last().unwrap_or("")
         );
     }
     tps

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ucm::{DatabaseKind, DatabaseUrl};
 
-use load::Sample;
+use load::{Op, Sample};
 
 /// `ucm bench` options.
 #[derive(Debug, clap::Args)]
@@ -45,15 +45,29 @@ pub(crate) struct BenchArgs {
     pgbench: Option<PathBuf>,
 }
 
+/// The two read workloads every contender runs.
+pub(crate) const WORKLOADS: [&str; 2] = ["SELECT 1", "indexed read"];
+
+/// Concurrency of the HA-overhead comparison.
+pub(crate) const HA_TASKS: usize = 16;
+
+/// One table of the report: a workload at a concurrency, every contender's pooled sample.
+pub(crate) struct Table {
+    pub(crate) workload: &'static str,
+    pub(crate) tasks: usize,
+    pub(crate) samples: Vec<(&'static str, Sample)>,
+}
+
 /// Every measurement of one run.
 pub(crate) struct Results {
     pub(crate) url: String,
     pub(crate) seconds: f64,
     pub(crate) rounds: u32,
-    /// Per concurrency: (contender name, pooled sample).
-    pub(crate) throughput: Vec<(usize, Vec<(&'static str, Sample)>)>,
-    /// Per concurrency: pgbench's transactions per second, when pgbench ran.
+    pub(crate) throughput: Vec<Table>,
+    /// Per concurrency: pgbench's `SELECT 1` transactions per second, when pgbench ran.
     pub(crate) pgbench: Vec<(usize, Option<f64>)>,
+    /// The indexed read at [`HA_TASKS`]: one endpoint against one replica configured.
+    pub(crate) ha: Table,
     pub(crate) checkout: Vec<checkout::CheckoutResult>,
     pub(crate) storm: Vec<storm::StormResult>,
 }
@@ -83,32 +97,12 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let contenders =
-        contenders::all(&args.database_url).await.context("setting up the contenders")?;
-    let bar =
-        progress(contenders.len() as u64 * u64::from(args.rounds) * args.concurrency.len() as u64);
-    let mut throughput = Vec::new();
-    for &tasks in &args.concurrency {
-        // A short warm-up per contender: statements prepared, pools full, caches hot.
-        for contender in &contenders {
-            load::run(&contender.op, tasks, Duration::from_millis(300)).await;
-        }
-        let mut pooled: Vec<(&'static str, Sample)> =
-            contenders.iter().map(|c| (c.name, Sample::empty())).collect();
-        for _ in 0..args.rounds {
-            for (contender, slot) in contenders.iter().zip(&mut pooled) {
-                bar.set_message(format!("{} x{tasks}", contender.name));
-                let sample = load::run(&contender.op, tasks, per_run).await;
-                slot.1.merge(&sample);
-                bar.inc(1);
-            }
-        }
-        throughput.push((tasks, pooled));
-    }
-    bar.finish_and_clear();
-    for contender in contenders {
-        contender.close().await;
-    }
+    contenders::create_items(&args.database_url)
+        .await
+        .context("creating the indexed-read table")?;
+    let measured = measure(args, per_run).await;
+    contenders::drop_items(&args.database_url).await?;
+    let (throughput, ha) = measured?;
     let checkout = checkout::run(args.checkouts).await?;
     let storm = storm::run(&args.database_url).await?;
     let results = Results {
@@ -117,6 +111,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         rounds: args.rounds,
         throughput,
         pgbench,
+        ha,
         checkout,
         storm,
     };
@@ -125,6 +120,72 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     report::write(&args.report, &markdown, &report::json(&results))?;
     println!("report written to {} (and .json)", args.report.display());
     Ok(())
+}
+
+/// The throughput tables, then the HA pair (after the main contenders let go of their
+/// connections: together they would not fit in `max_connections`).
+async fn measure(args: &BenchArgs, per_run: Duration) -> anyhow::Result<(Vec<Table>, Table)> {
+    let contenders =
+        contenders::all(&args.database_url).await.context("setting up the contenders")?;
+    let runs = (contenders.len() * WORKLOADS.len() * args.concurrency.len() + 2) as u64;
+    let bar = progress(runs * u64::from(args.rounds));
+    let mut tables = Vec::new();
+    for workload in WORKLOADS {
+        for &tasks in &args.concurrency {
+            let ops: Vec<(&'static str, Op)> = contenders
+                .iter()
+                .map(|c| {
+                    (
+                        c.name,
+                        if workload == WORKLOADS[0] {
+                            c.select1.clone()
+                        } else {
+                            c.indexed.clone()
+                        },
+                    )
+                })
+                .collect();
+            tables.push(compare(workload, tasks, &ops, args.rounds, per_run, &bar).await);
+        }
+    }
+    for contender in contenders {
+        contender.close().await;
+    }
+    let pair =
+        contenders::ha_pair(&args.database_url).await.context("setting up the HA comparison")?;
+    let ops: Vec<(&'static str, Op)> = pair.iter().map(|c| (c.name, c.indexed.clone())).collect();
+    let ha = compare(WORKLOADS[1], HA_TASKS, &ops, args.rounds, per_run, &bar).await;
+    for contender in pair {
+        contender.close().await;
+    }
+    bar.finish_and_clear();
+    Ok((tables, ha))
+}
+
+/// Warms every contender up, then runs them in turn for `rounds` rounds and pools each
+/// one's samples.
+async fn compare(
+    workload: &'static str,
+    tasks: usize,
+    ops: &[(&'static str, Op)],
+    rounds: u32,
+    per_run: Duration,
+    bar: &ProgressBar,
+) -> Table {
+    // A short warm-up per contender: statements prepared, pools full, caches hot.
+    for (_, op) in ops {
+        load::run(op, tasks, Duration::from_millis(300)).await;
+    }
+    let mut samples: Vec<(&'static str, Sample)> =
+        ops.iter().map(|(name, _)| (*name, Sample::empty())).collect();
+    for _ in 0..rounds {
+        for ((name, op), slot) in ops.iter().zip(&mut samples) {
+            bar.set_message(format!("{workload}, {name} x{tasks}"));
+            slot.1.merge(&load::run(op, tasks, per_run).await);
+            bar.inc(1);
+        }
+    }
+    Table { workload, tasks, samples }
 }
 
 fn progress(len: u64) -> ProgressBar {

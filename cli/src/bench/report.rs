@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::Results;
 use super::load::Sample;
+use super::{Results, Table, WORKLOADS};
 
 /// The raw contender each ucm contender is judged against, and the target ratio.
 const RATIOS: [(&str, &str, f64); 4] = [
@@ -20,53 +20,43 @@ pub(crate) fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# ucm bench\n\nAgainst {}; {} round(s) of {:.1}s per contender, contenders interleaved; prepared `SELECT 1` with its value decoded; every pool holds at most 20 connections.\n",
+        "# ucm bench\n\nAgainst {}; {} round(s) of {:.1}s per contender, contenders interleaved; two reads with their values decoded: a prepared `SELECT 1`, and a primary-key lookup in a 10 000-row table (`indexed read`); every pool holds at most 20 connections; ucm reads in `ReadOnly` mode.\n",
         r.url, r.rounds, r.seconds
     );
-    for ((tasks, samples), (_, pgbench)) in r.throughput.iter().zip(&r.pgbench) {
-        let _ = writeln!(out, "## Throughput and latency, {tasks} task(s)\n");
+    for table in &r.throughput {
+        let pgbench = (table.workload == WORKLOADS[0]).then(|| {
+            r.pgbench.iter().find(|(tasks, _)| *tasks == table.tasks).and_then(|(_, tps)| *tps)
+        });
+        write_table(&mut out, table, pgbench);
         let _ = writeln!(
             out,
-            "| contender | queries/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|"
-        );
-        for (name, s) in samples {
-            let _ = writeln!(
-                out,
-                "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
-                s.per_second(),
-                s.micros(0.5),
-                s.micros(0.99),
-                s.micros(0.999),
-                s.errors
-            );
-        }
-        match pgbench {
-            Some(tps) => {
-                let _ = writeln!(out, "| pgbench (C, `-M prepared`) | {tps:.0} | | | | |");
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "| pgbench | not run (not found, or it failed: see the run's output) | | | | |"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "\n| ratio | throughput | target | p99 (lower is better) |\n|---|---:|---:|---:|"
+            "| ratio | throughput | target | p99 (lower is better) |\n|---|---:|---:|---:|"
         );
         for (ucm, raw, target) in RATIOS {
-            if let (Some(a), Some(b)) = (find(samples, ucm), find(samples, raw)) {
+            if let (Some(a), Some(b)) = (find(&table.samples, ucm), find(&table.samples, raw)) {
                 let ratio = a.per_second() / b.per_second();
                 let verdict = if ratio >= target { "met" } else { "missed" };
+                let p99 = a.micros(0.99) / b.micros(0.99);
                 let _ = writeln!(
                     out,
-                    "| {ucm} / {raw} | {ratio:.2} | ≥ {target} ({verdict}) | {:.2} |",
-                    a.micros(0.99) / b.micros(0.99)
+                    "| {ucm} / {raw} | {ratio:.2} | ≥ {target} ({verdict}) | {p99:.2} |"
                 );
             }
         }
         out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "## HA overhead: the indexed read routed to one configured replica, against a single endpoint\n\n(The replica is the same server under another name, so the difference is ucm's routing alone.)\n"
+    );
+    write_table(&mut out, &r.ha, None);
+    if let [(_, single), (_, routed)] = r.ha.samples.as_slice() {
+        let _ = writeln!(
+            out,
+            "throughput with a replica / single endpoint: {:.2}; p99: {:.2}\n",
+            routed.per_second() / single.per_second(),
+            routed.micros(0.99) / single.micros(0.99)
+        );
     }
     let _ = writeln!(
         out,
@@ -108,28 +98,59 @@ pub(crate) fn markdown(r: &Results) -> String {
     out
 }
 
+/// One workload's table of contenders; `pgbench` adds pgbench's row (`Some(None)`: it did not run).
+fn write_table(out: &mut String, table: &Table, pgbench: Option<Option<f64>>) {
+    let _ = writeln!(out, "## {}, {} task(s)\n", table.workload, table.tasks);
+    let _ = writeln!(
+        out,
+        "| contender | queries/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (name, s) in &table.samples {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+            s.per_second(),
+            s.micros(0.5),
+            s.micros(0.99),
+            s.micros(0.999),
+            s.errors
+        );
+    }
+    match pgbench {
+        Some(Some(tps)) => {
+            let _ = writeln!(out, "| pgbench (C, `-M prepared`) | {tps:.0} | | | | |");
+        }
+        Some(None) => {
+            let _ = writeln!(
+                out,
+                "| pgbench | not run (not found, or it failed: see the run's output) | | | | |"
+            );
+        }
+        None => {}
+    }
+    out.push('\n');
+}
+
 fn find<'a>(samples: &'a [(&'static str, Sample)], name: &str) -> Option<&'a Sample> {
     samples.iter().find(|(n, _)| *n == name).map(|(_, s)| s)
 }
 
 pub(crate) fn json(r: &Results) -> serde_json::Value {
-    let throughput: Vec<_> = r
-        .throughput
-        .iter()
-        .zip(&r.pgbench)
-        .map(|((tasks, samples), (_, pgbench))| {
-            serde_json::json!({
-                "tasks": tasks,
-                "pgbench_tps": pgbench,
-                "contenders": samples.iter().map(|(name, s)| serde_json::json!({
-                    "name": name, "queries_per_second": s.per_second(), "p50_us": s.micros(0.5),
-                    "p99_us": s.micros(0.99), "p999_us": s.micros(0.999), "errors": s.errors,
-                })).collect::<Vec<_>>(),
-            })
+    let table = |t: &Table| {
+        serde_json::json!({
+            "workload": t.workload,
+            "tasks": t.tasks,
+            "contenders": t.samples.iter().map(|(name, s)| serde_json::json!({
+                "name": name, "queries_per_second": s.per_second(), "p50_us": s.micros(0.5),
+                "p99_us": s.micros(0.99), "p999_us": s.micros(0.999), "errors": s.errors,
+            })).collect::<Vec<_>>(),
         })
-        .collect();
+    };
     serde_json::json!({
-        "url": r.url, "seconds": r.seconds, "rounds": r.rounds, "throughput": throughput,
+        "url": r.url, "seconds": r.seconds, "rounds": r.rounds,
+        "throughput": r.throughput.iter().map(table).collect::<Vec<_>>(),
+        "pgbench_select1_tps": r.pgbench.iter().map(|(tasks, tps)| serde_json::json!({"tasks": tasks, "tps": tps})).collect::<Vec<_>>(),
+        "ha": table(&r.ha),
         "checkout": r.checkout.iter().map(|c| serde_json::json!({"name": c.name, "tasks": c.tasks, "ns_per_op": c.ns_per_op})).collect::<Vec<_>>(),
         "storm": r.storm.iter().map(|s| serde_json::json!({"name": s.name, "completed": s.completed, "timeouts": s.timeouts, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "opened": s.opened})).collect::<Vec<_>>(),
     })
