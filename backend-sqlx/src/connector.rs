@@ -1,43 +1,29 @@
-//! `SqlxConnector<D>`: core's `Connector` for any sqlx dialect (connect, ping, rollback, read-only switch), written once.
+//! `SqlxConnector<D>`: core's `BackendConnector` for any sqlx dialect (connect, ping, rollback, read-only switch, neutral SQL), written once.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use sqlx::{Connection, Database};
 use ucm_core::pool::Connector;
-use ucm_core::{DatabaseUrl, PoolConfiguration, Result};
+use ucm_core::{
+    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration, Result,
+    Row, Value,
+};
 
 use crate::convert::NeutralValues;
 use crate::dialect::Dialect;
-use crate::error::{Phase, map_error};
+use crate::error::{map_error, read};
 
 /// Connect options for the connection type of dialect `D`.
 pub(crate) type Options<D> = <<<D as Dialect>::Db as Database>::Connection as Connection>::Options;
 
+/// The sqlx connection type of dialect `D`.
+type DriverConnection<D> = <<D as Dialect>::Db as Database>::Connection;
+
 /// Opens and maintains sqlx connections of one dialect to one endpoint.
 pub struct SqlxConnector<D: Dialect> {
-    url: Arc<DatabaseUrl>,
+    url: DatabaseUrl,
     options: Options<D>,
     dialect: PhantomData<D>,
-}
-
-impl<D: Dialect> SqlxConnector<D> {
-    /// A connector for `url` with the preset's session settings.
-    ///
-    /// # Errors
-    /// `Configuration` when the URL's options are not valid for the driver.
-    pub(crate) fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
-        Ok(Self {
-            url: Arc::new(url.clone()),
-            options: D::options(url, config)?,
-            dialect: PhantomData,
-        })
-    }
-
-    /// The endpoint's URL (redacted in every rendering).
-    pub fn url(&self) -> &Arc<DatabaseUrl> {
-        &self.url
-    }
 }
 
 impl<D: Dialect> std::fmt::Debug for SqlxConnector<D> {
@@ -47,7 +33,7 @@ impl<D: Dialect> std::fmt::Debug for SqlxConnector<D> {
 }
 
 impl<D: NeutralValues> Connector for SqlxConnector<D> {
-    type Connection = <D::Db as Database>::Connection;
+    type Connection = DriverConnection<D>;
 
     async fn connect(&self) -> Result<Self::Connection> {
         <Self::Connection as Connection>::connect_with(&self.options)
@@ -60,11 +46,7 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
     }
 
     async fn reset(&self, connection: &mut Self::Connection) -> Result<()> {
-        match D::raw(connection, "ROLLBACK").await {
-            Ok(_) => Ok(()),
-            Err(e) if D::rollback_error_is_benign(&e) => Ok(()),
-            Err(e) => Err(map_error(e, &self.url, Phase::Statement, D::classify)),
-        }
+        Self::rollback(connection).await.map_err(|e| e.into_error(&self.url, Phase::Statement))
     }
 
     async fn set_read_only(
@@ -75,5 +57,50 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
         D::raw(connection, D::read_only_sql(read_only))
             .await
             .map_err(|e| map_error(e, &self.url, Phase::Statement, D::classify))
+    }
+}
+
+impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
+    fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
+        Ok(Self { url: url.clone(), options: D::options(url, config)?, dialect: PhantomData })
+    }
+
+    fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    async fn execute(
+        connection: &mut DriverConnection<D>,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, DriverError> {
+        D::execute(connection, sql, params).await.map_err(|e| read(e, D::classify))
+    }
+
+    async fn fetch_all(
+        connection: &mut DriverConnection<D>,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        D::fetch_all(connection, sql, params).await.map_err(|e| read(e, D::classify))
+    }
+
+    async fn begin(
+        connection: &mut DriverConnection<D>,
+        mode: ConnectionMode,
+    ) -> Result<(), DriverError> {
+        D::raw(connection, D::begin_sql(mode)).await.map_err(|e| read(e, D::classify))
+    }
+
+    async fn commit(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {
+        D::raw(connection, "COMMIT").await.map_err(|e| read(e, D::classify))
+    }
+
+    async fn rollback(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {
+        match D::raw(connection, "ROLLBACK").await {
+            Ok(()) => Ok(()),
+            Err(e) if D::rollback_error_is_benign(&e) => Ok(()),
+            Err(e) => Err(read(e, D::classify)),
+        }
     }
 }

@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use ucm_core::{ConnectionMode, DatabaseUrl, PoolConfiguration};
 
 pub use crate::convert::NeutralValues;
-pub use crate::error::Classified;
+pub use ucm_core::Classified;
 
 /// The neutral value a column decodes to, chosen from its type name.
 #[allow(missing_docs)] // Each variant is the `Value` variant (or width) of the same name.

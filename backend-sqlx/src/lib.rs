@@ -3,9 +3,9 @@
 //! The crate holds only driver glue. [`SqlxConnector`] is core's `Connector` for any sqlx
 //! database (connect with the preset's session settings, ping, roll back on return,
 //! switch the session's read-only setting); a `Dialect` per database says what differs
-//! (connect options, type names, error codes). [`SqlxManager`] is core's `Topology` of
-//! those connectors: pools, breaker, retry, routing, health and metrics all come from
-//! `ucm-core`.
+//! (connect options, type names, error codes). [`SqlxManager`] is core's `Manager` over
+//! the [`Sqlx`] backend: pools, breaker, retry, routing, health, metrics and error mapping
+//! all come from `ucm-core`.
 //!
 //! # Features
 //! - `postgres` (default): PostgreSQL.
@@ -21,17 +21,15 @@ mod manager;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod session;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use connector::SqlxConnector;
-pub use manager::{SqlxConnection, SqlxManager};
+pub use manager::{Sqlx, SqlxConnection, SqlxManager, SqlxSession};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlDialect;
 #[cfg(feature = "postgres")]
 pub use postgres::PgDialect;
-pub use session::SqlxSession;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDialect;
 pub use ucm_core as core;

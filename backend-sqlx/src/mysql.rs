@@ -13,7 +13,7 @@ use ucm_core::{
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use crate::error::Classified;
+use ucm_core::Classified;
 
 /// MySQL and MariaDB through sqlx's pure-Rust driver.
 #[derive(Debug, Clone, Copy)]

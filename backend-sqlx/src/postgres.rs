@@ -11,7 +11,7 @@ use ucm_core::{ConnectionMode, DatabaseUrl, Error, PoolConfiguration, Result, Ss
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use crate::error::Classified;
+use ucm_core::Classified;
 
 /// PostgreSQL through sqlx's pure-Rust driver.
 #[derive(Debug, Clone, Copy)]

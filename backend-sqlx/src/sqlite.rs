@@ -11,7 +11,7 @@ use ucm_core::{ConnectionMode, DatabaseUrl, Error, ErrorKind, PoolConfiguration,
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use crate::error::Classified;
+use ucm_core::Classified;
 
 /// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

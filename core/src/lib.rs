@@ -12,6 +12,7 @@
 //! - `testing`: `pool::testing`, a scriptable in-memory connector for fault tests.
 //! - `serde`: `Serialize`/`Deserialize` on configuration types.
 
+pub mod backend;
 pub mod circuit_breaker;
 pub mod config;
 mod error;
@@ -30,14 +31,15 @@ pub use chrono;
 pub use serde_json;
 pub use uuid;
 
+pub use backend::{Backend, BackendConnector, Connection, Disabled, Manager, Session};
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
     DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
     PoolConfigurationBuilder, Secret, SslMode,
 };
 pub use error::{
-    BoxError, ConnectFailure, Error, ErrorKind, Result, SqlStateClass, classify_connect_sqlstate,
-    classify_sqlstate,
+    BoxError, Classified, ConnectFailure, DriverError, Error, ErrorKind, Phase, Result,
+    SqlStateClass, classify_connect_sqlstate, classify_sqlstate,
 };
 pub use health::{ComponentHealth, EndpointRole, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo};

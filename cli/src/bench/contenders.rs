@@ -210,7 +210,7 @@ async fn ucm(url: &str, native: bool, replicas: &[String]) -> anyhow::Result<Con
                         anyhow::bail!("not a PostgreSQL connection");
                     };
                     let one: i32 =
-                        sqlx::query_scalar("SELECT 1").fetch_one(session.as_sqlx()).await?;
+                        sqlx::query_scalar("SELECT 1").fetch_one(session.driver()).await?;
                     anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
                     Ok(())
                 })
@@ -225,7 +225,7 @@ async fn ucm(url: &str, native: bool, replicas: &[String]) -> anyhow::Result<Con
                     let (_name, _price): (String, i64) =
                         sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
                             .bind(key())
-                            .fetch_one(session.as_sqlx())
+                            .fetch_one(session.driver())
                             .await?;
                     Ok(())
                 })

@@ -57,9 +57,10 @@ pub trait Connector: Send + Sync + 'static {
         read_only: bool,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// A synchronous check, without I/O, that the driver already knows the connection is
-    /// dead (for instance its socket closed). Defaults to `false`.
-    fn is_broken(&self, connection: &Self::Connection) -> bool {
+    /// A synchronous check, without I/O, run before a pooled connection is handed out:
+    /// the driver already knows the connection is dead (its socket closed) or in a state
+    /// nobody else may inherit (a driver-level transaction left open). Defaults to `false`.
+    fn is_broken(&self, connection: &mut Self::Connection) -> bool {
         let _ = connection;
         false
     }

@@ -92,7 +92,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
 
     async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
         let now = Instant::now();
-        if slot.broken || self.connector.is_broken(&slot.connection) {
+        if slot.broken || self.connector.is_broken(&mut slot.connection) {
             return Err(self.discard(CloseReason::Broken, "it is broken"));
         }
         if now >= slot.expires {

@@ -275,7 +275,7 @@ impl Connector for MemoryConnector {
         Ok(())
     }
 
-    fn is_broken(&self, connection: &MemoryConnection) -> bool {
+    fn is_broken(&self, connection: &mut MemoryConnection) -> bool {
         connection.is_broken()
     }
 }

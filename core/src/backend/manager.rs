@@ -1,0 +1,206 @@
+//! `Manager<B>`: `ConnectionManagerProtocol` for any backend, over one `Topology` per database kind picked from the URL at run time.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use super::{Backend, BackendConnector, Session};
+use crate::config::{DatabaseKind, ManagerConfig};
+use crate::error::{Error, Result};
+use crate::health::HealthReport;
+use crate::info::ConnectionInfo;
+use crate::mode::{ConnectionMode, ManagerMode};
+use crate::protocol::{ConnectionManagerProtocol, SqlExecutor, TransactionalConnection};
+use crate::retry::RetryPolicy;
+use crate::topology::{DRAIN_DEADLINE, Topology};
+use crate::value::{Row, Value};
+
+/// The connection manager of backend `B`: one pool per endpoint, breaker, retry, routing,
+/// health and metrics from core; the backend only opens and drives the connections.
+pub struct Manager<B: Backend> {
+    endpoints: Endpoints<B>,
+    retry: RetryPolicy,
+}
+
+/// A connection from a [`Manager`], for whichever database the URL named; derefs through
+/// its [`Session`] to the driver's connection.
+#[non_exhaustive]
+pub enum Connection<B: Backend> {
+    /// A PostgreSQL session.
+    Postgres(Session<B::Postgres>),
+    /// A MySQL or MariaDB session.
+    MySql(Session<B::MySql>),
+    /// A SQLite session.
+    Sqlite(Session<B::Sqlite>),
+}
+
+enum Endpoints<B: Backend> {
+    Postgres(Topology<B::Postgres>),
+    MySql(Topology<B::MySql>),
+    Sqlite(Topology<B::Sqlite>),
+}
+
+/// Runs `$body` with `$t` bound to the topology, whatever the database.
+macro_rules! with_topology {
+    ($endpoints:expr, $t:ident => $body:expr) => {
+        match $endpoints {
+            Endpoints::Postgres($t) => $body,
+            Endpoints::MySql($t) => $body,
+            Endpoints::Sqlite($t) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$s` bound to the session, whatever the database.
+macro_rules! with_session {
+    ($connection:expr, $s:ident => $body:expr) => {
+        match $connection {
+            Connection::Postgres($s) => $body,
+            Connection::MySql($s) => $body,
+            Connection::Sqlite($s) => $body,
+        }
+    };
+}
+
+impl<B: Backend> Manager<B> {
+    /// Connects a manager for `config`: builds one pool per endpoint and prefills the
+    /// primary's, so a wrong URL, password or host fails here, with the reason.
+    ///
+    /// # Errors
+    /// `Configuration` when the database's feature is not compiled in or the URL's options
+    /// are invalid; `ConnectFailed` (with the reason: refused, DNS, authentication, missing
+    /// database, TLS, timeout) when the primary cannot be reached.
+    pub async fn connect(config: ManagerConfig) -> Result<Self> {
+        let endpoints = match config.kind() {
+            DatabaseKind::Postgres => Endpoints::Postgres(topology::<B, _>(config).await?),
+            DatabaseKind::MySql => Endpoints::MySql(topology::<B, _>(config).await?),
+            DatabaseKind::Sqlite => Endpoints::Sqlite(topology::<B, _>(config).await?),
+        };
+        Ok(Self { endpoints, retry: RetryPolicy::default() })
+    }
+
+    /// [`Self::connect`] with the configuration read from `DATABASE_URL`,
+    /// `DATABASE_REPLICA_URLS` and the `UCM_*` overrides.
+    ///
+    /// # Errors
+    /// As [`ManagerConfig::from_env`] and [`Self::connect`].
+    pub async fn from_env(mode: ManagerMode) -> Result<Self> {
+        Self::connect(ManagerConfig::from_env(mode)?).await
+    }
+
+    /// Replaces the retry policy (default: 3 attempts, 50 ms to 2 s full-jitter backoff).
+    #[must_use]
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The backend's name (`sqlx`, `diesel`).
+    pub fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    /// The database system (`postgresql`, `mysql`, `sqlite`).
+    pub fn system(&self) -> &'static str {
+        with_topology!(&self.endpoints, t => t.config().kind().as_str())
+    }
+
+    /// The configuration the manager was built from.
+    pub fn config(&self) -> &ManagerConfig {
+        with_topology!(&self.endpoints, t => t.config())
+    }
+}
+
+/// The topology for `config` on connector `C`, or a message naming the feature to enable.
+async fn topology<B: Backend, C: BackendConnector>(config: ManagerConfig) -> Result<Topology<C>> {
+    if !C::ENABLED {
+        let kind = config.kind();
+        let feature = match kind {
+            DatabaseKind::Postgres => "postgres",
+            DatabaseKind::MySql => "mysql",
+            DatabaseKind::Sqlite => "sqlite",
+        };
+        return Err(Error::config(
+            "DATABASE_URL",
+            format!(
+                "the {} backend was built without {kind} support: enable its `{feature}` feature",
+                B::NAME
+            ),
+        ));
+    }
+    Topology::connect(config, C::new).await
+}
+
+impl<B: Backend> fmt::Debug for Manager<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("Manager");
+        out.field("backend", &B::NAME);
+        with_topology!(&self.endpoints, t => out.field("topology", t));
+        out.field("retry", &self.retry).finish()
+    }
+}
+
+impl<B: Backend> fmt::Debug for Connection<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        with_session!(self, s => f.debug_tuple(B::NAME).field(s).finish())
+    }
+}
+
+#[async_trait]
+impl<B: Backend> ConnectionManagerProtocol for Manager<B> {
+    type Connection = Connection<B>;
+
+    async fn get_connection(&self, mode: ConnectionMode) -> Result<Connection<B>> {
+        Ok(match &self.endpoints {
+            Endpoints::Postgres(t) => Connection::Postgres(Session::new(t.acquire(mode).await?)),
+            Endpoints::MySql(t) => Connection::MySql(Session::new(t.acquire(mode).await?)),
+            Endpoints::Sqlite(t) => Connection::Sqlite(Session::new(t.acquire(mode).await?)),
+        })
+    }
+
+    async fn health_check(&self) -> HealthReport {
+        with_topology!(&self.endpoints, t => t.health_check().await)
+    }
+
+    fn connection_info(&self) -> ConnectionInfo {
+        with_topology!(&self.endpoints, t => t.info(B::NAME))
+    }
+
+    fn is_healthy(&self) -> bool {
+        with_topology!(&self.endpoints, t => t.is_healthy())
+    }
+
+    async fn close(&self) -> Result<()> {
+        with_topology!(&self.endpoints, t => t.close(DRAIN_DEADLINE).await)
+    }
+
+    fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+}
+
+#[async_trait]
+impl<B: Backend> SqlExecutor for Connection<B> {
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        with_session!(self, s => s.execute(sql, params).await)
+    }
+
+    async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        with_session!(self, s => s.fetch_all(sql, params).await)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> TransactionalConnection for Connection<B> {
+    async fn begin(&mut self, mode: ConnectionMode) -> Result<()> {
+        with_session!(self, s => s.begin(mode).await)
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        with_session!(self, s => s.commit().await)
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        with_session!(self, s => s.rollback().await)
+    }
+}

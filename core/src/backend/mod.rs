@@ -1,0 +1,146 @@
+//! What a backend supplies (`Backend`, `BackendConnector`) to get the whole manager; the manager, its connection and session are written once here.
+//!
+//! A backend (sqlx, diesel) implements [`BackendConnector`] once per database: core's
+//! [`Connector`] (open, ping, roll back, read-only switch) plus the neutral SQL surface
+//! (run a statement, fetch rows, `BEGIN`/`COMMIT`/`ROLLBACK`), each reporting the driver's
+//! errors as a [`DriverError`]. A [`Backend`] names its three connectors, [`Disabled`] for
+//! a database whose feature is off. [`Manager<B>`] is then the complete
+//! `ConnectionManagerProtocol` for that backend: the topology of pools, routing, retry,
+//! health, info and drain, error mapping and metrics are the same code for every backend.
+
+mod manager;
+mod session;
+
+use std::future::Future;
+
+pub use manager::{Connection, Manager};
+pub use session::Session;
+
+use crate::config::{DatabaseUrl, PoolConfiguration};
+use crate::error::{DriverError, Error, Result};
+use crate::mode::ConnectionMode;
+use crate::pool::Connector;
+use crate::value::{Row, Value};
+
+/// A backend: its name and its connector for each database.
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name (`sqlx`, `diesel`), reported in `ConnectionInfo` and errors.
+    const NAME: &'static str;
+    /// The PostgreSQL connector, or [`Disabled`].
+    type Postgres: BackendConnector;
+    /// The MySQL/MariaDB connector, or [`Disabled`].
+    type MySql: BackendConnector;
+    /// The SQLite connector, or [`Disabled`].
+    type Sqlite: BackendConnector;
+}
+
+/// A backend's connector for one database: core's [`Connector`] plus the neutral SQL
+/// surface on the driver connection. Errors are the driver's, read into a
+/// [`DriverError`]; [`Session`] maps them (with the endpoint, scrubbed), records metrics
+/// and evicts broken connections.
+pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
+    /// `false` only for [`Disabled`]: the database's feature is off.
+    const ENABLED: bool = true;
+
+    /// A connector for `url` with the preset's session settings (application name, time
+    /// zone, read-only switch).
+    ///
+    /// # Errors
+    /// `Configuration` when the URL is not usable by the driver.
+    fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self>;
+
+    /// The endpoint's URL, for error messages (redacted in every rendering).
+    fn url(&self) -> &DatabaseUrl;
+
+    /// Runs a statement with bound parameters; returns the rows affected.
+    fn execute(
+        connection: &mut Self::Connection,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<u64, DriverError>> + Send;
+
+    /// Runs a query with bound parameters; returns every row as neutral values.
+    fn fetch_all(
+        connection: &mut Self::Connection,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Vec<Row>, DriverError>> + Send;
+
+    /// Opens a transaction for `mode` (the session's read-only setting already applies).
+    fn begin(
+        connection: &mut Self::Connection,
+        mode: ConnectionMode,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Commits the open transaction.
+    fn commit(
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Rolls back the open transaction; succeeds when none was open.
+    fn rollback(
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+}
+
+/// The connector of a database whose feature is off: it cannot be built, so no value of
+/// it (or of its connection) ever exists. [`Manager::connect`] refuses such a URL with a
+/// message naming the feature to enable.
+#[derive(Debug, Clone, Copy)]
+pub enum Disabled {}
+
+impl Connector for Disabled {
+    type Connection = Disabled;
+
+    async fn connect(&self) -> Result<Disabled> {
+        match *self {}
+    }
+
+    async fn validate(&self, _connection: &mut Disabled) -> Result<()> {
+        match *self {}
+    }
+
+    async fn reset(&self, _connection: &mut Disabled) -> Result<()> {
+        match *self {}
+    }
+
+    async fn set_read_only(&self, _connection: &mut Disabled, _read_only: bool) -> Result<()> {
+        match *self {}
+    }
+}
+
+impl BackendConnector for Disabled {
+    const ENABLED: bool = false;
+
+    fn new(url: &DatabaseUrl, _config: &PoolConfiguration) -> Result<Self> {
+        Err(Error::config("DATABASE_URL", format!("{} support is not compiled in", url.kind())))
+    }
+
+    fn url(&self) -> &DatabaseUrl {
+        match *self {}
+    }
+
+    async fn execute(connection: &mut Disabled, _: &str, _: &[Value]) -> Result<u64, DriverError> {
+        match *connection {}
+    }
+
+    async fn fetch_all(
+        connection: &mut Disabled,
+        _: &str,
+        _: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        match *connection {}
+    }
+
+    async fn begin(connection: &mut Disabled, _: ConnectionMode) -> Result<(), DriverError> {
+        match *connection {}
+    }
+
+    async fn commit(connection: &mut Disabled) -> Result<(), DriverError> {
+        match *connection {}
+    }
+
+    async fn rollback(connection: &mut Disabled) -> Result<(), DriverError> {
+        match *connection {}
+    }
+}
