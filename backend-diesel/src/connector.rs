@@ -1,0 +1,118 @@
+//! `DieselConnector<D>`: core's `BackendConnector` for any diesel-async dialect (connect, ping, rollback through diesel's transaction manager, read-only switch, neutral SQL), written once.
+
+use diesel::result::Error as DieselError;
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
+use ucm_core::pool::Connector;
+use ucm_core::{
+    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Error, Phase, PoolConfiguration,
+    Result, Row, Value,
+};
+
+use crate::connection::TrackedConnection;
+use crate::convert::rows;
+use crate::dialect::Dialect;
+use crate::error::read;
+
+/// The pooled connection type of dialect `D`.
+type Conn<D> = TrackedConnection<<D as Dialect>::Connection>;
+
+/// The transaction manager of dialect `D`'s connection.
+type Tm<D> = <<D as Dialect>::Connection as AsyncConnection>::TransactionManager;
+
+/// Opens and maintains diesel-async connections of one dialect to one endpoint.
+#[derive(Debug)]
+pub struct DieselConnector<D: Dialect> {
+    url: DatabaseUrl,
+    options: D::Options,
+}
+
+impl<D: Dialect> DieselConnector<D> {
+    fn error(&self, error: DieselError, phase: Phase) -> Error {
+        read::<D>(error).into_error(&self.url, phase)
+    }
+}
+
+impl<D: Dialect> Connector for DieselConnector<D> {
+    type Connection = Conn<D>;
+
+    async fn connect(&self) -> Result<Conn<D>> {
+        match D::connect(&self.options).await {
+            Ok(connection) => Ok(TrackedConnection::new(connection)),
+            Err(e) => Err(e.into_error(&self.url, Phase::Connect)),
+        }
+    }
+
+    async fn validate(&self, connection: &mut Conn<D>) -> Result<()> {
+        connection
+            .guarded(|c| c.batch_execute("SELECT 1"))
+            .await
+            .map_err(|e| self.error(e, Phase::Statement))
+    }
+
+    async fn reset(&self, connection: &mut Conn<D>) -> Result<()> {
+        if connection.is_interrupted() {
+            return Err(Error::other("an operation on the connection was interrupted"));
+        }
+        Self::rollback(connection).await.map_err(|e| e.into_error(&self.url, Phase::Statement))
+    }
+
+    async fn set_read_only(&self, connection: &mut Conn<D>, read_only: bool) -> Result<()> {
+        connection
+            .guarded(|c| c.batch_execute(D::read_only_sql(read_only)))
+            .await
+            .map_err(|e| self.error(e, Phase::Statement))
+    }
+
+    fn is_broken(&self, connection: &mut Conn<D>) -> bool {
+        // An interrupted connection may still be in use by the driver: its inner state is
+        // not touched (SQLite's wrapper would refuse), it is simply closed.
+        connection.is_interrupted() || PoolableConnection::is_broken(&mut **connection)
+    }
+}
+
+impl<D: Dialect> BackendConnector for DieselConnector<D> {
+    fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
+        Ok(Self { url: url.clone(), options: D::options(url, config)? })
+    }
+
+    fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    async fn execute(
+        connection: &mut Conn<D>,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, DriverError> {
+        match connection.guarded(|c| D::execute(c, sql, params)).await {
+            Ok(count) => Ok(count as u64),
+            Err(e) => Err(read::<D>(e)),
+        }
+    }
+
+    async fn fetch_all(
+        connection: &mut Conn<D>,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        let loaded = connection.guarded(|c| D::load(c, sql, params)).await.map_err(read::<D>)?;
+        rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
+    }
+
+    async fn begin(connection: &mut Conn<D>, mode: ConnectionMode) -> Result<(), DriverError> {
+        connection.guarded(|c| D::begin(c, mode)).await.map_err(read::<D>)
+    }
+
+    async fn commit(connection: &mut Conn<D>) -> Result<(), DriverError> {
+        connection.guarded(|c| Tm::<D>::commit_transaction(c)).await.map_err(read::<D>)
+    }
+
+    async fn rollback(connection: &mut Conn<D>) -> Result<(), DriverError> {
+        match connection.guarded(|c| Tm::<D>::rollback_transaction(c)).await {
+            // Nothing was open (BEGIN never reached the server): nothing to undo.
+            Ok(()) | Err(DieselError::NotInTransaction) => Ok(()),
+            Err(e) => Err(read::<D>(e)),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Neutral `Value`s bound as diesel parameters and diesel rows read back as neutral `Row`s, by the type each value carries.
+
+use std::sync::Arc;
+
+use diesel::backend::Backend;
+use diesel::deserialize::{self, QueryableByName};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::row::{Field, NamedRow};
+use ucm_core::{Row, Value};
+
+/// A diesel backend whose values ucm can bind and read without knowing the query's types.
+pub trait NeutralBackend: Backend + Sized {
+    /// Binds one parameter by its native SQL type; never by interpolation into the SQL.
+    ///
+    /// # Errors
+    /// For a kind of value this backend does not know how to bind.
+    fn bind<'f>(
+        query: BoxedSqlQuery<'f, Self, SqlQuery>,
+        value: &'f Value,
+    ) -> Result<BoxedSqlQuery<'f, Self, SqlQuery>, BoxError>;
+
+    /// Reads one non-NULL value by the type the driver reports for it.
+    ///
+    /// # Errors
+    /// A decode error naming the type, with a hint to cast types without a neutral value.
+    fn decode(value: Self::RawValue<'_>) -> deserialize::Result<Value>;
+}
+
+/// An error from binding or decoding one value.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `sql` with every parameter bound, ready to run on any diesel-async connection.
+///
+/// # Errors
+/// `SerializationError` for a value the backend cannot bind.
+pub(crate) fn bind_all<'f, DB: NeutralBackend>(
+    sql: &str,
+    params: &'f [Value],
+) -> diesel::QueryResult<BoxedSqlQuery<'f, DB, SqlQuery>> {
+    params
+        .iter()
+        .try_fold(diesel::sql_query(sql).into_boxed(), DB::bind)
+        .map_err(diesel::result::Error::SerializationError)
+}
+
+/// One result row as diesel hands it over: its column names and neutral values.
+#[derive(Debug)]
+pub struct NeutralRow {
+    columns: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl<DB: NeutralBackend> QueryableByName<DB> for NeutralRow {
+    fn build<'a>(row: &impl NamedRow<'a, DB>) -> deserialize::Result<Self> {
+        let count = row.field_count();
+        let mut columns = Vec::with_capacity(count);
+        let mut values = Vec::with_capacity(count);
+        for index in 0..count {
+            let field = diesel::row::Row::get(row, index).ok_or("the row ended early")?;
+            let name = field.field_name().unwrap_or("?column?").to_owned();
+            let value = match field.value() {
+                None => Value::Null,
+                Some(raw) => DB::decode(raw).map_err(|e| format!("column {name:?}: {e}"))?,
+            };
+            columns.push(name);
+            values.push(value);
+        }
+        Ok(Self { columns, values })
+    }
+}
+
+/// Neutral rows sharing one column list.
+pub(crate) fn rows(loaded: Vec<NeutralRow>) -> ucm_core::Result<Vec<Row>> {
+    let Some(first) = loaded.first() else { return Ok(Vec::new()) };
+    let columns: Arc<[String]> = first.columns.iter().cloned().collect();
+    loaded.into_iter().map(|row| Row::new(Arc::clone(&columns), row.values)).collect()
+}
+
+/// The error for a value whose type has no neutral mapping.
+pub(crate) fn unsupported(type_name: impl std::fmt::Display) -> BoxError {
+    format!(
+        "type {type_name} has no neutral value; cast it in SQL (e.g. col::text, CAST(col AS CHAR))"
+    )
+    .into()
+}
+
+/// Implements `Dialect::execute` and `Dialect::load` for a concrete connection: diesel's
+/// query bounds are per concrete connection type, so they are stated once here.
+macro_rules! neutral_statements {
+    ($connection:ty) => {
+        async fn execute(
+            connection: &mut $connection,
+            sql: &str,
+            params: &[ucm_core::Value],
+        ) -> diesel::QueryResult<usize> {
+            let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
+                sql, params,
+            )?;
+            diesel_async::RunQueryDsl::execute(query, connection).await
+        }
+
+        async fn load(
+            connection: &mut $connection,
+            sql: &str,
+            params: &[ucm_core::Value],
+        ) -> diesel::QueryResult<Vec<$crate::convert::NeutralRow>> {
+            let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
+                sql, params,
+            )?;
+            diesel_async::RunQueryDsl::load(query, connection).await
+        }
+    };
+}
+pub(crate) use neutral_statements;

@@ -1,0 +1,87 @@
+//! `Dialect`: what differs between PostgreSQL, MySQL and SQLite under diesel-async, so everything else is written once.
+//!
+//! The trait is public because it appears in public types (`DieselConnector<PgDialect>`),
+//! and sealed: only this crate's three dialects implement it.
+
+use std::future::Future;
+
+use diesel::QueryResult;
+use diesel::result::DatabaseErrorKind;
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::{AsyncConnection, TransactionManager};
+use ucm_core::{Classified, ConnectionMode, DatabaseUrl, DriverError, PoolConfiguration, Result};
+
+pub use crate::convert::{BoxError, NeutralBackend, NeutralRow};
+
+/// One database under diesel-async: how to connect, its read-only switch, its
+/// statements with neutral values, and how to read its errors.
+pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
+    /// The diesel backend.
+    type Backend: NeutralBackend;
+    /// The diesel-async connection.
+    type Connection: AsyncConnection<Backend = Self::Backend> + PoolableConnection + 'static;
+    /// Connect settings, built once per endpoint from the URL and the preset.
+    type Options: std::fmt::Debug + Send + Sync + 'static;
+
+    /// The OpenTelemetry `db.system.name` (`postgresql`, `mysql`, `sqlite`).
+    const SYSTEM: &'static str;
+
+    /// Builds the connect settings: host, credentials, application name, time zone.
+    ///
+    /// # Errors
+    /// `Configuration` when the URL asks for something this driver cannot do (TLS).
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self::Options>;
+
+    /// Opens a connection.
+    fn connect(
+        options: &Self::Options,
+    ) -> impl Future<Output = Result<Self::Connection, DriverError>> + Send;
+
+    /// The statement that makes the session refuse (`on`) or accept writes.
+    fn read_only_sql(on: bool) -> &'static str;
+
+    /// Runs a statement with neutral parameters; returns the rows affected.
+    fn execute(
+        connection: &mut Self::Connection,
+        sql: &str,
+        params: &[ucm_core::Value],
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
+
+    /// Runs a query with neutral parameters; returns every row, decoded.
+    fn load(
+        connection: &mut Self::Connection,
+        sql: &str,
+        params: &[ucm_core::Value],
+    ) -> impl Future<Output = QueryResult<Vec<NeutralRow>>> + Send;
+
+    /// Opens a transaction through diesel's transaction manager, so the diesel DSL and
+    /// ucm agree on the connection's state.
+    fn begin(
+        connection: &mut Self::Connection,
+        mode: ConnectionMode,
+    ) -> impl Future<Output = QueryResult<()>> + Send {
+        let _ = mode;
+        <Self::Connection as AsyncConnection>::TransactionManager::begin_transaction(connection)
+    }
+
+    /// Reads a database error that diesel left as `Unknown` (or any kind diesel's
+    /// classification leaves too coarse), from its message.
+    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified>;
+
+    /// The SQLSTATE diesel's error kind stands for, where the driver mapped it one to one.
+    fn sqlstate(kind: DatabaseErrorKind) -> Option<&'static str> {
+        let _ = kind;
+        None
+    }
+}
+
+pub(crate) mod sealed {
+    /// Keeps [`Dialect`](super::Dialect) implementable only inside this crate.
+    pub trait Sealed {}
+    #[cfg(feature = "mysql")]
+    impl Sealed for crate::MySqlDialect {}
+    #[cfg(feature = "postgres")]
+    impl Sealed for crate::PgDialect {}
+    #[cfg(feature = "sqlite")]
+    impl Sealed for crate::SqliteDialect {}
+}

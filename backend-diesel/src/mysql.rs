@@ -1,0 +1,176 @@
+//! MySQL and MariaDB under diesel-async (`AsyncMysqlConnection` on mysql_async): connect settings, values by column type, error numbers and messages.
+
+use diesel::deserialize::{self, FromSql};
+use diesel::mysql::{Mysql, MysqlType, MysqlValue};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{self, Unsigned};
+use diesel_async::AsyncMysqlConnection;
+use ucm_core::{
+    Classified, ConnectFailure, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
+    Result, Value,
+};
+
+use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::dialect::Dialect;
+use crate::error::when;
+
+/// MySQL and MariaDB through diesel-async's `AsyncMysqlConnection` (mysql_async, pure Rust).
+#[derive(Debug, Clone, Copy)]
+pub struct MySqlDialect;
+
+impl Dialect for MySqlDialect {
+    type Backend = Mysql;
+    type Connection = AsyncMysqlConnection;
+    type Options = mysql_async::Opts;
+    const SYSTEM: &'static str = "mysql";
+
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<mysql_async::Opts> {
+        if url.ssl_mode().requires_tls() {
+            return Err(Error::config(
+                "DATABASE_URL",
+                format!(
+                    "ssl-mode={} asks for TLS, which ucm-diesel does not do to MySQL yet; use \
+                     the sqlx backend for TLS, or ssl-mode=disabled on a trusted network",
+                    url.ssl_mode()
+                ),
+            ));
+        }
+        // Named zones need the server's time zone tables, which are often not loaded; an
+        // offset always works, so UTC is sent as one.
+        let zone = match config.time_zone() {
+            "UTC" | "utc" | "Etc/UTC" => "+00:00".to_owned(),
+            other => other.replace('\'', ""),
+        };
+        let builder = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(url.host().unwrap_or("localhost"))
+            .tcp_port(url.port().unwrap_or(3306))
+            .user(url.user())
+            .pass(url.password().map(|p| p.expose()))
+            .db_name(url.database())
+            .socket(url.param("socket"))
+            // diesel-async caches statements itself.
+            .stmt_cache_size(0)
+            .init(vec![format!("SET time_zone = '{zone}'")]);
+        Ok(builder.into())
+    }
+
+    async fn connect(options: &mysql_async::Opts) -> Result<AsyncMysqlConnection, DriverError> {
+        let connection = mysql_async::Conn::new(options.clone()).await.map_err(read_connect)?;
+        AsyncMysqlConnection::try_from(connection)
+            .await
+            .map_err(|e| DriverError::Other(e.to_string()))
+    }
+
+    fn read_only_sql(on: bool) -> &'static str {
+        if on { "SET SESSION TRANSACTION READ ONLY" } else { "SET SESSION TRANSACTION READ WRITE" }
+    }
+
+    neutral_statements!(AsyncMysqlConnection);
+
+    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
+        // diesel-async keeps only the server's message of an error it does not map to a
+        // kind, and the text of a client-side (I/O, driver) error.
+        if kind != DatabaseErrorKind::Unknown {
+            return None;
+        }
+        when(
+            message,
+            &[
+                ("Deadlock found", ErrorKind::Deadlock),
+                ("Lock wait timeout exceeded", ErrorKind::Timeout),
+                ("--read-only", ErrorKind::ReadOnlyViolation),
+                ("READ ONLY transaction", ErrorKind::ReadOnlyViolation),
+                ("Input/output error", ErrorKind::ConnectionLost),
+                ("Driver error", ErrorKind::ConnectionLost),
+                ("server has gone away", ErrorKind::ConnectionLost),
+                ("Lost connection", ErrorKind::ConnectionLost),
+            ],
+        )
+    }
+}
+
+/// Reads a mysql_async error raised while connecting, keeping its error number.
+fn read_connect(error: mysql_async::Error) -> DriverError {
+    match error {
+        mysql_async::Error::Server(server) => DriverError::Server {
+            classified: match server.code {
+                1045 => Some(Classified::connect(ConnectFailure::Authentication)),
+                1049 => Some(Classified::connect(ConnectFailure::DatabaseMissing)),
+                1040 => Some(Classified::connect(ConnectFailure::TooManyConnections)),
+                _ => None,
+            },
+            sqlstate: Some(server.state),
+            message: server.message,
+        },
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => DriverError::Io(io),
+        mysql_async::Error::Url(url) => DriverError::Configuration(url.to_string()),
+        other => DriverError::Broken(other.to_string()),
+    }
+}
+
+impl NeutralBackend for Mysql {
+    fn bind<'f>(
+        query: BoxedSqlQuery<'f, Mysql, SqlQuery>,
+        value: &'f Value,
+    ) -> Result<BoxedSqlQuery<'f, Mysql, SqlQuery>, BoxError> {
+        Ok(match value {
+            Value::Null => query.bind::<sql_types::Nullable<sql_types::Text>, _>(None::<&str>),
+            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
+            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
+            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
+            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
+            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
+            Value::Timestamp(v) => query.bind::<sql_types::Datetime, _>(v),
+            // The session's time zone is UTC, so a UTC instant is its naive UTC time.
+            Value::TimestampTz(v) => query.bind::<sql_types::Datetime, _>(v.naive_utc()),
+            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
+            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
+            Value::Uuid(v) => query.bind::<sql_types::Binary, _>(v.as_bytes().as_slice()),
+            Value::Json(v) => query.bind::<sql_types::Text, _>(v.to_string()),
+            other => return Err(unsupported(other.type_name())),
+        })
+    }
+
+    fn decode(value: MysqlValue<'_>) -> deserialize::Result<Value> {
+        fn get<T: FromSql<ST, Mysql>, ST>(value: MysqlValue<'_>) -> deserialize::Result<T> {
+            T::from_sql(value)
+        }
+        Ok(match value.value_type() {
+            MysqlType::Tiny => Value::Int(get::<i8, sql_types::TinyInt>(value)?.into()),
+            MysqlType::Short => Value::Int(get::<i16, sql_types::SmallInt>(value)?.into()),
+            MysqlType::Long => Value::Int(get::<i32, sql_types::Integer>(value)?.into()),
+            MysqlType::LongLong => Value::Int(get::<i64, sql_types::BigInt>(value)?),
+            MysqlType::UnsignedTiny => {
+                Value::Int(get::<u8, Unsigned<sql_types::TinyInt>>(value)?.into())
+            }
+            MysqlType::UnsignedShort => {
+                Value::Int(get::<u16, Unsigned<sql_types::SmallInt>>(value)?.into())
+            }
+            MysqlType::UnsignedLong => {
+                Value::Int(get::<u32, Unsigned<sql_types::Integer>>(value)?.into())
+            }
+            MysqlType::UnsignedLongLong => {
+                Value::Int(i64::try_from(get::<u64, Unsigned<sql_types::BigInt>>(value)?)?)
+            }
+            MysqlType::Float => Value::Float(get::<f32, sql_types::Float>(value)?.into()),
+            MysqlType::Double => Value::Float(get::<f64, sql_types::Double>(value)?),
+            MysqlType::Numeric => {
+                Value::Text(get::<bigdecimal::BigDecimal, sql_types::Numeric>(value)?.to_string())
+            }
+            MysqlType::Date => Value::Date(get::<_, sql_types::Date>(value)?),
+            MysqlType::Time => Value::Time(get::<_, sql_types::Time>(value)?),
+            MysqlType::DateTime => Value::Timestamp(get::<_, sql_types::Datetime>(value)?),
+            MysqlType::Timestamp => Value::TimestampTz(
+                get::<chrono::NaiveDateTime, sql_types::Timestamp>(value)?.and_utc(),
+            ),
+            MysqlType::String | MysqlType::Enum | MysqlType::Set => {
+                Value::Text(get::<String, sql_types::Text>(value)?)
+            }
+            MysqlType::Blob | MysqlType::Bit => {
+                Value::Bytes(get::<Vec<u8>, sql_types::Binary>(value)?)
+            }
+            other => return Err(unsupported(format_args!("{other:?}"))),
+        })
+    }
+}

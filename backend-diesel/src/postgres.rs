@@ -1,0 +1,195 @@
+//! PostgreSQL under diesel-async (`AsyncPgConnection` on tokio-postgres): connect settings, untyped NULLs, values by type OID, error messages.
+
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::result::DatabaseErrorKind;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types;
+use diesel_async::AsyncPgConnection;
+use ucm_core::{
+    Classified, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value,
+};
+
+use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::dialect::Dialect;
+use crate::error::when;
+
+/// PostgreSQL through diesel-async's `AsyncPgConnection` (tokio-postgres, pure Rust).
+#[derive(Debug, Clone, Copy)]
+pub struct PgDialect;
+
+impl Dialect for PgDialect {
+    type Backend = Pg;
+    type Connection = AsyncPgConnection;
+    type Options = tokio_postgres::Config;
+    const SYSTEM: &'static str = "postgresql";
+
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<tokio_postgres::Config> {
+        if url.ssl_mode().requires_tls() {
+            return Err(Error::config(
+                "DATABASE_URL",
+                format!(
+                    "sslmode={} asks for TLS, which ucm-diesel does not do to PostgreSQL yet; \
+                     use the sqlx backend for TLS, or sslmode=disable/prefer on a trusted network",
+                    url.ssl_mode()
+                ),
+            ));
+        }
+        let mut options = tokio_postgres::Config::new();
+        options
+            .host(url.host().unwrap_or("localhost"))
+            .port(url.port().unwrap_or(5432))
+            .application_name(config.application_name())
+            .options(format!("-c TimeZone={}", config.time_zone()))
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        if let Some(user) = url.user() {
+            options.user(user);
+        }
+        if let Some(password) = url.password() {
+            options.password(password.expose());
+        }
+        if let Some(database) = url.database() {
+            options.dbname(database);
+        }
+        Ok(options)
+    }
+
+    async fn connect(options: &tokio_postgres::Config) -> Result<AsyncPgConnection, DriverError> {
+        let (client, connection) =
+            options.connect(tokio_postgres::NoTls).await.map_err(read_connect)?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection)
+            .await
+            .map_err(|e| DriverError::Other(e.to_string()))
+    }
+
+    fn read_only_sql(on: bool) -> &'static str {
+        if on {
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+        } else {
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"
+        }
+    }
+
+    neutral_statements!(AsyncPgConnection);
+
+    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
+        // diesel-async keeps the SQLSTATE only as the kind; the rest are read from the
+        // server's (English) message.
+        if kind != DatabaseErrorKind::Unknown {
+            return None;
+        }
+        when(
+            message,
+            &[
+                ("deadlock detected", ErrorKind::Deadlock),
+                ("could not serialize access", ErrorKind::SerializationFailure),
+                ("canceling statement due to", ErrorKind::Timeout),
+                ("terminating connection", ErrorKind::ConnectionLost),
+                ("the database system is", ErrorKind::ConnectionLost),
+            ],
+        )
+    }
+
+    fn sqlstate(kind: DatabaseErrorKind) -> Option<&'static str> {
+        // diesel-async derives these kinds from exactly these SQLSTATEs.
+        Some(match kind {
+            DatabaseErrorKind::UniqueViolation => "23505",
+            DatabaseErrorKind::ForeignKeyViolation => "23503",
+            DatabaseErrorKind::RestrictViolation => "23001",
+            DatabaseErrorKind::ExclusionViolation => "23P01",
+            DatabaseErrorKind::NotNullViolation => "23502",
+            DatabaseErrorKind::CheckViolation => "23514",
+            DatabaseErrorKind::SerializationFailure => "40001",
+            DatabaseErrorKind::ReadOnlyTransaction => "25006",
+            _ => return None,
+        })
+    }
+}
+
+/// Reads a tokio-postgres error raised while connecting, keeping its SQLSTATE and I/O kind.
+fn read_connect(error: tokio_postgres::Error) -> DriverError {
+    if let Some(db) = error.as_db_error() {
+        return DriverError::Server {
+            sqlstate: Some(db.code().code().to_owned()),
+            classified: None,
+            message: db.message().to_owned(),
+        };
+    }
+    let io = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .map(|io| std::io::Error::new(io.kind(), io.to_string()));
+    match io {
+        Some(io) => DriverError::Io(io),
+        None => DriverError::Broken(error.to_string()),
+    }
+}
+
+/// A parameter type with OID 0 ("unspecified"): the server infers a NULL's type from the
+/// statement, as for a literal NULL. A typed NULL (say `Nullable<Text>`) would be refused
+/// wherever the column is of another type.
+#[derive(diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 0, array_oid = 0))]
+struct Unspecified;
+
+/// The NULL bound as [`Unspecified`].
+#[derive(Debug)]
+struct Null;
+
+impl ToSql<Unspecified, Pg> for Null {
+    fn to_sql<'b>(&'b self, _out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        Ok(IsNull::Yes)
+    }
+}
+
+impl NeutralBackend for Pg {
+    fn bind<'f>(
+        query: BoxedSqlQuery<'f, Pg, SqlQuery>,
+        value: &'f Value,
+    ) -> Result<BoxedSqlQuery<'f, Pg, SqlQuery>, BoxError> {
+        Ok(match value {
+            Value::Null => query.bind::<Unspecified, _>(Null),
+            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
+            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
+            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
+            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
+            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
+            Value::Timestamp(v) => query.bind::<sql_types::Timestamp, _>(v),
+            Value::TimestampTz(v) => query.bind::<sql_types::Timestamptz, _>(v),
+            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
+            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
+            Value::Uuid(v) => query.bind::<sql_types::Uuid, _>(v),
+            Value::Json(v) => query.bind::<sql_types::Jsonb, _>(v),
+            other => return Err(unsupported(other.type_name())),
+        })
+    }
+
+    fn decode(value: PgValue<'_>) -> deserialize::Result<Value> {
+        fn get<T: FromSql<ST, Pg>, ST>(value: PgValue<'_>) -> deserialize::Result<T> {
+            T::from_sql(value)
+        }
+        Ok(match value.get_oid().get() {
+            16 => Value::Bool(get::<bool, sql_types::Bool>(value)?),
+            21 => Value::Int(get::<i16, sql_types::SmallInt>(value)?.into()),
+            23 => Value::Int(get::<i32, sql_types::Integer>(value)?.into()),
+            20 => Value::Int(get::<i64, sql_types::BigInt>(value)?),
+            26 => Value::Int(get::<u32, sql_types::Oid>(value)?.into()),
+            700 => Value::Float(get::<f32, sql_types::Float>(value)?.into()),
+            701 => Value::Float(get::<f64, sql_types::Double>(value)?),
+            // text, varchar, bpchar, name
+            25 | 1043 | 1042 | 19 => Value::Text(get::<String, sql_types::Text>(value)?),
+            17 => Value::Bytes(get::<Vec<u8>, sql_types::Binary>(value)?),
+            1114 => Value::Timestamp(get::<_, sql_types::Timestamp>(value)?),
+            1184 => Value::TimestampTz(get::<_, sql_types::Timestamptz>(value)?),
+            1082 => Value::Date(get::<_, sql_types::Date>(value)?),
+            1083 => Value::Time(get::<_, sql_types::Time>(value)?),
+            2950 => Value::Uuid(get::<_, sql_types::Uuid>(value)?),
+            114 => Value::Json(get::<_, sql_types::Json>(value)?),
+            3802 => Value::Json(get::<_, sql_types::Jsonb>(value)?),
+            1700 => {
+                Value::Text(get::<bigdecimal::BigDecimal, sql_types::Numeric>(value)?.to_string())
+            }
+            oid => return Err(unsupported(format_args!("with OID {oid}"))),
+        })
+    }
+}

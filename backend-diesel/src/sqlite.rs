@@ -1,0 +1,167 @@
+//! SQLite under diesel-async's `SyncConnectionWrapper` (bundled): connect settings (WAL, busy timeout, foreign keys), `BEGIN IMMEDIATE`, values by storage class.
+
+use diesel::deserialize::{self, FromSql};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types;
+use diesel::sqlite::{Sqlite, SqliteConnection, SqliteType, SqliteValue};
+use diesel::{ConnectionError, QueryResult};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
+use ucm_core::{
+    Classified, ConnectionMode, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
+    Result, Value,
+};
+
+use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::dialect::Dialect;
+use crate::error::when;
+
+/// The diesel-async SQLite connection: diesel's `SqliteConnection` run on blocking threads.
+pub type AsyncSqliteConnection = SyncConnectionWrapper<SqliteConnection>;
+
+/// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// SQLite through diesel-async's `SyncConnectionWrapper`, with the library bundled.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteDialect;
+
+/// Where to open the database and how to set up each connection.
+#[derive(Debug)]
+pub struct SqliteOptions {
+    target: String,
+    setup: String,
+}
+
+impl Dialect for SqliteDialect {
+    type Backend = Sqlite;
+    type Connection = AsyncSqliteConnection;
+    type Options = SqliteOptions;
+    const SYSTEM: &'static str = "sqlite";
+
+    fn options(url: &DatabaseUrl, _config: &PoolConfiguration) -> Result<SqliteOptions> {
+        let target = match (url.sqlite_path(), url.param("mode")) {
+            (None, _) => ":memory:".to_owned(),
+            // A file is created when missing unless the URL chose a mode (`?mode=ro`).
+            (Some(path), None) => path.to_owned(),
+            (Some(path), Some(mode)) => format!("file:{path}?mode={mode}"),
+        };
+        if target.is_empty() {
+            return Err(Error::config("DATABASE_URL", "the SQLite URL names no file"));
+        }
+        let journal = if url.is_memory() { "" } else { "PRAGMA journal_mode = WAL; " };
+        let setup =
+            format!("{journal}PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;");
+        Ok(SqliteOptions { target, setup })
+    }
+
+    async fn connect(options: &SqliteOptions) -> Result<AsyncSqliteConnection, DriverError> {
+        let mut connection =
+            AsyncSqliteConnection::establish(&options.target).await.map_err(read_connect)?;
+        connection
+            .batch_execute(&options.setup)
+            .await
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        Ok(connection)
+    }
+
+    fn read_only_sql(on: bool) -> &'static str {
+        if on { "PRAGMA query_only = ON" } else { "PRAGMA query_only = OFF" }
+    }
+
+    neutral_statements!(AsyncSqliteConnection);
+
+    async fn begin(
+        connection: &mut AsyncSqliteConnection,
+        mode: ConnectionMode,
+    ) -> QueryResult<()> {
+        if mode.is_read_only() {
+            return <AsyncSqliteConnection as AsyncConnection>::TransactionManager::begin_transaction(
+                connection,
+            )
+            .await;
+        }
+        // A deferred transaction that later writes must upgrade its lock, and that upgrade
+        // fails with SQLITE_BUSY whatever the busy timeout; taking the write lock up front
+        // makes writers queue on the busy timeout instead.
+        connection
+            .spawn_blocking(|c| {
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                    c,
+                    "BEGIN IMMEDIATE",
+                )
+            })
+            .await
+    }
+
+    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
+        if kind != DatabaseErrorKind::Unknown {
+            return None;
+        }
+        when(
+            message,
+            &[
+                // SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock; re-running
+                // the transaction is the remedy, like a serialization failure.
+                ("database is locked", ErrorKind::SerializationFailure),
+                ("database table is locked", ErrorKind::SerializationFailure),
+                // SQLITE_READONLY, which `PRAGMA query_only` raises for writes.
+                ("readonly database", ErrorKind::ReadOnlyViolation),
+            ],
+        )
+    }
+}
+
+fn read_connect(error: ConnectionError) -> DriverError {
+    match error {
+        ConnectionError::InvalidConnectionUrl(message) => DriverError::Configuration(message),
+        ConnectionError::CouldntSetupConfiguration(e) => DriverError::Other(e.to_string()),
+        other => DriverError::Broken(other.to_string()),
+    }
+}
+
+impl NeutralBackend for Sqlite {
+    fn bind<'f>(
+        query: BoxedSqlQuery<'f, Sqlite, SqlQuery>,
+        value: &'f Value,
+    ) -> Result<BoxedSqlQuery<'f, Sqlite, SqlQuery>, BoxError> {
+        Ok(match value {
+            Value::Null => query.bind::<sql_types::Nullable<sql_types::Text>, _>(None::<&str>),
+            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
+            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
+            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
+            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
+            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
+            Value::Timestamp(v) => query.bind::<sql_types::Timestamp, _>(v),
+            // Stored as its UTC time, like a naive timestamp: SQLite has no time zones.
+            Value::TimestampTz(v) => query.bind::<sql_types::Timestamp, _>(v.naive_utc()),
+            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
+            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
+            Value::Uuid(v) => query.bind::<sql_types::Binary, _>(v.as_bytes().as_slice()),
+            Value::Json(v) => query.bind::<sql_types::Text, _>(v.to_string()),
+            other => return Err(unsupported(other.type_name())),
+        })
+    }
+
+    fn decode(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Value> {
+        fn get<T: FromSql<ST, Sqlite>, ST>(
+            value: SqliteValue<'_, '_, '_>,
+        ) -> deserialize::Result<T> {
+            T::from_sql(value)
+        }
+        // diesel exposes no declared column types, so values are read by storage class:
+        // a BOOLEAN reads as an integer, a DATETIME as its text.
+        Ok(match value.value_type() {
+            Some(SqliteType::Text) => Value::Text(get::<String, sql_types::Text>(value)?),
+            Some(SqliteType::Binary) => Value::Bytes(get::<Vec<u8>, sql_types::Binary>(value)?),
+            Some(SqliteType::Double | SqliteType::Float) => {
+                Value::Float(get::<f64, sql_types::Double>(value)?)
+            }
+            Some(SqliteType::Long | SqliteType::Integer | SqliteType::SmallInt) => {
+                Value::Int(get::<i64, sql_types::BigInt>(value)?)
+            }
+            None => return Err(unsupported("unknown")),
+        })
+    }
+}
