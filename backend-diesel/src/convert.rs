@@ -84,6 +84,48 @@ pub(crate) fn unsupported(type_name: impl std::fmt::Display) -> BoxError {
     .into()
 }
 
+/// The body of `NeutralBackend::bind`: the arms every database shares, with the ones that
+/// differ given by the caller. The `portable` form is for databases without native
+/// time-zone, UUID and JSON types (MySQL, SQLite): instants go in as their UTC time (every
+/// session runs in UTC), UUIDs as their 16 bytes, documents as text.
+macro_rules! bind_value {
+    ($query:ident, $value:expr, portable, timestamp => $timestamp:ty) => {
+        $crate::convert::bind_value!($query, $value, {
+            null => $query.bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(None::<&str>),
+            timestamp => $timestamp,
+            timestamptz(v) => $query.bind::<$timestamp, _>(v.naive_utc()),
+            uuid(v) => $query.bind::<diesel::sql_types::Binary, _>(v.as_bytes().as_slice()),
+            json(v) => $query.bind::<diesel::sql_types::Text, _>(v.to_string()),
+        })
+    };
+    ($query:ident, $value:expr, {
+        null => $null:expr,
+        timestamp => $timestamp:ty,
+        timestamptz($tz:ident) => $timestamptz:expr,
+        uuid($uuid:ident) => $uuid_bind:expr,
+        json($json:ident) => $json_bind:expr $(,)?
+    }) => {{
+        use diesel::sql_types as t;
+        use ucm_core::Value;
+        Ok(match $value {
+            Value::Null => $null,
+            Value::Bool(v) => $query.bind::<t::Bool, _>(v),
+            Value::Int(v) => $query.bind::<t::BigInt, _>(v),
+            Value::Float(v) => $query.bind::<t::Double, _>(v),
+            Value::Text(v) => $query.bind::<t::Text, _>(v.as_str()),
+            Value::Bytes(v) => $query.bind::<t::Binary, _>(v.as_slice()),
+            Value::Timestamp(v) => $query.bind::<$timestamp, _>(v),
+            Value::TimestampTz($tz) => $timestamptz,
+            Value::Date(v) => $query.bind::<t::Date, _>(v),
+            Value::Time(v) => $query.bind::<t::Time, _>(v),
+            Value::Uuid($uuid) => $uuid_bind,
+            Value::Json($json) => $json_bind,
+            other => return Err($crate::convert::unsupported(other.type_name())),
+        })
+    }};
+}
+pub(crate) use bind_value;
+
 /// Implements `Dialect::execute` and `Dialect::load` for a concrete connection: diesel's
 /// query bounds are per concrete connection type, so they are stated once here.
 macro_rules! neutral_statements {

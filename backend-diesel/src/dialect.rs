@@ -9,7 +9,7 @@ use diesel::QueryResult;
 use diesel::result::DatabaseErrorKind;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, TransactionManager};
-use ucm_core::{Classified, ConnectionMode, DatabaseUrl, DriverError, PoolConfiguration, Result};
+use ucm_core::{ConnectionMode, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result};
 
 pub use crate::convert::{BoxError, NeutralBackend, NeutralRow};
 
@@ -64,9 +64,9 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
         <Self::Connection as AsyncConnection>::TransactionManager::begin_transaction(connection)
     }
 
-    /// Reads a database error that diesel left as `Unknown` (or any kind diesel's
-    /// classification leaves too coarse), from its message.
-    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified>;
+    /// How to read a database error diesel left `Unknown`: the first entry whose fragment
+    /// the message contains gives the kind (otherwise it is a plain query error).
+    const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)];
 
     /// The SQLSTATE diesel's error kind stands for, where the driver mapped it one to one.
     fn sqlstate(kind: DatabaseErrorKind) -> Option<&'static str> {
@@ -76,12 +76,7 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
 }
 
 pub(crate) mod sealed {
-    /// Keeps [`Dialect`](super::Dialect) implementable only inside this crate.
+    /// Keeps [`Dialect`](super::Dialect) implementable only inside this crate; each
+    /// dialect's file implements it.
     pub trait Sealed {}
-    #[cfg(feature = "mysql")]
-    impl Sealed for crate::MySqlDialect {}
-    #[cfg(feature = "postgres")]
-    impl Sealed for crate::PgDialect {}
-    #[cfg(feature = "sqlite")]
-    impl Sealed for crate::SqliteDialect {}
 }

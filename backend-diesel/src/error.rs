@@ -16,7 +16,10 @@ pub(crate) fn read<D: Dialect>(error: DieselError) -> DriverError {
                 }
                 _ => DriverError::Server {
                     sqlstate: D::sqlstate(kind).map(str::to_owned),
-                    classified: D::classify(kind, &message).or_else(|| by_kind(kind)),
+                    classified: match kind {
+                        DatabaseErrorKind::Unknown => unknown(&message, D::UNKNOWN_ERRORS),
+                        _ => by_kind(kind),
+                    },
                     message,
                 },
             }
@@ -50,8 +53,8 @@ fn by_kind(kind: DatabaseErrorKind) -> Option<Classified> {
     }))
 }
 
-/// A classification from a message fragment, for the dialects' tables.
-pub(crate) fn when(message: &str, table: &[(&str, ErrorKind)]) -> Option<Classified> {
+/// Reads an `Unknown` error's message with a dialect's table.
+fn unknown(message: &str, table: &[(&str, ErrorKind)]) -> Option<Classified> {
     table
         .iter()
         .find(|(fragment, _)| message.contains(fragment))

@@ -3,7 +3,6 @@
 use diesel::deserialize::{self, FromSql};
 use diesel::mysql::{Mysql, MysqlType, MysqlValue};
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{self, Unsigned};
 use diesel_async::AsyncMysqlConnection;
 use ucm_core::{
@@ -11,13 +10,14 @@ use ucm_core::{
     Result, Value,
 };
 
-use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::Dialect;
-use crate::error::when;
 
 /// MySQL and MariaDB through diesel-async's `AsyncMysqlConnection` (mysql_async, pure Rust).
 #[derive(Debug, Clone, Copy)]
 pub struct MySqlDialect;
+
+impl crate::dialect::sealed::Sealed for MySqlDialect {}
 
 impl Dialect for MySqlDialect {
     type Backend = Mysql;
@@ -68,26 +68,18 @@ impl Dialect for MySqlDialect {
 
     neutral_statements!(AsyncMysqlConnection);
 
-    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
-        // diesel-async keeps only the server's message of an error it does not map to a
-        // kind, and the text of a client-side (I/O, driver) error.
-        if kind != DatabaseErrorKind::Unknown {
-            return None;
-        }
-        when(
-            message,
-            &[
-                ("Deadlock found", ErrorKind::Deadlock),
-                ("Lock wait timeout exceeded", ErrorKind::Timeout),
-                ("--read-only", ErrorKind::ReadOnlyViolation),
-                ("READ ONLY transaction", ErrorKind::ReadOnlyViolation),
-                ("Input/output error", ErrorKind::ConnectionLost),
-                ("Driver error", ErrorKind::ConnectionLost),
-                ("server has gone away", ErrorKind::ConnectionLost),
-                ("Lost connection", ErrorKind::ConnectionLost),
-            ],
-        )
-    }
+    // diesel-async keeps only the server's message of an error it does not map to a
+    // kind, and the text of a client-side (I/O, driver) error.
+    const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[
+        ("Deadlock found", ErrorKind::Deadlock),
+        ("Lock wait timeout exceeded", ErrorKind::Timeout),
+        ("--read-only", ErrorKind::ReadOnlyViolation),
+        ("READ ONLY transaction", ErrorKind::ReadOnlyViolation),
+        ("Input/output error", ErrorKind::ConnectionLost),
+        ("Driver error", ErrorKind::ConnectionLost),
+        ("server has gone away", ErrorKind::ConnectionLost),
+        ("Lost connection", ErrorKind::ConnectionLost),
+    ];
 }
 
 /// Reads a mysql_async error raised while connecting, keeping its error number.
@@ -114,22 +106,7 @@ impl NeutralBackend for Mysql {
         query: BoxedSqlQuery<'f, Mysql, SqlQuery>,
         value: &'f Value,
     ) -> Result<BoxedSqlQuery<'f, Mysql, SqlQuery>, BoxError> {
-        Ok(match value {
-            Value::Null => query.bind::<sql_types::Nullable<sql_types::Text>, _>(None::<&str>),
-            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
-            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
-            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
-            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
-            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
-            Value::Timestamp(v) => query.bind::<sql_types::Datetime, _>(v),
-            // The session's time zone is UTC, so a UTC instant is its naive UTC time.
-            Value::TimestampTz(v) => query.bind::<sql_types::Datetime, _>(v.naive_utc()),
-            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
-            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
-            Value::Uuid(v) => query.bind::<sql_types::Binary, _>(v.as_bytes().as_slice()),
-            Value::Json(v) => query.bind::<sql_types::Text, _>(v.to_string()),
-            other => return Err(unsupported(other.type_name())),
-        })
+        bind_value!(query, value, portable, timestamp => diesel::sql_types::Datetime)
     }
 
     fn decode(value: MysqlValue<'_>) -> deserialize::Result<Value> {

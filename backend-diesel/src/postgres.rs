@@ -7,17 +7,16 @@ use diesel::result::DatabaseErrorKind;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::AsyncPgConnection;
-use ucm_core::{
-    Classified, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value,
-};
+use ucm_core::{DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value};
 
-use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::Dialect;
-use crate::error::when;
 
 /// PostgreSQL through diesel-async's `AsyncPgConnection` (tokio-postgres, pure Rust).
 #[derive(Debug, Clone, Copy)]
 pub struct PgDialect;
+
+impl crate::dialect::sealed::Sealed for PgDialect {}
 
 impl Dialect for PgDialect {
     type Backend = Pg;
@@ -73,23 +72,15 @@ impl Dialect for PgDialect {
 
     neutral_statements!(AsyncPgConnection);
 
-    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
-        // diesel-async keeps the SQLSTATE only as the kind; the rest are read from the
-        // server's (English) message.
-        if kind != DatabaseErrorKind::Unknown {
-            return None;
-        }
-        when(
-            message,
-            &[
-                ("deadlock detected", ErrorKind::Deadlock),
-                ("could not serialize access", ErrorKind::SerializationFailure),
-                ("canceling statement due to", ErrorKind::Timeout),
-                ("terminating connection", ErrorKind::ConnectionLost),
-                ("the database system is", ErrorKind::ConnectionLost),
-            ],
-        )
-    }
+    // diesel-async keeps the SQLSTATE only as the kind; the rest are read from the
+    // server's (English) message.
+    const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[
+        ("deadlock detected", ErrorKind::Deadlock),
+        ("could not serialize access", ErrorKind::SerializationFailure),
+        ("canceling statement due to", ErrorKind::Timeout),
+        ("terminating connection", ErrorKind::ConnectionLost),
+        ("the database system is", ErrorKind::ConnectionLost),
+    ];
 
     fn sqlstate(kind: DatabaseErrorKind) -> Option<&'static str> {
         // diesel-async derives these kinds from exactly these SQLSTATEs.
@@ -147,20 +138,12 @@ impl NeutralBackend for Pg {
         query: BoxedSqlQuery<'f, Pg, SqlQuery>,
         value: &'f Value,
     ) -> Result<BoxedSqlQuery<'f, Pg, SqlQuery>, BoxError> {
-        Ok(match value {
-            Value::Null => query.bind::<Unspecified, _>(Null),
-            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
-            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
-            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
-            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
-            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
-            Value::Timestamp(v) => query.bind::<sql_types::Timestamp, _>(v),
-            Value::TimestampTz(v) => query.bind::<sql_types::Timestamptz, _>(v),
-            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
-            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
-            Value::Uuid(v) => query.bind::<sql_types::Uuid, _>(v),
-            Value::Json(v) => query.bind::<sql_types::Jsonb, _>(v),
-            other => return Err(unsupported(other.type_name())),
+        bind_value!(query, value, {
+            null => query.bind::<Unspecified, _>(Null),
+            timestamp => sql_types::Timestamp,
+            timestamptz(v) => query.bind::<sql_types::Timestamptz, _>(v),
+            uuid(v) => query.bind::<sql_types::Uuid, _>(v),
+            json(v) => query.bind::<sql_types::Jsonb, _>(v),
         })
     }
 

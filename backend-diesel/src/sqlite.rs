@@ -2,20 +2,17 @@
 
 use diesel::deserialize::{self, FromSql};
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::result::DatabaseErrorKind;
 use diesel::sql_types;
 use diesel::sqlite::{Sqlite, SqliteConnection, SqliteType, SqliteValue};
 use diesel::{ConnectionError, QueryResult};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
 use ucm_core::{
-    Classified, ConnectionMode, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
-    Result, Value,
+    ConnectionMode, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value,
 };
 
-use crate::convert::{BoxError, NeutralBackend, neutral_statements, unsupported};
+use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::Dialect;
-use crate::error::when;
 
 /// The diesel-async SQLite connection: diesel's `SqliteConnection` run on blocking threads.
 pub type AsyncSqliteConnection = SyncConnectionWrapper<SqliteConnection>;
@@ -26,6 +23,8 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// SQLite through diesel-async's `SyncConnectionWrapper`, with the library bundled.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteDialect;
+
+impl crate::dialect::sealed::Sealed for SqliteDialect {}
 
 /// Where to open the database and how to set up each connection.
 #[derive(Debug)]
@@ -95,22 +94,14 @@ impl Dialect for SqliteDialect {
             .await
     }
 
-    fn classify(kind: DatabaseErrorKind, message: &str) -> Option<Classified> {
-        if kind != DatabaseErrorKind::Unknown {
-            return None;
-        }
-        when(
-            message,
-            &[
-                // SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock; re-running
-                // the transaction is the remedy, like a serialization failure.
-                ("database is locked", ErrorKind::SerializationFailure),
-                ("database table is locked", ErrorKind::SerializationFailure),
-                // SQLITE_READONLY, which `PRAGMA query_only` raises for writes.
-                ("readonly database", ErrorKind::ReadOnlyViolation),
-            ],
-        )
-    }
+    const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[
+        // SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock; re-running
+        // the transaction is the remedy, like a serialization failure.
+        ("database is locked", ErrorKind::SerializationFailure),
+        ("database table is locked", ErrorKind::SerializationFailure),
+        // SQLITE_READONLY, which `PRAGMA query_only` raises for writes.
+        ("readonly database", ErrorKind::ReadOnlyViolation),
+    ];
 }
 
 fn read_connect(error: ConnectionError) -> DriverError {
@@ -126,22 +117,7 @@ impl NeutralBackend for Sqlite {
         query: BoxedSqlQuery<'f, Sqlite, SqlQuery>,
         value: &'f Value,
     ) -> Result<BoxedSqlQuery<'f, Sqlite, SqlQuery>, BoxError> {
-        Ok(match value {
-            Value::Null => query.bind::<sql_types::Nullable<sql_types::Text>, _>(None::<&str>),
-            Value::Bool(v) => query.bind::<sql_types::Bool, _>(v),
-            Value::Int(v) => query.bind::<sql_types::BigInt, _>(v),
-            Value::Float(v) => query.bind::<sql_types::Double, _>(v),
-            Value::Text(v) => query.bind::<sql_types::Text, _>(v.as_str()),
-            Value::Bytes(v) => query.bind::<sql_types::Binary, _>(v.as_slice()),
-            Value::Timestamp(v) => query.bind::<sql_types::Timestamp, _>(v),
-            // Stored as its UTC time, like a naive timestamp: SQLite has no time zones.
-            Value::TimestampTz(v) => query.bind::<sql_types::Timestamp, _>(v.naive_utc()),
-            Value::Date(v) => query.bind::<sql_types::Date, _>(v),
-            Value::Time(v) => query.bind::<sql_types::Time, _>(v),
-            Value::Uuid(v) => query.bind::<sql_types::Binary, _>(v.as_bytes().as_slice()),
-            Value::Json(v) => query.bind::<sql_types::Text, _>(v.to_string()),
-            other => return Err(unsupported(other.type_name())),
-        })
+        bind_value!(query, value, portable, timestamp => diesel::sql_types::Timestamp)
     }
 
     fn decode(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Value> {

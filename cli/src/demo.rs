@@ -10,12 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
+
+use crate::backend::BackendChoice;
 use ucm::metrics::Histogram;
 use ucm::{
-    ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error, ManagerConfig,
-    ManagerMode, ProtocolExt, Value,
+    Backend, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error, Manager,
+    ManagerConfig, ManagerMode, ProtocolExt, Value,
 };
-use ucm_sqlx::SqlxManager;
 
 /// `ucm demo` options.
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,9 @@ pub(crate) struct DemoArgs {
     /// How many accounts the demo schema holds.
     #[arg(long, default_value_t = 100)]
     accounts: i64,
+    /// Which backend drives the connections.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
+    backend: BackendChoice,
 }
 
 /// The modes the demo runs, in order.
@@ -53,6 +57,13 @@ struct Stats {
 }
 
 pub(crate) async fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    match args.backend {
+        BackendChoice::Sqlx => run_on::<ucm_sqlx::Sqlx>(args).await,
+        BackendChoice::Diesel => run_on::<ucm_diesel::Diesel>(args).await,
+    }
+}
+
+async fn run_on<B: Backend>(args: &DemoArgs) -> anyhow::Result<()> {
     if args.seconds <= 0.0 || args.tasks == 0 || args.accounts < 2 {
         bail!("--seconds must be positive, --tasks at least 1 and --accounts at least 2");
     }
@@ -65,10 +76,11 @@ pub(crate) async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let parsed = DatabaseUrl::parse(&url)?;
     println!(
-        "ucm demo: {} tasks for {:.1}s per mode on {parsed} ({})",
+        "ucm demo: {} tasks for {:.1}s per mode on {parsed} ({}, {} backend)",
         args.tasks,
         args.seconds,
-        parsed.kind()
+        parsed.kind(),
+        B::NAME
     );
     if scratch.is_some() {
         println!(
@@ -80,7 +92,7 @@ pub(crate) async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         transfers: format!("ucm_demo_transfers_{}", std::process::id()),
         kind: parsed.kind(),
     };
-    let admin = SqlxManager::connect(config(&url, ManagerMode::Admin)?).await?;
+    let admin = Manager::<B>::connect(config(&url, ManagerMode::Admin)?).await?;
     let result = demo(&url, &admin, &schema, args).await;
     // Clean up whatever happened, then report the demo's own outcome.
     for table in [&schema.transfers, &schema.accounts] {
@@ -101,16 +113,16 @@ fn config(url: &str, mode: ManagerMode) -> anyhow::Result<ManagerConfig> {
     Ok(ManagerConfig::builder(mode).primary(url).build()?)
 }
 
-async fn demo(
+async fn demo<B: Backend>(
     url: &str,
-    admin: &SqlxManager,
+    admin: &Manager<B>,
     schema: &Schema,
     args: &DemoArgs,
 ) -> anyhow::Result<()> {
     create_schema(admin, schema, args.accounts).await.context("creating the demo schema")?;
     let expected_total = args.accounts * 1_000;
     for mode in MODES {
-        let manager = Arc::new(SqlxManager::connect(config(url, mode)?).await?);
+        let manager = Arc::new(Manager::<B>::connect(config(url, mode)?).await?);
         let stats = workload(&manager, schema, args, mode).await;
         print_mode(mode, &stats, &manager, args.seconds).await;
         manager.close().await?;
@@ -127,7 +139,11 @@ async fn demo(
     Ok(())
 }
 
-async fn create_schema(m: &SqlxManager, s: &Schema, accounts: i64) -> anyhow::Result<()> {
+async fn create_schema<B: Backend>(
+    m: &Manager<B>,
+    s: &Schema,
+    accounts: i64,
+) -> anyhow::Result<()> {
     let timestamp = if s.kind == DatabaseKind::Postgres { "TIMESTAMPTZ" } else { "TIMESTAMP" };
     m.execute(
         ConnectionMode::ReadWrite,
@@ -169,8 +185,8 @@ fn p(s: &Schema, n: usize) -> String {
 
 /// Runs the mixed workload for the configured time: 70% reads, 20% transfers (a
 /// transaction of three statements, re-run on conflict), 10% single-row writes.
-async fn workload(
-    manager: &Arc<SqlxManager>,
+async fn workload<B: Backend>(
+    manager: &Arc<Manager<B>>,
     s: &Schema,
     args: &DemoArgs,
     mode: ManagerMode,
@@ -266,8 +282,8 @@ async fn workload(
 }
 
 /// One transfer: debit, credit and a record, as one transaction.
-async fn transfer(
-    m: &SqlxManager,
+async fn transfer<B: Backend>(
+    m: &Manager<B>,
     sql: &Arc<[String; 5]>,
     stats: &Arc<Stats>,
     a: i64,
@@ -318,7 +334,12 @@ impl Default for Stats {
     }
 }
 
-async fn print_mode(mode: ManagerMode, stats: &Stats, manager: &SqlxManager, seconds: f64) {
+async fn print_mode<B: Backend>(
+    mode: ManagerMode,
+    stats: &Stats,
+    manager: &Manager<B>,
+    seconds: f64,
+) {
     let info = manager.connection_info();
     let health = manager.health_check().await;
     let total: u64 = stats.ops.values().map(|h| h.snapshot().count).sum();
@@ -385,7 +406,7 @@ fn ms(d: Duration) -> String {
 /// Two transfers that touch the same two accounts in opposite orders, started so that
 /// they overlap. PostgreSQL and MariaDB abort one (serialization failure or deadlock) and
 /// ucm re-runs it; SQLite serializes writers, so the second simply waits its turn.
-async fn conflict(m: &SqlxManager, s: &Schema) -> anyhow::Result<()> {
+async fn conflict<B: Backend>(m: &Manager<B>, s: &Schema) -> anyhow::Result<()> {
     println!("\n== a deliberate conflict ==");
     let (debit, credit) = (
         format!("UPDATE {} SET balance = balance - 5 WHERE id = {}", s.accounts, p(s, 1)),
@@ -434,7 +455,7 @@ async fn conflict(m: &SqlxManager, s: &Schema) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn total_balance(m: &SqlxManager, s: &Schema) -> anyhow::Result<i64> {
+async fn total_balance<B: Backend>(m: &Manager<B>, s: &Schema) -> anyhow::Result<i64> {
     let rows = m
         .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT balance FROM {}", s.accounts), &[])
         .await?;

@@ -1,5 +1,6 @@
 //! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `config` (the effective configuration), `bench` (ucm beside the raw pools).
 
+mod backend;
 mod bench;
 mod check;
 mod config;

@@ -210,16 +210,47 @@ from_value!(f64, "f64", Value::Float(v) => Ok(*v), Value::Int(v) => Ok(*v as f64
 // bytes read as text.
 from_value!(String, "String", Value::Text(v) => Ok(v.clone()), Value::Bytes(v) => String::from_utf8(v.clone()).map_err(|_| ConversionError { from: "bytes that are not UTF-8", to: "String" }));
 from_value!(Vec<u8>, "Vec<u8>", Value::Bytes(v) => Ok(v.clone()));
-from_value!(NaiveDateTime, "NaiveDateTime", Value::Timestamp(v) => Ok(*v), Value::TimestampTz(v) => Ok(v.naive_utc()));
-from_value!(DateTime<Utc>, "DateTime<Utc>", Value::TimestampTz(v) => Ok(*v), Value::Timestamp(v) => Ok(v.and_utc()));
-from_value!(NaiveDate, "NaiveDate", Value::Date(v) => Ok(*v));
-from_value!(NaiveTime, "NaiveTime", Value::Time(v) => Ok(*v));
-from_value!(Uuid, "Uuid", Value::Uuid(v) => Ok(*v));
+// Databases without date and time types (SQLite) store them as text in ISO 8601 form; a
+// backend that reads values by storage class hands that text over, and it parses back.
+from_value!(NaiveDateTime, "NaiveDateTime",
+    Value::Timestamp(v) => Ok(*v),
+    Value::TimestampTz(v) => Ok(v.naive_utc()),
+    Value::Text(v) => parse_timestamp(v).map(|t| t.naive_utc()).ok_or(ConversionError { from: "text that is not a timestamp", to: "NaiveDateTime" }));
+from_value!(DateTime<Utc>, "DateTime<Utc>",
+    Value::TimestampTz(v) => Ok(*v),
+    Value::Timestamp(v) => Ok(v.and_utc()),
+    Value::Text(v) => parse_timestamp(v).ok_or(ConversionError { from: "text that is not a timestamp", to: "DateTime<Utc>" }));
+from_value!(NaiveDate, "NaiveDate",
+    Value::Date(v) => Ok(*v),
+    Value::Text(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| ConversionError { from: "text that is not a date", to: "NaiveDate" }));
+from_value!(NaiveTime, "NaiveTime",
+    Value::Time(v) => Ok(*v),
+    Value::Text(v) => NaiveTime::parse_from_str(v, "%H:%M:%S%.f").map_err(|_| ConversionError { from: "text that is not a time", to: "NaiveTime" }));
+// Databases without a UUID type store it as 16 bytes (or as its text).
+from_value!(Uuid, "Uuid",
+    Value::Uuid(v) => Ok(*v),
+    Value::Bytes(v) => Uuid::from_slice(v).map_err(|_| ConversionError { from: "bytes that are not 16 long", to: "Uuid" }),
+    Value::Text(v) => Uuid::parse_str(v).map_err(|_| ConversionError { from: "text that is not a UUID", to: "Uuid" }));
 // Databases without a JSON type store documents as text; they parse back.
 from_value!(serde_json::Value, "serde_json::Value",
     Value::Json(v) => Ok(v.clone()),
     Value::Text(v) => serde_json::from_str(v).map_err(|_| ConversionError { from: "text that is not JSON", to: "serde_json::Value" }),
     Value::Bytes(v) => serde_json::from_slice(v).map_err(|_| ConversionError { from: "bytes that are not JSON", to: "serde_json::Value" }));
+
+/// Reads an ISO 8601 timestamp as SQLite stores it: `2026-11-22 07:30:01.5`, with `T` or a
+/// space, with or without an offset (no offset means UTC).
+fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
+        return Some(with_offset.with_timezone(&Utc));
+    }
+    if let Ok(with_offset) = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(with_offset.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc())
+}
 
 impl<T: FromValue> FromValue for Option<T> {
     fn from_value(value: &Value) -> Result<Self, ConversionError> {
@@ -339,5 +370,31 @@ mod tests {
         assert_eq!(Value::Null.to_string(), "NULL");
         assert_eq!(Value::from(Some(3_i32)), Value::Int(3));
         assert_eq!(Value::from(None::<i64>), Value::Null);
+    }
+
+    #[test]
+    fn dates_stored_as_text_parse_back() {
+        let ts =
+            NaiveDate::from_ymd_opt(2026, 11, 22).unwrap().and_hms_micro_opt(7, 30, 1, 5).unwrap();
+        for text in [
+            "2026-11-22 07:30:01.000005",
+            "2026-11-22T07:30:01.000005",
+            "2026-11-22 07:30:01.000005+00:00",
+            "2026-11-22T09:30:01.000005+02:00",
+        ] {
+            let value = Value::Text(text.into());
+            assert_eq!(NaiveDateTime::from_value(&value).unwrap(), ts, "{text}");
+            assert_eq!(DateTime::<Utc>::from_value(&value).unwrap(), ts.and_utc(), "{text}");
+        }
+        assert_eq!(NaiveDate::from_value(&Value::Text("2026-11-22".into())).unwrap(), ts.date());
+        assert_eq!(
+            NaiveTime::from_value(&Value::Text("07:30:01.000005".into())).unwrap(),
+            ts.time()
+        );
+        assert!(NaiveDate::from_value(&Value::Text("yesterday".into())).is_err());
+        let id = Uuid::from_u128(42);
+        assert_eq!(Uuid::from_value(&Value::Bytes(id.as_bytes().to_vec())).unwrap(), id);
+        assert_eq!(Uuid::from_value(&Value::Text(id.to_string())).unwrap(), id);
+        assert!(Uuid::from_value(&Value::Bytes(vec![1, 2])).is_err());
     }
 }

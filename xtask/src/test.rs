@@ -46,11 +46,61 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     for (label, passed, elapsed) in &results {
         eprintln!("  {}  {label:<24} {}", if *passed { "PASS" } else { "FAIL" }, seconds(*elapsed));
     }
+    print_conformance_matrix(&services, &results);
     let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0.as_str()).collect();
     if !failed.is_empty() {
         bail!("test runs failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Prints which backend × database pairs of the conformance suite ran and which were
+/// skipped, and why: a suite runs against a database exactly when its URL was exported
+/// (without it the tests skip, or fail under `CI`).
+fn print_conformance_matrix(services: &Services, results: &[(String, bool, Duration)]) {
+    let backends = conformance_backends();
+    if backends.is_empty() {
+        return;
+    }
+    let workspace = results.iter().find(|r| r.0 == "workspace").map(|r| r.1);
+    let databases = [
+        ("postgresql", "PG_DATABASE_URL", &services.postgres),
+        ("mysql", "MYSQL_DATABASE_URL", &services.mysql),
+        ("sqlite", "SQLITE_DATABASE_URL", &services.sqlite),
+    ];
+    eprintln!("\nconformance matrix (tests/tests/<backend>.rs, run by `workspace`):");
+    for backend in &backends {
+        for (database, var, url) in &databases {
+            let status = match (url, workspace) {
+                (None, _) => {
+                    format!("skipped: {var} was not found (see the services report above)")
+                }
+                (Some(_), None) => "not run: the `workspace` run was not selected".to_owned(),
+                (Some(_), Some(true)) => "ran, passed".to_owned(),
+                (Some(_), Some(false)) => {
+                    "ran; the `workspace` run failed (see its output)".to_owned()
+                }
+            };
+            eprintln!("  {backend:<7} x {database:<11} {status}");
+        }
+    }
+}
+
+/// The backends with a conformance suite: the files in `tests/tests/` that instantiate it.
+fn conformance_backends() -> Vec<String> {
+    let dir = crate::project_root().join("tests").join("tests");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut backends: Vec<String> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.contains("conformance_suite!")
+                .then(|| path.file_stem()?.to_str().map(str::to_owned))
+                .flatten()
+        })
+        .collect();
+    backends.sort();
+    backends
 }
 
 /// One `cargo test` invocation: a label for the summary, its arguments, and the environment
@@ -64,10 +114,10 @@ pub(crate) struct Run {
 
 /// The test runs, in order.
 ///
-/// This is the one place to extend: the {sqlx, diesel} × {unified-v2 off, on} conformance
-/// matrix becomes one `Run` per combination here, for example
-/// `Run::new("tests: diesel + unified-v2", ["-p", "ucm-tests", "--no-default-features",
-/// "--features", "diesel,unified-v2"])`, with any per-run variables in `env`.
+/// The conformance suite of every backend (sqlx, diesel) is part of `workspace`: one build
+/// with the workspace's unified features serves both, so no run rebuilds the dependencies.
+/// Runs needing other features (the compat suite with `unified-v2`, say) are added here as
+/// one `Run` each, with any per-run variables in `env`.
 pub(crate) fn matrix() -> Vec<Run> {
     vec![
         Run::new("workspace", ["--workspace", "--all-targets"]),

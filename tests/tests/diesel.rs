@@ -1,0 +1,20 @@
+//! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite.
+
+use ucm_core::{DatabaseKind, ManagerConfig};
+use ucm_diesel::DieselManager;
+use ucm_tests::{Backend, conformance_suite};
+
+struct Diesel;
+
+impl Backend for Diesel {
+    type Manager = DieselManager;
+    const NAME: &'static str = "diesel";
+
+    async fn connect(config: ManagerConfig) -> ucm_core::Result<DieselManager> {
+        DieselManager::connect(config).await
+    }
+}
+
+conformance_suite!(postgres, Diesel, DatabaseKind::Postgres);
+conformance_suite!(mysql, Diesel, DatabaseKind::MySql);
+conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);
