@@ -105,11 +105,11 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
     }
 
     async fn commit(connection: &mut Conn<D>) -> Result<(), DriverError> {
-        connection.guarded(|c| Tm::<D>::commit_transaction(c)).await.map_err(read::<D>)
+        connection.guarded(Tm::<D>::commit_transaction).await.map_err(read::<D>)
     }
 
     async fn rollback(connection: &mut Conn<D>) -> Result<(), DriverError> {
-        match connection.guarded(|c| Tm::<D>::rollback_transaction(c)).await {
+        match connection.guarded(Tm::<D>::rollback_transaction).await {
             // Nothing was open (BEGIN never reached the server): nothing to undo.
             Ok(()) | Err(DieselError::NotInTransaction) => Ok(()),
             Err(e) => Err(read::<D>(e)),

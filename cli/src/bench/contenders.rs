@@ -1,4 +1,4 @@
-//! The contenders: raw sqlx `PgPool`, raw deadpool-postgres and ucm-sqlx, each running the same two reads (a prepared `SELECT 1`, and a small indexed read) with values decoded; pgbench as the C baseline.
+//! The contenders: raw sqlx `PgPool`, raw deadpool-postgres, raw diesel-async over deadpool, ucm-sqlx and ucm-diesel, each running the same two reads (a prepared `SELECT 1`, and a small indexed read) with values decoded; pgbench as the C baseline.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -7,11 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{ManagerConfig as DeadpoolConfig, RecyclingMethod};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel_async::AsyncPgConnection;
 use sqlx::postgres::PgPoolOptions;
 use ucm::{
-    ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode, PoolConfiguration, Value,
+    Backend, ConnectionManagerProtocol, ConnectionMode, Manager, ManagerConfig, ManagerMode,
+    PoolConfiguration, Value,
 };
-use ucm_sqlx::{SqlxConnection, SqlxManager};
+use ucm_diesel::{Diesel, DieselConnection};
+use ucm_sqlx::{Sqlx, SqlxConnection, SqlxManager};
 
 use super::load::Op;
 
@@ -91,8 +96,11 @@ pub(crate) async fn all(url: &str) -> anyhow::Result<Vec<Contender>> {
         sqlx_pool(url, true).await?,
         sqlx_pool(url, false).await?,
         deadpool(url)?,
-        ucm(url, false, &[]).await?,
-        ucm(url, true, &[]).await?,
+        diesel_pool(url)?,
+        ucm_neutral::<Sqlx>(url, &[]).await?,
+        ucm_sqlx_native(url).await?,
+        ucm_neutral::<Diesel>(url, &[]).await?,
+        ucm_diesel_native(url).await?,
     ])
 }
 
@@ -105,9 +113,9 @@ pub(crate) async fn ha_pair(url: &str) -> anyhow::Result<[Contender; 2]> {
         replica != url,
         "the HA comparison needs a URL with host 127.0.0.1 (it reaches the replica as localhost)"
     );
-    let mut single = ucm(url, false, &[]).await?;
+    let mut single = ucm_neutral::<Sqlx>(url, &[]).await?;
     single.name = "ucm-sqlx, single endpoint";
-    let mut routed = ucm(url, false, &[replica]).await?;
+    let mut routed = ucm_neutral::<Sqlx>(url, &[replica]).await?;
     routed.name = "ucm-sqlx, one replica";
     Ok([single, routed])
 }
@@ -183,9 +191,75 @@ fn deadpool(url: &str) -> anyhow::Result<Contender> {
     })
 }
 
-/// ucm-sqlx: through the neutral API (`fetch_all` in `ReadOnly` mode, rows as `Value`s,
-/// retry policy), or natively (a checkout from ucm's pool, then sqlx's own query on it).
-async fn ucm(url: &str, native: bool, replicas: &[String]) -> anyhow::Result<Contender> {
+/// The row of the `SELECT 1` as diesel reads it.
+#[derive(QueryableByName)]
+struct One {
+    #[diesel(sql_type = Integer)]
+    one: i32,
+}
+
+/// The row of the indexed read as diesel reads it.
+#[derive(QueryableByName)]
+struct Item {
+    #[diesel(sql_type = Text)]
+    #[allow(dead_code)] // Decoded, as every contender decodes its values, then dropped.
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    #[allow(dead_code)]
+    price: i64,
+}
+
+/// diesel-async's own deadpool integration with fast recycling (no ping per checkout, as
+/// for deadpool-postgres), running `sql_query` with diesel's typed rows.
+fn diesel_pool(url: &str) -> anyhow::Result<Contender> {
+    use diesel_async::pooled_connection::deadpool::Pool;
+    use diesel_async::pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig as DieselConfig, RecyclingMethod as Recycling,
+    };
+    let mut config = DieselConfig::default();
+    config.recycling_method = Recycling::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    let pool = Pool::builder(manager).max_size(POOL_MAX).build()?;
+    let (p1, p2, table) = (pool.clone(), pool.clone(), Arc::new(indexed_sql(&items_table())));
+    Ok(Contender {
+        name: "diesel-async deadpool",
+        select1: Arc::new(move || {
+            let pool = p1.clone();
+            Box::pin(async move {
+                let mut connection = pool.get().await?;
+                diesel_select1(&mut connection).await
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (pool, sql) = (p2.clone(), Arc::clone(&table));
+            Box::pin(async move {
+                let mut connection = pool.get().await?;
+                diesel_indexed(&mut connection, &sql).await
+            })
+        }),
+        close: Box::new(move || Box::pin(async move { pool.close() })),
+    })
+}
+
+async fn diesel_select1(connection: &mut AsyncPgConnection) -> anyhow::Result<()> {
+    let row: One =
+        diesel_async::RunQueryDsl::get_result(diesel::sql_query("SELECT 1 AS one"), connection)
+            .await?;
+    anyhow::ensure!(row.one == 1, "SELECT 1 returned {}", row.one);
+    Ok(())
+}
+
+async fn diesel_indexed(connection: &mut AsyncPgConnection, sql: &str) -> anyhow::Result<()> {
+    let query = diesel::sql_query(sql).bind::<BigInt, _>(key());
+    let _item: Item = diesel_async::RunQueryDsl::get_result(query, connection).await?;
+    Ok(())
+}
+
+/// A ucm manager of backend `B` with a pool of [`POOL_MAX`], reads in `ReadOnly` mode.
+async fn ucm_manager<B: Backend>(
+    url: &str,
+    replicas: &[String],
+) -> anyhow::Result<Arc<Manager<B>>> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(POOL_MAX)
         .max_overflow(0)
@@ -197,74 +271,119 @@ async fn ucm(url: &str, native: bool, replicas: &[String]) -> anyhow::Result<Con
         .replicas(replicas)
         .pool(pool)
         .build()?;
-    let manager = Arc::new(SqlxManager::connect(config).await?);
+    Ok(Arc::new(Manager::<B>::connect(config).await?))
+}
+
+/// The contender's `close`: drains the manager.
+fn close_manager<B: Backend>(
+    manager: Arc<Manager<B>>,
+) -> Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send> {
+    Box::new(move || {
+        Box::pin(async move {
+            let _ = manager.close().await;
+        })
+    })
+}
+
+/// ucm on backend `B` through the neutral API: `fetch_all` in `ReadOnly` mode, rows as
+/// `Value`s, under the retry policy.
+async fn ucm_neutral<B: Backend>(url: &str, replicas: &[String]) -> anyhow::Result<Contender> {
+    let manager = ucm_manager::<B>(url, replicas).await?;
     let sql = Arc::new(indexed_sql(&items_table()));
     let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
-    let (select1, indexed): (Op, Op) = if native {
-        (
-            Arc::new(move || {
-                let manager = Arc::clone(&m1);
-                Box::pin(async move {
-                    let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
-                    let SqlxConnection::Postgres(session) = &mut connection else {
-                        anyhow::bail!("not a PostgreSQL connection");
-                    };
-                    let one: i32 =
-                        sqlx::query_scalar("SELECT 1").fetch_one(session.driver()).await?;
-                    anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
-                    Ok(())
-                })
-            }),
-            Arc::new(move || {
-                let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
-                Box::pin(async move {
-                    let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
-                    let SqlxConnection::Postgres(session) = &mut connection else {
-                        anyhow::bail!("not a PostgreSQL connection");
-                    };
-                    let (_name, _price): (String, i64) =
-                        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                            .bind(key())
-                            .fetch_one(session.driver())
-                            .await?;
-                    Ok(())
-                })
-            }),
-        )
-    } else {
-        (
-            Arc::new(move || {
-                let manager = Arc::clone(&m1);
-                Box::pin(async move {
-                    let rows =
-                        manager.fetch_all(ConnectionMode::ReadOnly, "SELECT 1 AS one", &[]).await?;
-                    let one: i64 =
-                        rows.first().map(|r| r.try_get("one")).transpose()?.unwrap_or_default();
-                    anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
-                    Ok(())
-                })
-            }),
-            Arc::new(move || {
-                let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
-                Box::pin(async move {
-                    let rows = manager
-                        .fetch_all(ConnectionMode::ReadOnly, &sql, &[Value::Int(key())])
-                        .await?;
-                    anyhow::ensure!(rows.len() == 1, "expected one row, got {}", rows.len());
-                    Ok(())
-                })
-            }),
-        )
-    };
     Ok(Contender {
-        name: if native { "ucm-sqlx (native)" } else { "ucm-sqlx (neutral)" },
-        select1,
-        indexed,
-        close: Box::new(move || {
+        name: if B::NAME == "diesel" { "ucm-diesel (neutral)" } else { "ucm-sqlx (neutral)" },
+        select1: Arc::new(move || {
+            let manager = Arc::clone(&m1);
             Box::pin(async move {
-                let _ = manager.close().await;
+                let rows =
+                    manager.fetch_all(ConnectionMode::ReadOnly, "SELECT 1 AS one", &[]).await?;
+                let one: i64 =
+                    rows.first().map(|r| r.try_get("one")).transpose()?.unwrap_or_default();
+                anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                Ok(())
             })
         }),
+        indexed: Arc::new(move || {
+            let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
+            Box::pin(async move {
+                let rows =
+                    manager.fetch_all(ConnectionMode::ReadOnly, &sql, &[Value::Int(key())]).await?;
+                anyhow::ensure!(rows.len() == 1, "expected one row, got {}", rows.len());
+                Ok(())
+            })
+        }),
+        close: close_manager(manager),
+    })
+}
+
+/// ucm-sqlx natively: a checkout from ucm's pool, then sqlx's own query on it.
+async fn ucm_sqlx_native(url: &str) -> anyhow::Result<Contender> {
+    let manager: Arc<SqlxManager> = ucm_manager::<Sqlx>(url, &[]).await?;
+    let sql = Arc::new(indexed_sql(&items_table()));
+    let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
+    Ok(Contender {
+        name: "ucm-sqlx (native)",
+        select1: Arc::new(move || {
+            let manager = Arc::clone(&m1);
+            Box::pin(async move {
+                let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                let SqlxConnection::Postgres(session) = &mut connection else {
+                    anyhow::bail!("not a PostgreSQL connection");
+                };
+                let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(session.driver()).await?;
+                anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                Ok(())
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
+            Box::pin(async move {
+                let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                let SqlxConnection::Postgres(session) = &mut connection else {
+                    anyhow::bail!("not a PostgreSQL connection");
+                };
+                let (_name, _price): (String, i64) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(key())
+                        .fetch_one(session.driver())
+                        .await?;
+                Ok(())
+            })
+        }),
+        close: close_manager(manager),
+    })
+}
+
+/// ucm-diesel natively: a checkout from ucm's pool, then the diesel DSL on it, exactly as
+/// the raw diesel-async contender runs it.
+async fn ucm_diesel_native(url: &str) -> anyhow::Result<Contender> {
+    let manager = ucm_manager::<Diesel>(url, &[]).await?;
+    let sql = Arc::new(indexed_sql(&items_table()));
+    let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
+    Ok(Contender {
+        name: "ucm-diesel (native)",
+        select1: Arc::new(move || {
+            let manager = Arc::clone(&m1);
+            Box::pin(async move {
+                let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                let DieselConnection::Postgres(session) = &mut connection else {
+                    anyhow::bail!("not a PostgreSQL connection");
+                };
+                diesel_select1(session.driver()).await
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (manager, sql) = (Arc::clone(&m2), Arc::clone(&sql));
+            Box::pin(async move {
+                let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+                let DieselConnection::Postgres(session) = &mut connection else {
+                    anyhow::bail!("not a PostgreSQL connection");
+                };
+                diesel_indexed(session.driver(), &sql).await
+            })
+        }),
+        close: close_manager(manager),
     })
 }
 

@@ -9,11 +9,13 @@ use super::load::Sample;
 use super::{Results, Table, WORKLOADS};
 
 /// The raw contender each ucm contender is judged against, and the target ratio.
-const RATIOS: [(&str, &str, f64); 4] = [
+const RATIOS: [(&str, &str, f64); 6] = [
     ("ucm-sqlx (neutral)", "sqlx PgPool (default)", 1.3),
     ("ucm-sqlx (native)", "sqlx PgPool (default)", 1.3),
     ("ucm-sqlx (native)", "deadpool-postgres", 0.95),
     ("ucm-sqlx (neutral)", "deadpool-postgres", 0.95),
+    ("ucm-diesel (native)", "diesel-async deadpool", 0.97),
+    ("ucm-diesel (neutral)", "diesel-async deadpool", 0.97),
 ];
 
 pub(crate) fn markdown(r: &Results) -> String {
