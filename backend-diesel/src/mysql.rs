@@ -6,12 +6,12 @@ use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{self, Unsigned};
 use diesel_async::AsyncMysqlConnection;
 use ucm_core::{
-    Classified, ConnectFailure, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
-    Result, Value,
+    Classified, ConnectFailure, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result,
+    Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, refuse_tls};
 
 /// MySQL and MariaDB through diesel-async's `AsyncMysqlConnection` (mysql_async, pure Rust).
 #[derive(Debug, Clone, Copy)]
@@ -26,16 +26,7 @@ impl Dialect for MySqlDialect {
     const SYSTEM: &'static str = "mysql";
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<mysql_async::Opts> {
-        if url.ssl_mode().requires_tls() {
-            return Err(Error::config(
-                "DATABASE_URL",
-                format!(
-                    "ssl-mode={} asks for TLS, which ucm-diesel does not do to MySQL yet; use \
-                     the sqlx backend for TLS, or ssl-mode=disabled on a trusted network",
-                    url.ssl_mode()
-                ),
-            ));
-        }
+        refuse_tls(url, "MySQL", "ssl-mode=disabled")?;
         // Named zones need the server's time zone tables, which are often not loaded; an
         // offset always works, so UTC is sent as one.
         let zone = match config.time_zone() {

@@ -7,10 +7,10 @@ use diesel::result::DatabaseErrorKind;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::AsyncPgConnection;
-use ucm_core::{DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value};
+use ucm_core::{DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, Value};
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, refuse_tls};
 
 /// PostgreSQL through diesel-async's `AsyncPgConnection` (tokio-postgres, pure Rust).
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +25,7 @@ impl Dialect for PgDialect {
     const SYSTEM: &'static str = "postgresql";
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<tokio_postgres::Config> {
-        if url.ssl_mode().requires_tls() {
-            return Err(Error::config(
-                "DATABASE_URL",
-                format!(
-                    "sslmode={} asks for TLS, which ucm-diesel does not do to PostgreSQL yet; \
-                     use the sqlx backend for TLS, or sslmode=disable/prefer on a trusted network",
-                    url.ssl_mode()
-                ),
-            ));
-        }
+        refuse_tls(url, "PostgreSQL", "sslmode=disable")?;
         let mut options = tokio_postgres::Config::new();
         options
             .host(url.host().unwrap_or("localhost"))
@@ -174,5 +165,33 @@ impl NeutralBackend for Pg {
             }
             oid => return Err(unsupported(format_args!("with OID {oid}"))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ucm_core::ManagerMode;
+
+    use super::*;
+
+    #[test]
+    fn tls_is_refused_with_the_way_out() {
+        let url = DatabaseUrl::parse("postgres://app@db.example/app?sslmode=require").unwrap();
+        let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
+        let error = PgDialect::options(&url, &config).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        assert!(error.to_string().contains("sqlx backend"), "{error}");
+    }
+
+    #[test]
+    fn options_carry_the_session_settings() {
+        let url = DatabaseUrl::parse("postgres://app:secret@db.example:6543/app").unwrap();
+        let config = PoolConfiguration::for_mode(ManagerMode::McpServer);
+        let options = PgDialect::options(&url, &config).unwrap();
+        assert_eq!(options.get_dbname(), Some("app"));
+        assert_eq!(options.get_user(), Some("app"));
+        assert_eq!(options.get_ports(), &[6543]);
+        assert_eq!(options.get_application_name(), Some(config.application_name()));
+        assert!(options.get_options().is_some_and(|o| o.contains("TimeZone=")));
     }
 }
