@@ -12,6 +12,32 @@
 //! The diesel DSL stays available: a [`DieselSession`] derefs to a [`TrackedConnection`],
 //! which derefs to the diesel-async connection (`&mut **session`).
 //!
+//! ```no_run
+//! use diesel::QueryableByName;
+//! use diesel::sql_types::BigInt;
+//! use ucm_diesel::DieselManager;
+//! use ucm_diesel::core::{ConnectionManagerProtocol, ConnectionMode, Connection, ManagerMode};
+//!
+//! #[derive(QueryableByName)]
+//! struct Pending {
+//!     #[diesel(sql_type = BigInt)]
+//!     n: i64,
+//! }
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = DieselManager::from_env(ManagerMode::AsyncModern).await?;
+//! // The neutral API, as on every backend...
+//! manager.execute(ConnectionMode::ReadWrite, "DELETE FROM jobs WHERE id = $1", &[7.into()]).await?;
+//! // ...and the diesel DSL on a pooled connection (ReadOnly: enforced by the database).
+//! let mut connection = manager.get_connection(ConnectionMode::ReadOnly).await?;
+//! if let Connection::Postgres(session) = &mut connection {
+//!     let query = diesel::sql_query("SELECT count(*) AS n FROM jobs");
+//!     let pending: Pending = diesel_async::RunQueryDsl::get_result(query, session.driver()).await?;
+//!     println!("{} jobs pending", pending.n);
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Features
 //! - `postgres` (default): PostgreSQL, pure Rust.
 //! - `mysql` (default): MySQL and MariaDB, pure Rust.
