@@ -1,11 +1,140 @@
-//! `ucm`, the crate users depend on: backend selection, the global registry, the test adapter and telemetry wiring.
+//! `ucm`, the unified connection manager: the crate to depend on.
 //!
-//! Today it re-exports [`ucm_core`], so `use ucm::...` already reaches the protocol, the
-//! modes and presets, configuration and URLs, errors, the circuit breaker, retry and the
-//! pool. Backend selection by the `sqlx`/`diesel` features and `get_unified_manager(mode)`
-//! arrive with the façade issue.
+//! One protocol ([`ConnectionManagerProtocol`]) over one pool per endpoint, a circuit
+//! breaker, retry with backoff, read/write routing, health checks and metrics, on the
+//! backend chosen at compile time (sqlx or diesel), for PostgreSQL, MySQL/MariaDB and
+//! SQLite. Everything is reachable as `ucm::...`.
+//!
+//! # Quick start: SQLite
+//!
+//! ```
+//! use ucm::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode, ProtocolExt};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> ucm::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("ucm-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("quickstart.db");
+//! let url = format!("sqlite://{}", path.display());
+//! let config = ManagerConfig::builder(ManagerMode::AsyncModern).primary(&url).build()?;
+//! let manager = ucm::unified_manager_for(config).await?; // the process-wide manager for this mode and database
+//!
+//! manager.execute(ConnectionMode::ReadWrite, "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).await?;
+//! manager.execute(ConnectionMode::ReadWrite, "INSERT INTO notes (body) VALUES (?)", &["hello".into()]).await?;
+//! let count: i64 = manager
+//!     .transaction(ConnectionMode::Transactional, |tx| Box::pin(async move {
+//!         tx.execute("INSERT INTO notes (body) VALUES (?)", &["world".into()]).await?;
+//!         let row = tx.fetch_optional("SELECT count(*) AS n FROM notes", &[]).await?;
+//!         row.ok_or_else(|| ucm::Error::other("no count"))?.try_get("n")
+//!     }))
+//!     .await?;
+//! assert_eq!(count, 2);
+//! println!("{count} notes; health {}", manager.health_check().await.status);
+//! ucm::shutdown_all().await?; // at exit: drains and closes every manager
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+//!
+//! # PostgreSQL with a replica
+//!
+//! Configure in the environment (`DATABASE_URL`, `DATABASE_REPLICA_URLS`, `UCM_*`
+//! overrides) or in code; `ReadOnly` work goes to a replica (falling back to the primary
+//! when none answers), everything else to the primary. Reads are read-only at the database.
+//!
+//! ```no_run
+//! use ucm::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode};
+//!
+//! # async fn example() -> ucm::Result<()> {
+//! ucm::install_config(
+//!     ManagerConfig::builder(ManagerMode::HighAvailability)
+//!         .primary("postgres://app:secret@db-primary:5432/app")
+//!         .replica("postgres://app:secret@db-replica:5432/app")
+//!         .build()?,
+//! )?;
+//! let manager = ucm::get_unified_manager(ManagerMode::HighAvailability).await?;
+//! let rows = manager.fetch_all(ConnectionMode::ReadOnly, "SELECT id, state FROM jobs WHERE id = $1", &[7.into()]).await?;
+//! manager.execute(ConnectionMode::ReadWrite, "UPDATE jobs SET state = 'done' WHERE id = $1", &[7.into()]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Choosing a backend
+//!
+//! | `Cargo.toml` | `UnifiedManager` is |
+//! |---|---|
+//! | `ucm = "0.1"` | sqlx's, with PostgreSQL, MySQL and SQLite |
+//! | `ucm = { version = "0.1", default-features = false, features = ["diesel", "postgres"] }` | diesel-async's, PostgreSQL only |
+//!
+//! Both backends pass the same conformance suite. The backend's own API stays available on
+//! a checked-out connection: `session.driver()` is the sqlx connection, or the
+//! diesel-async connection for the diesel DSL. With both backend features on (Cargo
+//! features add up across a build), `UnifiedManager` is sqlx's, and [`DieselManager`] is
+//! there by name. With no backend feature the crate refuses to compile, saying which to
+//! enable.
+//!
+//! # Modes
+//!
+//! A [`ManagerMode`] is a preset: pool size and overflow, timeouts, breaker, validation,
+//! application name (`McpServer` for fast-failing interactive tools, `MlTraining` for long
+//! batch work, `Admin`, `SyncHeavy`, `AsyncModern`, `HighAvailability`). A
+//! [`ConnectionMode`] says what one checkout is for: `ReadOnly` (routed to replicas,
+//! enforced by the database), `ReadWrite`, `Batch`, `Transactional`.
+//!
+//! # Transactions and retry
+//!
+//! [`ProtocolExt::transaction`] runs a closure in a transaction, commits on `Ok`, rolls back
+//! on `Err`, panic or a dropped future, and re-runs the whole closure on a serialization
+//! failure, deadlock or lost connection, under the manager's [`RetryPolicy`] (full-jitter
+//! backoff and a retry budget). A commit whose outcome is unknown is never re-run unless
+//! the work is marked idempotent.
+//!
+//! # Testing
+//!
+//! [`DatabaseTestAdapter`] hands out a production session (through the unified manager)
+//! and a direct, unpooled connection to compare against. The `testing` feature adds
+//! [`pool::testing::MemoryConnector`](crate::pool), a scriptable in-memory connector for
+//! fault tests without a database (slow or refused connects, broken connections, latency).
+//!
+//! # Features
+//! - `sqlx` (default), `diesel`: the backend.
+//! - `postgres`, `mysql`, `sqlite` (all default): the databases compiled in.
+//! - `testing`: the in-memory connector.
 
+#[cfg(not(any(feature = "sqlx", feature = "diesel")))]
+compile_error!(
+    "ucm needs a backend: enable its `sqlx` feature (the default) or `diesel`, e.g. \
+     ucm = { version = \"0.1\", default-features = false, features = [\"diesel\", \"postgres\"] }"
+);
+
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+compile_error!(
+    "ucm needs at least one database: enable its `postgres`, `mysql` or `sqlite` feature"
+);
+
+mod registry;
+mod test_adapter;
+
+pub use registry::{
+    get_unified_manager, install_config, install_manager, shutdown_all, unified_manager_for,
+};
+pub use test_adapter::DatabaseTestAdapter;
 pub use ucm_core::*;
+#[cfg(feature = "diesel")]
+pub use ucm_diesel::{self, Diesel, DieselConnection, DieselManager};
+#[cfg(feature = "sqlx")]
+pub use ucm_sqlx::{self, Sqlx, SqlxConnection, SqlxManager};
+
+/// The backend `UnifiedManager` runs on: sqlx when its feature is on, else diesel.
+#[cfg(feature = "sqlx")]
+pub type SelectedBackend = ucm_sqlx::Sqlx;
+/// The backend `UnifiedManager` runs on: sqlx when its feature is on, else diesel.
+#[cfg(all(feature = "diesel", not(feature = "sqlx")))]
+pub type SelectedBackend = ucm_diesel::Diesel;
+
+/// The connection manager on the backend chosen by features.
+pub type UnifiedManager = Manager<SelectedBackend>;
+
+/// A connection from a [`UnifiedManager`].
+pub type UnifiedConnection = Connection<SelectedBackend>;
 
 /// The README's example, compiled and run as a doctest so that it cannot drift.
 #[cfg(doctest)]

@@ -31,7 +31,9 @@ pub use chrono;
 pub use serde_json;
 pub use uuid;
 
-pub use backend::{Backend, BackendConnector, Connection, Disabled, Manager, Session};
+pub use backend::{
+    Backend, BackendConnector, Connection, Direct, DirectConnection, Disabled, Manager, Session,
+};
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
     DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,

@@ -25,9 +25,12 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     eprintln!("exporting {} to every run (values above)", names.join(", "));
 
     let mut results = Vec::new();
-    for run in with_extra(matrix(), extra) {
-        eprintln!("\n== test run: {} ==", run.label);
-        let mut cmd = Cmd::cargo().arg("test").args(&run.args).dir(&root);
+    let tests = with_extra(matrix(), extra).into_iter().map(|run| ("test", run));
+    // The quick start is a program, run as a user would; a user's own selection skips it.
+    let programs = if extra.is_empty() { programs() } else { Vec::new() };
+    for (subcommand, run) in tests.chain(programs.into_iter().map(|run| ("run", run))) {
+        eprintln!("\n== {subcommand} run: {} ==", run.label);
+        let mut cmd = Cmd::cargo().arg(subcommand).args(&run.args).dir(&root);
         for (key, value) in &services_env {
             cmd = cmd.hidden_env(*key, *value);
         }
@@ -44,7 +47,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
 
     eprintln!("\ntest summary:");
     for (label, passed, elapsed) in &results {
-        eprintln!("  {}  {label:<24} {}", if *passed { "PASS" } else { "FAIL" }, seconds(*elapsed));
+        eprintln!("  {}  {label:<34} {}", if *passed { "PASS" } else { "FAIL" }, seconds(*elapsed));
     }
     print_conformance_matrix(&services, &results);
     let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0.as_str()).collect();
@@ -122,6 +125,27 @@ pub(crate) fn matrix() -> Vec<Run> {
     vec![
         Run::new("workspace", ["--workspace", "--all-targets"]),
         Run::new("doctests", ["--workspace", "--doc"]),
+    ]
+}
+
+/// The programs run after the tests: the façade's quick start as a user's crate builds
+/// it, with the default features (sqlx) and with `default-features = false, features =
+/// ["diesel", "postgres"]`, against `DATABASE_URL`.
+pub(crate) fn programs() -> Vec<Run> {
+    vec![
+        Run::new("quickstart: ucm (default)", ["-p", "ucm", "--example", "quickstart"]),
+        Run::new(
+            "quickstart: ucm diesel+postgres",
+            [
+                "-p",
+                "ucm",
+                "--no-default-features",
+                "--features",
+                "diesel,postgres",
+                "--example",
+                "quickstart",
+            ],
+        ),
     ]
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendConnector, Session};
+use super::{Backend, BackendConnector, Direct, DirectConnection, Session};
 use crate::config::{DatabaseKind, ManagerConfig};
 use crate::error::{Error, Result};
 use crate::health::HealthReport;
@@ -108,6 +108,29 @@ impl<B: Backend> Manager<B> {
     /// The configuration the manager was built from.
     pub fn config(&self) -> &ManagerConfig {
         with_topology!(&self.endpoints, t => t.config())
+    }
+
+    /// Opens one unpooled connection to the primary, with the same session settings as
+    /// the pool's but none of its machinery (no breaker, retry, metrics): what the pool
+    /// adds can be measured against it.
+    ///
+    /// # Errors
+    /// `ConnectFailed` when the primary cannot be reached.
+    pub async fn direct_connection(&self) -> Result<DirectConnection<B>> {
+        Ok(match &self.endpoints {
+            Endpoints::Postgres(t) => DirectConnection::Postgres(
+                Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
+                    .await?,
+            ),
+            Endpoints::MySql(t) => DirectConnection::MySql(
+                Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
+                    .await?,
+            ),
+            Endpoints::Sqlite(t) => DirectConnection::Sqlite(
+                Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
+                    .await?,
+            ),
+        })
     }
 }
 

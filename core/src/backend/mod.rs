@@ -8,11 +8,13 @@
 //! `ConnectionManagerProtocol` for that backend: the topology of pools, routing, retry,
 //! health, info and drain, error mapping and metrics are the same code for every backend.
 
+mod direct;
 mod manager;
 mod session;
 
 use std::future::Future;
 
+pub use direct::{Direct, DirectConnection};
 pub use manager::{Connection, Manager};
 pub use session::Session;
 

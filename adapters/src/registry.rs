@@ -1,0 +1,143 @@
+//! The process-wide registry: one unified manager per mode and database, created once (even under concurrent first calls), installable in code, closed together at exit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::sync::OnceCell;
+use ucm_core::{ConnectionManagerProtocol, Error, ManagerConfig, ManagerMode, Result};
+
+use crate::UnifiedManager;
+
+/// A manager's identity: its mode and its primary's full URL (kept in memory only; never
+/// printed), so two configurations for the same database and mode share one manager.
+type Key = (ManagerMode, String);
+
+/// A manager being created or created; concurrent first callers wait on the same cell.
+type Slot = Arc<OnceCell<Arc<UnifiedManager>>>;
+
+#[derive(Default)]
+struct Registry {
+    managers: HashMap<Key, Slot>,
+    /// Configurations installed in code, by mode; they win over the environment.
+    installed: HashMap<ManagerMode, ManagerConfig>,
+}
+
+impl Registry {
+    /// Whether `mode` already has an installed configuration or a manager.
+    fn is_taken(&self, mode: ManagerMode) -> bool {
+        self.installed.contains_key(&mode) || self.managers.keys().any(|(m, _)| *m == mode)
+    }
+}
+
+fn registry() -> MutexGuard<'static, Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+    // The lock is never held across an await or user code, so a poisoned lock only means
+    // a panic between two map operations; the maps are still consistent.
+    REGISTRY.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(config: &ManagerConfig) -> Key {
+    (config.mode(), config.primary().expose_url())
+}
+
+/// The process-wide manager for `mode`: created on first use from the configuration
+/// installed with [`install_config`], else from the environment (`DATABASE_URL`,
+/// `DATABASE_REPLICA_URLS`, `UCM_*`), and shared by every later call. Concurrent first
+/// calls create it once; a failed creation is not cached, so the next call tries again.
+///
+/// # Errors
+/// As [`ManagerConfig::from_env`] and the backend's `connect`.
+pub async fn get_unified_manager(mode: ManagerMode) -> Result<Arc<UnifiedManager>> {
+    let installed = registry().installed.get(&mode).cloned();
+    let config = match installed {
+        Some(config) => config,
+        None => ManagerConfig::from_env(mode)?,
+    };
+    unified_manager_for(config).await
+}
+
+/// The process-wide manager for `config`'s mode and primary database, created from
+/// `config` on first use. Later calls for the same mode and database share it, whatever
+/// the rest of their configuration: the first one wins.
+///
+/// # Errors
+/// The backend's `connect` error.
+pub async fn unified_manager_for(config: ManagerConfig) -> Result<Arc<UnifiedManager>> {
+    let slot = Arc::clone(registry().managers.entry(key(&config)).or_default());
+    slot.get_or_try_init(|| async { UnifiedManager::connect(config).await.map(Arc::new) })
+        .await
+        .map(Arc::clone)
+}
+
+/// Installs the configuration [`get_unified_manager`] uses for its mode, for applications
+/// that configure in code. Install before the first call for that mode.
+///
+/// # Errors
+/// `Configuration` when a configuration is already installed for the mode, or its manager
+/// was already created: installing twice is refused, never a silent replacement.
+pub fn install_config(config: ManagerConfig) -> Result<()> {
+    let mode = config.mode();
+    let mut registry = registry();
+    if registry.is_taken(mode) {
+        return Err(already(mode));
+    }
+    registry.installed.insert(mode, config);
+    Ok(())
+}
+
+/// Installs a manager built in code as the process-wide manager for its mode (and for its
+/// mode and database), and returns it shared.
+///
+/// # Errors
+/// `Configuration` when the mode already has a configuration or a manager; the manager
+/// passed in is then closed.
+pub async fn install_manager(manager: UnifiedManager) -> Result<Arc<UnifiedManager>> {
+    let config = manager.config().clone();
+    let mode = config.mode();
+    let manager = Arc::new(manager);
+    {
+        let mut registry = registry();
+        if !registry.is_taken(mode) {
+            let slot = Arc::new(OnceCell::new_with(Some(Arc::clone(&manager))));
+            registry.managers.insert(key(&config), slot);
+            registry.installed.insert(mode, config);
+            return Ok(manager);
+        }
+    }
+    manager.close().await?;
+    Err(already(mode))
+}
+
+fn already(mode: ManagerMode) -> Error {
+    Error::config(
+        "registry",
+        format!(
+            "a unified manager (or its configuration) for mode {mode} is already installed; \
+             install once, before the first get_unified_manager({mode}), or call shutdown_all() first"
+        ),
+    )
+}
+
+/// Closes every registered manager (each drains its checked-out connections up to its
+/// deadline) and empties the registry, installed configurations included: the next call
+/// creates anew. For graceful exit, and between test cases.
+///
+/// # Errors
+/// The first manager's `close` error; every manager is closed regardless.
+pub async fn shutdown_all() -> Result<()> {
+    let slots: Vec<Slot> = {
+        let mut registry = registry();
+        registry.installed.clear();
+        registry.managers.drain().map(|(_, slot)| slot).collect()
+    };
+    let mut first_error = None;
+    for slot in slots {
+        if let Some(manager) = slot.get() {
+            if let Err(e) = manager.close().await {
+                tracing::warn!("closing a unified manager at shutdown: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
