@@ -132,11 +132,10 @@ pub async fn shutdown_all() -> Result<()> {
     };
     let mut first_error = None;
     for slot in slots {
-        if let Some(manager) = slot.get() {
-            if let Err(e) = manager.close().await {
-                tracing::warn!("closing a unified manager at shutdown: {e}");
-                first_error.get_or_insert(e);
-            }
+        let Some(manager) = slot.get() else { continue };
+        if let Err(e) = manager.close().await {
+            tracing::warn!("closing a unified manager at shutdown: {e}");
+            first_error.get_or_insert(e);
         }
     }
     first_error.map_or(Ok(()), Err)
