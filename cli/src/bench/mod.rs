@@ -122,34 +122,37 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The throughput tables, then the HA pair (after the main contenders let go of their
-/// connections: together they would not fit in `max_connections`).
+/// The throughput tables, family by family (their samples merged into one table per
+/// workload and concurrency), then the HA pair: all at once they would not fit in
+/// `max_connections`.
 async fn measure(args: &BenchArgs, per_run: Duration) -> anyhow::Result<(Vec<Table>, Table)> {
-    let contenders =
-        contenders::all(&args.database_url).await.context("setting up the contenders")?;
-    let runs = (contenders.len() * WORKLOADS.len() * args.concurrency.len() + 2) as u64;
+    let per_family = 4 * WORKLOADS.len() * args.concurrency.len();
+    let runs = (contenders::FAMILIES * per_family + 2) as u64;
     let bar = progress(runs * u64::from(args.rounds));
-    let mut tables = Vec::new();
-    for workload in WORKLOADS {
-        for &tasks in &args.concurrency {
-            let ops: Vec<(&'static str, Op)> = contenders
-                .iter()
-                .map(|c| {
-                    (
-                        c.name,
-                        if workload == WORKLOADS[0] {
-                            c.select1.clone()
-                        } else {
-                            c.indexed.clone()
-                        },
-                    )
-                })
-                .collect();
-            tables.push(compare(workload, tasks, &ops, args.rounds, per_run, &bar).await);
+    let mut tables: Vec<Table> = Vec::new();
+    for family in 0..contenders::FAMILIES {
+        let contenders = contenders::family(&args.database_url, family)
+            .await
+            .context("setting up the contenders")?;
+        for workload in WORKLOADS {
+            for &tasks in &args.concurrency {
+                let ops: Vec<(&'static str, Op)> = contenders
+                    .iter()
+                    .map(|c| {
+                        let op = if workload == WORKLOADS[0] { &c.select1 } else { &c.indexed };
+                        (c.name, op.clone())
+                    })
+                    .collect();
+                let table = compare(workload, tasks, &ops, args.rounds, per_run, &bar).await;
+                match tables.iter_mut().find(|t| t.workload == workload && t.tasks == tasks) {
+                    Some(existing) => existing.samples.extend(table.samples),
+                    None => tables.push(table),
+                }
+            }
         }
-    }
-    for contender in contenders {
-        contender.close().await;
+        for contender in contenders {
+            contender.close().await;
+        }
     }
     let pair =
         contenders::ha_pair(&args.database_url).await.context("setting up the HA comparison")?;
