@@ -30,7 +30,8 @@ impl Dialect for PgDialect {
         options
             .host(url.host().unwrap_or("localhost"))
             .port(url.port().unwrap_or(5432))
-            .application_name(config.application_name())
+            // An application name in the URL (as libpq takes it) wins over the preset's.
+            .application_name(url.param("application_name").unwrap_or(config.application_name()))
             .options(format!("-c TimeZone={}", config.time_zone()))
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(user) = url.user() {

@@ -36,8 +36,10 @@ impl Dialect for PgDialect {
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgConnectOptions> {
         let options = PgConnectOptions::from_str(&url.expose_url())
             .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
+        // An application name in the URL (as libpq takes it) wins over the preset's.
+        let application_name = url.param("application_name").unwrap_or(config.application_name());
         Ok(options
-            .application_name(config.application_name())
+            .application_name(application_name)
             .options([("TimeZone", config.time_zone())])
             .ssl_mode(match url.ssl_mode() {
                 SslMode::Disable => PgSslMode::Disable,

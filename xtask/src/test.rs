@@ -26,9 +26,9 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
 
     let mut results = Vec::new();
     let tests = with_extra(matrix(), extra).into_iter().map(|run| ("test", run));
-    // The quick start is a program, run as a user would; a user's own selection skips it.
-    let programs = if extra.is_empty() { programs() } else { Vec::new() };
-    for (subcommand, run) in tests.chain(programs.into_iter().map(|run| ("run", run))) {
+    // The runs with other feature sets; a user's own selection skips them.
+    let others = if extra.is_empty() { other_feature_sets() } else { Vec::new() };
+    for (subcommand, run) in tests.chain(others) {
         eprintln!("\n== {subcommand} run: {} ==", run.label);
         let mut cmd = Cmd::cargo().arg(subcommand).args(&run.args).dir(&root);
         for (key, value) in &services_env {
@@ -119,8 +119,8 @@ pub(crate) struct Run {
 ///
 /// The conformance suite of every backend (sqlx, diesel) is part of `workspace`: one build
 /// with the workspace's unified features serves both, so no run rebuilds the dependencies.
-/// Runs needing other features (the compat suite with `unified-v2`, say) are added here as
-/// one `Run` each, with any per-run variables in `env`.
+/// Runs needing other features are added here as one `Run` each, with any per-run variables
+/// in `env`.
 pub(crate) fn matrix() -> Vec<Run> {
     vec![
         Run::new("workspace", ["--workspace", "--all-targets"]),
@@ -128,23 +128,35 @@ pub(crate) fn matrix() -> Vec<Run> {
     ]
 }
 
-/// The programs run after the tests: the façade's quick start as a user's crate builds
-/// it, with the default features (sqlx) and with `default-features = false, features =
-/// ["diesel", "postgres"]`, against `DATABASE_URL`.
-pub(crate) fn programs() -> Vec<Run> {
+/// The runs with other feature sets, after the matrix: the compat suite with `unified-v2`
+/// on (the workspace run had it off; `--workspace` keeps every other crate's features as
+/// above, so only ucm-compat rebuilds), and the façade's quick start as a user's crate
+/// builds it, with the default features (sqlx) and with `default-features = false,
+/// features = ["diesel", "postgres"]`, against `DATABASE_URL`.
+pub(crate) fn other_feature_sets() -> Vec<(&'static str, Run)> {
     vec![
-        Run::new("quickstart: ucm (default)", ["-p", "ucm", "--example", "quickstart"]),
-        Run::new(
-            "quickstart: ucm diesel+postgres",
-            [
-                "-p",
-                "ucm",
-                "--no-default-features",
-                "--features",
-                "diesel,postgres",
-                "--example",
-                "quickstart",
-            ],
+        (
+            "test",
+            Run::new(
+                "compat: unified-v2",
+                ["--workspace", "--features", "ucm-compat/unified-v2", "--test", "legacy"],
+            ),
+        ),
+        ("run", Run::new("quickstart: ucm (default)", ["-p", "ucm", "--example", "quickstart"])),
+        (
+            "run",
+            Run::new(
+                "quickstart: ucm diesel+postgres",
+                [
+                    "-p",
+                    "ucm",
+                    "--no-default-features",
+                    "--features",
+                    "diesel,postgres",
+                    "--example",
+                    "quickstart",
+                ],
+            ),
         ),
     ]
 }

@@ -1,0 +1,131 @@
+//! The legacy async `DatabaseSessionManager` (sessions, scoped transactions, close) and `get_session_context` for the async scope pattern.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use ucm::{
+    BoxFuture, ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Result, UnifiedManager,
+};
+
+use crate::backing::Backing;
+use crate::bridge;
+use crate::session::{AsyncSession, Inner};
+
+/// The legacy asynchronous session manager. Connects lazily, on the first session, like
+/// the legacy engine; its connections are opened and driven on ucm-compat's runtime, so it
+/// works from any runtime (see the crate documentation).
+#[derive(Debug)]
+pub struct DatabaseSessionManager {
+    url: String,
+    echo: bool,
+    backing: OnceCell<Backing>,
+}
+
+impl DatabaseSessionManager {
+    /// A manager for `url`; `echo` logs every statement (not its parameters). Nothing is
+    /// opened until the first session.
+    ///
+    /// # Errors
+    /// `Configuration` for a malformed URL.
+    pub fn new(url: &str, echo: bool) -> Result<Self> {
+        DatabaseUrl::parse(url)?;
+        Ok(Self { url: url.to_owned(), echo, backing: OnceCell::new() })
+    }
+
+    async fn backing(&self) -> Result<&Backing> {
+        self.backing
+            .get_or_try_init(|| {
+                let url = self.url.clone();
+                bridge::spawn(async move { Backing::open(&url).await })
+            })
+            .await
+    }
+
+    /// A session: the first statement opens a transaction, which the caller commits or
+    /// rolls back. Dropped with a transaction open, it is rolled back.
+    ///
+    /// # Errors
+    /// `ConnectFailed` on first use; then as `get_connection`.
+    pub async fn session(&self) -> Result<AsyncSession> {
+        let manager = Arc::clone(self.backing().await?.manager());
+        let echo = self.echo;
+        bridge::spawn(async move {
+            let connection = manager.get_connection(ConnectionMode::ReadWrite).await?;
+            Ok(AsyncSession::new(Inner::new(connection, echo)))
+        })
+        .await
+    }
+
+    /// Runs `work` in a session: commits when it returns `Ok`, rolls back when it returns
+    /// `Err`, panics or is dropped, and always returns the connection to its pool.
+    ///
+    /// # Errors
+    /// `work`'s error, or the session's or commit's.
+    pub async fn session_scope<T, F>(&self, work: F) -> Result<T>
+    where
+        F: for<'s> FnOnce(&'s mut AsyncSession) -> BoxFuture<'s, Result<T>>,
+    {
+        let mut session = self.session().await?;
+        match work(&mut session).await {
+            Ok(value) => {
+                session.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = session.rollback().await {
+                    tracing::debug!(
+                        "rollback after a failed session scope also failed: {rollback}"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the manager's own pool; with `unified-v2` the shared manager stays open.
+    ///
+    /// # Errors
+    /// `Timeout` when connections were still checked out at the drain deadline.
+    pub async fn close(&self) -> Result<()> {
+        let Some(backing) = self.backing.get().cloned() else { return Ok(()) };
+        bridge::spawn(async move { backing.close().await }).await
+    }
+
+    /// The manager underneath (created on first use), for the native protocol.
+    ///
+    /// # Errors
+    /// `ConnectFailed` on first use.
+    pub async fn manager(&self) -> Result<Arc<UnifiedManager>> {
+        Ok(Arc::clone(self.backing().await?.manager()))
+    }
+}
+
+/// A session from the process-wide `DatabaseSessionManager` for `DATABASE_URL`: the async
+/// scope pattern. Commit it explicitly; dropped uncommitted, it rolls back.
+///
+/// ```no_run
+/// # async fn example() -> ucm::Result<()> {
+/// let mut session = ucm_compat::get_session_context().await?;
+/// session.execute("UPDATE jobs SET state = 'done' WHERE id = $1", &[7.into()]).await?;
+/// session.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// `Configuration` when `DATABASE_URL` is missing or malformed; then as
+/// [`DatabaseSessionManager::session`].
+pub async fn get_session_context() -> Result<AsyncSession> {
+    static GLOBAL: OnceCell<DatabaseSessionManager> = OnceCell::const_new();
+    let manager = GLOBAL
+        .get_or_try_init(|| async {
+            let url = std::env::var("DATABASE_URL").map_err(|_| {
+                ucm::Error::config(
+                    "DATABASE_URL",
+                    "not set: export the database URL, e.g. postgres://user@host/db",
+                )
+            })?;
+            DatabaseSessionManager::new(&url, false)
+        })
+        .await?;
+    manager.session().await
+}
