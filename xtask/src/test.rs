@@ -29,7 +29,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     // The runs with other feature sets; a user's own selection skips them.
     let others = if extra.is_empty() { other_feature_sets() } else { Vec::new() };
     for (subcommand, run) in tests.chain(others) {
-        eprintln!("\n== {subcommand} run: {} ==", run.label);
+        eprintln!("\n== cargo {subcommand}: {} ==", run.label);
         let mut cmd = Cmd::cargo().arg(subcommand).args(&run.args).dir(&root);
         for (key, value) in &services_env {
             cmd = cmd.hidden_env(*key, *value);
