@@ -11,6 +11,7 @@
 //! # Features
 //! - `testing`: `pool::testing`, a scriptable in-memory connector for fault tests.
 //! - `serde`: `Serialize`/`Deserialize` on configuration types.
+//! - `otel`: OpenTelemetry metrics through the global meter provider (see [`telemetry`]).
 
 pub mod backend;
 pub mod circuit_breaker;
@@ -23,6 +24,7 @@ mod mode;
 pub mod pool;
 mod protocol;
 pub mod retry;
+pub mod telemetry;
 pub mod topology;
 mod value;
 

@@ -5,12 +5,14 @@ use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tracing::{Instrument, Span};
 
 use super::BackendConnector;
 use crate::error::{DriverError, Error, Phase, Result};
 use crate::mode::ConnectionMode;
 use crate::pool::PooledConnection;
 use crate::protocol::{SqlExecutor, TransactionalConnection};
+use crate::telemetry;
 use crate::value::{Row, Value};
 
 /// A checked-out connection. Runs neutral SQL through [`SqlExecutor`] and explicit
@@ -57,10 +59,28 @@ impl<C: BackendConnector> Session<C> {
         error
     }
 
-    /// Records a statement in the pool's metrics and maps its error.
-    fn finish<T>(&mut self, started: Instant, result: Result<T, DriverError>) -> Result<T> {
+    /// The span of one statement (a no-op span when no subscriber wants it).
+    fn span(&self, sql: &str) -> Span {
+        match self.connection.endpoint() {
+            Some(endpoint) => telemetry::statement_span(endpoint, sql),
+            None => Span::none(),
+        }
+    }
+
+    /// Records a statement in the pool's metrics and its span, and maps its error.
+    fn finish<T>(
+        &mut self,
+        started: Instant,
+        sql: &str,
+        span: &Span,
+        result: Result<T, DriverError>,
+    ) -> Result<T> {
         let result = result.map_err(|e| self.fail(e, Phase::Statement));
-        self.connection.record_operation(started.elapsed(), result.as_ref().err().map(Error::kind));
+        let error = result.as_ref().err();
+        self.connection.record_statement(started.elapsed(), telemetry::operation_name(sql), error);
+        if let Some(error) = error {
+            telemetry::record_failure(span, error);
+        }
         result
     }
 }
@@ -88,15 +108,17 @@ impl<C: BackendConnector> fmt::Debug for Session<C> {
 #[async_trait]
 impl<C: BackendConnector> SqlExecutor for Session<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let span = self.span(sql);
         let started = Instant::now();
-        let result = C::execute(&mut self.connection, sql, params).await;
-        self.finish(started, result)
+        let result = C::execute(&mut self.connection, sql, params).instrument(span.clone()).await;
+        self.finish(started, sql, &span, result)
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let span = self.span(sql);
         let started = Instant::now();
-        let result = C::fetch_all(&mut self.connection, sql, params).await;
-        self.finish(started, result)
+        let result = C::fetch_all(&mut self.connection, sql, params).instrument(span.clone()).await;
+        self.finish(started, sql, &span, result)
     }
 }
 
@@ -106,17 +128,29 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
         // Marked first: if this future is dropped mid-BEGIN, the pool still rolls back.
         // The read-only setting was made for the session at checkout, so BEGIN inherits it.
         self.connection.mark_transaction_open();
-        C::begin(&mut self.connection, mode).await.map_err(|e| self.fail(e, Phase::Statement))
+        let span = self.span("BEGIN");
+        let result = C::begin(&mut self.connection, mode).instrument(span.clone()).await;
+        result
+            .map_err(|e| self.fail(e, Phase::Statement))
+            .inspect_err(|e| telemetry::record_failure(&span, e))
     }
 
     async fn commit(&mut self) -> Result<()> {
-        C::commit(&mut self.connection).await.map_err(|e| self.fail(e, Phase::Commit))?;
+        let span = self.span("COMMIT");
+        let result = C::commit(&mut self.connection).instrument(span.clone()).await;
+        result
+            .map_err(|e| self.fail(e, Phase::Commit))
+            .inspect_err(|e| telemetry::record_failure(&span, e))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        C::rollback(&mut self.connection).await.map_err(|e| self.fail(e, Phase::Statement))?;
+        let span = self.span("ROLLBACK");
+        let result = C::rollback(&mut self.connection).instrument(span.clone()).await;
+        result
+            .map_err(|e| self.fail(e, Phase::Statement))
+            .inspect_err(|e| telemetry::record_failure(&span, e))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }

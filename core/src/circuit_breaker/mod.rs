@@ -418,6 +418,15 @@ impl CircuitBreaker {
 
     fn log(&self, transition: &Transition) {
         let endpoint = self.endpoint.as_str();
+        #[cfg(feature = "otel")]
+        crate::telemetry::otel::breaker_transition(
+            endpoint,
+            match transition {
+                Transition::Opened { .. } => "open",
+                Transition::HalfOpened { .. } => "half_open",
+                Transition::Closed { .. } => "closed",
+            },
+        );
         match *transition {
             Transition::Opened {
                 from: BreakerState::HalfOpen,

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use histogram::{Histogram, HistogramSnapshot};
 
 use crate::error::ErrorKind;
+use crate::telemetry::Endpoint;
 
 /// Why the pool closed a connection; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,9 +55,13 @@ impl CloseReason {
     }
 }
 
-/// Counters and histograms of one pool, fed by the pool and the backend.
-#[derive(Debug, Default)]
+/// Counters and histograms of one pool, fed by the pool and the backend; with the `otel`
+/// feature, every measurement also goes to the OpenTelemetry instruments of the same name.
+#[derive(Debug)]
 pub struct PoolMetrics {
+    endpoint: Endpoint,
+    #[cfg(feature = "otel")]
+    otel: crate::telemetry::otel::Instruments,
     acquire_timeouts: AtomicU64,
     connections_created: AtomicU64,
     connect_failures: AtomicU64,
@@ -97,21 +102,57 @@ pub struct PoolMetricsSnapshot {
     pub operation_errors: Vec<(&'static str, u64)>,
 }
 
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        Self::new(Endpoint::unnamed("pool"))
+    }
+}
+
 impl PoolMetrics {
+    /// Empty metrics for the pool of `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            #[cfg(feature = "otel")]
+            otel: crate::telemetry::otel::Instruments::new(&endpoint),
+            endpoint,
+            acquire_timeouts: AtomicU64::default(),
+            connections_created: AtomicU64::default(),
+            connect_failures: AtomicU64::default(),
+            closed: Default::default(),
+            resets: AtomicU64::default(),
+            wait_time: Histogram::default(),
+            create_time: Histogram::default(),
+            use_time: Histogram::default(),
+            operations: Histogram::default(),
+            operation_errors: Default::default(),
+        }
+    }
+
+    /// Who the pool talks to, as telemetry names it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Records a successful acquire and how long it waited.
     pub fn record_acquire(&self, waited: Duration) {
         // The wait histogram's count is the number of acquires; no second counter.
         self.wait_time.record(waited);
+        #[cfg(feature = "otel")]
+        self.otel.wait(waited);
     }
     /// Records an acquire that gave up on an exhausted pool.
     pub fn record_acquire_timeout(&self) {
         self.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "otel")]
+        self.otel.timeout();
     }
     /// Records a connection attempt: its duration and whether it succeeded.
     pub fn record_connect(&self, took: Duration, ok: bool) {
         if ok {
             self.connections_created.fetch_add(1, Ordering::Relaxed);
             self.create_time.record(took);
+            #[cfg(feature = "otel")]
+            self.otel.create(took);
         } else {
             self.connect_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -128,6 +169,21 @@ impl PoolMetrics {
     /// Records how long a connection was checked out.
     pub fn record_use(&self, held: Duration) {
         self.use_time.record(held);
+        #[cfg(feature = "otel")]
+        self.otel.use_time(held);
+    }
+    /// Records one statement: its duration, its operation (`SELECT`...) and its error.
+    pub fn record_statement(
+        &self,
+        took: Duration,
+        operation: Option<&'static str>,
+        error: Option<&crate::Error>,
+    ) {
+        self.record_operation(took, error.map(crate::Error::kind));
+        #[cfg(feature = "otel")]
+        self.otel.operation(took, operation, error);
+        #[cfg(not(feature = "otel"))]
+        let _ = operation;
     }
     /// Records one operation's duration and, when it failed, its error kind.
     pub fn record_operation(&self, took: Duration, error: Option<ErrorKind>) {

@@ -86,6 +86,24 @@ impl<C: Connector> PooledConnection<C> {
         }
     }
 
+    /// Records one statement run on this connection: its duration, its operation
+    /// (`SELECT`...) and its error, in the pool's metrics (`db.client.operation.duration`).
+    pub fn record_statement(
+        &self,
+        took: std::time::Duration,
+        operation: Option<&'static str>,
+        error: Option<&crate::Error>,
+    ) {
+        if let Some(object) = self.object.as_ref() {
+            object.metrics.record_statement(took, operation, error);
+        }
+    }
+
+    /// Who the connection talks to, as telemetry names it (`None` only after drop).
+    pub fn endpoint(&self) -> Option<&crate::telemetry::Endpoint> {
+        self.object.as_ref().map(|object| object.metrics.endpoint())
+    }
+
     /// How long this connection has been checked out.
     pub fn held_for(&self) -> std::time::Duration {
         self.checked_out.elapsed()

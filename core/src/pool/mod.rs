@@ -39,6 +39,7 @@ use crate::config::PoolConfiguration;
 use crate::error::{Error, Result};
 use crate::metrics::{CloseReason, PoolMetrics};
 use crate::mode::ConnectionMode;
+use crate::telemetry::Endpoint;
 use manager::Manager;
 
 /// Deadpool's non-blocking checkout: a zero wait tries the semaphore without a timer.
@@ -74,6 +75,23 @@ pub(crate) struct Inner<C: Connector> {
     metrics: Arc<PoolMetrics>,
     breaker: Option<CircuitBreaker>,
     reaper: Mutex<Option<JoinHandle<()>>>,
+    /// The `db.client.connection.*` instruments reading this pool's status.
+    #[cfg(feature = "otel")]
+    observed: std::sync::OnceLock<crate::telemetry::otel::Observed>,
+}
+
+impl<C: Connector> Inner<C> {
+    fn status(&self) -> PoolStatus {
+        let status = self.pool.status();
+        PoolStatus {
+            size: status.size,
+            idle: status.available,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+            pool_size: self.config.pool_size(),
+            max_size: self.config.max_size(),
+        }
+    }
 }
 
 impl<C: Connector> Pool<C> {
@@ -92,7 +110,21 @@ impl<C: Connector> Pool<C> {
         config: PoolConfiguration,
         breaker: Option<CircuitBreakerConfig>,
     ) -> Result<Self> {
-        let label: Arc<str> = Arc::from(label.into());
+        Self::for_endpoint(Endpoint::unnamed(&label.into()), connector, config, breaker)
+    }
+
+    /// [`Self::new`] for a pool whose telemetry names `endpoint` (database system, name,
+    /// address, port); its label is `endpoint.pool`.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn for_endpoint(
+        endpoint: Endpoint,
+        connector: C,
+        config: PoolConfiguration,
+        breaker: Option<CircuitBreakerConfig>,
+    ) -> Result<Self> {
+        let label: Arc<str> = Arc::from(endpoint.pool.as_str());
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config(
                 "runtime",
@@ -106,7 +138,7 @@ impl<C: Connector> Pool<C> {
             }
             None => None,
         };
-        let metrics = Arc::new(PoolMetrics::default());
+        let metrics = Arc::new(PoolMetrics::new(endpoint));
         let manager = Manager {
             connector,
             config: config.clone(),
@@ -125,8 +157,25 @@ impl<C: Connector> Pool<C> {
             .build()
             .map_err(|e| Error::config("pool", e.to_string()))?;
         let period = reaper::reaper_period(config.overflow_idle_timeout());
-        let inner =
-            Arc::new(Inner { pool, label, config, metrics, breaker, reaper: Mutex::new(None) });
+        let inner = Arc::new(Inner {
+            pool,
+            label,
+            config,
+            metrics,
+            breaker,
+            reaper: Mutex::new(None),
+            #[cfg(feature = "otel")]
+            observed: std::sync::OnceLock::new(),
+        });
+        #[cfg(feature = "otel")]
+        {
+            let observed = crate::telemetry::otel::observe(
+                inner.metrics.endpoint(),
+                Arc::downgrade(&inner),
+                Inner::<C>::status,
+            );
+            let _ = inner.observed.set(observed);
+        }
         let task = runtime.spawn(reaper::run(Arc::downgrade(&inner), period));
         if let Ok(mut slot) = inner.reaper.lock() {
             *slot = Some(task);
@@ -253,15 +302,7 @@ impl<C: Connector> Pool<C> {
 
     /// Connection counts now; no I/O.
     pub fn status(&self) -> PoolStatus {
-        let status = self.inner.pool.status();
-        PoolStatus {
-            size: status.size,
-            idle: status.available,
-            in_use: status.size.saturating_sub(status.available),
-            waiting: status.waiting,
-            pool_size: self.inner.config.pool_size(),
-            max_size: self.inner.config.max_size(),
-        }
+        self.inner.status()
     }
 
     /// The pool's counters and histograms.

@@ -93,6 +93,8 @@ impl RetryPolicy {
         idempotent: bool,
     ) -> Option<std::time::Duration> {
         if self.should_retry(error, attempt, idempotent) {
+            #[cfg(feature = "otel")]
+            crate::telemetry::otel::retry(error.kind().as_str());
             Some(self.backoff.delay(attempt - 1, &mut rand::rng()))
         } else {
             None
@@ -123,7 +125,10 @@ impl RetryPolicy {
                 Err(error) => error,
             };
             match self.verdict(&error, attempt, idempotent) {
-                Verdict::Retry => {}
+                Verdict::Retry => {
+                    #[cfg(feature = "otel")]
+                    crate::telemetry::otel::retry(error.kind().as_str());
+                }
                 Verdict::Permanent => return Err(error),
                 Verdict::OutOfAttempts => {
                     tracing::debug!(

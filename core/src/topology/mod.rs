@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
 use crate::error::{Error, Result};
@@ -18,6 +20,7 @@ use crate::health::{EndpointRole, HealthReport, HealthStatus, probe};
 use crate::info::{ConnectionInfo, EndpointInfo};
 use crate::mode::ConnectionMode;
 use crate::pool::{Connector, Pool, PooledConnection};
+use crate::telemetry::Endpoint;
 
 /// How long [`Topology::close`] waits for checked-out connections before giving up.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -49,8 +52,8 @@ impl<C: Connector> Topology<C> {
         let pool_config = config.pool().clone();
         let breaker = pool_config.circuit_breaker().then(CircuitBreakerConfig::default);
         let make = |url: &DatabaseUrl| -> Result<Pool<C>> {
-            Pool::new(
-                url.label(),
+            Pool::for_endpoint(
+                Endpoint::from_url(url, &url.label()),
                 connector_for(url, &pool_config)?,
                 pool_config.clone(),
                 breaker.clone(),
@@ -81,6 +84,15 @@ impl<C: Connector> Topology<C> {
     /// `Closed` after [`Self::close`]; otherwise the primary's acquire error (replica
     /// failures only move the read elsewhere).
     pub async fn acquire(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
+        let span = crate::telemetry::acquire_span(self.primary.metrics().endpoint(), mode.as_str());
+        let result = self.route(mode).instrument(span.clone()).await;
+        if let Err(error) = &result {
+            crate::telemetry::record_failure(&span, error);
+        }
+        result
+    }
+
+    async fn route(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed { what: "manager".into() });
         }
@@ -91,6 +103,8 @@ impl<C: Connector> Topology<C> {
                 match replica.acquire_for(mode).await {
                     Ok(connection) => return Ok(connection),
                     Err(e) => {
+                        #[cfg(feature = "otel")]
+                        crate::telemetry::otel::read_fallback(replica.label());
                         tracing::debug!(replica = %replica.label(), "read moves on from replica: {e}");
                     }
                 }

@@ -1,0 +1,122 @@
+//! What ucm emits for observability, installed by nobody here: `tracing` spans per acquire and per statement, named and attributed per the OpenTelemetry database conventions, and (feature `otel`) OpenTelemetry metrics through the global meter provider.
+//!
+//! Spans carry `otel.name` and `otel.kind = "client"`, so `tracing-opentelemetry` exports
+//! them as CLIENT spans named `{db.operation.name} {target}` (`SELECT items`), with
+//! `db.system.name`, `db.namespace`, `db.operation.name`, `db.query.summary`,
+//! `server.address`, `server.port`, `db.client.connection.pool.name`, and on failure
+//! `error.type` (ucm's error kind) and `db.response.status_code` (the SQLSTATE). Parameter
+//! values and passwords are never recorded; the SQL text is reduced to its summary.
+
+#[cfg(feature = "otel")]
+pub(crate) mod otel;
+mod summary;
+
+use tracing::Span;
+use tracing::field::Empty;
+
+pub use summary::{operation_name, query_summary};
+
+use crate::config::{DatabaseKind, DatabaseUrl};
+use crate::error::Error;
+
+/// Who a pool talks to, as telemetry names it; built once per pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `db.system.name`: `postgresql`, `mysql`, `mariadb`, `sqlite`, or `other_sql`.
+    pub system: &'static str,
+    /// `db.namespace`: the database name (the file for SQLite).
+    pub namespace: Option<String>,
+    /// `server.address`.
+    pub address: Option<String>,
+    /// `server.port`.
+    pub port: Option<u16>,
+    /// `db.client.connection.pool.name`: the pool's redacted label.
+    pub pool: String,
+}
+
+impl Endpoint {
+    /// The endpoint `url` names, its pool labelled `pool`.
+    pub fn from_url(url: &DatabaseUrl, pool: &str) -> Self {
+        let system = match url.kind() {
+            DatabaseKind::Postgres => "postgresql",
+            DatabaseKind::MySql if url.is_mariadb() => "mariadb",
+            DatabaseKind::MySql => "mysql",
+            DatabaseKind::Sqlite => "sqlite",
+        };
+        let namespace = match url.kind() {
+            DatabaseKind::Sqlite => Some(url.sqlite_path().unwrap_or(":memory:").to_owned()),
+            _ => url.database().map(str::to_owned),
+        };
+        Self {
+            system,
+            namespace,
+            address: url.host().map(str::to_owned),
+            port: url.port(),
+            pool: pool.to_owned(),
+        }
+    }
+
+    /// An endpoint known only by its pool label (a pool built without a URL).
+    pub fn unnamed(pool: &str) -> Self {
+        Self {
+            system: "other_sql",
+            namespace: None,
+            address: None,
+            port: None,
+            pool: pool.to_owned(),
+        }
+    }
+}
+
+/// The span of one statement on `endpoint`; [`record_failure`] completes it on error.
+pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Span {
+    // The summary is computed only when a subscriber wants the span.
+    if !tracing::enabled!(target: "ucm::db", tracing::Level::INFO) {
+        return Span::none();
+    }
+    let summary = query_summary(sql, None);
+    let name = match (summary.contains(' '), endpoint.namespace.as_deref()) {
+        (false, Some(namespace)) => format!("{summary} {namespace}"),
+        _ => summary.clone(),
+    };
+    tracing::info_span!(
+        target: "ucm::db",
+        "db.operation",
+        otel.name = %name,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = endpoint.system,
+        db.namespace = endpoint.namespace.as_deref(),
+        db.operation.name = operation_name(sql),
+        db.query.summary = %summary,
+        server.address = endpoint.address.as_deref(),
+        server.port = endpoint.port,
+        db.client.connection.pool.name = %endpoint.pool,
+        db.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+/// The span of one checkout from the pool of `endpoint`.
+pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Span {
+    tracing::info_span!(
+        target: "ucm::pool",
+        "db.client.connection.acquire",
+        otel.name = %format_args!("acquire {}", endpoint.pool),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = endpoint.system,
+        db.client.connection.pool.name = %endpoint.pool,
+        ucm.connection_mode = mode,
+        error.type = Empty,
+    )
+}
+
+/// Marks `span` failed with `error`: `error.type`, the SQLSTATE, and the OpenTelemetry status.
+pub(crate) fn record_failure(span: &Span, error: &Error) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", error.kind().as_str());
+    if let Some(sqlstate) = error.sqlstate() {
+        span.record("db.response.status_code", sqlstate);
+    }
+}
