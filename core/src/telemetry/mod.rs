@@ -90,7 +90,7 @@ pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Span {
         db.operation.name = operation_name(sql),
         db.query.summary = %summary,
         server.address = endpoint.address.as_deref(),
-        server.port = endpoint.port,
+        server.port = endpoint.port.map(i64::from),
         db.client.connection.pool.name = %endpoint.pool,
         db.response.status_code = Empty,
         error.type = Empty,
