@@ -125,6 +125,8 @@ async fn demo<B: Backend>(
         let manager = Arc::new(Manager::<B>::connect(config(url, mode)?).await?);
         let stats = workload(&manager, schema, args, mode).await;
         print_mode(mode, &stats, &manager, args.seconds).await;
+        // With --otel, the pool gauges are exported while this mode's pool still exists.
+        crate::telemetry::flush_metrics();
         manager.close().await?;
     }
     conflict(admin, schema).await?;

@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod config;
 mod demo;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ucm", version, about)]
 struct Cli {
+    /// Export ucm's spans and metrics with OpenTelemetry: `stdout`, or `otlp` to
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. Logs go to standard error, filtered by RUST_LOG.
+    #[arg(long, global = true, value_enum)]
+    otel: Option<telemetry::OtelExport>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,12 +37,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let telemetry = match telemetry::install(cli.otel) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Config(args) => config::run(&args),
         Command::Demo(args) => block_on(demo::run(&args)),
         Command::Check(args) => block_on(check::run(&args)),
         Command::Bench(args) => block_on(bench::run(&args)),
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

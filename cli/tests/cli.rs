@@ -50,6 +50,43 @@ fn demo_runs_with_no_server_and_no_environment() {
 }
 
 #[test]
+fn demo_runs_on_the_diesel_backend() {
+    let output = ucm(&[
+        "demo",
+        "--backend",
+        "diesel",
+        "--seconds",
+        "0.3",
+        "--tasks",
+        "2",
+        "--accounts",
+        "10",
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("diesel backend"), "{stdout}");
+    assert!(stdout.contains("money conserved across every transfer and retry: yes"), "{stdout}");
+}
+
+#[test]
+fn otel_stdout_exports_client_spans_and_metrics() {
+    let output =
+        ucm(&["--otel", "stdout", "demo", "--seconds", "0.2", "--tasks", "1", "--accounts", "4"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    for needle in [
+        "Kind         : Client",
+        "db.system.name: String(Owned(\"sqlite\"))",
+        "db.operation.name: String(Owned(\"SELECT\"))",
+        "Name         : db.client.operation.duration",
+        "Name         : db.client.connection.count",
+        "db.client.connection.state: idle",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from the --otel stdout output");
+    }
+}
+
+#[test]
 fn check_reports_a_live_server() {
     let Some(url) = postgres_url() else { return };
     let output = ucm(&["check", &url]);
