@@ -67,7 +67,7 @@
 //! Both backends pass the same conformance suite. The backend's own API stays available on
 //! a checked-out connection: `session.driver()` is the sqlx connection, or the
 //! diesel-async connection for the diesel DSL. With both backend features on (Cargo
-//! features add up across a build), `UnifiedManager` is sqlx's, and [`DieselManager`] is
+//! features add up across a build), `UnifiedManager` is sqlx's, and `DieselManager` is
 //! there by name. With no backend feature the crate refuses to compile, saying which to
 //! enable.
 //!
@@ -87,6 +87,30 @@
 //! backoff and a retry budget). A commit whose outcome is unknown is never re-run unless
 //! the work is marked idempotent.
 //!
+//! # Observability
+//!
+//! ucm emits; your application installs. Every statement gets a `tracing` span, exported by
+//! `tracing-opentelemetry` as a CLIENT span named `SELECT items` (the operation and its
+//! table) with `db.system.name`, `db.namespace`, `db.operation.name`, `db.query.summary`,
+//! `server.address`, `server.port`, `db.client.connection.pool.name`, and on failure
+//! `error.type` and `db.response.status_code` (the SQLSTATE); every checkout gets an
+//! `acquire` span. Parameter values and passwords never appear. With the `otel` feature
+//! (default), metrics go to the global meter provider: `db.client.operation.duration` (s,
+//! the conventions' buckets), `db.client.connection.count` (state `idle`/`used`), `.max`,
+//! `.idle.max`, `.idle.min`, `.pending_requests`, `.timeouts`, `.create_time`,
+//! `.wait_time`, `.use_time`, and ucm's own `ucm.circuit_breaker.transitions`,
+//! `ucm.retries`, `ucm.routing.read_fallbacks`. Install the provider before building the
+//! first manager:
+//!
+//! ```no_run
+//! # fn example(provider: opentelemetry_sdk::metrics::SdkMeterProvider) {
+//! opentelemetry::global::set_meter_provider(provider); // then ucm::get_unified_manager(...)
+//! # }
+//! ```
+//!
+//! The same figures, without OpenTelemetry, come from
+//! [`ConnectionManagerProtocol::connection_info`] (no I/O) and `health_check()`.
+//!
 //! # Testing
 //!
 //! [`DatabaseTestAdapter`] hands out a production session (through the unified manager)
@@ -97,6 +121,7 @@
 //! # Features
 //! - `sqlx` (default), `diesel`: the backend.
 //! - `postgres`, `mysql`, `sqlite` (all default): the databases compiled in.
+//! - `otel` (default): OpenTelemetry metrics through the global meter provider.
 //! - `testing`: the in-memory connector.
 
 #[cfg(not(any(feature = "sqlx", feature = "diesel")))]
