@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 use super::BackendConnector;
 use crate::error::{DriverError, Error, Phase, Result};
@@ -59,12 +59,9 @@ impl<C: BackendConnector> Session<C> {
         error
     }
 
-    /// The span of one statement (a no-op span when no subscriber wants it).
-    fn span(&self, sql: &str) -> Span {
-        match self.connection.endpoint() {
-            Some(endpoint) => telemetry::statement_span(endpoint, sql),
-            None => Span::none(),
-        }
+    /// The span of one statement, when a subscriber wants it.
+    fn span(&self, sql: &str) -> Option<Span> {
+        telemetry::statement_span(self.connection.endpoint()?, sql)
     }
 
     /// Records a statement in the pool's metrics and its span, and maps its error.
@@ -72,7 +69,7 @@ impl<C: BackendConnector> Session<C> {
         &mut self,
         started: Instant,
         sql: &str,
-        span: &Span,
+        span: Option<&Span>,
         result: Result<T, DriverError>,
     ) -> Result<T> {
         let result = result.map_err(|e| self.fail(e, Phase::Statement));
@@ -110,15 +107,17 @@ impl<C: BackendConnector> SqlExecutor for Session<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let span = self.span(sql);
         let started = Instant::now();
-        let result = C::execute(&mut self.connection, sql, params).instrument(span.clone()).await;
-        self.finish(started, sql, &span, result)
+        let result =
+            telemetry::within(span.as_ref(), C::execute(&mut self.connection, sql, params)).await;
+        self.finish(started, sql, span.as_ref(), result)
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let span = self.span(sql);
         let started = Instant::now();
-        let result = C::fetch_all(&mut self.connection, sql, params).instrument(span.clone()).await;
-        self.finish(started, sql, &span, result)
+        let result =
+            telemetry::within(span.as_ref(), C::fetch_all(&mut self.connection, sql, params)).await;
+        self.finish(started, sql, span.as_ref(), result)
     }
 }
 
@@ -129,28 +128,28 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
         // The read-only setting was made for the session at checkout, so BEGIN inherits it.
         self.connection.mark_transaction_open();
         let span = self.span("BEGIN");
-        let result = C::begin(&mut self.connection, mode).instrument(span.clone()).await;
+        let result = telemetry::within(span.as_ref(), C::begin(&mut self.connection, mode)).await;
         result
             .map_err(|e| self.fail(e, Phase::Statement))
-            .inspect_err(|e| telemetry::record_failure(&span, e))
+            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))
     }
 
     async fn commit(&mut self) -> Result<()> {
         let span = self.span("COMMIT");
-        let result = C::commit(&mut self.connection).instrument(span.clone()).await;
+        let result = telemetry::within(span.as_ref(), C::commit(&mut self.connection)).await;
         result
             .map_err(|e| self.fail(e, Phase::Commit))
-            .inspect_err(|e| telemetry::record_failure(&span, e))?;
+            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
         let span = self.span("ROLLBACK");
-        let result = C::rollback(&mut self.connection).instrument(span.clone()).await;
+        let result = telemetry::within(span.as_ref(), C::rollback(&mut self.connection)).await;
         result
             .map_err(|e| self.fail(e, Phase::Statement))
-            .inspect_err(|e| telemetry::record_failure(&span, e))?;
+            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }

@@ -68,18 +68,18 @@ impl Endpoint {
     }
 }
 
-/// The span of one statement on `endpoint`; [`record_failure`] completes it on error.
-pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Span {
-    // The summary is computed only when a subscriber wants the span.
+/// The span of one statement on `endpoint`, `None` when no subscriber wants it (then no
+/// summary is computed); [`record_failure`] completes it on error.
+pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Option<Span> {
     if !tracing::enabled!(target: "ucm::db", tracing::Level::INFO) {
-        return Span::none();
+        return None;
     }
     let summary = query_summary(sql, None);
     let name = match (summary.contains(' '), endpoint.namespace.as_deref()) {
         (false, Some(namespace)) => format!("{summary} {namespace}"),
         _ => summary.clone(),
     };
-    tracing::info_span!(
+    Some(tracing::info_span!(
         target: "ucm::db",
         "db.operation",
         otel.name = %name,
@@ -94,12 +94,25 @@ pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Span {
         db.client.connection.pool.name = %endpoint.pool,
         db.response.status_code = Empty,
         error.type = Empty,
-    )
+    ))
 }
 
-/// The span of one checkout from the pool of `endpoint`.
-pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Span {
-    tracing::info_span!(
+/// Runs `future` inside `span` when there is one; without, the future runs as it is (no
+/// wrapper, no extra move of its state).
+pub(crate) async fn within<F: std::future::Future>(span: Option<&Span>, future: F) -> F::Output {
+    match span {
+        Some(span) => tracing::Instrument::instrument(future, span.clone()).await,
+        None => future.await,
+    }
+}
+
+/// The span of one checkout from the pool of `endpoint`; `None` when no subscriber wants it,
+/// so the hot path then neither builds a span nor wraps the checkout future in one.
+pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Option<Span> {
+    if !tracing::enabled!(target: "ucm::pool", tracing::Level::INFO) {
+        return None;
+    }
+    Some(tracing::info_span!(
         target: "ucm::pool",
         "db.client.connection.acquire",
         otel.name = %format_args!("acquire {}", endpoint.pool),
@@ -109,11 +122,12 @@ pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Span {
         db.client.connection.pool.name = %endpoint.pool,
         ucm.connection_mode = mode,
         error.type = Empty,
-    )
+    ))
 }
 
 /// Marks `span` failed with `error`: `error.type`, the SQLSTATE, and the OpenTelemetry status.
-pub(crate) fn record_failure(span: &Span, error: &Error) {
+pub(crate) fn record_failure(span: Option<&Span>, error: &Error) {
+    let Some(span) = span else { return };
     span.record("otel.status_code", "ERROR");
     span.record("error.type", error.kind().as_str());
     if let Some(sqlstate) = error.sqlstate() {

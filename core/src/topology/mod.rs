@@ -85,9 +85,14 @@ impl<C: Connector> Topology<C> {
     /// failures only move the read elsewhere).
     pub async fn acquire(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
         let span = crate::telemetry::acquire_span(self.primary.metrics().endpoint(), mode.as_str());
-        let result = self.route(mode).instrument(span.clone()).await;
+        // Without a subscriber the checkout runs unwrapped: no span, and no extra move of
+        // the (large) checkout future into an instrumenting wrapper.
+        let result = match &span {
+            Some(span) => self.route(mode).instrument(span.clone()).await,
+            None => self.route(mode).await,
+        };
         if let Err(error) = &result {
-            crate::telemetry::record_failure(&span, error);
+            crate::telemetry::record_failure(span.as_ref(), error);
         }
         result
     }
