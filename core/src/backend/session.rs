@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use super::BackendConnector;
 use crate::error::{DriverError, Error, Phase, Result};
@@ -107,16 +107,24 @@ impl<C: BackendConnector> SqlExecutor for Session<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let span = self.span(sql);
         let started = Instant::now();
-        let result =
-            telemetry::within(span.as_ref(), C::execute(&mut self.connection, sql, params)).await;
+        let result = match &span {
+            Some(span) => {
+                C::execute(&mut self.connection, sql, params).instrument(span.clone()).await
+            }
+            None => C::execute(&mut self.connection, sql, params).await,
+        };
         self.finish(started, sql, span.as_ref(), result)
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let span = self.span(sql);
         let started = Instant::now();
-        let result =
-            telemetry::within(span.as_ref(), C::fetch_all(&mut self.connection, sql, params)).await;
+        let result = match &span {
+            Some(span) => {
+                C::fetch_all(&mut self.connection, sql, params).instrument(span.clone()).await
+            }
+            None => C::fetch_all(&mut self.connection, sql, params).await,
+        };
         self.finish(started, sql, span.as_ref(), result)
     }
 }
@@ -128,7 +136,10 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
         // The read-only setting was made for the session at checkout, so BEGIN inherits it.
         self.connection.mark_transaction_open();
         let span = self.span("BEGIN");
-        let result = telemetry::within(span.as_ref(), C::begin(&mut self.connection, mode)).await;
+        let result = match &span {
+            Some(span) => C::begin(&mut self.connection, mode).instrument(span.clone()).await,
+            None => C::begin(&mut self.connection, mode).await,
+        };
         result
             .map_err(|e| self.fail(e, Phase::Statement))
             .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))
@@ -136,7 +147,10 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
 
     async fn commit(&mut self) -> Result<()> {
         let span = self.span("COMMIT");
-        let result = telemetry::within(span.as_ref(), C::commit(&mut self.connection)).await;
+        let result = match &span {
+            Some(span) => C::commit(&mut self.connection).instrument(span.clone()).await,
+            None => C::commit(&mut self.connection).await,
+        };
         result
             .map_err(|e| self.fail(e, Phase::Commit))
             .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;
@@ -146,7 +160,10 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
 
     async fn rollback(&mut self) -> Result<()> {
         let span = self.span("ROLLBACK");
-        let result = telemetry::within(span.as_ref(), C::rollback(&mut self.connection)).await;
+        let result = match &span {
+            Some(span) => C::rollback(&mut self.connection).instrument(span.clone()).await,
+            None => C::rollback(&mut self.connection).await,
+        };
         result
             .map_err(|e| self.fail(e, Phase::Statement))
             .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;

@@ -97,15 +97,6 @@ pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Option<Span> {
     ))
 }
 
-/// Runs `future` inside `span` when there is one; without, the future runs as it is (no
-/// wrapper, no extra move of its state).
-pub(crate) async fn within<F: std::future::Future>(span: Option<&Span>, future: F) -> F::Output {
-    match span {
-        Some(span) => tracing::Instrument::instrument(future, span.clone()).await,
-        None => future.await,
-    }
-}
-
 /// The span of one checkout from the pool of `endpoint`; `None` when no subscriber wants it,
 /// so the hot path then neither builds a span nor wraps the checkout future in one.
 pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Option<Span> {

@@ -17,6 +17,11 @@ const OPERATION_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.
 const CONNECTION_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// A string attribute value that clones by reference count, not by copying.
+fn shared(text: &str) -> opentelemetry::StringValue {
+    opentelemetry::StringValue::from(Arc::<str>::from(text))
+}
+
 fn meter() -> Meter {
     global::meter("ucm")
 }
@@ -25,6 +30,9 @@ fn meter() -> Meter {
 pub(crate) struct Instruments {
     pool: [KeyValue; 1],
     operation: Vec<KeyValue>,
+    /// The attributes of a successful statement, per operation name, built once so that
+    /// the hot path neither allocates nor clones strings; the last entry has no name.
+    by_operation: Vec<(Option<&'static str>, Vec<KeyValue>)>,
     operation_duration: Histogram<f64>,
     create_time: Histogram<f64>,
     wait_time: Histogram<f64>,
@@ -57,17 +65,30 @@ impl Instruments {
         let meter = meter();
         let mut operation = vec![KeyValue::new("db.system.name", endpoint.system)];
         if let Some(namespace) = &endpoint.namespace {
-            operation.push(KeyValue::new("db.namespace", namespace.clone()));
+            operation.push(KeyValue::new("db.namespace", shared(namespace)));
         }
         if let Some(address) = &endpoint.address {
-            operation.push(KeyValue::new("server.address", address.clone()));
+            operation.push(KeyValue::new("server.address", shared(address)));
         }
         if let Some(port) = endpoint.port {
             operation.push(KeyValue::new("server.port", i64::from(port)));
         }
+        let by_operation = super::summary::OPERATIONS
+            .into_iter()
+            .map(Some)
+            .chain([None])
+            .map(|name| {
+                let mut attributes = operation.clone();
+                if let Some(name) = name {
+                    attributes.push(KeyValue::new("db.operation.name", name));
+                }
+                (name, attributes)
+            })
+            .collect();
         Self {
-            pool: [KeyValue::new("db.client.connection.pool.name", endpoint.pool.clone())],
+            pool: [KeyValue::new("db.client.connection.pool.name", shared(&endpoint.pool))],
             operation,
+            by_operation,
             operation_duration: seconds_histogram(
                 &meter,
                 "db.client.operation.duration",
@@ -106,6 +127,13 @@ impl Instruments {
         operation: Option<&'static str>,
         error: Option<&Error>,
     ) {
+        if error.is_none()
+            && let Some((_, attributes)) =
+                self.by_operation.iter().find(|(name, _)| *name == operation)
+        {
+            self.operation_duration.record(took.as_secs_f64(), attributes);
+            return;
+        }
         let mut attributes = self.operation.clone();
         if let Some(operation) = operation {
             attributes.push(KeyValue::new("db.operation.name", operation));
@@ -212,7 +240,7 @@ pub(crate) fn observe<S: Send + Sync + 'static>(
     status: fn(&S) -> PoolStatus,
 ) -> Observed {
     let meter = meter();
-    let pool = KeyValue::new("db.client.connection.pool.name", endpoint.pool.clone());
+    let pool = KeyValue::new("db.client.connection.pool.name", shared(&endpoint.pool));
     let source = Arc::new(source);
     type Reading = fn(&PoolStatus) -> Vec<(i64, Option<&'static str>)>;
     let gauges: [(&'static str, &'static str, &'static str, Reading); 5] = [

@@ -1,12 +1,14 @@
 //! `db.operation.name` and `db.query.summary` read from SQL text without keeping any of its literals: the leading keyword and the first table it names.
 
+/// The operations ucm names in telemetry (`db.operation.name`).
+pub(crate) const OPERATIONS: [&str; 16] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "CREATE", "DROP", "ALTER", "BEGIN", "START",
+    "COMMIT", "ROLLBACK", "SET", "PRAGMA", "TRUNCATE", "ANALYZE",
+];
+
 /// The statement's operation (`SELECT`, `INSERT`...), from its first keyword; `None` when
 /// the statement starts with something else.
 pub fn operation_name(sql: &str) -> Option<&'static str> {
-    const OPERATIONS: [&str; 16] = [
-        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "CREATE", "DROP", "ALTER", "BEGIN",
-        "START", "COMMIT", "ROLLBACK", "SET", "PRAGMA", "TRUNCATE", "ANALYZE",
-    ];
     let first = sql.split_whitespace().next()?;
     OPERATIONS.into_iter().find(|op| op.eq_ignore_ascii_case(first.trim_end_matches(';')))
 }
