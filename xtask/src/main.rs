@@ -27,6 +27,9 @@ tasks:
       --quiet                 print only those lines, e.g. eval \"$(cargo xtask services --quiet)\"
       --force-throwaway-pg    for testing the fallback only: ignore 127.0.0.1:5432 and the
                               machine's cluster and use the throwaway cluster on 54329
+      --ha                    also start a PostgreSQL primary (54330) and a streaming replica
+                              of it (54331) under target/ucm-services, as the postgres user,
+                              and print HA_PRIMARY_URL and HA_REPLICA_URL
   test [-- <cargo test args>] services, then every test run with the URLs exported; package
                               (-p) and target (--lib, --test x) selections replace the
                               defaults, and args after a second `--` go to the test binaries
@@ -74,6 +77,7 @@ fn run() -> Result<()> {
                 match arg.as_str() {
                     "--quiet" | "-q" => options.quiet = true,
                     "--force-throwaway-pg" => options.force_throwaway_pg = true,
+                    "--ha" => options.ha = true,
                     other => bail!("unknown option `{other}` for `services`\n\n{USAGE}"),
                 }
             }

@@ -5,6 +5,7 @@
 //! is reported; under `CI` a missing service is an error, locally it is a warning (the tests
 //! that need it skip with a printed reason).
 
+mod ha;
 mod postgres;
 
 use std::{
@@ -28,6 +29,8 @@ pub(crate) struct Options {
     /// Skip the server on 127.0.0.1:5432 and the machine's own cluster, to exercise the
     /// throwaway-cluster fallback on a machine that has PostgreSQL running.
     pub(crate) force_throwaway_pg: bool,
+    /// Also start a PostgreSQL primary and a streaming replica of it (`--ha`).
+    pub(crate) ha: bool,
 }
 
 /// The database URLs the tests should use; `None` where that database is not available.
@@ -68,6 +71,19 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         );
     }
     let [postgres, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
+    if ctx.options.ha {
+        let pair = ha::start(&ctx).context("starting the HA primary and replica")?;
+        if !ctx.options.quiet {
+            eprintln!(
+                "HA pair: primary on 127.0.0.1:{}, streaming replica on 127.0.0.1:{} (stop: {})",
+                ha::PRIMARY_PORT,
+                ha::REPLICA_PORT,
+                pair.stop
+            );
+        }
+        println!("export HA_PRIMARY_URL={}", pair.primary);
+        println!("export HA_REPLICA_URL={}", pair.replica);
+    }
     Ok(Services { postgres, mysql, sqlite, redis })
 }
 

@@ -53,7 +53,7 @@ const THROWAWAY_PORT: u16 = 54329;
 const MAX_SOCKET_PATH: usize = 107;
 
 /// What a probe of a port found.
-enum Probe {
+pub(super) enum Probe {
     /// PostgreSQL accepts connections.
     Ready,
     /// Nothing listens.
@@ -63,7 +63,7 @@ enum Probe {
 }
 
 /// Checks `port` with a TCP connect, then with `pg_isready` when it is installed.
-fn probe(ctx: &Ctx, port: u16) -> Probe {
+pub(super) fn probe(ctx: &Ctx, port: u16) -> Probe {
     if !port_open(port) {
         return Probe::Down;
     }
@@ -99,7 +99,7 @@ fn found(ctx: &Ctx, port: u16, note: String, stop: Option<String>) -> Outcome {
 }
 
 /// Creates database `test` unless it exists, connecting over TCP as `postgres`.
-fn ensure_test_database(ctx: &Ctx, port: u16, bin: Option<&Path>) -> Result<()> {
+pub(super) fn ensure_test_database(ctx: &Ctx, port: u16, bin: Option<&Path>) -> Result<()> {
     let client = |name: &str| {
         let program =
             bin.map(|b| b.join(name)).filter(|p| p.is_file()).unwrap_or_else(|| tool(name));
@@ -213,12 +213,16 @@ fn throwaway(ctx: &Ctx) -> Result<Outcome> {
 /// `postgres`: under the workspace's `target/` when the postgres user can reach it there,
 /// else under the system's temporary directory.
 fn data_dir(ctx: &Ctx, as_root: bool) -> Result<PathBuf> {
-    let name = format!("pg-{THROWAWAY_PORT}");
-    let candidates = [ctx.state_dir.join(&name), env::temp_dir().join("ucm-services").join(&name)];
+    cluster_dir(ctx, as_root, &format!("pg-{THROWAWAY_PORT}"), THROWAWAY_PORT)
+}
+
+/// A data directory named `name` for a cluster listening on `port` (see [`data_dir`]).
+pub(super) fn cluster_dir(ctx: &Ctx, as_root: bool, name: &str, port: u16) -> Result<PathBuf> {
+    let candidates = [ctx.state_dir.join(name), env::temp_dir().join("ucm-services").join(name)];
     let mut rejected = Vec::new();
     for dir in candidates {
         // The server's socket lives in the data directory, and socket paths are short.
-        let socket = dir.join(format!(".s.PGSQL.{THROWAWAY_PORT}"));
+        let socket = dir.join(format!(".s.PGSQL.{port}"));
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             rejected.push(format!("{}: path too long for a Unix socket", dir.display()));
             continue;
@@ -247,7 +251,7 @@ fn data_dir(ctx: &Ctx, as_root: bool) -> Result<PathBuf> {
 
 /// The directory holding `initdb` and `pg_ctl`: the highest version under
 /// `/usr/lib/postgresql`, else wherever `PATH` has them.
-fn server_bin_dir() -> Option<PathBuf> {
+pub(super) fn server_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -282,7 +286,7 @@ fn version_key(version: &str) -> Vec<u32> {
 }
 
 /// The last `lines` lines of a log file, or why it could not be read.
-fn tail(path: &Path, lines: usize) -> String {
+pub(super) fn tail(path: &Path, lines: usize) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
