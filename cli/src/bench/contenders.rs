@@ -114,14 +114,18 @@ pub(crate) async fn family(url: &str, family: usize) -> anyhow::Result<Vec<Conte
     })
 }
 
-/// The HA-overhead pair: ucm-sqlx reading through one endpoint, and through the same
-/// server configured as a replica too (reached by another name, so it counts as a second
-/// endpoint), so reads go through replica routing.
-pub(crate) async fn ha_pair(url: &str) -> anyhow::Result<[Contender; 2]> {
-    let replica = url.replacen("127.0.0.1", "localhost", 1);
+/// The HA-overhead pair: ucm-sqlx reading through one endpoint, and with one replica
+/// configured: a real one when given, else the same server under another name (so it
+/// counts as a second endpoint and the comparison isolates the routing cost).
+/// With `replica` given (a real streaming replica of `url`'s server), reads go to it.
+pub(crate) async fn ha_pair(url: &str, replica: Option<&str>) -> anyhow::Result<[Contender; 2]> {
+    let replica = match replica {
+        Some(replica) => replica.to_owned(),
+        None => url.replacen("127.0.0.1", "localhost", 1),
+    };
     anyhow::ensure!(
         replica != url,
-        "the HA comparison needs a URL with host 127.0.0.1 (it reaches the replica as localhost)"
+        "the HA comparison needs a replica URL (--replica-url) or a URL with host 127.0.0.1 (it reaches the same server as localhost)"
     );
     let mut single = ucm_neutral::<Sqlx>(url, &[]).await?;
     single.name = "ucm-sqlx, single endpoint";

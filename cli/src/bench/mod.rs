@@ -43,6 +43,10 @@ pub(crate) struct BenchArgs {
     /// The pgbench binary for the C baseline; found on PATH or under /usr/lib/postgresql when not given.
     #[arg(long)]
     pgbench: Option<PathBuf>,
+    /// A streaming replica of the database, for the HA comparison (e.g. from `cargo xtask
+    /// services --ha`); without it the replica is the same server under another name.
+    #[arg(long)]
+    replica_url: Option<String>,
 }
 
 /// The two read workloads every contender runs.
@@ -70,6 +74,9 @@ pub(crate) struct Results {
     pub(crate) ha: Table,
     pub(crate) checkout: Vec<checkout::CheckoutResult>,
     pub(crate) storm: Vec<storm::StormResult>,
+    /// The real replica the HA comparison read from, redacted; `None`: the same server under
+    /// another name.
+    pub(crate) replica: Option<String>,
 }
 
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -114,6 +121,10 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ha,
         checkout,
         storm,
+        replica: match &args.replica_url {
+            Some(replica) => Some(DatabaseUrl::parse(replica)?.to_string()),
+            None => None,
+        },
     };
     let markdown = report::markdown(&results);
     println!("\n{markdown}");
@@ -154,8 +165,9 @@ async fn measure(args: &BenchArgs, per_run: Duration) -> anyhow::Result<(Vec<Tab
             contender.close().await;
         }
     }
-    let pair =
-        contenders::ha_pair(&args.database_url).await.context("setting up the HA comparison")?;
+    let pair = contenders::ha_pair(&args.database_url, args.replica_url.as_deref())
+        .await
+        .context("setting up the HA comparison")?;
     let ops: Vec<(&'static str, Op)> = pair.iter().map(|c| (c.name, c.indexed.clone())).collect();
     let ha = compare(WORKLOADS[1], HA_TASKS, &ops, args.rounds, per_run, &bar).await;
     for contender in pair {

@@ -47,9 +47,13 @@ pub(crate) fn markdown(r: &Results) -> String {
         }
         out.push('\n');
     }
+    let replica = match &r.replica {
+        Some(replica) => format!("(The replica is {replica}, a streaming replica of the server.)"),
+        None => "(The replica is the same server under another name, so the difference is ucm's routing alone.)".to_owned(),
+    };
     let _ = writeln!(
         out,
-        "## HA overhead: the indexed read routed to one configured replica, against a single endpoint\n\n(The replica is the same server under another name, so the difference is ucm's routing alone.)\n"
+        "## HA overhead: the indexed read routed to one configured replica, against a single endpoint\n\n{replica}\n"
     );
     write_table(&mut out, &r.ha, None);
     if let [(_, single), (_, routed)] = r.ha.samples.as_slice() {
