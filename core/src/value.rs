@@ -203,7 +203,11 @@ macro_rules! from_value {
 }
 
 from_value!(bool, "bool", Value::Bool(v) => Ok(*v), Value::Int(v) => Ok(*v != 0));
-from_value!(i64, "i64", Value::Int(v) => Ok(*v));
+// Exact decimals come as their text (PostgreSQL's `sum(bigint)` is a NUMERIC): a whole
+// number among them reads as an integer, anything else is refused, never rounded.
+from_value!(i64, "i64",
+    Value::Int(v) => Ok(*v),
+    Value::Text(v) => v.parse().map_err(|_| ConversionError { from: "text that is not a whole number", to: "i64" }));
 from_value!(i32, "i32", Value::Int(v) => i32::try_from(*v).map_err(|_| ConversionError { from: "integer out of i32 range", to: "i32" }));
 from_value!(f64, "f64", Value::Float(v) => Ok(*v), Value::Int(v) => Ok(*v as f64));
 // MySQL marks text with a binary collation (and MariaDB's JSON) as binary, so UTF-8
@@ -338,7 +342,12 @@ mod tests {
     fn conversion_errors_name_column_and_types() {
         let r = row();
         let err = r.try_get::<i64>("name").unwrap_err().to_string();
-        assert!(err.contains("\"name\" holds text, which does not convert to i64"), "{err}");
+        assert!(
+            err.contains(
+                "\"name\" holds text that is not a whole number, which does not convert to i64"
+            ),
+            "{err}"
+        );
         let err = r.try_get::<i64>("missing").unwrap_err().to_string();
         assert!(err.contains("no column \"missing\"") && err.contains("id, name"), "{err}");
         let big = Row::new(Arc::from(vec!["n".to_owned()]), vec![Value::Int(i64::MAX)]).unwrap();
@@ -370,6 +379,14 @@ mod tests {
         assert_eq!(Value::Null.to_string(), "NULL");
         assert_eq!(Value::from(Some(3_i32)), Value::Int(3));
         assert_eq!(Value::from(None::<i64>), Value::Null);
+    }
+
+    #[test]
+    fn whole_decimals_read_as_integers() {
+        assert_eq!(i64::from_value(&Value::Text("350".into())).unwrap(), 350);
+        assert_eq!(i64::from_value(&Value::Text("-7".into())).unwrap(), -7);
+        assert!(i64::from_value(&Value::Text("350.50".into())).is_err());
+        assert!(i64::from_value(&Value::Text("ada".into())).is_err());
     }
 
     #[test]
