@@ -1,10 +1,11 @@
-//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `config` (the effective configuration), `bench` (ucm beside the raw pools).
+//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `health` (the topology), `config` (the effective configuration), `bench` (ucm beside the raw pools).
 
 mod backend;
 mod bench;
 mod check;
 mod config;
 mod demo;
+mod health;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the effective configuration for a mode, secrets redacted.
     Config(config::ConfigArgs),
+    /// Probe every endpoint (DATABASE_URL and DATABASE_REPLICA_URLS, or the flags) and show the topology: role, health, probe latency, breaker and pool counts.
+    Health(health::HealthArgs),
     /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
     Bench(bench::BenchArgs),
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config::run(&args),
         Command::Demo(args) => block_on(demo::run(&args)),
         Command::Check(args) => block_on(check::run(&args)),
+        Command::Health(args) => block_on(health::run(&args)),
         Command::Bench(args) => block_on(bench::run(&args)),
     };
     telemetry.shutdown();

@@ -87,6 +87,24 @@ fn otel_stdout_exports_client_spans_and_metrics() {
 }
 
 #[test]
+fn health_shows_the_topology_and_a_dead_replica() {
+    let Some(url) = postgres_url() else { return };
+    let dead_replica = "postgres://app:hunter2@127.0.0.1:1/app";
+    let output = ucm(&["health", "--database-url", &url, "--replica-urls", dead_replica]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("topology (sqlx backend): degraded"), "{stdout}");
+    assert!(stdout.contains("primary") && stdout.contains("healthy"), "{stdout}");
+    assert!(stdout.contains("replica") && stdout.contains("unhealthy"), "{stdout}");
+    assert!(stdout.contains("breaker"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
+    let output = ucm(&["health", "--database-url", &url, "--backend", "diesel"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("topology (diesel backend): healthy"), "{stdout}");
+}
+
+#[test]
 fn check_reports_a_live_server() {
     let Some(url) = postgres_url() else { return };
     let output = ucm(&["check", &url]);

@@ -1,0 +1,83 @@
+//! `ucm health`: the topology as the manager sees it: each endpoint's role, probe result and latency, breaker, and pool counts; exits non-zero when unhealthy.
+
+use ucm::{
+    Backend, ConnectionManagerProtocol, DatabaseUrl, Manager, ManagerConfig, ManagerMode,
+    PoolConfiguration,
+};
+
+use crate::backend::BackendChoice;
+
+/// `ucm health` options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct HealthArgs {
+    /// The primary's URL (the password is never printed).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Replica URLs, comma-separated.
+    #[arg(long, env = "DATABASE_REPLICA_URLS", hide_env_values = true, value_delimiter = ',')]
+    replica_urls: Vec<String>,
+    /// Which backend drives the connections.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
+    backend: BackendChoice,
+}
+
+pub(crate) async fn run(args: &HealthArgs) -> anyhow::Result<()> {
+    match args.backend {
+        BackendChoice::Sqlx => run_on::<ucm_sqlx::Sqlx>(args).await,
+        BackendChoice::Diesel => run_on::<ucm_diesel::Diesel>(args).await,
+    }
+}
+
+async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
+    let replicas: Vec<&str> =
+        args.replica_urls.iter().map(String::as_str).filter(|u| !u.trim().is_empty()).collect();
+    let pool = PoolConfiguration::builder(ManagerMode::Admin)
+        .pool_size(1)
+        .max_overflow(1)
+        .application_name("ucm_health")
+        .build()?;
+    let config = ManagerConfig::builder(ManagerMode::Admin)
+        .primary_url(DatabaseUrl::parse(&args.database_url)?)
+        .replicas(replicas)
+        .pool(pool)
+        .build()?;
+    let manager = Manager::<B>::connect(config).await?;
+    let report = manager.health_check().await;
+    let info = manager.connection_info();
+    println!("topology ({} backend): {}", B::NAME, report.status);
+    for component in &report.components {
+        let endpoint = info.endpoints.iter().find(|e| e.label == component.name);
+        let latency = component
+            .latency
+            .map_or_else(|| "-".to_owned(), |l| format!("{:.1} ms", l.as_secs_f64() * 1e3));
+        println!(
+            "  {:<8} {:<32} {:<9} probe {latency}",
+            component.role.as_str(),
+            component.name,
+            component.status.as_str(),
+        );
+        if let Some(endpoint) = endpoint {
+            let s = &endpoint.status;
+            let breaker = endpoint.breaker.as_ref().map_or_else(
+                || "none".to_owned(),
+                |b| {
+                    format!(
+                        "{} ({} consecutive failures)",
+                        b.state.as_str(),
+                        b.consecutive_failures
+                    )
+                },
+            );
+            println!(
+                "           pool {} open ({} idle, {} in use, {} waiting) of {}; breaker {breaker}",
+                s.size, s.idle, s.in_use, s.waiting, s.max_size
+            );
+        }
+        if let Some(message) = &component.message {
+            println!("           {message}");
+        }
+    }
+    manager.close().await?;
+    anyhow::ensure!(report.status != ucm::HealthStatus::Unhealthy, "the topology is unhealthy");
+    Ok(())
+}
