@@ -59,7 +59,7 @@ impl<D: Dialect> Connector for DieselConnector<D> {
 
     async fn set_read_only(&self, connection: &mut Conn<D>, read_only: bool) -> Result<()> {
         connection
-            .guarded(|c| c.batch_execute(D::read_only_sql(read_only)))
+            .guarded(|c| c.batch_execute(D::KIND.read_only_statement(read_only)))
             .await
             .map_err(|e| self.error(e, Phase::Statement))
     }

@@ -9,7 +9,9 @@ use diesel::QueryResult;
 use diesel::result::DatabaseErrorKind;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, TransactionManager};
-use ucm_core::{ConnectionMode, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result};
+use ucm_core::{
+    ConnectionMode, DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result,
+};
 
 pub use crate::convert::{BoxError, NeutralBackend, NeutralRow};
 
@@ -23,8 +25,8 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     /// Connect settings, built once per endpoint from the URL and the preset.
     type Options: std::fmt::Debug + Send + Sync + 'static;
 
-    /// The OpenTelemetry `db.system.name` (`postgresql`, `mysql`, `sqlite`).
-    const SYSTEM: &'static str;
+    /// Which database: its read-only switch comes from core.
+    const KIND: DatabaseKind;
 
     /// Builds the connect settings: host, credentials, application name, time zone.
     ///
@@ -36,9 +38,6 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     fn connect(
         options: &Self::Options,
     ) -> impl Future<Output = Result<Self::Connection, DriverError>> + Send;
-
-    /// The statement that makes the session refuse (`on`) or accept writes.
-    fn read_only_sql(on: bool) -> &'static str;
 
     /// Runs a statement with neutral parameters; returns the rows affected.
     fn execute(

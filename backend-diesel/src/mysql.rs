@@ -6,8 +6,8 @@ use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{self, Unsigned};
 use diesel_async::AsyncMysqlConnection;
 use ucm_core::{
-    Classified, ConnectFailure, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result,
-    Value,
+    Classified, ConnectFailure, DatabaseKind, DatabaseUrl, DriverError, ErrorKind,
+    PoolConfiguration, Result, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
@@ -23,16 +23,10 @@ impl Dialect for MySqlDialect {
     type Backend = Mysql;
     type Connection = AsyncMysqlConnection;
     type Options = mysql_async::Opts;
-    const SYSTEM: &'static str = "mysql";
+    const KIND: DatabaseKind = DatabaseKind::MySql;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<mysql_async::Opts> {
         refuse_tls(url, "MySQL", "ssl-mode=disabled")?;
-        // Named zones need the server's time zone tables, which are often not loaded; an
-        // offset always works, so UTC is sent as one.
-        let zone = match config.time_zone() {
-            "UTC" | "utc" | "Etc/UTC" => "+00:00".to_owned(),
-            other => other.replace('\'', ""),
-        };
         let builder = mysql_async::OptsBuilder::default()
             .ip_or_hostname(url.host().unwrap_or("localhost"))
             .tcp_port(url.port().unwrap_or(3306))
@@ -42,7 +36,10 @@ impl Dialect for MySqlDialect {
             .socket(url.param("socket"))
             // diesel-async caches statements itself.
             .stmt_cache_size(0)
-            .init(vec![format!("SET time_zone = '{zone}'")]);
+            .init(vec![format!(
+                "SET time_zone = '{}'",
+                config.mysql_time_zone().replace('\'', "")
+            )]);
         Ok(builder.into())
     }
 
@@ -51,10 +48,6 @@ impl Dialect for MySqlDialect {
         AsyncMysqlConnection::try_from(connection)
             .await
             .map_err(|e| DriverError::Other(e.to_string()))
-    }
-
-    fn read_only_sql(on: bool) -> &'static str {
-        if on { "SET SESSION TRANSACTION READ ONLY" } else { "SET SESSION TRANSACTION READ WRITE" }
     }
 
     neutral_statements!(AsyncMysqlConnection);

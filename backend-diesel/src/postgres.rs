@@ -7,7 +7,9 @@ use diesel::result::DatabaseErrorKind;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::AsyncPgConnection;
-use ucm_core::{DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, Value};
+use ucm_core::{
+    DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, Value,
+};
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::{Dialect, refuse_tls};
@@ -22,7 +24,7 @@ impl Dialect for PgDialect {
     type Backend = Pg;
     type Connection = AsyncPgConnection;
     type Options = tokio_postgres::Config;
-    const SYSTEM: &'static str = "postgresql";
+    const KIND: DatabaseKind = DatabaseKind::Postgres;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<tokio_postgres::Config> {
         refuse_tls(url, "PostgreSQL", "sslmode=disable")?;
@@ -30,8 +32,7 @@ impl Dialect for PgDialect {
         options
             .host(url.host().unwrap_or("localhost"))
             .port(url.port().unwrap_or(5432))
-            // An application name in the URL (as libpq takes it) wins over the preset's.
-            .application_name(url.param("application_name").unwrap_or(config.application_name()))
+            .application_name(config.application_name_for(url))
             .options(format!("-c TimeZone={}", config.time_zone()))
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(user) = url.user() {
@@ -52,14 +53,6 @@ impl Dialect for PgDialect {
         AsyncPgConnection::try_from_client_and_connection(client, connection)
             .await
             .map_err(|e| DriverError::Other(e.to_string()))
-    }
-
-    fn read_only_sql(on: bool) -> &'static str {
-        if on {
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
-        } else {
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"
-        }
     }
 
     neutral_statements!(AsyncPgConnection);

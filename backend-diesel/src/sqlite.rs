@@ -6,9 +6,11 @@ use diesel::sql_types;
 use diesel::sqlite::{Sqlite, SqliteConnection, SqliteType, SqliteValue};
 use diesel::{ConnectionError, QueryResult};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use ucm_core::config::SQLITE_BUSY_TIMEOUT;
 use ucm_core::{
-    ConnectionMode, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration, Result, Value,
+    ConnectionMode, DatabaseKind, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
+    Result, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
@@ -16,9 +18,6 @@ use crate::dialect::Dialect;
 
 /// The diesel-async SQLite connection: diesel's `SqliteConnection` run on blocking threads.
 pub type AsyncSqliteConnection = SyncConnectionWrapper<SqliteConnection>;
-
-/// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
-const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// SQLite through diesel-async's `SyncConnectionWrapper`, with the library bundled.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +36,7 @@ impl Dialect for SqliteDialect {
     type Backend = Sqlite;
     type Connection = AsyncSqliteConnection;
     type Options = SqliteOptions;
-    const SYSTEM: &'static str = "sqlite";
+    const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
     fn options(url: &DatabaseUrl, _config: &PoolConfiguration) -> Result<SqliteOptions> {
         let target = match (url.sqlite_path(), url.param("mode")) {
@@ -50,8 +49,10 @@ impl Dialect for SqliteDialect {
             return Err(Error::config("DATABASE_URL", "the SQLite URL names no file"));
         }
         let journal = if url.is_memory() { "" } else { "PRAGMA journal_mode = WAL; " };
-        let setup =
-            format!("{journal}PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;");
+        let setup = format!(
+            "{journal}PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            SQLITE_BUSY_TIMEOUT.as_millis()
+        );
         Ok(SqliteOptions { target, setup })
     }
 
@@ -65,31 +66,18 @@ impl Dialect for SqliteDialect {
         Ok(connection)
     }
 
-    fn read_only_sql(on: bool) -> &'static str {
-        if on { "PRAGMA query_only = ON" } else { "PRAGMA query_only = OFF" }
-    }
-
     neutral_statements!(AsyncSqliteConnection);
 
     async fn begin(
         connection: &mut AsyncSqliteConnection,
         mode: ConnectionMode,
     ) -> QueryResult<()> {
-        if mode.is_read_only() {
-            return <AsyncSqliteConnection as AsyncConnection>::TransactionManager::begin_transaction(
-                connection,
-            )
-            .await;
-        }
-        // A deferred transaction that later writes must upgrade its lock, and that upgrade
-        // fails with SQLITE_BUSY whatever the busy timeout; taking the write lock up front
-        // makes writers queue on the busy timeout instead.
+        // SQLite's own BEGIN for the mode (IMMEDIATE for writers), through diesel's
+        // transaction manager so the DSL agrees on the connection's state.
+        let begin = DatabaseKind::Sqlite.begin_statement(mode);
         connection
             .spawn_blocking(|c| {
-                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
-                    c,
-                    "BEGIN IMMEDIATE",
-                )
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(c, begin)
             })
             .await
     }

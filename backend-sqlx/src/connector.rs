@@ -28,7 +28,10 @@ pub struct SqlxConnector<D: Dialect> {
 
 impl<D: Dialect> std::fmt::Debug for SqlxConnector<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlxConnector").field("url", &self.url).field("system", &D::SYSTEM).finish()
+        f.debug_struct("SqlxConnector")
+            .field("url", &self.url)
+            .field("system", &D::KIND.as_str())
+            .finish()
     }
 }
 
@@ -54,7 +57,7 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
         connection: &mut Self::Connection,
         read_only: bool,
     ) -> Result<()> {
-        D::raw(connection, D::read_only_sql(read_only))
+        D::raw(connection, D::KIND.read_only_statement(read_only))
             .await
             .map_err(|e| map_error(e, &self.url, Phase::Statement, D::classify))
     }
@@ -89,7 +92,7 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         connection: &mut DriverConnection<D>,
         mode: ConnectionMode,
     ) -> Result<(), DriverError> {
-        D::raw(connection, D::begin_sql(mode)).await.map_err(|e| read(e, D::classify))
+        D::raw(connection, D::KIND.begin_statement(mode)).await.map_err(|e| read(e, D::classify))
     }
 
     async fn commit(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {

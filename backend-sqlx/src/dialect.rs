@@ -6,7 +6,7 @@
 use sqlx::Database;
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
-use ucm_core::{ConnectionMode, DatabaseUrl, PoolConfiguration};
+use ucm_core::{DatabaseKind, DatabaseUrl, PoolConfiguration};
 
 pub use crate::convert::NeutralValues;
 pub use ucm_core::Classified;
@@ -45,14 +45,8 @@ pub trait Dialect: sealed::Sealed + Send + Sync + 'static {
     /// The sqlx database.
     type Db: Database;
 
-    /// The OpenTelemetry `db.system.name` (`postgresql`, `mysql`, `sqlite`).
-    const SYSTEM: &'static str;
-
-    /// The statement that makes the session refuse writes (`on`) or accept them.
-    fn read_only_sql(on: bool) -> &'static str;
-
-    /// The statement that opens a transaction; the session's read-only setting applies.
-    fn begin_sql(mode: ConnectionMode) -> &'static str;
+    /// Which database: its read-only switch and `BEGIN` come from core.
+    const KIND: DatabaseKind;
 
     /// Builds connect options from the URL and the preset: application name, UTC, TLS.
     fn options(

@@ -7,8 +7,7 @@ use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode};
 use sqlx::query::Query;
 use ucm_core::{
-    ConnectFailure, ConnectionMode, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result,
-    SslMode,
+    ConnectFailure, DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result, SslMode,
 };
 
 use crate::convert::neutral_values;
@@ -21,32 +20,20 @@ pub struct MySqlDialect;
 
 impl Dialect for MySqlDialect {
     type Db = MySql;
-    const SYSTEM: &'static str = "mysql";
-
-    fn read_only_sql(on: bool) -> &'static str {
-        if on { "SET SESSION TRANSACTION READ ONLY" } else { "SET SESSION TRANSACTION READ WRITE" }
-    }
-
-    fn begin_sql(_mode: ConnectionMode) -> &'static str {
-        "START TRANSACTION"
-    }
+    const KIND: DatabaseKind = DatabaseKind::MySql;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<MySqlConnectOptions> {
         let options = MySqlConnectOptions::from_str(&url.expose_url())
             .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
-        // Named zones need the server's time zone tables, which are often not loaded; an
-        // offset always works, so UTC is sent as one.
-        let zone = match config.time_zone() {
-            "UTC" | "utc" | "Etc/UTC" => "+00:00".to_owned(),
-            other => other.to_owned(),
-        };
-        Ok(options.timezone(Some(zone)).ssl_mode(match url.ssl_mode() {
-            SslMode::Disable => MySqlSslMode::Disabled,
-            SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
-            SslMode::Require => MySqlSslMode::Required,
-            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
-            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
-        }))
+        Ok(options.timezone(Some(config.mysql_time_zone().to_owned())).ssl_mode(
+            match url.ssl_mode() {
+                SslMode::Disable => MySqlSslMode::Disabled,
+                SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+                SslMode::Require => MySqlSslMode::Required,
+                SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+                SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+            },
+        ))
     }
 
     fn classify(error: &dyn DatabaseError) -> Option<Classified> {

@@ -7,7 +7,7 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgSslMode, PgTypeInfo, Postgres};
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
-use ucm_core::{ConnectionMode, DatabaseUrl, Error, PoolConfiguration, Result, SslMode};
+use ucm_core::{DatabaseKind, DatabaseUrl, Error, PoolConfiguration, Result, SslMode};
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
@@ -19,27 +19,13 @@ pub struct PgDialect;
 
 impl Dialect for PgDialect {
     type Db = Postgres;
-    const SYSTEM: &'static str = "postgresql";
-
-    fn begin_sql(_mode: ConnectionMode) -> &'static str {
-        "BEGIN"
-    }
-
-    fn read_only_sql(on: bool) -> &'static str {
-        if on {
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
-        } else {
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"
-        }
-    }
+    const KIND: DatabaseKind = DatabaseKind::Postgres;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgConnectOptions> {
         let options = PgConnectOptions::from_str(&url.expose_url())
             .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
-        // An application name in the URL (as libpq takes it) wins over the preset's.
-        let application_name = url.param("application_name").unwrap_or(config.application_name());
         Ok(options
-            .application_name(application_name)
+            .application_name(config.application_name_for(url))
             .options([("TimeZone", config.time_zone())])
             .ssl_mode(match url.ssl_mode() {
                 SslMode::Disable => PgSslMode::Disable,

@@ -1,20 +1,17 @@
 //! SQLite under sqlx (bundled): connect options (WAL, busy timeout, create), result codes, declared and stored types.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::Database;
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode};
-use ucm_core::{ConnectionMode, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result};
+use ucm_core::config::SQLITE_BUSY_TIMEOUT;
+use ucm_core::{DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result};
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
 use ucm_core::Classified;
-
-/// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite through sqlx, with the library bundled.
 #[derive(Debug, Clone, Copy)]
@@ -22,18 +19,7 @@ pub struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
     type Db = Sqlite;
-    const SYSTEM: &'static str = "sqlite";
-
-    fn read_only_sql(on: bool) -> &'static str {
-        if on { "PRAGMA query_only = ON" } else { "PRAGMA query_only = OFF" }
-    }
-
-    fn begin_sql(mode: ConnectionMode) -> &'static str {
-        // A deferred transaction that later writes must upgrade its lock, and that upgrade
-        // fails with SQLITE_BUSY whatever the busy timeout; taking the write lock up front
-        // makes writers queue on the busy timeout instead.
-        if mode.is_read_only() { "BEGIN" } else { "BEGIN IMMEDIATE" }
-    }
+    const KIND: DatabaseKind = DatabaseKind::Sqlite;
 
     fn options(url: &DatabaseUrl, _config: &PoolConfiguration) -> Result<SqliteConnectOptions> {
         let options = SqliteConnectOptions::from_str(&url.expose_url())
@@ -43,7 +29,7 @@ impl Dialect for SqliteDialect {
             if url.param("mode").is_none() { options.create_if_missing(true) } else { options };
         let options =
             if url.is_memory() { options } else { options.journal_mode(SqliteJournalMode::Wal) };
-        Ok(options.busy_timeout(BUSY_TIMEOUT).foreign_keys(true))
+        Ok(options.busy_timeout(SQLITE_BUSY_TIMEOUT).foreign_keys(true))
     }
 
     fn classify(error: &dyn DatabaseError) -> Option<Classified> {

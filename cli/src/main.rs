@@ -34,6 +34,16 @@ enum Command {
     Config(config::ConfigArgs),
     /// Probe every endpoint (DATABASE_URL and DATABASE_REPLICA_URLS, or the flags) and show the topology: role, health, probe latency, breaker and pool counts.
     Health(health::HealthArgs),
+    /// Run one contender of the no-I/O checkout benchmark alone (`ucm` or `deadpool`), for
+    /// instruction counts under valgrind.
+    #[command(hide = true)]
+    ProfileCheckout {
+        /// `ucm` or `deadpool`.
+        contender: String,
+        /// Checkouts to run.
+        #[arg(default_value_t = 100_000)]
+        iterations: u64,
+    },
     /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
     Bench(bench::BenchArgs),
 }
@@ -53,6 +63,16 @@ fn main() -> ExitCode {
         Command::Check(args) => block_on(check::run(&args)),
         Command::Health(args) => block_on(health::run(&args)),
         Command::Bench(args) => block_on(bench::run(&args)),
+        Command::ProfileCheckout { contender, iterations } => {
+            // One thread, so the instruction count is the checkout's own.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    runtime.block_on(bench::profile_checkout(&contender, iterations))
+                })
+        }
     };
     telemetry.shutdown();
     match result {

@@ -36,11 +36,14 @@ impl managed::Manager for Nothing {
     }
 }
 
-pub(crate) async fn run(iterations: u64) -> anyhow::Result<Vec<CheckoutResult>> {
-    let deadpool: managed::Pool<Nothing> =
-        managed::Pool::builder(Nothing).max_size(POOL).build()?;
-    // ucm's whole acquire path: closed check, routing, breaker, pool, idle-validation
-    // check, read-only state check and metrics; the memory connector does no I/O.
+/// Raw deadpool over [`Nothing`], [`POOL`] objects.
+fn raw_deadpool() -> anyhow::Result<managed::Pool<Nothing>> {
+    Ok(managed::Pool::builder(Nothing).max_size(POOL).build()?)
+}
+
+/// ucm's whole acquire path: closed check, routing, breaker, pool, idle-validation check,
+/// read-only state check and metrics; the memory connector does no I/O.
+async fn ucm_topology() -> anyhow::Result<Topology<MemoryConnector>> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(POOL)
         .max_overflow(0)
@@ -49,7 +52,33 @@ pub(crate) async fn run(iterations: u64) -> anyhow::Result<Vec<CheckoutResult>> 
         .primary("postgres://bench@memory/bench")
         .pool(pool)
         .build()?;
-    let topology = Arc::new(Topology::connect(config, |_, _| Ok(MemoryConnector::new())).await?);
+    Ok(Topology::connect(config, |_, _| Ok(MemoryConnector::new())).await?)
+}
+
+/// One contender (`ucm` or `deadpool`) alone, `iterations` checkouts on the current task:
+/// for instruction counts under `valgrind --tool=callgrind` (`ucm profile-checkout`).
+pub(crate) async fn profile(contender: &str, iterations: u64) -> anyhow::Result<()> {
+    match contender {
+        "deadpool" => {
+            let pool = raw_deadpool()?;
+            for _ in 0..iterations {
+                drop(pool.get().await);
+            }
+        }
+        "ucm" => {
+            let topology = ucm_topology().await?;
+            for _ in 0..iterations {
+                drop(topology.acquire(ConnectionMode::ReadWrite).await);
+            }
+        }
+        other => anyhow::bail!("unknown contender {other:?}: use `ucm` or `deadpool`"),
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(iterations: u64) -> anyhow::Result<Vec<CheckoutResult>> {
+    let deadpool = raw_deadpool()?;
+    let topology = Arc::new(ucm_topology().await?);
     let sqlx = SqlitePoolOptions::new()
         .max_connections(POOL as u32)
         .min_connections(POOL as u32)

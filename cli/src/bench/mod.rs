@@ -79,6 +79,11 @@ pub(crate) struct Results {
     pub(crate) replica: Option<String>,
 }
 
+/// See [`checkout::profile`].
+pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow::Result<()> {
+    checkout::profile(contender, iterations).await
+}
+
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database_url)?;
     if url.kind() != DatabaseKind::Postgres {

@@ -74,7 +74,7 @@ impl<C: BackendConnector> Session<C> {
     ) -> Result<T> {
         let result = result.map_err(|e| self.fail(e, Phase::Statement));
         let error = result.as_ref().err();
-        self.connection.record_statement(started.elapsed(), telemetry::operation_name(sql), error);
+        self.connection.record_statement(started.elapsed(), sql, error);
         if let Some(error) = error {
             telemetry::record_failure(span, error);
         }

@@ -7,3 +7,7 @@ mod url;
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
 pub use pool::{PoolConfiguration, PoolConfigurationBuilder};
 pub use url::{DatabaseKind, DatabaseUrl, Secret, SslMode};
+
+/// How long a SQLite statement waits for another connection's write lock before
+/// `SQLITE_BUSY`, on every backend.
+pub const SQLITE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

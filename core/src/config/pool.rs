@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::DatabaseUrl;
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 
@@ -137,6 +138,19 @@ impl PoolConfiguration {
     /// The session time zone every connection is set to. Default `UTC`.
     pub fn time_zone(&self) -> &str {
         &self.time_zone
+    }
+    /// The time zone as MySQL takes it: UTC as the offset `+00:00`, since named zones need
+    /// the server's time zone tables, which are often not loaded; any other value as given.
+    pub fn mysql_time_zone(&self) -> &str {
+        match self.time_zone.as_str() {
+            "UTC" | "utc" | "Etc/UTC" => "+00:00",
+            other => other,
+        }
+    }
+    /// The application name a session to `url` announces: the URL's `application_name`
+    /// parameter when it has one (as libpq takes it), else this preset's.
+    pub fn application_name_for<'a>(&'a self, url: &'a DatabaseUrl) -> &'a str {
+        url.param("application_name").unwrap_or(&self.application_name)
     }
 
     fn validate(&self) -> Result<()> {

@@ -43,6 +43,32 @@ impl DatabaseKind {
         }
     }
 
+    /// The statement that makes a session refuse (`on`) or accept writes, enforced by the
+    /// database: every backend switches read-only sessions with it.
+    pub fn read_only_statement(self, on: bool) -> &'static str {
+        match (self, on) {
+            (Self::Postgres, true) => "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            (Self::Postgres, false) => "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            (Self::MySql, true) => "SET SESSION TRANSACTION READ ONLY",
+            (Self::MySql, false) => "SET SESSION TRANSACTION READ WRITE",
+            (Self::Sqlite, true) => "PRAGMA query_only = ON",
+            (Self::Sqlite, false) => "PRAGMA query_only = OFF",
+        }
+    }
+
+    /// The statement that opens a transaction for `mode` (the session's read-only setting
+    /// applies). SQLite writers take the write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that later writes must upgrade its lock, and that upgrade fails with
+    /// `SQLITE_BUSY` whatever the busy timeout, where `IMMEDIATE` queues on the timeout.
+    pub fn begin_statement(self, mode: crate::ConnectionMode) -> &'static str {
+        match self {
+            Self::Postgres => "BEGIN",
+            Self::MySql => "START TRANSACTION",
+            Self::Sqlite if mode.is_read_only() => "BEGIN",
+            Self::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+
     /// The server's well-known port (5432, 3306); `None` for SQLite, which has no server.
     pub fn default_port(self) -> Option<u16> {
         match self {

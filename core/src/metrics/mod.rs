@@ -172,18 +172,14 @@ impl PoolMetrics {
         #[cfg(feature = "otel")]
         self.otel.use_time(held);
     }
-    /// Records one statement: its duration, its operation (`SELECT`...) and its error.
-    pub fn record_statement(
-        &self,
-        took: Duration,
-        operation: Option<&'static str>,
-        error: Option<&crate::Error>,
-    ) {
+    /// Records one statement: its duration and its error; with `otel`, also under its
+    /// operation (read from `sql` only then).
+    pub fn record_statement(&self, took: Duration, sql: &str, error: Option<&crate::Error>) {
         self.record_operation(took, error.map(crate::Error::kind));
         #[cfg(feature = "otel")]
-        self.otel.operation(took, operation, error);
+        self.otel.operation(took, sql, error);
         #[cfg(not(feature = "otel"))]
-        let _ = operation;
+        let _ = sql;
     }
     /// Records one operation's duration and, when it failed, its error kind.
     pub fn record_operation(&self, took: Duration, error: Option<ErrorKind>) {

@@ -78,24 +78,16 @@ impl<C: Connector> PooledConnection<C> {
         Some(f(&pool.manager().connector))
     }
 
-    /// Records one operation run on this connection (its duration and, if it failed, the
-    /// error kind) in the pool's metrics (`db.client.operation.duration`).
-    pub fn record_operation(&self, took: std::time::Duration, error: Option<crate::ErrorKind>) {
-        if let Some(object) = self.object.as_ref() {
-            object.metrics.record_operation(took, error);
-        }
-    }
-
-    /// Records one statement run on this connection: its duration, its operation
-    /// (`SELECT`...) and its error, in the pool's metrics (`db.client.operation.duration`).
+    /// Records one statement run on this connection (its duration and error) in the pool's
+    /// metrics (`db.client.operation.duration`).
     pub fn record_statement(
         &self,
         took: std::time::Duration,
-        operation: Option<&'static str>,
+        sql: &str,
         error: Option<&crate::Error>,
     ) {
         if let Some(object) = self.object.as_ref() {
-            object.metrics.record_statement(took, operation, error);
+            object.metrics.record_statement(took, sql, error);
         }
     }
 

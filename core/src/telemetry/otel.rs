@@ -30,9 +30,10 @@ fn meter() -> Meter {
 pub(crate) struct Instruments {
     pool: [KeyValue; 1],
     operation: Vec<KeyValue>,
-    /// The attributes of a successful statement, per operation name, built once so that
-    /// the hot path neither allocates nor clones strings; the last entry has no name.
-    by_operation: Vec<(Option<&'static str>, Vec<KeyValue>)>,
+    /// The attributes of a successful statement, per operation (indexed as
+    /// `summary::OPERATIONS`, the last entry for none), built once so that the hot path
+    /// neither allocates nor clones strings.
+    by_operation: Vec<Vec<KeyValue>>,
     operation_duration: Histogram<f64>,
     create_time: Histogram<f64>,
     wait_time: Histogram<f64>,
@@ -79,10 +80,8 @@ impl Instruments {
             .chain([None])
             .map(|name| {
                 let mut attributes = operation.clone();
-                if let Some(name) = name {
-                    attributes.push(KeyValue::new("db.operation.name", name));
-                }
-                (name, attributes)
+                attributes.extend(name.map(|name| KeyValue::new("db.operation.name", name)));
+                attributes
             })
             .collect();
         Self {
@@ -121,19 +120,14 @@ impl Instruments {
         }
     }
 
-    pub(crate) fn operation(
-        &self,
-        took: Duration,
-        operation: Option<&'static str>,
-        error: Option<&Error>,
-    ) {
-        if error.is_none()
-            && let Some((_, attributes)) =
-                self.by_operation.iter().find(|(name, _)| *name == operation)
-        {
+    pub(crate) fn operation(&self, took: Duration, sql: &str, error: Option<&Error>) {
+        let index = super::summary::operation_index(sql);
+        if error.is_none() {
+            let attributes = &self.by_operation[index.unwrap_or(self.by_operation.len() - 1)];
             self.operation_duration.record(took.as_secs_f64(), attributes);
             return;
         }
+        let operation = index.map(|i| super::summary::OPERATIONS[i]);
         let mut attributes = self.operation.clone();
         if let Some(operation) = operation {
             attributes.push(KeyValue::new("db.operation.name", operation));

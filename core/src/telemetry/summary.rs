@@ -9,8 +9,13 @@ pub(crate) const OPERATIONS: [&str; 16] = [
 /// The statement's operation (`SELECT`, `INSERT`...), from its first keyword; `None` when
 /// the statement starts with something else.
 pub fn operation_name(sql: &str) -> Option<&'static str> {
-    let first = sql.split_whitespace().next()?;
-    OPERATIONS.into_iter().find(|op| op.eq_ignore_ascii_case(first.trim_end_matches(';')))
+    operation_index(sql).map(|i| OPERATIONS[i])
+}
+
+/// The index in [`OPERATIONS`] of the statement's operation.
+pub(crate) fn operation_index(sql: &str) -> Option<usize> {
+    let first = sql.split_whitespace().next()?.trim_end_matches(';');
+    OPERATIONS.iter().position(|op| op.eq_ignore_ascii_case(first))
 }
 
 /// A low-cardinality summary: the operation and the table it targets (`SELECT items`,
