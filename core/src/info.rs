@@ -1,8 +1,12 @@
 //! `ConnectionInfo`: the cached, no-I/O picture of a manager (mode, configuration, endpoints, pool counts, breakers, metrics).
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
 use crate::circuit_breaker::BreakerSnapshot;
 use crate::config::PoolConfiguration;
-use crate::health::{EndpointRole, HealthStatus};
+use crate::health::{EndpointRole, EndpointState, HealthStatus};
 use crate::metrics::PoolMetricsSnapshot;
 use crate::mode::ManagerMode;
 use crate::pool::{Connector, Pool, PoolStatus};
@@ -21,6 +25,48 @@ pub struct ConnectionInfo {
     pub endpoints: Vec<EndpointInfo>,
     /// The last known aggregate health, when a check has run.
     pub health: Option<HealthStatus>,
+    /// Failovers followed: times the primary role moved to a promoted endpoint.
+    pub failovers: u64,
+    /// When the last failover was followed.
+    pub last_failover: Option<DateTime<Utc>>,
+    /// Operations against the mode's latency target, over every endpoint.
+    pub sla: SlaSummary,
+}
+
+/// How many operations met the mode's latency target (`PoolConfiguration::sla_target`),
+/// their wait for a connection included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SlaSummary {
+    /// The target.
+    pub target: Duration,
+    /// Operations measured.
+    pub operations: u64,
+    /// Of those, how many finished within the target.
+    pub within_target: u64,
+}
+
+impl SlaSummary {
+    /// The share of operations within the target (0 to 1), when there were any.
+    pub fn share(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+        (self.operations > 0).then(|| self.within_target as f64 / self.operations as f64)
+    }
+}
+
+impl std::fmt::Display for SlaSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.share() {
+            Some(share) => write!(
+                f,
+                "{:.2}% of {} operations within {:?}",
+                share * 100.0,
+                self.operations,
+                self.target
+            ),
+            None => write!(f, "no operations yet (target {:?})", self.target),
+        }
+    }
 }
 
 /// The cached state of one endpoint.
@@ -37,10 +83,23 @@ pub struct EndpointInfo {
     pub breaker: Option<BreakerSnapshot>,
     /// Its pool's counters and histograms.
     pub metrics: PoolMetricsSnapshot,
+    /// Its state as the health loop last saw it (decides routing).
+    pub state: EndpointState,
+    /// Why it is not healthy, when it is not (or how far its recovery got).
+    pub state_reason: Option<String>,
+    /// Whether it last reported being a standby, when its database reports roles.
+    pub in_recovery: Option<bool>,
+    /// Its replay lag at the last probe, when it is a standby.
+    pub lag: Option<Duration>,
+    /// Times it was banned or marked down.
+    pub bans: u64,
+    /// When the health loop last probed it.
+    pub last_probe: Option<DateTime<Utc>>,
 }
 
 impl EndpointInfo {
-    /// Reads an endpoint's state from its pool; no I/O.
+    /// Reads an endpoint's pool state; no I/O. The health fields start as healthy and
+    /// unprobed: a topology fills them from its health loop's record.
     pub fn from_pool<C: Connector>(pool: &Pool<C>, role: EndpointRole) -> Self {
         Self {
             label: pool.label().to_owned(),
@@ -48,6 +107,12 @@ impl EndpointInfo {
             status: pool.status(),
             breaker: pool.breaker().map(|b| b.snapshot()),
             metrics: pool.metrics().snapshot(),
+            state: EndpointState::Healthy,
+            state_reason: None,
+            in_recovery: None,
+            lag: None,
+            bans: 0,
+            last_probe: None,
         }
     }
 }

@@ -45,8 +45,8 @@ pub use error::{
     BoxError, Classified, ConnectFailure, DriverError, Error, ErrorKind, Phase, Result,
     SqlStateClass, classify_connect_sqlstate, classify_sqlstate,
 };
-pub use health::{ComponentHealth, EndpointRole, HealthReport, HealthStatus};
-pub use info::{ConnectionInfo, EndpointInfo};
+pub use health::{ComponentHealth, EndpointRole, EndpointState, HealthReport, HealthStatus};
+pub use info::{ConnectionInfo, EndpointInfo, SlaSummary};
 pub use mode::{ConnectionMode, ManagerMode};
 pub use pool::{Connector, Pool, PoolStatus, PooledConnection};
 pub use protocol::{
@@ -54,4 +54,5 @@ pub use protocol::{
     TransactionWork, TransactionalConnection,
 };
 pub use retry::{Backoff, RetryBudget, RetryPolicy};
+pub use topology::ReplicationStatus;
 pub use value::{ConversionError, FromValue, Row, Value};

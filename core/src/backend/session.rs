@@ -54,7 +54,8 @@ impl<C: BackendConnector> Session<C> {
             None => Error::other("database error after the connection's pool was dropped"),
         };
         if error.kind().evicts_connection() {
-            self.connection.mark_broken();
+            // The connection was lost: its siblings are checked before their next use.
+            self.connection.mark_lost();
         }
         error
     }

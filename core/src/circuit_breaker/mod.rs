@@ -183,6 +183,28 @@ impl CircuitBreaker {
         }
     }
 
+    /// An outside check (the topology's health loop) reached the endpoint on a connection
+    /// of its own: an open breaker moves to half-open now instead of at the end of its
+    /// recovery timeout, so real calls probe it at once. Closed and half-open breakers are
+    /// left as they are: the probes of real calls still decide whether it closes.
+    pub fn recovery_observed(&self) {
+        if self.state.load(Ordering::Acquire) != BreakerState::Open.to_u8() {
+            return;
+        }
+        let now = Instant::now();
+        let transition = {
+            let mut inner = self.lock();
+            (inner.state == BreakerState::Open).then(|| {
+                let after = now.saturating_duration_since(inner.opened_at);
+                self.enter(&mut inner, BreakerState::HalfOpen, now);
+                Transition::HalfOpened { after }
+            })
+        };
+        if let Some(transition) = transition {
+            self.log(&transition);
+        }
+    }
+
     /// The current state, from one atomic load. An open breaker whose recovery timeout has
     /// passed reads `Open` until the next [`try_acquire`](Self::try_acquire).
     pub fn state(&self) -> BreakerState {

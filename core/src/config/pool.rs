@@ -26,6 +26,10 @@ pub struct PoolConfiguration {
     circuit_breaker: bool,
     application_name: String,
     time_zone: String,
+    health_interval: Duration,
+    max_replica_lag: Duration,
+    read_your_writes: Option<Duration>,
+    sla_target: Duration,
 }
 
 impl PoolConfiguration {
@@ -43,16 +47,19 @@ impl PoolConfiguration {
     /// Every mode also gets: connect timeout 10 s, validation when idle for more than
     /// 500 ms with a timeout of half the acquire timeout (at most 2 s), max lifetime 3600 s
     /// minus up to 180 s of jitter, overflow connections closed after 30 s idle,
-    /// `application_name = ucm_<mode>` and time zone UTC.
+    /// `application_name = ucm_<mode>` and time zone UTC; topology health probed every
+    /// 10 s, replicas more than 30 s behind skipped for reads, no read-your-writes window,
+    /// and the mode's [`sla_target`](Self::sla_target).
     pub fn for_mode(mode: ManagerMode) -> Self {
-        let (pool_size, max_overflow, acquire_ms, high_availability, circuit_breaker) = match mode {
-            ManagerMode::McpServer => (20, 10, 200, false, true),
-            ManagerMode::MlTraining => (15, 10, 5_000, true, false),
-            ManagerMode::Admin => (5, 2, 10_000, true, false),
-            ManagerMode::SyncHeavy => (10, 15, 5_000, false, true),
-            ManagerMode::AsyncModern => (12, 8, 5_000, false, true),
-            ManagerMode::HighAvailability => (20, 20, 10_000, true, true),
-        };
+        let (pool_size, max_overflow, acquire_ms, high_availability, circuit_breaker, sla_ms) =
+            match mode {
+                ManagerMode::McpServer => (20, 10, 200, false, true, 200),
+                ManagerMode::MlTraining => (15, 10, 5_000, true, false, 5_000),
+                ManagerMode::Admin => (5, 2, 10_000, true, false, 10_000),
+                ManagerMode::SyncHeavy => (10, 15, 5_000, false, true, 1_000),
+                ManagerMode::AsyncModern => (12, 8, 5_000, false, true, 500),
+                ManagerMode::HighAvailability => (20, 20, 10_000, true, true, 500),
+            };
         let acquire_timeout = Duration::from_millis(acquire_ms);
         Self {
             mode,
@@ -70,6 +77,13 @@ impl PoolConfiguration {
             circuit_breaker,
             application_name: mode.application_name(),
             time_zone: "UTC".to_owned(),
+            // Often enough to follow a failover within seconds, rarely enough to cost nothing.
+            health_interval: Duration::from_secs(10),
+            // Past this, a replica's answers are stale enough that most applications would
+            // rather pay the primary's latency.
+            max_replica_lag: Duration::from_secs(30),
+            read_your_writes: None,
+            sla_target: Duration::from_millis(sla_ms),
         }
     }
 
@@ -147,6 +161,30 @@ impl PoolConfiguration {
             other => other,
         }
     }
+    /// How often the manager's background task probes every endpoint (reachability, role,
+    /// replication lag). While an endpoint is down or banned it is re-probed every second
+    /// (or at this interval when shorter), so recovery is noticed quickly. Default 10 s.
+    pub fn health_interval(&self) -> Duration {
+        self.health_interval
+    }
+    /// A replica whose replay lags further behind its primary than this is banned from
+    /// reads until it catches up. Default 30 s.
+    pub fn max_replica_lag(&self) -> Duration {
+        self.max_replica_lag
+    }
+    /// After a write through a [`RoutingSession`](crate::topology::RoutingSession), that
+    /// session's reads stay on the primary for this long, so it reads its own writes.
+    /// Default `None` (off): reads go to replicas at once.
+    pub fn read_your_writes(&self) -> Option<Duration> {
+        self.read_your_writes
+    }
+    /// The latency an operation (its wait for a connection plus its statement) should stay
+    /// within; `connection_info()` and the health report give the share that did. Preset
+    /// per mode: 200 ms for `McpServer`, 500 ms for `AsyncModern` and `HighAvailability`,
+    /// 1 s for `SyncHeavy`, 5 s for `MlTraining`, 10 s for `Admin`.
+    pub fn sla_target(&self) -> Duration {
+        self.sla_target
+    }
     /// The application name a session to `url` announces: the URL's `application_name`
     /// parameter when it has one (as libpq takes it), else this preset's.
     pub fn application_name_for<'a>(&'a self, url: &'a DatabaseUrl) -> &'a str {
@@ -174,6 +212,8 @@ impl PoolConfiguration {
             ("validation_timeout", self.validation_timeout),
             ("max_lifetime", self.max_lifetime),
             ("overflow_idle_timeout", self.overflow_idle_timeout),
+            ("health_interval", self.health_interval),
+            ("sla_target", self.sla_target),
         ] {
             if value.is_zero() {
                 return fail(field, "must be greater than zero".into());
@@ -212,7 +252,8 @@ impl fmt::Display for PoolConfiguration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yes_no = |on: bool| if on { "yes" } else { "no" };
         writeln!(f, "pool:        preset {}", self.mode)?;
-        let rows: [(&str, String); 13] = [
+        let ryw = self.read_your_writes.map_or_else(|| "off".to_owned(), |w| format!("{w:?}"));
+        let rows: [(&str, String); 17] = [
             ("pool_size", format!("{} connections", self.pool_size)),
             (
                 "max_overflow",
@@ -229,6 +270,10 @@ impl fmt::Display for PoolConfiguration {
             ("circuit_breaker", yes_no(self.circuit_breaker).to_owned()),
             ("application_name", self.application_name.clone()),
             ("time_zone", self.time_zone.clone()),
+            ("health_interval", format!("{:?}", self.health_interval)),
+            ("max_replica_lag", format!("{:?}", self.max_replica_lag)),
+            ("read_your_writes", ryw),
+            ("sla_target", format!("{:?}", self.sla_target)),
         ];
         for (name, value) in rows {
             writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
@@ -321,6 +366,27 @@ impl PoolConfigurationBuilder {
         self
     }
 
+    /// How often the topology's endpoints are probed.
+    pub fn health_interval(mut self, value: Duration) -> Self {
+        self.config.health_interval = value;
+        self
+    }
+    /// The replication lag beyond which a replica is skipped for reads.
+    pub fn max_replica_lag(mut self, value: Duration) -> Self {
+        self.config.max_replica_lag = value;
+        self
+    }
+    /// How long a session's reads stay on the primary after its write (`None`: off).
+    pub fn read_your_writes(mut self, value: Option<Duration>) -> Self {
+        self.config.read_your_writes = value;
+        self
+    }
+    /// The latency target operations are measured against.
+    pub fn sla_target(mut self, value: Duration) -> Self {
+        self.config.sla_target = value;
+        self
+    }
+
     /// Applies overrides from the process environment; see [`Self::env_overrides`].
     ///
     /// # Errors
@@ -334,7 +400,9 @@ impl PoolConfigurationBuilder {
     /// `UCM_VALIDATION_TIMEOUT`, `UCM_VALIDATE_AFTER_IDLE`, `UCM_MAX_LIFETIME`,
     /// `UCM_LIFETIME_JITTER`, `UCM_OVERFLOW_IDLE_TIMEOUT` (durations as `250ms`, `5s`, `2m`
     /// or bare seconds such as `0.2`), `UCM_HIGH_AVAILABILITY`, `UCM_CIRCUIT_BREAKER`
-    /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`.
+    /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`,
+    /// `UCM_HEALTH_INTERVAL`, `UCM_MAX_REPLICA_LAG`, `UCM_SLA_TARGET`, and
+    /// `UCM_READ_YOUR_WRITES` (a duration, or `off`).
     ///
     /// # Errors
     /// A `Configuration` error naming the variable when one is set but malformed.
@@ -355,6 +423,9 @@ impl PoolConfigurationBuilder {
             ("UCM_MAX_LIFETIME", &mut c.max_lifetime),
             ("UCM_LIFETIME_JITTER", &mut c.lifetime_jitter),
             ("UCM_OVERFLOW_IDLE_TIMEOUT", &mut c.overflow_idle_timeout),
+            ("UCM_HEALTH_INTERVAL", &mut c.health_interval),
+            ("UCM_MAX_REPLICA_LAG", &mut c.max_replica_lag),
+            ("UCM_SLA_TARGET", &mut c.sla_target),
         ] {
             if let Some(v) = get(name) {
                 *slot = parse_duration(name, &v)?;
@@ -374,6 +445,12 @@ impl PoolConfigurationBuilder {
         }
         if let Some(v) = get("UCM_TIME_ZONE") {
             c.time_zone = v;
+        }
+        if let Some(v) = get("UCM_READ_YOUR_WRITES") {
+            c.read_your_writes = match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "false" | "no" | "0" => None,
+                _ => Some(parse_duration("UCM_READ_YOUR_WRITES", &v)?),
+            };
         }
         Ok(self)
     }
@@ -435,135 +512,5 @@ pub(crate) fn parse_duration(name: &str, value: &str) -> Result<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    #[test]
-    fn presets_match_the_design_table() {
-        let table = [
-            (ManagerMode::McpServer, 20, 10, 200, false, true),
-            (ManagerMode::MlTraining, 15, 10, 5_000, true, false),
-            (ManagerMode::Admin, 5, 2, 10_000, true, false),
-            (ManagerMode::SyncHeavy, 10, 15, 5_000, false, true),
-            (ManagerMode::AsyncModern, 12, 8, 5_000, false, true),
-            (ManagerMode::HighAvailability, 20, 20, 10_000, true, true),
-        ];
-        for (mode, pool, overflow, acquire_ms, ha, breaker) in table {
-            let c = PoolConfiguration::for_mode(mode);
-            assert_eq!(c.pool_size(), pool, "{mode}");
-            assert_eq!(c.max_overflow(), overflow, "{mode}");
-            assert_eq!(c.max_size(), pool + overflow, "{mode}");
-            assert_eq!(c.acquire_timeout(), Duration::from_millis(acquire_ms), "{mode}");
-            assert_eq!(c.high_availability(), ha, "{mode}");
-            assert_eq!(c.circuit_breaker(), breaker, "{mode}");
-            assert_eq!(c.connect_timeout(), Duration::from_secs(10), "{mode}");
-            assert_eq!(c.max_lifetime(), Duration::from_secs(3600), "{mode}");
-            assert!(c.lifetime_jitter() > Duration::ZERO, "{mode}");
-            assert_eq!(c.application_name(), format!("ucm_{}", mode.as_str()));
-            assert_eq!(c.time_zone(), "UTC");
-            // Every preset passes its own validation.
-            assert_eq!(PoolConfiguration::builder(mode).build().unwrap(), c);
-        }
-        assert_eq!(PoolConfiguration::default().mode(), ManagerMode::AsyncModern);
-    }
-
-    #[test]
-    fn incoherent_settings_are_refused_naming_the_field() {
-        let b = || PoolConfiguration::builder(ManagerMode::AsyncModern);
-        let cases: [(PoolConfigurationBuilder, &str); 7] = [
-            (b().pool_size(0), "pool.pool_size"),
-            (b().max_overflow(usize::MAX), "pool.max_overflow"),
-            (b().acquire_timeout(Duration::ZERO), "pool.acquire_timeout"),
-            (b().connect_timeout(Duration::ZERO), "pool.connect_timeout"),
-            (b().validation_timeout(Duration::from_secs(5)), "pool.validation_timeout"),
-            (b().lifetime_jitter(Duration::from_secs(3600)), "pool.lifetime_jitter"),
-            (b().application_name(""), "pool.application_name"),
-        ];
-        for (builder, field) in cases {
-            let err = builder.build().unwrap_err();
-            assert_eq!(err.kind(), crate::ErrorKind::Configuration);
-            assert!(err.to_string().contains(field), "{field}: {err}");
-        }
-    }
-
-    #[test]
-    fn mcp_server_rejects_a_validation_timeout_at_its_acquire_timeout() {
-        let err = PoolConfiguration::builder(ManagerMode::McpServer)
-            .validation_timeout(Duration::from_millis(200))
-            .build()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("must be shorter than acquire_timeout (200ms)"), "{err}");
-    }
-
-    #[test]
-    fn the_validation_timeout_follows_an_overridden_acquire_timeout() {
-        let c = PoolConfiguration::builder(ManagerMode::HighAvailability)
-            .env_overrides(|k| (k == "UCM_ACQUIRE_TIMEOUT").then(|| "2s".to_owned()))
-            .unwrap()
-            .build()
-            .unwrap();
-        assert_eq!(c.validation_timeout(), Duration::from_secs(1));
-        let c = PoolConfiguration::builder(ManagerMode::AsyncModern)
-            .acquire_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        assert_eq!(c.validation_timeout(), Duration::from_millis(150));
-    }
-
-    #[test]
-    fn environment_overrides_apply_and_validate() {
-        let env: HashMap<&str, &str> = HashMap::from([
-            ("UCM_POOL_SIZE", "3"),
-            ("UCM_MAX_OVERFLOW", "1"),
-            ("UCM_ACQUIRE_TIMEOUT", "750ms"),
-            ("UCM_VALIDATION_TIMEOUT", "0.1"),
-            ("UCM_MAX_LIFETIME", "2m"),
-            ("UCM_LIFETIME_JITTER", "5s"),
-            ("UCM_HIGH_AVAILABILITY", "yes"),
-            ("UCM_APPLICATION_NAME", "billing"),
-        ]);
-        let c = PoolConfiguration::builder(ManagerMode::Admin)
-            .env_overrides(|k| env.get(k).map(|v| (*v).to_owned()))
-            .unwrap()
-            .build()
-            .unwrap();
-        assert_eq!((c.pool_size(), c.max_overflow()), (3, 1));
-        assert_eq!(c.acquire_timeout(), Duration::from_millis(750));
-        assert_eq!(c.validation_timeout(), Duration::from_millis(100));
-        assert_eq!(c.max_lifetime(), Duration::from_secs(120));
-        assert_eq!(c.lifetime_jitter(), Duration::from_secs(5));
-        assert!(c.high_availability());
-        assert_eq!(c.application_name(), "billing");
-    }
-
-    #[test]
-    fn malformed_environment_values_name_the_variable() {
-        for (name, value) in [
-            ("UCM_POOL_SIZE", "ten"),
-            ("UCM_ACQUIRE_TIMEOUT", "soon"),
-            ("UCM_MAX_LIFETIME", "-5s"),
-            ("UCM_CIRCUIT_BREAKER", "maybe"),
-        ] {
-            let err = PoolConfiguration::builder(ManagerMode::AsyncModern)
-                .env_overrides(|k| (k == name).then(|| value.to_owned()))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(name) && err.contains(value), "{err}");
-        }
-    }
-
-    #[test]
-    fn durations_parse_in_each_unit() {
-        for (text, expected) in [
-            ("250ms", Duration::from_millis(250)),
-            ("5s", Duration::from_secs(5)),
-            ("2m", Duration::from_secs(120)),
-            ("0.2", Duration::from_millis(200)),
-            (" 3 ", Duration::from_secs(3)),
-        ] {
-            assert_eq!(parse_duration("X", text).unwrap(), expected, "{text}");
-        }
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -69,6 +69,29 @@ impl DatabaseKind {
         }
     }
 
+    /// The query that tells where a server stands in replication, read by
+    /// [`ReplicationStatus::from_row`](crate::topology::ReplicationStatus::from_row):
+    /// `in_recovery` (a PostgreSQL standby, or a MySQL server with `read_only` set) and
+    /// `lag_seconds` (how far a standby's replay is behind what it received; zero when it
+    /// has replayed everything, so an idle primary does not look like lag). `None` for
+    /// SQLite, which has no replication.
+    pub fn replication_query(self) -> Option<&'static str> {
+        match self {
+            Self::Postgres => Some(
+                "SELECT pg_is_in_recovery() AS in_recovery, \
+                 CASE WHEN NOT pg_is_in_recovery() THEN NULL \
+                 WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                 ELSE GREATEST(COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0), 0) \
+                 END AS lag_seconds",
+            ),
+            // MySQL's lag lives in SHOW REPLICA STATUS, which needs the REPLICATION CLIENT
+            // privilege and does not run as a prepared statement everywhere; read_only is
+            // what MySQL failover tooling (orchestrator, MHA) reads as the role.
+            Self::MySql => Some("SELECT @@global.read_only AS in_recovery, NULL AS lag_seconds"),
+            Self::Sqlite => None,
+        }
+    }
+
     /// The server's well-known port (5432, 3306); `None` for SQLite, which has no server.
     pub fn default_port(self) -> Option<u16> {
         match self {

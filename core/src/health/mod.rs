@@ -4,9 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::time::Instant;
 
 use crate::pool::{Connector, Pool};
+
+mod observe;
+
+pub use observe::{Observation, observe};
 
 /// The health of one component or of the whole manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +35,71 @@ pub enum EndpointRole {
     Replica,
 }
 
+/// The state of one endpoint as the topology's health loop sees it; decides routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum EndpointState {
+    /// Answers in time; a replica in this state takes reads.
+    #[default]
+    Healthy,
+    /// Answers, slowly; still takes its share of work.
+    Degraded,
+    /// Answers but must not take reads: a replica lagging past `max_replica_lag` or one
+    /// that stopped being a standby, or a primary that reports it is a standby. Re-probed
+    /// every second and let back in after consecutive good probes.
+    Banned,
+    /// Does not answer (refused, timed out, lost). Re-probed every second and let back in
+    /// after consecutive good probes.
+    Down,
+}
+
+impl EndpointState {
+    /// A stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Banned => "banned",
+            Self::Down => "down",
+        }
+    }
+
+    /// Whether a replica in this state takes reads.
+    pub fn serves_reads(self) -> bool {
+        matches!(self, Self::Healthy | Self::Degraded)
+    }
+
+    /// The component status it makes for an endpoint in `role`: a banned replica is
+    /// degraded redundancy, a banned primary (one in recovery) cannot take writes.
+    pub fn status(self, role: EndpointRole) -> HealthStatus {
+        match (self, role) {
+            (Self::Healthy, _) => HealthStatus::Healthy,
+            (Self::Degraded, _) | (Self::Banned, EndpointRole::Replica) => HealthStatus::Degraded,
+            (Self::Banned, EndpointRole::Primary) | (Self::Down, _) => HealthStatus::Unhealthy,
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Healthy,
+            1 => Self::Degraded,
+            2 => Self::Banned,
+            _ => Self::Down,
+        }
+    }
+}
+
+impl fmt::Display for EndpointState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The result of probing one endpoint.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -46,6 +114,13 @@ pub struct ComponentHealth {
     pub latency: Option<Duration>,
     /// Why it is not healthy, when it is not.
     pub message: Option<String>,
+    /// Its state in the topology after this probe (decides routing).
+    pub state: EndpointState,
+    /// Whether it reported being a standby; `None` when it did not answer or its database
+    /// reports no replication role (SQLite).
+    pub in_recovery: Option<bool>,
+    /// Its replay lag, when it is a standby that reports one.
+    pub lag: Option<Duration>,
 }
 
 /// An active health check of every endpoint, aggregated.
@@ -59,6 +134,9 @@ pub struct HealthReport {
     pub components: Vec<ComponentHealth>,
     /// When the check ran.
     pub checked_at: DateTime<Utc>,
+    /// The share of operations within the mode's SLA target, when the report comes from a
+    /// manager that has run operations.
+    pub sla: Option<crate::info::SlaSummary>,
 }
 
 /// A probe slower than this marks the endpoint degraded rather than healthy.
@@ -114,49 +192,21 @@ impl HealthReport {
             HealthStatus::Healthy if replicas_ok => HealthStatus::Healthy,
             _ => HealthStatus::Degraded,
         };
-        Self { status, components, checked_at: Utc::now() }
+        Self { status, components, checked_at: Utc::now(), sla: None }
     }
 }
 
-/// Probes one endpoint through its pool: acquire (breaker and timeouts included), then the
-/// connector's ping, timed together. An open circuit, an exhausted pool or a failed ping
-/// is unhealthy; a probe slower than [`SLOW_PROBE`] is degraded.
+/// Probes one endpoint through its pool (see [`observe`]) and reports it as a component:
+/// an endpoint that answered within [`SLOW_PROBE`] is healthy, a slower one degraded, one
+/// that failed (or whose pool had no connection to spare) unhealthy.
 pub async fn probe<C: Connector>(pool: &Pool<C>, role: EndpointRole) -> ComponentHealth {
-    let started = Instant::now();
-    let outcome = match pool.acquire().await {
-        Ok(mut connection) => {
-            let result = tokio::time::timeout(
-                pool.config().validation_timeout().max(SLOW_PROBE),
-                pool.connector().validate(&mut connection),
-            )
-            .await;
-            match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    if e.kind().evicts_connection() {
-                        connection.mark_broken();
-                    }
-                    Err(e.to_string())
-                }
-                Err(_) => {
-                    connection.mark_broken();
-                    Err("the ping did not answer in time".to_owned())
-                }
-            }
-        }
-        Err(e) => Err(e.to_string()),
+    let observation = observe(pool).await;
+    let state = match &observation {
+        Observation::Answered { latency, .. } if *latency > SLOW_PROBE => EndpointState::Degraded,
+        Observation::Answered { .. } => EndpointState::Healthy,
+        Observation::Busy(_) | Observation::Failed { .. } => EndpointState::Down,
     };
-    let latency = started.elapsed();
-    let (status, message, latency) = match outcome {
-        Ok(()) if latency > SLOW_PROBE => (
-            HealthStatus::Degraded,
-            Some(format!("slow: the probe took {latency:?}")),
-            Some(latency),
-        ),
-        Ok(()) => (HealthStatus::Healthy, None, Some(latency)),
-        Err(message) => (HealthStatus::Unhealthy, Some(message), None),
-    };
-    ComponentHealth { name: pool.label().to_owned(), role, status, latency, message }
+    observation.component(pool.label(), role, state, None)
 }
 
 #[cfg(test)]
@@ -166,7 +216,16 @@ mod tests {
     use crate::{ManagerMode, PoolConfiguration};
 
     fn component(role: EndpointRole, status: HealthStatus) -> ComponentHealth {
-        ComponentHealth { name: "x".into(), role, status, latency: None, message: None }
+        ComponentHealth {
+            name: "x".into(),
+            role,
+            status,
+            latency: None,
+            message: None,
+            state: EndpointState::Healthy,
+            in_recovery: None,
+            lag: None,
+        }
     }
 
     #[test]

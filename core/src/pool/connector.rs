@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use crate::error::Result;
+use crate::topology::ReplicationStatus;
 
 /// How a backend opens, checks and cleans one kind of connection.
 ///
@@ -63,5 +64,21 @@ pub trait Connector: Send + Sync + 'static {
     fn is_broken(&self, connection: &mut Self::Connection) -> bool {
         let _ = connection;
         false
+    }
+
+    /// Where the server stands in replication (standby or not, replay lag), for the
+    /// topology's health loop: banning lagging replicas and following a promotion. Backends
+    /// answer with [`DatabaseKind::replication_query`](crate::DatabaseKind::replication_query)
+    /// through `crate::backend::replication_status`. Defaults to `Ok(None)`: the server
+    /// reports no replication role, and the configured roles stand.
+    ///
+    /// # Errors
+    /// The query's error; the probe then counts the endpoint as failing.
+    fn replication_status(
+        &self,
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<Option<ReplicationStatus>>> + Send {
+        let _ = connection;
+        std::future::ready(Ok(None))
     }
 }

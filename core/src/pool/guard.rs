@@ -19,11 +19,17 @@ use crate::metrics::CloseReason;
 pub struct PooledConnection<C: Connector> {
     object: Option<Object<Manager<C>>>,
     checked_out: Instant,
+    /// How long the checkout waited; counted into the SLA of the first statement only.
+    waited: std::time::Duration,
 }
 
 impl<C: Connector> PooledConnection<C> {
-    pub(crate) fn new(object: Object<Manager<C>>, checked_out: Instant) -> Self {
-        Self { object: Some(object), checked_out }
+    pub(crate) fn new(
+        object: Object<Manager<C>>,
+        checked_out: Instant,
+        waited: std::time::Duration,
+    ) -> Self {
+        Self { object: Some(object), checked_out, waited }
     }
 
     /// Records that a transaction is (or may be) open on this connection: if the guard is
@@ -55,6 +61,17 @@ impl<C: Connector> PooledConnection<C> {
         }
     }
 
+    /// Marks the connection broken because it was lost (the server closed it, or stopped
+    /// answering): the other idle connections of its pool were likely lost with it, so
+    /// each is pinged before its next use, whatever its idle time. Costs a weak-reference
+    /// upgrade: meant for error paths.
+    pub fn mark_lost(&mut self) {
+        self.mark_broken();
+        if let Some(pool) = self.object.as_ref().and_then(Object::pool) {
+            pool.manager().suspect_idle_connections();
+        }
+    }
+
     /// The session's read-only setting as the pool last set it (`None`: unknown).
     pub(crate) fn read_only(&self) -> Option<bool> {
         self.object.as_ref().and_then(|object| object.read_only)
@@ -79,15 +96,17 @@ impl<C: Connector> PooledConnection<C> {
     }
 
     /// Records one statement run on this connection (its duration and error) in the pool's
-    /// metrics (`db.client.operation.duration`).
+    /// metrics (`db.client.operation.duration`, and the SLA count, which for the first
+    /// statement of a checkout includes the wait for the connection).
     pub fn record_statement(
-        &self,
+        &mut self,
         took: std::time::Duration,
         sql: &str,
         error: Option<&crate::Error>,
     ) {
+        let waited = std::mem::take(&mut self.waited);
         if let Some(object) = self.object.as_ref() {
-            object.metrics.record_statement(took, sql, error);
+            object.metrics.record_statement(took, waited, sql, error);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The deadpool `Manager` that adapts a `Connector`: lifetimes with jitter, validation only after idle, bounded I/O.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -37,9 +38,37 @@ pub(crate) struct Manager<C> {
     pub(crate) config: PoolConfiguration,
     pub(crate) metrics: Arc<PoolMetrics>,
     pub(crate) label: Arc<str>,
+    /// The pool's creation: the origin of `suspect_before`.
+    pub(crate) epoch: Instant,
+    /// Connections returned before this moment (nanoseconds after `epoch`; zero: none) are
+    /// pinged before reuse whatever their idle time, because a connection of the same
+    /// endpoint was lost since.
+    pub(crate) suspect_before: AtomicU64,
 }
 
 impl<C: Connector> Manager<C> {
+    /// A manager for `connector`, suspecting nothing yet.
+    pub(crate) fn new(
+        connector: C,
+        config: PoolConfiguration,
+        metrics: Arc<PoolMetrics>,
+        label: Arc<str>,
+    ) -> Self {
+        Self { connector, config, metrics, label, epoch: Instant::now(), suspect_before: 0.into() }
+    }
+
+    /// Makes every connection idle now be pinged before its next use.
+    pub(crate) fn suspect_idle_connections(&self) {
+        let now = nanos_since(self.epoch, Instant::now()).max(1);
+        self.suspect_before.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether a connection returned at `returned` must be pinged whatever its idle time.
+    fn is_suspect(&self, returned: Instant) -> bool {
+        let before = self.suspect_before.load(Ordering::Relaxed);
+        before != 0 && nanos_since(self.epoch, returned) < before
+    }
+
     /// A lifetime shortened by a random amount up to the configured jitter, so that
     /// connections opened together (prefill) are not all replaced at the same moment.
     fn jittered_lifetime(&self) -> Duration {
@@ -114,7 +143,9 @@ impl<C: Connector> managed::Manager for Manager<C> {
                 _ => return Err(self.discard(CloseReason::ResetFailed, "its rollback failed")),
             }
         }
-        if now.duration_since(slot.returned) > self.config.validate_after_idle() {
+        if now.duration_since(slot.returned) > self.config.validate_after_idle()
+            || self.is_suspect(slot.returned)
+        {
             let limit = self.config.validation_timeout();
             match timeout(limit, self.connector.validate(&mut slot.connection)).await {
                 Ok(Ok(())) => {}
@@ -131,4 +162,9 @@ impl<C: Connector> managed::Manager for Manager<C> {
         }
         Ok(())
     }
+}
+
+/// Nanoseconds from `epoch` to `at` (zero when `at` is earlier), saturating.
+fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }

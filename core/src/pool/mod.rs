@@ -138,13 +138,9 @@ impl<C: Connector> Pool<C> {
             }
             None => None,
         };
-        let metrics = Arc::new(PoolMetrics::new(endpoint));
-        let manager = Manager {
-            connector,
-            config: config.clone(),
-            metrics: Arc::clone(&metrics),
-            label: Arc::clone(&label),
-        };
+        let metrics = Arc::new(PoolMetrics::new(endpoint).with_sla_target(config.sla_target()));
+        let manager =
+            Manager::new(connector, config.clone(), Arc::clone(&metrics), Arc::clone(&label));
         // Connect and validation timeouts are applied inside the manager, where the
         // failure can be classified; deadpool bounds only the wait for a slot.
         let pool = managed::Pool::builder(manager)
@@ -210,7 +206,8 @@ impl<C: Connector> Pool<C> {
         match got {
             Ok(object) => {
                 let now = Instant::now();
-                let mut connection = PooledConnection::new(object, now);
+                let waited = now.duration_since(started);
+                let mut connection = PooledConnection::new(object, now, waited);
                 if let Some(permit) = permit {
                     // A recovery probe must prove the endpoint is back with a round trip: an
                     // idle connection handed out without I/O proves nothing.
@@ -223,7 +220,7 @@ impl<C: Connector> Pool<C> {
                     }
                     permit.success();
                 }
-                self.inner.metrics.record_acquire(now.duration_since(started));
+                self.inner.metrics.record_acquire(waited);
                 Ok(connection)
             }
             Err(error) => {
@@ -333,6 +330,13 @@ impl<C: Connector> Pool<C> {
     /// Whether [`Self::close`] has been called.
     pub fn is_closed(&self) -> bool {
         self.inner.pool.is_closed()
+    }
+
+    /// Makes every connection idle now be pinged before its next use, whatever its idle
+    /// time: called when the endpoint was seen failing, so that dead connections are
+    /// found at checkout (and replaced) rather than by the caller's statement.
+    pub fn suspect_idle_connections(&self) {
+        self.inner.pool.manager().suspect_idle_connections();
     }
 
     /// Runs one reaper pass now instead of waiting for the next tick.

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use super::Connector;
 use crate::error::{ConnectFailure, Error, ErrorKind, Result};
+use crate::topology::ReplicationStatus;
 
 /// A connector whose behaviour a test scripts; clones share the script and the counters.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +59,7 @@ struct Script {
     validations: AtomicU64,
     resets: AtomicU64,
     read_only_changes: AtomicU64,
+    replication: Mutex<Option<ReplicationStatus>>,
 }
 
 impl MemoryConnector {
@@ -100,6 +102,14 @@ impl MemoryConnector {
     pub fn break_existing_connections(&self) {
         let generation = self.script.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.script.broken_before.store(generation, Ordering::SeqCst);
+    }
+
+    /// What the "server" reports of its replication role (standby or not, lag) to health
+    /// probes; `None` (the default) reports none, like SQLite, and probes just ping.
+    pub fn set_replication(&self, status: Option<ReplicationStatus>) {
+        if let Ok(mut slot) = self.script.replication.lock() {
+            *slot = status;
+        }
     }
 
     /// Connect attempts so far, successful or not.
@@ -277,5 +287,16 @@ impl Connector for MemoryConnector {
 
     fn is_broken(&self, connection: &mut MemoryConnection) -> bool {
         connection.is_broken()
+    }
+
+    async fn replication_status(
+        &self,
+        connection: &mut MemoryConnection,
+    ) -> Result<Option<ReplicationStatus>> {
+        let status = self.script.replication.lock().map(|s| *s).unwrap_or_default();
+        if status.is_some() {
+            connection.query().await?;
+        }
+        Ok(status)
     }
 }

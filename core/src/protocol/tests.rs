@@ -103,6 +103,13 @@ impl ConnectionManagerProtocol for TestManager {
             pool: self.pool.config().clone(),
             endpoints: vec![EndpointInfo::from_pool(&self.pool, EndpointRole::Primary)],
             health: None,
+            failovers: 0,
+            last_failover: None,
+            sla: crate::SlaSummary {
+                target: self.pool.config().sla_target(),
+                operations: 0,
+                within_target: 0,
+            },
         }
     }
     fn is_healthy(&self) -> bool {

@@ -164,6 +164,7 @@ struct Counters {
     breaker_transitions: Counter<u64>,
     retries: Counter<u64>,
     read_fallbacks: Counter<u64>,
+    topology_changes: Counter<u64>,
 }
 
 fn counters() -> &'static Counters {
@@ -186,6 +187,11 @@ fn counters() -> &'static Counters {
                 .with_unit("{checkout}")
                 .with_description("Reads moved on from a replica whose checkout failed (to the next replica or the primary).")
                 .build(),
+            topology_changes: meter
+                .u64_counter("ucm.topology.changes")
+                .with_unit("{change}")
+                .with_description("Endpoint state changes seen by the health loop (down, banned, recovered) and failovers followed, by endpoint and change.")
+                .build(),
         }
     })
 }
@@ -204,6 +210,17 @@ pub(crate) fn breaker_transition(endpoint: &str, state: &'static str) {
 /// Counts one retry after an error of kind `kind`.
 pub(crate) fn retry(kind: &'static str) {
     counters().retries.add(1, &[KeyValue::new("error.type", kind)]);
+}
+
+/// Counts a topology change (`down`, `banned`, `recovered`, `failover`) of `endpoint`.
+pub(crate) fn topology_change(endpoint: &str, change: &'static str) {
+    counters().topology_changes.add(
+        1,
+        &[
+            KeyValue::new("db.client.connection.pool.name", endpoint.to_owned()),
+            KeyValue::new("ucm.topology.change", change),
+        ],
+    );
 }
 
 /// Counts a read moved on from replica `endpoint`.

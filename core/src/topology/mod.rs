@@ -1,47 +1,91 @@
-//! `Topology`: one primary and zero or more replicas, each with its own pool and breaker; routing, cached health, info and drain, shared by every backend.
+//! `Topology`: one primary and zero or more replicas, each with its own pool, breaker and state; routing, the health loop with banning and promotion following, info and drain, shared by every backend.
 //!
 //! A backend's manager is a `Topology` of its connector plus driver glue, so everything
-//! here (routing decisions, health aggregation and caching, drain) exists once for all
-//! backends. Routing today: writes and `ReadWrite`/`Batch`/`Transactional` go to the
-//! primary; `ReadOnly` goes to the replicas in turn, skipping one whose acquire fails (an
-//! open circuit, exhaustion, a refused connect) and falling back to the primary, so a
-//! replica dying costs the caller latency, not an error. The background health loop,
-//! replica banning by lag and promotion following build on this (see DESIGN.md, Topology).
+//! here exists once for all backends.
+//!
+//! - **Routing**: writes and `ReadWrite`/`Batch`/`Transactional` go to the primary;
+//!   `ReadOnly` goes to the replicas in turn, skipping any that is banned or down, and
+//!   moves on within the same call past one whose checkout fails (marking it down), then
+//!   falls back to the primary: a replica dying costs the caller latency, not an error.
+//! - **Health loop** (`health_loop.rs`): a background task probes every endpoint every
+//!   `health_interval` (every second while one is down or banned): reachability,
+//!   `pg_is_in_recovery()` and replay lag. It bans a replica lagging past
+//!   `max_replica_lag`, lets a down or banned one back after two good probes, and, in
+//!   modes with high availability, follows a promotion: when the primary is unreachable or
+//!   reports it is a standby and a former standby reports it is not, that endpoint becomes
+//!   the primary. ucm never promotes a server itself. The task stops with `close()` and
+//!   when the topology is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+mod endpoint;
+mod health_loop;
+mod replication;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
+
+pub use endpoint::PROBES_TO_RECOVER;
+pub use replication::ReplicationStatus;
 
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
-use crate::error::{Error, Result};
-use crate::health::{EndpointRole, HealthReport, HealthStatus, probe};
-use crate::info::{ConnectionInfo, EndpointInfo};
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::{EndpointRole, HealthReport, HealthStatus};
+use crate::info::{ConnectionInfo, EndpointInfo, SlaSummary};
 use crate::mode::ConnectionMode;
 use crate::pool::{Connector, Pool, PooledConnection};
-use crate::telemetry::Endpoint;
+use crate::telemetry::Endpoint as TelemetryEndpoint;
+use endpoint::{Change, Endpoint};
 
 /// How long [`Topology::close`] waits for checked-out connections before giving up.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The endpoints of one manager and their pools.
+/// How often an endpoint that is down or banned is re-probed (or the health interval, when
+/// shorter), so that a recovery is noticed within seconds.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The endpoints of one manager, their pools and the task watching them.
 #[derive(Debug)]
 pub struct Topology<C: Connector> {
+    shared: Arc<Shared<C>>,
+    health_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the topology and its health loop share.
+#[derive(Debug)]
+pub(crate) struct Shared<C: Connector> {
     config: ManagerConfig,
-    primary: Pool<C>,
-    replicas: Vec<Pool<C>>,
+    /// In configuration order: the configured primary first, then the replicas.
+    endpoints: Vec<Endpoint<C>>,
+    /// The index of the endpoint that is the primary now (it moves on a failover).
+    primary: AtomicUsize,
     next_replica: AtomicUsize,
     /// The last known aggregate health, as a [`HealthStatus`] index.
     health: AtomicU8,
     closed: AtomicBool,
+    failovers: AtomicU64,
+    last_failover: Mutex<Option<DateTime<Utc>>>,
+    /// Wakes the health loop early (a read saw a replica fail).
+    wake: Arc<Notify>,
+    /// One probe round at a time (the loop's and `health_check()`'s).
+    round: tokio::sync::Mutex<()>,
+    /// When the last round ended.
+    last_round: Mutex<tokio::time::Instant>,
 }
 
 impl<C: Connector> Topology<C> {
     /// Builds one pool per endpoint of `config`, with a connector from `connector_for`
-    /// and a circuit breaker when the mode has one, then prefills the primary's pool (a
+    /// and a circuit breaker when the mode has one, prefills the primary's pool (a
     /// primary that cannot be reached fails construction, with the reason) and, best
-    /// effort, each replica's (an unreachable replica is logged and routed around).
+    /// effort, each replica's (an unreachable replica starts down and is routed around),
+    /// then starts the health loop.
     ///
     /// # Errors
     /// The connector factory's error, or the primary's connect error.
@@ -51,30 +95,41 @@ impl<C: Connector> Topology<C> {
     ) -> Result<Self> {
         let pool_config = config.pool().clone();
         let breaker = pool_config.circuit_breaker().then(CircuitBreakerConfig::default);
-        let make = |url: &DatabaseUrl| -> Result<Pool<C>> {
-            Pool::for_endpoint(
-                Endpoint::from_url(url, &url.label()),
-                connector_for(url, &pool_config)?,
-                pool_config.clone(),
-                breaker.clone(),
-            )
-        };
-        let primary = make(config.primary())?;
-        let replicas = config.replicas().iter().map(make).collect::<Result<Vec<_>>>()?;
-        primary.prefill().await?;
-        for replica in &replicas {
-            if let Err(e) = replica.prefill().await {
-                tracing::warn!(replica = %replica.label(), "replica unreachable at start, reads go elsewhere: {e}");
+        let endpoints = config
+            .endpoints()
+            .map(|url| {
+                Pool::for_endpoint(
+                    TelemetryEndpoint::from_url(url, &url.label()),
+                    connector_for(url, &pool_config)?,
+                    pool_config.clone(),
+                    breaker.clone(),
+                )
+                .map(Endpoint::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        endpoints[0].pool.prefill().await?;
+        for replica in &endpoints[1..] {
+            if let Err(e) = replica.pool.prefill().await {
+                tracing::warn!(replica = %replica.pool.label(), "replica unreachable at start, reads go elsewhere: {e}");
+                replica.update(|record| record.fail(e.to_string()));
             }
         }
-        Ok(Self {
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
             config,
-            primary,
-            replicas,
+            endpoints,
+            primary: AtomicUsize::new(0),
             next_replica: AtomicUsize::new(0),
             health: AtomicU8::new(status_index(HealthStatus::Healthy)),
             closed: AtomicBool::new(false),
-        })
+            failovers: AtomicU64::new(0),
+            last_failover: Mutex::new(None),
+            wake: Arc::clone(&wake),
+            round: tokio::sync::Mutex::new(()),
+            last_round: Mutex::new(tokio::time::Instant::now()),
+        });
+        let task = tokio::spawn(health_loop::run(Arc::downgrade(&shared), wake));
+        Ok(Self { shared, health_task: Mutex::new(Some(task)) })
     }
 
     /// Checks out a connection routed for `mode` (see the module docs), with the session
@@ -84,12 +139,29 @@ impl<C: Connector> Topology<C> {
     /// `Closed` after [`Self::close`]; otherwise the primary's acquire error (replica
     /// failures only move the read elsewhere).
     pub async fn acquire(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
-        let span = crate::telemetry::acquire_span(self.primary.metrics().endpoint(), mode.as_str());
+        self.acquire_routed(mode, false).await
+    }
+
+    /// [`Self::acquire`] on the primary whatever the mode: reads that must see the
+    /// caller's own recent writes (read-your-writes).
+    ///
+    /// # Errors
+    /// As [`Self::acquire`].
+    pub async fn acquire_on_primary(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
+        self.acquire_routed(mode, true).await
+    }
+
+    async fn acquire_routed(
+        &self,
+        mode: ConnectionMode,
+        primary_only: bool,
+    ) -> Result<PooledConnection<C>> {
+        let span = crate::telemetry::acquire_span(self.primary().metrics().endpoint(), mode.as_str());
         // Without a subscriber the checkout runs unwrapped: no span, and no extra move of
         // the (large) checkout future into an instrumenting wrapper.
         let result = match &span {
-            Some(span) => self.route(mode).instrument(span.clone()).await,
-            None => self.route(mode).await,
+            Some(span) => self.shared.route(mode, primary_only).instrument(span.clone()).await,
+            None => self.shared.route(mode, primary_only).await,
         };
         if let Err(error) = &result {
             crate::telemetry::record_failure(span.as_ref(), error);
@@ -97,77 +169,62 @@ impl<C: Connector> Topology<C> {
         result
     }
 
-    async fn route(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed { what: "manager".into() });
-        }
-        if mode.is_read_only() && !self.replicas.is_empty() {
-            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
-            for offset in 0..self.replicas.len() {
-                let replica = &self.replicas[(start + offset) % self.replicas.len()];
-                match replica.acquire_for(mode).await {
-                    Ok(connection) => return Ok(connection),
-                    Err(e) => {
-                        #[cfg(feature = "otel")]
-                        crate::telemetry::otel::read_fallback(replica.label());
-                        tracing::debug!(replica = %replica.label(), "read moves on from replica: {e}");
-                    }
-                }
-            }
-        }
-        self.primary.acquire_for(mode).await
-    }
-
-    /// Probes every endpoint, aggregates, and caches the result for [`Self::is_healthy`].
+    /// Probes every endpoint now (as the health loop does: reachability, role, lag),
+    /// applies what it finds (bans, recoveries, a failover), caches the aggregate for
+    /// [`Self::is_healthy`] and reports it.
     pub async fn health_check(&self) -> HealthReport {
-        let mut components = vec![probe(&self.primary, EndpointRole::Primary).await];
-        for replica in &self.replicas {
-            components.push(probe(replica, EndpointRole::Replica).await);
-        }
-        let report = HealthReport::from_components(components);
-        self.health.store(status_index(report.status), Ordering::Relaxed);
-        report
+        health_loop::round(&self.shared).await
     }
 
     /// True when the last known health is healthy or degraded, and the manager is open.
     pub fn is_healthy(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.last_health().is_serving()
+        !self.shared.closed.load(Ordering::Acquire) && self.last_health().is_serving()
     }
 
     /// The last known aggregate health.
     pub fn last_health(&self) -> HealthStatus {
-        match self.health.load(Ordering::Relaxed) {
+        match self.shared.health.load(Ordering::Relaxed) {
             0 => HealthStatus::Healthy,
             1 => HealthStatus::Degraded,
             _ => HealthStatus::Unhealthy,
         }
     }
 
-    /// The cached picture of every endpoint; no I/O.
+    /// The cached picture of every endpoint, the current primary first; no I/O.
     pub fn info(&self, backend: &'static str) -> ConnectionInfo {
-        let mut endpoints = vec![EndpointInfo::from_pool(&self.primary, EndpointRole::Primary)];
-        endpoints.extend(
-            self.replicas.iter().map(|r| EndpointInfo::from_pool(r, EndpointRole::Replica)),
-        );
+        let shared = &self.shared;
+        let primary = shared.primary.load(Ordering::Acquire);
+        let mut endpoints: Vec<EndpointInfo> = shared
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| shared.endpoint_info(e, shared.role(i, primary)))
+            .collect();
+        endpoints.sort_by_key(|e| e.role != EndpointRole::Primary);
         ConnectionInfo {
-            mode: self.config.mode(),
+            mode: shared.config.mode(),
             backend,
-            pool: self.config.pool().clone(),
+            pool: shared.config.pool().clone(),
             endpoints,
             health: Some(self.last_health()),
+            failovers: shared.failovers.load(Ordering::Relaxed),
+            last_failover: *shared.last_failover.lock().unwrap_or_else(PoisonError::into_inner),
+            sla: shared.sla(),
         }
     }
 
-    /// Refuses new acquires at once, then drains every pool within `deadline`.
+    /// Refuses new acquires at once, stops the health loop, then drains every pool within
+    /// `deadline`.
     ///
     /// # Errors
     /// The first pool's `Timeout` when connections were still checked out at the deadline.
     pub async fn close(&self, deadline: Duration) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
-        self.health.store(status_index(HealthStatus::Unhealthy), Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::Release);
+        self.stop_health_loop();
+        self.shared.health.store(status_index(HealthStatus::Unhealthy), Ordering::Relaxed);
         let mut first_error = None;
-        for pool in std::iter::once(&self.primary).chain(&self.replicas) {
-            if let Err(e) = pool.close(deadline).await {
+        for endpoint in &self.shared.endpoints {
+            if let Err(e) = endpoint.pool.close(deadline).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -176,18 +233,148 @@ impl<C: Connector> Topology<C> {
 
     /// The configuration the topology was built from.
     pub fn config(&self) -> &ManagerConfig {
-        &self.config
+        &self.shared.config
     }
 
-    /// The primary's pool.
+    /// The pool of the endpoint that is the primary now.
     pub fn primary(&self) -> &Pool<C> {
-        &self.primary
+        &self.shared.endpoints[self.shared.primary.load(Ordering::Acquire)].pool
     }
 
-    /// The replicas' pools.
-    pub fn replicas(&self) -> &[Pool<C>] {
-        &self.replicas
+    /// The pools of the other endpoints (the replicas), in configuration order.
+    pub fn replicas(&self) -> impl Iterator<Item = &Pool<C>> {
+        let primary = self.shared.primary.load(Ordering::Acquire);
+        self.shared.endpoints.iter().enumerate().filter(move |(i, _)| *i != primary).map(|(_, e)| &e.pool)
     }
+
+    /// How many failovers the topology has followed.
+    pub fn failovers(&self) -> u64 {
+        self.shared.failovers.load(Ordering::Relaxed)
+    }
+
+    fn stop_health_loop(&self) {
+        let task = self.health_task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+impl<C: Connector> Drop for Topology<C> {
+    fn drop(&mut self) {
+        self.stop_health_loop();
+    }
+}
+
+impl<C: Connector> Shared<C> {
+    async fn route(&self, mode: ConnectionMode, primary_only: bool) -> Result<PooledConnection<C>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed { what: "manager".into() });
+        }
+        let primary = self.primary.load(Ordering::Acquire);
+        let count = self.endpoints.len();
+        if mode.is_read_only() && !primary_only && count > 1 {
+            let replicas = count - 1;
+            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+            for offset in 0..replicas {
+                // The replicas are every endpoint but the primary, taken in turn.
+                let index = (primary + 1 + (start + offset) % replicas) % count;
+                let replica = &self.endpoints[index];
+                if !replica.state().serves_reads() {
+                    continue;
+                }
+                match replica.pool.acquire_for(mode).await {
+                    Ok(connection) => return Ok(connection),
+                    Err(e) => {
+                        #[cfg(feature = "otel")]
+                        crate::telemetry::otel::read_fallback(replica.pool.label());
+                        tracing::debug!(replica = %replica.pool.label(), "read moves on from replica: {e}");
+                        if says_endpoint_is_down(e.kind()) {
+                            let change = replica.update(|record| record.fail(e.to_string()));
+                            if let Some(change) = change {
+                                self.log_change(replica, &change);
+                                self.wake.notify_one();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.endpoints[primary].pool.acquire_for(mode).await
+    }
+
+    fn role(&self, index: usize, primary: usize) -> EndpointRole {
+        if index == primary { EndpointRole::Primary } else { EndpointRole::Replica }
+    }
+
+    fn endpoint_info(&self, endpoint: &Endpoint<C>, role: EndpointRole) -> EndpointInfo {
+        let record = endpoint.record().clone();
+        let replication = match &record.last {
+            Some(crate::health::Observation::Answered { replication, .. }) => *replication,
+            _ => None,
+        };
+        EndpointInfo {
+            state: record.state,
+            state_reason: record.reason,
+            in_recovery: replication.map(|r| r.in_recovery),
+            lag: replication.and_then(|r| r.lag),
+            bans: record.bans,
+            last_probe: record.last_probe,
+            ..EndpointInfo::from_pool(&endpoint.pool, role)
+        }
+    }
+
+    /// The share of operations within the SLA target, over every endpoint.
+    fn sla(&self) -> SlaSummary {
+        let mut summary =
+            SlaSummary { target: self.config.pool().sla_target(), operations: 0, within_target: 0 };
+        for endpoint in &self.endpoints {
+            let metrics = endpoint.pool.metrics().snapshot();
+            summary.operations += metrics.operations.count;
+            summary.within_target += metrics.within_sla;
+        }
+        summary
+    }
+
+    /// How long after the last round the next one is due.
+    fn next_interval(&self) -> Duration {
+        let interval = self.config.pool().health_interval();
+        let someone_out = self.endpoints.iter().any(|e| !e.state().serves_reads());
+        if someone_out { interval.min(RECHECK_INTERVAL) } else { interval }
+    }
+
+    fn log_change(&self, endpoint: &Endpoint<C>, change: &Change) {
+        let label = endpoint.pool.label();
+        match change {
+            Change::Down(reason) => {
+                tracing::warn!(endpoint = %label, "endpoint down, routed around until it answers again: {reason}");
+            }
+            Change::Banned(reason) => {
+                tracing::warn!(endpoint = %label, "endpoint banned from reads: {reason}");
+            }
+            Change::Recovered => {
+                tracing::info!(endpoint = %label, "endpoint recovered and serving again");
+            }
+        }
+        #[cfg(feature = "otel")]
+        crate::telemetry::otel::topology_change(
+            label,
+            match change {
+                Change::Down(_) => "down",
+                Change::Banned(_) => "banned",
+                Change::Recovered => "recovered",
+            },
+        );
+    }
+}
+
+/// Whether a failed checkout says the endpoint itself is gone (so reads should stop
+/// trying it until the health loop sees it back), rather than busy or misused.
+fn says_endpoint_is_down(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectFailed | ErrorKind::ConnectionLost | ErrorKind::CircuitOpen | ErrorKind::Timeout
+    )
 }
 
 fn status_index(status: HealthStatus) -> u8 {
@@ -197,6 +384,3 @@ fn status_index(status: HealthStatus) -> u8 {
         HealthStatus::Unhealthy => 2,
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::error::ErrorKind;
+use crate::health::EndpointState;
 use crate::mode::ManagerMode;
 use crate::pool::testing::MemoryConnector;
 
@@ -120,4 +121,153 @@ async fn health_is_cached_and_close_refuses_new_work() {
         ErrorKind::Closed
     );
     assert_eq!(c["replica1"].live(), 0);
+}
+
+fn status(in_recovery: bool, lag_ms: u64) -> Option<ReplicationStatus> {
+    Some(ReplicationStatus { in_recovery, lag: Some(Duration::from_millis(lag_ms)) })
+}
+
+/// Which endpoint served a checkout: the connector whose read-only changes grew.
+fn served_by(c: &HashMap<String, MemoryConnector>, before: &HashMap<String, u64>) -> Vec<String> {
+    let mut hosts: Vec<String> = c
+        .iter()
+        .filter(|(h, conn)| conn.opened() + conn.read_only_changes() > before[*h])
+        .map(|(h, _)| h.clone())
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+fn counts(c: &HashMap<String, MemoryConnector>) -> HashMap<String, u64> {
+    c.iter().map(|(h, conn)| (h.clone(), conn.opened() + conn.read_only_changes())).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_dies_is_marked_down_at_once_and_let_back_after_two_good_probes() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["primary"].set_replication(status(false, 0));
+    c["replica1"].set_replication(status(true, 0));
+    c["replica1"].refuse_connections(true);
+    c["replica1"].break_existing_connections();
+    // The read that finds the replica dead is served by the primary, and the replica is
+    // marked down by that read: the next reads do not try it at all.
+    assert!(topology.acquire(ConnectionMode::ReadOnly).await.unwrap().is_read_only());
+    let attempts = c["replica1"].connect_attempts();
+    drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    assert_eq!(c["replica1"].connect_attempts(), attempts, "a down replica is skipped");
+    let info = topology.info("memory");
+    let replica = &info.endpoints[1];
+    assert_eq!((replica.role, replica.state), (EndpointRole::Replica, EndpointState::Down));
+    assert!(replica.state_reason.as_deref().unwrap().contains("refuse"), "{replica:?}");
+
+    // It comes back: the loop (every second while something is down) needs two good
+    // probes before reads return to it.
+    c["replica1"].refuse_connections(false);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Down, "one probe is not enough");
+    tokio::time::sleep(RECHECK_INTERVAL * 2 + Duration::from_millis(10)).await;
+    let info = topology.info("memory");
+    assert_eq!(info.endpoints[1].state, EndpointState::Healthy, "{:?}", info.endpoints[1]);
+    assert_eq!(info.endpoints[1].bans, 1);
+    let before = counts(&c);
+    drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    assert_eq!(served_by(&c, &before), vec!["replica1".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_replica_is_skipped_for_reads_until_it_catches_up() {
+    let (topology, c) = topology(2).await;
+    let topology = topology.unwrap();
+    c["primary"].set_replication(status(false, 0));
+    c["replica1"].set_replication(status(true, 0));
+    c["replica2"].set_replication(status(true, 45_000)); // over the 30 s default bound
+    let report = topology.health_check().await;
+    assert_eq!(report.status, HealthStatus::Degraded);
+    let lagging = report.components.iter().find(|c| c.name.contains("replica2")).unwrap();
+    assert_eq!((lagging.state, lagging.lag), (EndpointState::Banned, Some(Duration::from_secs(45))));
+    assert!(lagging.message.as_deref().unwrap().contains("lag"), "{lagging:?}");
+    for _ in 0..6 {
+        let before = counts(&c);
+        drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+        let served = served_by(&c, &before);
+        assert!(!served.contains(&"replica2".to_owned()), "{served:?}");
+    }
+    c["replica2"].set_replication(status(true, 100));
+    topology.health_check().await;
+    assert_eq!(topology.health_check().await.status, HealthStatus::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_manager_follows_a_promotion_and_counts_the_failover() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["primary"].set_replication(status(false, 0));
+    c["replica1"].set_replication(status(true, 0));
+    assert_eq!(topology.health_check().await.status, HealthStatus::Healthy);
+    // The primary dies; until a standby is promoted, writes keep failing on it.
+    c["primary"].refuse_connections(true);
+    c["primary"].break_existing_connections();
+    assert_eq!(topology.health_check().await.status, HealthStatus::Unhealthy);
+    assert!(topology.acquire(ConnectionMode::ReadWrite).await.is_err());
+    assert_eq!(topology.failovers(), 0, "a dead primary alone is no failover");
+    // The replica is promoted (by an operator or a tool, never by ucm): the health loop
+    // notices within a recheck interval and writes go there.
+    c["replica1"].set_replication(status(false, 0));
+    tokio::time::sleep(RECHECK_INTERVAL + Duration::from_millis(10)).await;
+    assert_eq!(topology.failovers(), 1);
+    let connection = topology.acquire(ConnectionMode::ReadWrite).await.unwrap();
+    assert!(!connection.is_read_only());
+    drop(connection);
+    let info = topology.info("memory");
+    assert_eq!(info.failovers, 1);
+    assert!(info.last_failover.is_some());
+    let primary = info.primary().unwrap();
+    assert!(primary.label.contains("replica1"), "{primary:?}");
+    assert_eq!(primary.state, EndpointState::Healthy);
+    // The old primary comes back as a primary: split brain, banned from reads.
+    c["primary"].refuse_connections(false);
+    let report = topology.health_check().await;
+    let old = report.components.iter().find(|c| c.role == EndpointRole::Replica).unwrap();
+    assert_eq!(old.state, EndpointState::Banned, "{old:?}");
+    let before = counts(&c);
+    drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    assert_eq!(served_by(&c, &before), vec!["replica1".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn modes_without_high_availability_never_move_the_primary() {
+    let connectors: HashMap<&str, MemoryConnector> =
+        [("primary", MemoryConnector::new()), ("replica", MemoryConnector::new())].into();
+    let config = ManagerConfig::builder(ManagerMode::AsyncModern)
+        .primary("postgres://app@primary/app")
+        .replica("postgres://app@replica/app")
+        .build()
+        .unwrap();
+    let lookup = connectors.clone();
+    let topology =
+        Topology::connect(config, move |url, _| Ok(lookup[url.host().unwrap()].clone())).await.unwrap();
+    connectors["replica"].set_replication(status(true, 0));
+    topology.health_check().await;
+    connectors["primary"].refuse_connections(true);
+    connectors["primary"].break_existing_connections();
+    connectors["replica"].set_replication(status(false, 0));
+    topology.health_check().await;
+    assert_eq!(topology.failovers(), 0);
+    assert!(topology.primary().label().contains("primary"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_health_loop_stops_when_the_topology_is_dropped() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    // Without a replication role the probe pings: count the pings.
+    let before = c["replica1"].validations();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(c["replica1"].validations() >= before + 2, "the loop probed every 10 s");
+    drop(topology);
+    let seen = c["replica1"].validations();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(c["replica1"].validations(), seen, "no probe after the drop");
+    assert_eq!(c["replica1"].live(), 0, "every connection closed with the pools");
 }

@@ -1,0 +1,157 @@
+//! `observe`: one active probe of an endpoint (reachability, role and replication lag), through its pool, or around it while its breaker is open.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout};
+
+use super::{ComponentHealth, EndpointRole, EndpointState, SLOW_PROBE};
+use crate::circuit_breaker::BreakerState;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::{Connector, Pool};
+use crate::topology::ReplicationStatus;
+
+/// What one probe of an endpoint found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The endpoint answered.
+    Answered {
+        /// The probe's round trip (checkout or connect, then the query).
+        latency: Duration,
+        /// Its place in replication, when its database reports one.
+        replication: Option<ReplicationStatus>,
+    },
+    /// Its pool had no connection to spare within the acquire timeout: the endpoint is
+    /// busy, which says nothing about whether it is up.
+    Busy(String),
+    /// It did not answer: refused, timed out, lost.
+    Failed {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// The error, scrubbed of any password.
+        message: String,
+    },
+}
+
+/// Probes the endpoint of `pool`: a pooled connection (so the probe also exercises the
+/// checkout path and feeds the breaker) runs the database's replication query, or a ping
+/// where the database has no replication. While the endpoint's breaker is open the pool
+/// would fail fast without I/O, so the probe opens a connection of its own instead, and a
+/// success moves the breaker to half-open at once: a recovered endpoint is taken back
+/// without waiting out the breaker's recovery timeout.
+///
+/// Every step is bounded (the acquire and connect timeouts, then the validation timeout,
+/// at least [`SLOW_PROBE`], for the query). A failure makes the pool ping its idle
+/// connections before their next use, since they probably died with the endpoint.
+pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
+    let started = Instant::now();
+    let breaker_open = pool.breaker().is_some_and(|b| b.state() == BreakerState::Open);
+    let result = if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await };
+    match result {
+        Ok(replication) => {
+            if breaker_open && let Some(breaker) = pool.breaker() {
+                breaker.recovery_observed();
+            }
+            Observation::Answered { latency: started.elapsed(), replication }
+        }
+        Err(e) if e.kind() == ErrorKind::PoolExhausted => Observation::Busy(e.to_string()),
+        Err(e) => {
+            pool.suspect_idle_connections();
+            Observation::Failed { kind: e.kind(), message: e.to_string() }
+        }
+    }
+}
+
+impl Observation {
+    /// Whether the endpoint answered.
+    pub fn answered(&self) -> bool {
+        matches!(self, Self::Answered { .. })
+    }
+
+    /// What the endpoint said of its replication role, when it answered with one.
+    pub fn in_recovery(&self) -> Option<bool> {
+        match self {
+            Self::Answered { replication: Some(r), .. } => Some(r.in_recovery),
+            _ => None,
+        }
+    }
+
+    /// The endpoint as a health-report component, in `state`, with `reason` (else this
+    /// observation's failure, or a slow probe) as its message.
+    pub fn component(
+        &self,
+        name: &str,
+        role: EndpointRole,
+        state: EndpointState,
+        reason: Option<&str>,
+    ) -> ComponentHealth {
+        let (latency, replication, failure) = match self {
+            Self::Answered { latency, replication } => (Some(*latency), *replication, None),
+            Self::Busy(message) | Self::Failed { message, .. } => (None, None, Some(message)),
+        };
+        let slow = latency.filter(|l| *l > SLOW_PROBE).map(|l| format!("slow: the probe took {l:?}"));
+        let message = reason.map(str::to_owned).or_else(|| failure.cloned()).or(slow);
+        ComponentHealth {
+            name: name.to_owned(),
+            role,
+            status: state.status(role),
+            latency,
+            message,
+            state,
+            in_recovery: replication.map(|r| r.in_recovery),
+            lag: replication.and_then(|r| r.lag),
+        }
+    }
+}
+
+/// The probe on a pooled connection; a failed or unanswered query closes the connection
+/// and counts against the breaker.
+async fn probe_pooled<C: Connector>(pool: &Pool<C>) -> Result<Option<ReplicationStatus>> {
+    let mut connection = pool.acquire().await?;
+    let result = bounded(pool, read_status(pool.connector(), &mut connection)).await;
+    if let Err(e) = &result {
+        if e.kind().evicts_connection() || e.kind() == ErrorKind::Timeout {
+            connection.mark_lost();
+        }
+        if let Some(breaker) = pool.breaker() {
+            breaker.record_failure(e.kind());
+        }
+    }
+    result
+}
+
+/// The probe on a connection of its own, closed afterwards.
+async fn probe_direct<C: Connector>(pool: &Pool<C>) -> Result<Option<ReplicationStatus>> {
+    let limit = pool.config().connect_timeout();
+    let mut connection = match timeout(limit, pool.connector().connect()).await {
+        Ok(connection) => connection?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                what: format!("connecting to {} for a health probe", pool.label()),
+                after: limit,
+            });
+        }
+    };
+    bounded(pool, read_status(pool.connector(), &mut connection)).await
+}
+
+/// `query` bounded by the pool's validation timeout, at least [`SLOW_PROBE`].
+async fn bounded<C: Connector, T>(
+    pool: &Pool<C>,
+    query: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let limit = pool.config().validation_timeout().max(SLOW_PROBE);
+    timeout(limit, query).await.unwrap_or_else(|_| {
+        Err(Error::Timeout { what: format!("the health probe of {}", pool.label()), after: limit })
+    })
+}
+
+/// The replication status, or a ping where the database reports none.
+async fn read_status<C: Connector>(
+    connector: &C,
+    connection: &mut C::Connection,
+) -> Result<Option<ReplicationStatus>> {
+    match connector.replication_status(connection).await? {
+        Some(status) => Ok(Some(status)),
+        None => connector.validate(connection).await.map(|()| None),
+    }
+}

@@ -1,0 +1,277 @@
+//! One endpoint of a topology: its pool, its state (healthy, degraded, banned, down) and what its probes saw, with the rules that move it between states.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::health::{EndpointState, Observation, SLOW_PROBE};
+use crate::pool::{Connector, Pool};
+use crate::topology::ReplicationStatus;
+
+/// Consecutive good probes a down or banned endpoint needs before it takes reads again:
+/// one good answer after a failure may be a flap, two a second apart are a recovery.
+pub const PROBES_TO_RECOVER: u32 = 2;
+
+/// One endpoint: its pool, the state routing reads (one atomic load), and the record the
+/// health loop keeps.
+#[derive(Debug)]
+pub(crate) struct Endpoint<C: Connector> {
+    pub(crate) pool: Pool<C>,
+    state: AtomicU8,
+    record: Mutex<Record>,
+}
+
+/// What the health loop knows of one endpoint.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Record {
+    pub(crate) state: EndpointState,
+    /// Why it is not healthy (or how far its recovery got).
+    pub(crate) reason: Option<String>,
+    /// The last probe's observation.
+    pub(crate) last: Option<Observation>,
+    pub(crate) last_probe: Option<DateTime<Utc>>,
+    /// It has been seen in recovery: a standby, so reporting otherwise means a promotion.
+    pub(crate) was_standby: bool,
+    /// It was the primary until a failover moved the role elsewhere.
+    pub(crate) was_primary: bool,
+    /// Consecutive good probes while down or banned.
+    pub(crate) good_streak: u32,
+    /// Times it was banned or marked down.
+    pub(crate) bans: u64,
+}
+
+/// A change of state worth a log line and a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    Down(String),
+    Banned(String),
+    Recovered,
+}
+
+impl<C: Connector> Endpoint<C> {
+    pub(crate) fn new(pool: Pool<C>) -> Self {
+        Self { pool, state: AtomicU8::new(0), record: Mutex::new(Record::default()) }
+    }
+
+    /// The state routing reads; no lock.
+    pub(crate) fn state(&self) -> EndpointState {
+        EndpointState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// The record, locked (never across an await).
+    pub(crate) fn record(&self) -> MutexGuard<'_, Record> {
+        // Every critical section leaves the record coherent, so a poisoned lock is usable.
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the record and publishes the state it leaves for routing.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Record) -> R) -> R {
+        let mut record = self.record();
+        let result = f(&mut record);
+        self.state.store(record.state.to_u8(), Ordering::Relaxed);
+        result
+    }
+}
+
+impl Record {
+    /// Applies one probe's `observation` to an endpoint that is (`is_primary`) or is not the
+    /// primary, under the replication-lag bound `max_lag`; returns the change, if any.
+    ///
+    /// - A failure makes it down. A busy pool changes nothing.
+    /// - A replica is banned when it lags past `max_lag`, or when it reports it is not a
+    ///   standby although it was one (promoted behind the manager's back) or was the
+    ///   primary before a failover (split brain): its data may differ from the primary's.
+    /// - A primary is banned when it reports it is a standby (writes would fail).
+    /// - A down or banned replica takes reads again after [`PROBES_TO_RECOVER`] consecutive
+    ///   good probes; the primary at once, since nothing routes around it.
+    pub(crate) fn observe(
+        &mut self,
+        observation: Observation,
+        is_primary: bool,
+        max_lag: Duration,
+    ) -> Option<Change> {
+        self.last_probe = Some(Utc::now());
+        let before = self.state;
+        let unfit = match &observation {
+            Observation::Busy(_) => {
+                self.last = Some(observation);
+                return None;
+            }
+            Observation::Failed { message, .. } => Some((EndpointState::Down, message.clone())),
+            Observation::Answered { replication, .. } => {
+                replication.and_then(|r| self.unfit(r, is_primary, max_lag))
+            }
+        };
+        let slow = matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
+        if let Some(ReplicationStatus { in_recovery: true, .. }) = match &observation {
+            Observation::Answered { replication, .. } => *replication,
+            _ => None,
+        } {
+            self.was_standby = true;
+        }
+        self.last = Some(observation);
+        match unfit {
+            Some((state, reason)) => {
+                self.good_streak = 0;
+                self.state = state;
+                self.reason = Some(reason.clone());
+                (before != state).then(|| {
+                    self.bans += 1;
+                    if state == EndpointState::Down { Change::Down(reason) } else { Change::Banned(reason) }
+                })
+            }
+            None => {
+                let was_out = matches!(before, EndpointState::Down | EndpointState::Banned);
+                self.good_streak = self.good_streak.saturating_add(1);
+                if was_out && !is_primary && self.good_streak < PROBES_TO_RECOVER {
+                    self.reason = Some(format!(
+                        "recovering: {} of {PROBES_TO_RECOVER} good probes",
+                        self.good_streak
+                    ));
+                    return None;
+                }
+                self.state = if slow { EndpointState::Degraded } else { EndpointState::Healthy };
+                self.reason = None;
+                was_out.then_some(Change::Recovered)
+            }
+        }
+    }
+
+    /// Marks the endpoint down on a failure seen outside the health loop (a read's checkout
+    /// failed on it); returns the change when it was serving.
+    pub(crate) fn fail(&mut self, reason: String) -> Option<Change> {
+        self.good_streak = 0;
+        let was_out = matches!(self.state, EndpointState::Down | EndpointState::Banned);
+        self.state = EndpointState::Down;
+        self.reason = Some(reason.clone());
+        (!was_out).then(|| {
+            self.bans += 1;
+            Change::Down(reason)
+        })
+    }
+
+    /// Why an endpoint that answered with `status` must not serve its role, if it must not.
+    fn unfit(
+        &self,
+        status: ReplicationStatus,
+        is_primary: bool,
+        max_lag: Duration,
+    ) -> Option<(EndpointState, String)> {
+        let banned = |reason: String| Some((EndpointState::Banned, reason));
+        if is_primary {
+            return if status.in_recovery {
+                banned("it reports it is a standby (in recovery): writes fail until a primary is found".to_owned())
+            } else {
+                None
+            };
+        }
+        if !status.in_recovery && (self.was_standby || self.was_primary) {
+            return banned(
+                "it is no longer a standby (promoted or restarted as a primary) while another endpoint is the primary: its data may differ".to_owned(),
+            );
+        }
+        match status.lag {
+            Some(lag) if lag > max_lag => banned(format!(
+                "replication lag {:.1} s is over the {:.1} s bound",
+                lag.as_secs_f64(),
+                max_lag.as_secs_f64()
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn answered(in_recovery: bool, lag_s: Option<f64>) -> Observation {
+        Observation::Answered {
+            latency: Duration::from_millis(2),
+            replication: Some(ReplicationStatus {
+                in_recovery,
+                lag: lag_s.map(Duration::from_secs_f64),
+            }),
+        }
+    }
+
+    fn failed() -> Observation {
+        Observation::Failed { kind: ErrorKind::ConnectFailed, message: "connection refused".into() }
+    }
+
+    #[test]
+    fn replicas_are_banned_for_lag_and_failures_and_need_two_good_probes_to_return() {
+        use EndpointState::{Banned, Down, Healthy};
+        let max = Duration::from_secs(5);
+        // (observation, expected state, expected change)
+        let steps: Vec<(Observation, EndpointState, Option<&str>)> = vec![
+            (answered(true, Some(0.0)), Healthy, None),
+            (answered(true, Some(9.0)), Banned, Some("banned")),
+            (answered(true, Some(9.0)), Banned, None),
+            (answered(true, Some(1.0)), Banned, None), // one good probe: recovering
+            (answered(true, Some(0.5)), Healthy, Some("recovered")),
+            (failed(), Down, Some("down")),
+            (Observation::Busy("pool exhausted".into()), Down, None), // busy says nothing
+            (answered(true, Some(0.0)), Down, None),
+            (failed(), Down, None), // the streak starts again
+            (answered(true, Some(0.0)), Down, None),
+            (answered(true, None), Healthy, Some("recovered")),
+        ];
+        let mut record = Record::default();
+        for (i, (observation, state, change)) in steps.into_iter().enumerate() {
+            let got = record.observe(observation, false, max);
+            assert_eq!(record.state, state, "step {i}");
+            let name = got.map(|c| match c {
+                Change::Down(_) => "down",
+                Change::Banned(_) => "banned",
+                Change::Recovered => "recovered",
+            });
+            assert_eq!(name, change, "step {i}");
+        }
+        assert_eq!(record.bans, 2);
+        assert!(record.was_standby);
+    }
+
+    #[test]
+    fn a_standby_that_stops_being_one_is_banned_but_a_never_standby_replica_is_not() {
+        let max = Duration::from_secs(5);
+        // A logical replica, or the same server under another name: never in recovery.
+        let mut logical = Record::default();
+        assert_eq!(logical.observe(answered(false, None), false, max), None);
+        assert_eq!(logical.state, EndpointState::Healthy);
+        // A physical standby promoted while the primary still answers: split brain.
+        let mut promoted = Record::default();
+        promoted.observe(answered(true, Some(0.0)), false, max);
+        let change = promoted.observe(answered(false, None), false, max);
+        assert!(matches!(change, Some(Change::Banned(ref r)) if r.contains("no longer a standby")));
+        // The old primary back as a primary after a failover: split brain too.
+        let mut old_primary = Record { was_primary: true, ..Record::default() };
+        old_primary.observe(answered(false, None), false, max);
+        assert_eq!(old_primary.state, EndpointState::Banned);
+    }
+
+    #[test]
+    fn the_primary_recovers_at_once_and_is_banned_when_in_recovery() {
+        let max = Duration::from_secs(5);
+        let mut primary = Record::default();
+        assert!(matches!(primary.observe(failed(), true, max), Some(Change::Down(_))));
+        assert_eq!(primary.observe(answered(false, None), true, max), Some(Change::Recovered));
+        assert_eq!(primary.state, EndpointState::Healthy);
+        assert!(matches!(primary.observe(answered(true, None), true, max), Some(Change::Banned(_))));
+        // Lag never bans a primary: it has none.
+        let mut fresh = Record::default();
+        assert_eq!(fresh.observe(answered(false, Some(100.0)), true, max), None);
+    }
+
+    #[test]
+    fn a_failure_seen_by_a_read_marks_a_serving_endpoint_down_once() {
+        let mut record = Record::default();
+        assert!(matches!(record.fail("refused".into()), Some(Change::Down(_))));
+        assert_eq!(record.fail("refused again".into()), None);
+        assert_eq!(record.state, EndpointState::Down);
+        assert_eq!(record.bans, 1);
+    }
+}

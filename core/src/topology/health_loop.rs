@@ -1,0 +1,206 @@
+//! The topology's health loop: probe rounds over every endpoint, state changes, promotion following, and the background task that runs them.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use tokio::time::Instant;
+
+use super::{RECHECK_INTERVAL, Shared, status_index};
+use crate::error::ErrorKind;
+use crate::health::{EndpointRole, EndpointState, HealthReport, Observation, observe};
+use crate::pool::Connector;
+
+/// The background task: a probe round every `health_interval` (every
+/// [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an endpoint is out, whoever found
+/// it out), or at once when woken. It ticks at the shorter of the two and probes only when
+/// a round is due, so a `health_check()` that finds trouble speeds it up at once. Holds
+/// only a weak reference between ticks, so it ends when the topology is dropped even if
+/// nobody aborts it.
+pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>) {
+    let Some(tick) = shared.upgrade().map(|s| s.config.pool().health_interval().min(RECHECK_INTERVAL))
+    else {
+        return;
+    };
+    loop {
+        let woken = tokio::select! {
+            () = tokio::time::sleep(tick) => false,
+            () = wake.notified() => true,
+        };
+        let Some(shared) = shared.upgrade() else { return };
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let since = shared.last_round.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+        if woken || since >= shared.next_interval() {
+            round(&shared).await;
+        }
+    }
+}
+
+/// One probe round: observes every endpoint concurrently (so one that never answers does
+/// not delay the others), applies each observation to its record, follows a promotion in
+/// modes with high availability, and caches and returns the aggregate.
+pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
+    let _one_at_a_time = shared.round.lock().await;
+    let mut probes = JoinSet::new();
+    for (index, endpoint) in shared.endpoints.iter().enumerate() {
+        let pool = endpoint.pool.clone();
+        probes.spawn(async move { (index, observe(&pool).await) });
+    }
+    let mut observations: Vec<Option<Observation>> = vec![None; shared.endpoints.len()];
+    while let Some(joined) = probes.join_next().await {
+        if let Ok((index, observation)) = joined {
+            observations[index] = Some(observation);
+        }
+    }
+    let primary = shared.primary.load(Ordering::Acquire);
+    let max_lag = shared.config.pool().max_replica_lag();
+    for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
+        let observation = observation.unwrap_or_else(|| Observation::Failed {
+            kind: ErrorKind::Other,
+            message: "the health probe's task ended without a result".to_owned(),
+        });
+        if let Some(change) = endpoint.update(|r| r.observe(observation, index == primary, max_lag)) {
+            shared.log_change(endpoint, &change);
+        }
+    }
+    if shared.config.pool().high_availability() {
+        follow_promotion(shared, primary);
+    }
+    let report = shared.report();
+    shared.health.store(status_index(report.status), Ordering::Relaxed);
+    *shared.last_round.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    report
+}
+
+/// What a promotion decision needs to know of one endpoint after a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    answered: bool,
+    in_recovery: Option<bool>,
+    was_standby: bool,
+}
+
+/// The endpoint that should become the primary, if the current one (`primary`) is gone.
+///
+/// The primary is gone when it did not answer or reports it is a standby. A candidate
+/// answered, reports it is not a standby, and was one before (it was promoted), or the
+/// old primary itself now reports being a standby (the two swapped roles). A replica that
+/// never was a standby (a logical replica, or the same server under another name) is
+/// never taken for a promoted one. The first candidate in configuration order wins.
+fn promotion_target(primary: usize, views: &[View]) -> Option<usize> {
+    let current = views.get(primary)?;
+    let demoted = current.in_recovery == Some(true);
+    if current.answered && !demoted {
+        return None;
+    }
+    views.iter().enumerate().position(|(i, v)| {
+        i != primary
+            && v.answered
+            && v.in_recovery == Some(false)
+            && (v.was_standby || demoted)
+    })
+}
+
+/// Moves the primary role to a promoted endpoint when [`promotion_target`] finds one.
+fn follow_promotion<C: Connector>(shared: &Shared<C>, primary: usize) {
+    let views: Vec<View> = shared
+        .endpoints
+        .iter()
+        .map(|e| {
+            let record = e.record();
+            let last = record.last.as_ref();
+            View {
+                answered: last.is_some_and(Observation::answered),
+                in_recovery: last.and_then(Observation::in_recovery),
+                was_standby: record.was_standby,
+            }
+        })
+        .collect();
+    let Some(target) = promotion_target(primary, &views) else { return };
+    let old = &shared.endpoints[primary];
+    let new = &shared.endpoints[target];
+    new.update(|record| {
+        let slow = matches!(&record.last, Some(Observation::Answered { latency, .. }) if *latency > crate::health::SLOW_PROBE);
+        record.state = if slow { EndpointState::Degraded } else { EndpointState::Healthy };
+        record.reason = None;
+        record.good_streak = 0;
+        record.was_standby = false;
+        record.was_primary = false;
+    });
+    old.update(|record| record.was_primary = true);
+    shared.primary.store(target, Ordering::Release);
+    let failovers = shared.failovers.fetch_add(1, Ordering::Relaxed) + 1;
+    *shared.last_failover.lock().unwrap_or_else(PoisonError::into_inner) = Some(Utc::now());
+    tracing::warn!(
+        from = %old.pool.label(),
+        to = %new.pool.label(),
+        failovers,
+        "failover followed: the primary is gone and {} reports it was promoted; writes go there now",
+        new.pool.label()
+    );
+    #[cfg(feature = "otel")]
+    crate::telemetry::otel::topology_change(new.pool.label(), "failover");
+}
+
+impl<C: Connector> Shared<C> {
+    /// The report of the last round, the current primary first.
+    fn report(&self) -> HealthReport {
+        let primary = self.primary.load(Ordering::Acquire);
+        let mut components: Vec<_> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, endpoint)| {
+                let record = endpoint.record();
+                let role = self.role(i, primary);
+                let last = record.last.as_ref()?;
+                Some(last.component(endpoint.pool.label(), role, record.state, record.reason.as_deref()))
+            })
+            .collect();
+        components.sort_by_key(|c| c.role != EndpointRole::Primary);
+        let mut report = HealthReport::from_components(components);
+        report.sla = Some(self.sla());
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(answered: bool, in_recovery: Option<bool>, was_standby: bool) -> View {
+        View { answered, in_recovery, was_standby }
+    }
+
+    #[test]
+    fn a_promotion_is_followed_only_when_the_primary_is_gone_and_a_standby_was_promoted() {
+        let up_primary = view(true, Some(false), false);
+        let down = view(false, None, false);
+        let demoted = view(true, Some(true), false);
+        let standby = view(true, Some(true), true);
+        let promoted = view(true, Some(false), true);
+        let never_standby = view(true, Some(false), false);
+        let table: [(&[View], Option<usize>); 8] = [
+            (&[up_primary, standby], None),
+            // A split brain while the primary answers: no failover (the replica is banned).
+            (&[up_primary, promoted], None),
+            (&[down, standby], None),
+            (&[down, promoted], Some(1)),
+            (&[down, never_standby], None),
+            // The roles swapped: the old primary is a standby now.
+            (&[demoted, never_standby], Some(1)),
+            (&[down, standby, promoted], Some(2)),
+            // Nobody to fail over to: SQLite and unknown roles report nothing.
+            (&[down, view(true, None, false)], None),
+        ];
+        for (views, expected) in table {
+            assert_eq!(promotion_target(0, views), expected, "{views:?}");
+        }
+        assert_eq!(promotion_target(1, &[promoted, down]), Some(0));
+    }
+}

@@ -1,0 +1,67 @@
+//! `ReplicationStatus`: what a server says of its place in replication (standby or not, replay lag), read from the row of `DatabaseKind::replication_query`.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::value::{Row, Value};
+
+/// Where one server stands in replication, as its probe read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ReplicationStatus {
+    /// The server is a standby (PostgreSQL: `pg_is_in_recovery()`; MySQL: `read_only`):
+    /// it refuses writes and follows a primary.
+    pub in_recovery: bool,
+    /// How far its replay is behind what it received, when it is a standby that reports it.
+    pub lag: Option<Duration>,
+}
+
+impl ReplicationStatus {
+    /// Reads the row of [`DatabaseKind::replication_query`](crate::DatabaseKind::replication_query):
+    /// a boolean (or 0/1) `in_recovery` and a number of seconds (or NULL) `lag_seconds`.
+    ///
+    /// # Errors
+    /// `Other` when the row is missing or its columns are not of those types.
+    pub fn from_row(row: Option<&Row>) -> Result<Self> {
+        let row = row.ok_or_else(|| Error::other("the replication query returned no row"))?;
+        let in_recovery: bool = row.try_get("in_recovery")?;
+        let lag = match row.get("lag_seconds") {
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                let seconds: f64 = row.try_get("lag_seconds")?;
+                Some(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
+            }
+        };
+        Ok(Self { in_recovery, lag })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: Vec<Value>) -> Row {
+        Row::new(vec!["in_recovery".to_owned(), "lag_seconds".to_owned()].into(), values).unwrap()
+    }
+
+    #[test]
+    fn reads_every_shape_the_databases_answer_with() {
+        let table = [
+            (vec![Value::Bool(false), Value::Null], false, None),
+            (vec![Value::Bool(true), Value::Float(0.0)], true, Some(Duration::ZERO)),
+            (vec![Value::Bool(true), Value::Float(2.5)], true, Some(Duration::from_millis(2500))),
+            // MySQL's @@read_only is an integer.
+            (vec![Value::Int(1), Value::Null], true, None),
+            (vec![Value::Int(0), Value::Null], false, None),
+            // A clock step on the standby must not read as negative lag.
+            (vec![Value::Bool(true), Value::Float(-0.3)], true, Some(Duration::ZERO)),
+        ];
+        for (values, in_recovery, lag) in table {
+            let status = ReplicationStatus::from_row(Some(&row(values.clone()))).unwrap();
+            assert_eq!(status, ReplicationStatus { in_recovery, lag }, "{values:?}");
+        }
+        assert!(ReplicationStatus::from_row(None).is_err());
+        let wrong = row(vec![Value::Text("yes".into()), Value::Null]);
+        assert!(ReplicationStatus::from_row(Some(&wrong)).is_err());
+    }
+}
