@@ -6,6 +6,7 @@ use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
 use ucm_core::pool::Connector;
 use ucm_core::{
     BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Error, Phase, PoolConfiguration,
+    ReplicationStatus,
     Result, Row, Value,
 };
 
@@ -68,6 +69,13 @@ impl<D: Dialect> Connector for DieselConnector<D> {
         // An interrupted connection may still be in use by the driver: its inner state is
         // not touched (SQLite's wrapper would refuse), it is simply closed.
         connection.is_interrupted() || PoolableConnection::is_broken(&mut **connection)
+    }
+
+    async fn replication_status(
+        &self,
+        connection: &mut Self::Connection,
+    ) -> Result<Option<ReplicationStatus>> {
+        ucm_core::backend::replication_status(self, connection).await
     }
 }
 

@@ -5,7 +5,8 @@ use std::marker::PhantomData;
 use sqlx::{Connection, Database};
 use ucm_core::pool::Connector;
 use ucm_core::{
-    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration, Result,
+    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration,
+    ReplicationStatus, Result,
     Row, Value,
 };
 
@@ -60,6 +61,13 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
         D::raw(connection, D::KIND.read_only_statement(read_only))
             .await
             .map_err(|e| map_error(e, &self.url, Phase::Statement, D::classify))
+    }
+
+    async fn replication_status(
+        &self,
+        connection: &mut Self::Connection,
+    ) -> Result<Option<ReplicationStatus>> {
+        ucm_core::backend::replication_status(self, connection).await
     }
 }
 

@@ -34,7 +34,8 @@ pub use serde_json;
 pub use uuid;
 
 pub use backend::{
-    Backend, BackendConnector, Connection, Direct, DirectConnection, Disabled, Manager, Session,
+    Backend, BackendConnector, Connection, Direct, DirectConnection, Disabled, Manager,
+    RoutingSession, Session,
 };
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{

@@ -110,6 +110,29 @@ impl<B: Backend> Manager<B> {
         with_topology!(&self.endpoints, t => t.config())
     }
 
+    /// A connection on the primary whatever `mode`, for reads that must see recent
+    /// writes (see [`RoutingSession`](super::RoutingSession)); `ReadOnly` is still
+    /// read-only at the database.
+    ///
+    /// # Errors
+    /// As [`ConnectionManagerProtocol::get_connection`].
+    pub async fn get_connection_on_primary(&self, mode: ConnectionMode) -> Result<Connection<B>> {
+        Ok(match &self.endpoints {
+            Endpoints::Postgres(t) => {
+                Connection::Postgres(Session::new(t.acquire_on_primary(mode).await?))
+            }
+            Endpoints::MySql(t) => Connection::MySql(Session::new(t.acquire_on_primary(mode).await?)),
+            Endpoints::Sqlite(t) => {
+                Connection::Sqlite(Session::new(t.acquire_on_primary(mode).await?))
+            }
+        })
+    }
+
+    /// How many failovers the manager has followed (see [`crate::topology`]).
+    pub fn failovers(&self) -> u64 {
+        with_topology!(&self.endpoints, t => t.failovers())
+    }
+
     /// Opens one unpooled connection to the primary, with the same session settings as
     /// the pool's but none of its machinery (no breaker, retry, metrics): what the pool
     /// adds can be measured against it.

@@ -10,12 +10,16 @@
 
 mod direct;
 mod manager;
+mod replication;
+mod routing_session;
 mod session;
 
 use std::future::Future;
 
 pub use direct::{Direct, DirectConnection};
 pub use manager::{Connection, Manager};
+pub use replication::replication_status;
+pub use routing_session::RoutingSession;
 pub use session::Session;
 
 use crate::config::{DatabaseUrl, PoolConfiguration};

@@ -172,7 +172,7 @@ impl PoolConfiguration {
     pub fn max_replica_lag(&self) -> Duration {
         self.max_replica_lag
     }
-    /// After a write through a [`RoutingSession`](crate::topology::RoutingSession), that
+    /// After a write through a [`RoutingSession`](crate::RoutingSession), that
     /// session's reads stay on the primary for this long, so it reads its own writes.
     /// Default `None` (off): reads go to replicas at once.
     pub fn read_your_writes(&self) -> Option<Duration> {
