@@ -1,4 +1,4 @@
-//! `ucm health`: the topology as the manager sees it: each endpoint's role, probe result and latency, breaker, and pool counts; exits non-zero when unhealthy.
+//! `ucm health`: the topology as the manager sees it: each endpoint's role, state (healthy, degraded, banned, down), standby or not, replication lag, probe latency, breaker and pool counts; exits non-zero when unhealthy.
 
 use ucm::{
     Backend, ConnectionManagerProtocol, DatabaseUrl, Manager, ManagerConfig, ManagerMode,
@@ -50,11 +50,19 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
         let latency = component
             .latency
             .map_or_else(|| "-".to_owned(), |l| format!("{:.1} ms", l.as_secs_f64() * 1e3));
+        let standby = match component.in_recovery {
+            Some(true) => "standby",
+            Some(false) => "not in recovery",
+            None => "role not reported",
+        };
+        let lag = component
+            .lag
+            .map_or_else(|| "-".to_owned(), |l| format!("{:.1} s", l.as_secs_f64()));
         println!(
-            "  {:<8} {:<32} {:<9} probe {latency}",
+            "  {:<8} {:<32} {:<9} probe {latency}; {standby}, lag {lag}",
             component.role.as_str(),
             component.name,
-            component.status.as_str(),
+            component.state.as_str(),
         );
         if let Some(endpoint) = endpoint {
             let s = &endpoint.status;
@@ -77,6 +85,7 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
             println!("           {message}");
         }
     }
+    println!("failovers followed: {}", info.failovers);
     manager.close().await?;
     anyhow::ensure!(report.status != ucm::HealthStatus::Unhealthy, "the topology is unhealthy");
     Ok(())

@@ -95,8 +95,9 @@ fn health_shows_the_topology_and_a_dead_replica() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("topology (sqlx backend): degraded"), "{stdout}");
     assert!(stdout.contains("primary") && stdout.contains("healthy"), "{stdout}");
-    assert!(stdout.contains("replica") && stdout.contains("unhealthy"), "{stdout}");
-    assert!(stdout.contains("breaker"), "{stdout}");
+    assert!(stdout.contains("replica") && stdout.contains(" down "), "{stdout}");
+    assert!(stdout.contains("primary") && stdout.contains("not in recovery"), "{stdout}");
+    assert!(stdout.contains("breaker") && stdout.contains("failovers followed: 0"), "{stdout}");
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
     let output = ucm(&["health", "--database-url", &url, "--backend", "diesel"]);
     let (stdout, stderr) = text(&output);

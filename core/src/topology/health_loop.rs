@@ -132,7 +132,18 @@ fn follow_promotion<C: Connector>(shared: &Shared<C>, primary: usize) {
         record.was_standby = false;
         record.was_primary = false;
     });
-    old.update(|record| record.was_primary = true);
+    old.update(|record| {
+        record.was_primary = true;
+        if record.state == EndpointState::Banned {
+            // It was banned as a primary in recovery: as a standby it is fit, but earns
+            // its way back to reads like any returning replica.
+            record.good_streak = 0;
+            record.reason = Some(format!(
+                "was the primary until the failover; a standby now, taking reads after {} good probes",
+                super::PROBES_TO_RECOVER
+            ));
+        }
+    });
     shared.primary.store(target, Ordering::Release);
     let failovers = shared.failovers.fetch_add(1, Ordering::Relaxed) + 1;
     *shared.last_failover.lock().unwrap_or_else(PoisonError::into_inner) = Some(Utc::now());
