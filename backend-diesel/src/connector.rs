@@ -6,8 +6,7 @@ use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
 use ucm_core::pool::Connector;
 use ucm_core::{
     BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Error, Phase, PoolConfiguration,
-    ReplicationStatus,
-    Result, Row, Value,
+    ReplicationStatus, Result, Row, Value,
 };
 
 use crate::connection::TrackedConnection;

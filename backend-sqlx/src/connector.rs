@@ -6,8 +6,7 @@ use sqlx::{Connection, Database};
 use ucm_core::pool::Connector;
 use ucm_core::{
     BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration,
-    ReplicationStatus, Result,
-    Row, Value,
+    ReplicationStatus, Result, Row, Value,
 };
 
 use crate::convert::NeutralValues;

@@ -55,9 +55,8 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
             Some(false) => "not in recovery",
             None => "role not reported",
         };
-        let lag = component
-            .lag
-            .map_or_else(|| "-".to_owned(), |l| format!("{:.1} s", l.as_secs_f64()));
+        let lag =
+            component.lag.map_or_else(|| "-".to_owned(), |l| format!("{:.1} s", l.as_secs_f64()));
         println!(
             "  {:<8} {:<32} {:<9} probe {latency}; {standby}, lag {lag}",
             component.role.as_str(),

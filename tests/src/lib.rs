@@ -1,4 +1,4 @@
-//! Shared fixtures for ucm's cross-backend conformance suite: finding the databases, per-database SQL, unique names, and the `Backend` a suite runs against.
+//! Shared fixtures for ucm's cross-backend conformance and high-availability suites: finding the databases, per-database SQL, unique names, and the `Backend` a suite runs against.
 //!
 //! The scenarios themselves live in [`scenarios`], written once against
 //! `ConnectionManagerProtocol`; each file in `tests/tests/` instantiates them for one
@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support code.
 
+pub mod ha;
+pub mod ha_scenarios;
 pub mod scenarios;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_diesel::DieselManager;
-use ucm_tests::{Backend, conformance_suite};
+use ucm_tests::{Backend, conformance_suite, ha_suite};
 
 struct Diesel;
 
@@ -18,3 +18,4 @@ impl Backend for Diesel {
 conformance_suite!(postgres, Diesel, DatabaseKind::Postgres);
 conformance_suite!(mysql, Diesel, DatabaseKind::MySql);
 conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);
+ha_suite!(ha, Diesel);

@@ -2,7 +2,7 @@
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_sqlx::SqlxManager;
-use ucm_tests::{Backend, conformance_suite};
+use ucm_tests::{Backend, conformance_suite, ha_suite};
 
 struct Sqlx;
 
@@ -18,3 +18,4 @@ impl Backend for Sqlx {
 conformance_suite!(postgres, Sqlx, DatabaseKind::Postgres);
 conformance_suite!(mysql, Sqlx, DatabaseKind::MySql);
 conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);
+ha_suite!(ha, Sqlx);

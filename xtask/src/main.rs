@@ -29,8 +29,11 @@ tasks:
                               machine's cluster and use the throwaway cluster on 54329
       --ha                    also start a PostgreSQL primary (54330) and a streaming replica
                               of it (54331) under target/ucm-services, as the postgres user,
-                              and print HA_PRIMARY_URL and HA_REPLICA_URL
-  test [-- <cargo test args>] services, then every test run with the URLs exported; package
+                              repairing what the HA tests left (a stopped node, a promoted
+                              replica, swapped roles, paused replay), and print HA_PRIMARY_URL,
+                              HA_REPLICA_URL, HA_PG_BIN, HA_PRIMARY_DIR, HA_REPLICA_DIR and
+                              HA_RUN_AS for the HA tests
+  test [-- <cargo test args>] services --ha, then every test run with the URLs exported; package
                               (-p) and target (--lib, --test x) selections replace the
                               defaults, and args after a second `--` go to the test binaries
   tidy                        cargo fmt --check, clippy -D warnings, doc -D warnings, and a

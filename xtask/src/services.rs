@@ -29,7 +29,7 @@ pub(crate) struct Options {
     /// Skip the server on 127.0.0.1:5432 and the machine's own cluster, to exercise the
     /// throwaway-cluster fallback on a machine that has PostgreSQL running.
     pub(crate) force_throwaway_pg: bool,
-    /// Also start a PostgreSQL primary and a streaming replica of it (`--ha`).
+    /// Also start (or repair) a PostgreSQL primary and a streaming replica of it (`--ha`).
     pub(crate) ha: bool,
 }
 
@@ -40,6 +40,8 @@ pub(crate) struct Services {
     pub(crate) mysql: Option<String>,
     pub(crate) sqlite: Option<String>,
     pub(crate) redis: Option<String>,
+    /// The HA primary/replica pair, when it was asked for and is running.
+    pub(crate) ha: Option<ha::HaPair>,
 }
 
 /// Finds or starts every service, prints what it found, and returns the URLs.
@@ -54,9 +56,14 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         Report::new("Redis", "REDIS_URL", || redis(&ctx)),
         Report::new("SQLite", "SQLITE_DATABASE_URL", || sqlite(&ctx)),
     ];
-    print_reports(&reports, &ctx);
+    let ha = ctx.options.ha.then(|| ha::start(&ctx).context("starting the HA primary and replica"));
+    print_reports(&reports, ha.as_ref(), &ctx);
 
-    let missing: Vec<&str> = reports.iter().filter(|r| r.url().is_none()).map(|r| r.name).collect();
+    let mut missing: Vec<&str> =
+        reports.iter().filter(|r| r.url().is_none()).map(|r| r.name).collect();
+    if matches!(ha, Some(Err(_))) {
+        missing.push(HA_NAME);
+    }
     if !missing.is_empty() {
         if is_ci() {
             bail!(
@@ -71,21 +78,12 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         );
     }
     let [postgres, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
-    if ctx.options.ha {
-        let pair = ha::start(&ctx).context("starting the HA primary and replica")?;
-        if !ctx.options.quiet {
-            eprintln!(
-                "HA pair: primary on 127.0.0.1:{}, streaming replica on 127.0.0.1:{} (stop: {})",
-                ha::PRIMARY_PORT,
-                ha::REPLICA_PORT,
-                pair.stop
-            );
-        }
-        println!("export HA_PRIMARY_URL={}", pair.primary);
-        println!("export HA_REPLICA_URL={}", pair.replica);
-    }
-    Ok(Services { postgres, mysql, sqlite, redis })
+    let ha = ha.and_then(Result::ok);
+    Ok(Services { postgres, mysql, sqlite, redis, ha })
 }
+
+/// The HA pair's name in the report.
+const HA_NAME: &str = "HA pair";
 
 /// Whether we run under CI: `CI` set, non-empty and not `false` or `0`.
 pub(crate) fn is_ci() -> bool {
@@ -112,17 +110,19 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 impl Services {
-    /// The environment the tests read: one `(variable, URL)` pair per available service.
+    /// The environment the tests read: one `(variable, URL)` pair per available service,
+    /// then the HA pair's variables when it runs.
     pub(crate) fn env(&self) -> Vec<(&'static str, &str)> {
-        [
+        let urls = [
             ("PG_DATABASE_URL", &self.postgres),
             ("MYSQL_DATABASE_URL", &self.mysql),
             ("SQLITE_DATABASE_URL", &self.sqlite),
             ("REDIS_URL", &self.redis),
         ]
         .into_iter()
-        .filter_map(|(var, url)| Some((var, url.as_deref()?)))
-        .collect()
+        .filter_map(|(var, url)| Some((var, url.as_deref()?)));
+        let ha = self.ha.iter().flat_map(|pair| &pair.env).map(|(var, value)| (*var, &**value));
+        urls.chain(ha).collect()
     }
 }
 
@@ -318,7 +318,7 @@ fn sqlite(ctx: &Ctx) -> Outcome {
     }
 }
 
-fn print_reports(reports: &[Report], ctx: &Ctx) {
+fn print_reports(reports: &[Report], ha: Option<&Result<ha::HaPair>>, ctx: &Ctx) {
     if !ctx.options.quiet {
         eprintln!("\nservices:");
         for report in reports {
@@ -331,6 +331,24 @@ fn print_reports(reports: &[Report], ctx: &Ctx) {
                 Outcome::Missing(reason) => ("MISSING", reason.clone()),
             };
             eprintln!("  {:<10} {state:<9} {detail}", report.name);
+        }
+        if let Some(ha) = ha {
+            let (state, detail) = match ha {
+                Ok(pair) => {
+                    let detail = format!(
+                        "primary 127.0.0.1:{}, streaming replica 127.0.0.1:{} ({})\n{:23}stop \
+                         with: {}",
+                        ha::PRIMARY_PORT,
+                        ha::REPLICA_PORT,
+                        pair.note,
+                        "",
+                        pair.stop
+                    );
+                    (if pair.changed { "started" } else { "found" }, detail)
+                }
+                Err(e) => ("MISSING", format!("{e:#}")),
+            };
+            eprintln!("  {HA_NAME:<10} {state:<9} {detail}");
         }
         eprintln!();
     }
@@ -345,6 +363,17 @@ fn print_reports(reports: &[Report], ctx: &Ctx) {
             }
             Outcome::Missing(_) => println!("# {}: {} is not available", report.var, report.name),
         }
+    }
+    match ha {
+        Some(Ok(pair)) => {
+            for (var, value) in &pair.env {
+                println!("export {var}={}", shell_quote(value));
+            }
+        }
+        Some(Err(_)) => {
+            println!("# HA_PRIMARY_URL, HA_REPLICA_URL, ...: {HA_NAME} is not available")
+        }
+        None => {}
     }
 }
 
@@ -399,6 +428,7 @@ mod tests {
             mysql: None,
             sqlite: Some("sqlite:///tmp/test.db".to_owned()),
             redis: None,
+            ha: None,
         };
         assert_eq!(
             services.env(),

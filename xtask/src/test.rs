@@ -1,4 +1,4 @@
-//! `cargo xtask test`: finds the databases, then runs the test matrix with their URLs exported.
+//! `cargo xtask test`: finds the databases and the HA pair, then runs the test matrix with their URLs exported.
 
 use std::{
     env,
@@ -12,13 +12,14 @@ use crate::{
     services::{self, Services},
 };
 
-/// Runs `services`, then every run of the matrix (all of them, even after a failure, so one
-/// pass shows everything that is broken), then prints a summary.
+/// Runs `services` with the HA pair (its tests need it; without it they skip locally and fail
+/// under `CI`, like any missing service), then every run of the matrix (all of them, even
+/// after a failure, so one pass shows everything that is broken), then prints a summary.
 ///
 /// `extra` are arguments for `cargo test`: package or target selections replace the matrix's
 /// own, and anything after a `--` goes to the test binaries.
 pub(crate) fn run(extra: &[String]) -> Result<()> {
-    let services = services::run(services::Options::default())?;
+    let services = services::run(services::Options { ha: true, ..services::Options::default() })?;
     let root = crate::project_root();
     let services_env = test_env(&services, env::var("DATABASE_URL").ok().as_deref());
     let names: Vec<&str> = services_env.iter().map(|(k, _)| *k).collect();
@@ -50,6 +51,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
         eprintln!("  {}  {label:<34} {}", if *passed { "PASS" } else { "FAIL" }, seconds(*elapsed));
     }
     print_conformance_matrix(&services, &results);
+    print_ha(&services);
     let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0.as_str()).collect();
     if !failed.is_empty() {
         bail!("test runs failed: {}", failed.join(", "));
@@ -86,6 +88,16 @@ fn print_conformance_matrix(services: &Services, results: &[(String, bool, Durat
             };
             eprintln!("  {backend:<7} x {database:<11} {status}");
         }
+    }
+}
+
+/// Says whether the HA tests had their primary/replica pair.
+fn print_ha(services: &Services) {
+    match &services.ha {
+        Some(pair) => eprintln!("\nHA pair: exported to every run ({})", pair.note),
+        None => eprintln!(
+            "\nHA pair: not available, so the HA tests skipped (see the services report above)"
+        ),
     }
 }
 

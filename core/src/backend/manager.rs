@@ -121,7 +121,9 @@ impl<B: Backend> Manager<B> {
             Endpoints::Postgres(t) => {
                 Connection::Postgres(Session::new(t.acquire_on_primary(mode).await?))
             }
-            Endpoints::MySql(t) => Connection::MySql(Session::new(t.acquire_on_primary(mode).await?)),
+            Endpoints::MySql(t) => {
+                Connection::MySql(Session::new(t.acquire_on_primary(mode).await?))
+            }
             Endpoints::Sqlite(t) => {
                 Connection::Sqlite(Session::new(t.acquire_on_primary(mode).await?))
             }

@@ -88,7 +88,8 @@ impl Observation {
             Self::Answered { latency, replication } => (Some(*latency), *replication, None),
             Self::Busy(message) | Self::Failed { message, .. } => (None, None, Some(message)),
         };
-        let slow = latency.filter(|l| *l > SLOW_PROBE).map(|l| format!("slow: the probe took {l:?}"));
+        let slow =
+            latency.filter(|l| *l > SLOW_PROBE).map(|l| format!("slow: the probe took {l:?}"));
         let message = reason.map(str::to_owned).or_else(|| failure.cloned()).or(slow);
         ComponentHealth {
             name: name.to_owned(),

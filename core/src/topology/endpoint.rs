@@ -104,7 +104,8 @@ impl Record {
                 replication.and_then(|r| self.unfit(r, is_primary, max_lag))
             }
         };
-        let slow = matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
+        let slow =
+            matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
         if let Some(ReplicationStatus { in_recovery: true, .. }) = match &observation {
             Observation::Answered { replication, .. } => *replication,
             _ => None,
@@ -119,7 +120,11 @@ impl Record {
                 self.reason = Some(reason.clone());
                 (before != state).then(|| {
                     self.bans += 1;
-                    if state == EndpointState::Down { Change::Down(reason) } else { Change::Banned(reason) }
+                    if state == EndpointState::Down {
+                        Change::Down(reason)
+                    } else {
+                        Change::Banned(reason)
+                    }
                 })
             }
             None => {
@@ -260,7 +265,10 @@ mod tests {
         assert!(matches!(primary.observe(failed(), true, max), Some(Change::Down(_))));
         assert_eq!(primary.observe(answered(false, None), true, max), Some(Change::Recovered));
         assert_eq!(primary.state, EndpointState::Healthy);
-        assert!(matches!(primary.observe(answered(true, None), true, max), Some(Change::Banned(_))));
+        assert!(matches!(
+            primary.observe(answered(true, None), true, max),
+            Some(Change::Banned(_))
+        ));
         // Lag never bans a primary: it has none.
         let mut fresh = Record::default();
         assert_eq!(fresh.observe(answered(false, Some(100.0)), true, max), None);

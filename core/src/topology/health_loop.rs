@@ -21,7 +21,8 @@ use crate::pool::Connector;
 /// only a weak reference between ticks, so it ends when the topology is dropped even if
 /// nobody aborts it.
 pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>) {
-    let Some(tick) = shared.upgrade().map(|s| s.config.pool().health_interval().min(RECHECK_INTERVAL))
+    let Some(tick) =
+        shared.upgrade().map(|s| s.config.pool().health_interval().min(RECHECK_INTERVAL))
     else {
         return;
     };
@@ -64,7 +65,8 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
             kind: ErrorKind::Other,
             message: "the health probe's task ended without a result".to_owned(),
         });
-        if let Some(change) = endpoint.update(|r| r.observe(observation, index == primary, max_lag)) {
+        if let Some(change) = endpoint.update(|r| r.observe(observation, index == primary, max_lag))
+        {
             shared.log_change(endpoint, &change);
         }
     }
@@ -99,10 +101,7 @@ fn promotion_target(primary: usize, views: &[View]) -> Option<usize> {
         return None;
     }
     views.iter().enumerate().position(|(i, v)| {
-        i != primary
-            && v.answered
-            && v.in_recovery == Some(false)
-            && (v.was_standby || demoted)
+        i != primary && v.answered && v.in_recovery == Some(false) && (v.was_standby || demoted)
     })
 }
 
@@ -170,7 +169,12 @@ impl<C: Connector> Shared<C> {
                 let record = endpoint.record();
                 let role = self.role(i, primary);
                 let last = record.last.as_ref()?;
-                Some(last.component(endpoint.pool.label(), role, record.state, record.reason.as_deref()))
+                Some(last.component(
+                    endpoint.pool.label(),
+                    role,
+                    record.state,
+                    record.reason.as_deref(),
+                ))
             })
             .collect();
         components.sort_by_key(|c| c.role != EndpointRole::Primary);

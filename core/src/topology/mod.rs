@@ -156,7 +156,8 @@ impl<C: Connector> Topology<C> {
         mode: ConnectionMode,
         primary_only: bool,
     ) -> Result<PooledConnection<C>> {
-        let span = crate::telemetry::acquire_span(self.primary().metrics().endpoint(), mode.as_str());
+        let span =
+            crate::telemetry::acquire_span(self.primary().metrics().endpoint(), mode.as_str());
         // Without a subscriber the checkout runs unwrapped: no span, and no extra move of
         // the (large) checkout future into an instrumenting wrapper.
         let result = match &span {
@@ -244,7 +245,12 @@ impl<C: Connector> Topology<C> {
     /// The pools of the other endpoints (the replicas), in configuration order.
     pub fn replicas(&self) -> impl Iterator<Item = &Pool<C>> {
         let primary = self.shared.primary.load(Ordering::Acquire);
-        self.shared.endpoints.iter().enumerate().filter(move |(i, _)| *i != primary).map(|(_, e)| &e.pool)
+        self.shared
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != primary)
+            .map(|(_, e)| &e.pool)
     }
 
     /// How many failovers the topology has followed.
@@ -373,7 +379,10 @@ impl<C: Connector> Shared<C> {
 fn says_endpoint_is_down(kind: ErrorKind) -> bool {
     matches!(
         kind,
-        ErrorKind::ConnectFailed | ErrorKind::ConnectionLost | ErrorKind::CircuitOpen | ErrorKind::Timeout
+        ErrorKind::ConnectFailed
+            | ErrorKind::ConnectionLost
+            | ErrorKind::CircuitOpen
+            | ErrorKind::Timeout
     )
 }
 

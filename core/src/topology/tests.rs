@@ -165,7 +165,11 @@ async fn a_replica_that_dies_is_marked_down_at_once_and_let_back_after_two_good_
     // probes before reads return to it.
     c["replica1"].refuse_connections(false);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Down, "one probe is not enough");
+    assert_eq!(
+        topology.info("memory").endpoints[1].state,
+        EndpointState::Down,
+        "one probe is not enough"
+    );
     tokio::time::sleep(RECHECK_INTERVAL * 2 + Duration::from_millis(10)).await;
     let info = topology.info("memory");
     assert_eq!(info.endpoints[1].state, EndpointState::Healthy, "{:?}", info.endpoints[1]);
@@ -185,7 +189,10 @@ async fn a_lagging_replica_is_skipped_for_reads_until_it_catches_up() {
     let report = topology.health_check().await;
     assert_eq!(report.status, HealthStatus::Degraded);
     let lagging = report.components.iter().find(|c| c.name.contains("replica2")).unwrap();
-    assert_eq!((lagging.state, lagging.lag), (EndpointState::Banned, Some(Duration::from_secs(45))));
+    assert_eq!(
+        (lagging.state, lagging.lag),
+        (EndpointState::Banned, Some(Duration::from_secs(45)))
+    );
     assert!(lagging.message.as_deref().unwrap().contains("lag"), "{lagging:?}");
     for _ in 0..6 {
         let before = counts(&c);
@@ -245,8 +252,9 @@ async fn modes_without_high_availability_never_move_the_primary() {
         .build()
         .unwrap();
     let lookup = connectors.clone();
-    let topology =
-        Topology::connect(config, move |url, _| Ok(lookup[url.host().unwrap()].clone())).await.unwrap();
+    let topology = Topology::connect(config, move |url, _| Ok(lookup[url.host().unwrap()].clone()))
+        .await
+        .unwrap();
     connectors["replica"].set_replication(status(true, 0));
     topology.health_check().await;
     connectors["primary"].refuse_connections(true);

@@ -1,0 +1,348 @@
+//! The high-availability scenarios, run against the real PostgreSQL primary and streaming replica of `cargo xtask services --ha`: routing, a write through ReadOnly, a lagging replica, a replica stopped under load, a primary stopped then a promotion followed.
+//!
+//! They stop, pause and promote real servers, so they take [`HaCluster::lock`] and begin
+//! with [`HaCluster::ensure_pair`], which repairs whatever the previous scenario left.
+//! Each prints the figures it measured (`ha figure: ...`); run with `--nocapture` to see them.
+
+// Each scenario holds `HaCluster::lock` (a std mutex) across awaits on purpose: every
+// `#[tokio::test]` has its own runtime on its own thread, so a test waiting for the lock
+// blocks only itself, and the lock serialises the scenarios that change the shared pair.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ucm_core::{
+    ConnectionManagerProtocol, ConnectionMode, EndpointRole, EndpointState, ErrorKind,
+    ManagerConfig, ManagerMode, PoolConfiguration, Value,
+};
+
+use crate::Backend;
+use crate::ha::{HaCluster, Node};
+
+/// A HighAvailability manager over `primary` and `replica` with a fast health loop (every
+/// 200 ms) and a 1 s lag bound, so that the scenarios run in seconds.
+async fn manager<B: Backend>(primary: &Node, replica: &Node, app: &str) -> B::Manager {
+    let pool = PoolConfiguration::builder(ManagerMode::HighAvailability)
+        .pool_size(4)
+        .max_overflow(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .health_interval(Duration::from_millis(200))
+        .max_replica_lag(Duration::from_secs(1))
+        .application_name(app)
+        .build()
+        .unwrap();
+    let config = ManagerConfig::builder(ManagerMode::HighAvailability)
+        .primary(&primary.url)
+        .replica(&replica.url)
+        .pool(pool)
+        .build()
+        .unwrap();
+    B::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{}: connecting to the HA pair: {e}", B::NAME))
+}
+
+/// Whether the read landed on a standby: `pg_is_in_recovery()` through the connection.
+async fn read_lands_on_standby<M: ConnectionManagerProtocol>(m: &M) -> ucm_core::Result<bool> {
+    let rows =
+        m.fetch_all(ConnectionMode::ReadOnly, "SELECT pg_is_in_recovery() AS standby", &[]).await?;
+    rows[0].try_get("standby")
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns how long it took.
+/// On failure the message carries the manager's view of its endpoints.
+async fn wait_for<M, F, Fut>(m: &M, what: &str, limit: Duration, mut check: F) -> Duration
+where
+    M: ConnectionManagerProtocol,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        if started.elapsed() >= limit {
+            let endpoints: Vec<String> = m
+                .connection_info()
+                .endpoints
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {} {} ({:?}, lag {:?}, breaker {:?})",
+                        e.role.as_str(),
+                        e.label,
+                        e.state,
+                        e.state_reason,
+                        e.lag,
+                        e.breaker.as_ref().map(|b| b.state)
+                    )
+                })
+                .collect();
+            panic!("{what}: not within {limit:?}; endpoints: {endpoints:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// The replica's state in the manager's cached info.
+fn replica_state<M: ConnectionManagerProtocol>(m: &M) -> EndpointState {
+    let info = m.connection_info();
+    info.endpoints.iter().find(|e| e.role == EndpointRole::Replica).map(|e| e.state).unwrap()
+}
+
+/// Reads land on the standby and writes on the primary; a write through `ReadOnly` fails
+/// with a read-only violation that says what to do; the health report shows both roles.
+pub async fn reads_go_to_the_replica_and_writes_to_the_primary<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager::<B>(&primary, &replica, "ucm_t_ha_routing").await;
+    for _ in 0..4 {
+        assert!(read_lands_on_standby(&m).await.unwrap(), "a read went to the primary");
+    }
+    let rows = m
+        .fetch_all(ConnectionMode::ReadWrite, "SELECT pg_is_in_recovery() AS standby", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get("standby"), Some(&Value::Bool(false)), "a write went to the standby");
+    let err = m
+        .execute(ConnectionMode::ReadOnly, "CREATE TABLE ucm_ha_must_not_exist (id INT)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnlyViolation, "{err}");
+    assert!(err.to_string().contains("ReadWrite"), "the error says what to do: {err}");
+    let report = m.health_check().await;
+    assert_eq!(report.status, ucm_core::HealthStatus::Healthy, "{report:?}");
+    let standby = report.components.iter().find(|c| c.role == EndpointRole::Replica).unwrap();
+    assert_eq!(standby.in_recovery, Some(true));
+    assert!(standby.lag.is_some(), "{standby:?}");
+    m.close().await.unwrap();
+}
+
+/// A replica whose replay is paused while the primary writes falls behind the lag bound:
+/// it is banned and reads go to the primary; resumed, it catches up and is let back.
+pub async fn a_lagging_replica_is_skipped<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager::<B>(&primary, &replica, "ucm_t_ha_lag").await;
+    assert!(read_lands_on_standby(&m).await.unwrap());
+    cluster.psql(&replica, "SELECT pg_wal_replay_pause()");
+    // Lag is measured from the last replayed commit, so let time pass before the write
+    // that the replica will not replay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let table = crate::unique_table("ha_lag");
+    m.execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id INT)"), &[])
+        .await
+        .unwrap();
+    let banned = wait_for(&m, "the lagging replica is banned", Duration::from_secs(15), || async {
+        replica_state(&m) == EndpointState::Banned
+    })
+    .await;
+    eprintln!(
+        "ha figure ({}): lagging replica banned {banned:?} after the unreplayed write",
+        B::NAME
+    );
+    for _ in 0..10 {
+        assert!(!read_lands_on_standby(&m).await.unwrap(), "a read went to the lagging replica");
+    }
+    cluster.psql(&replica, "SELECT pg_wal_replay_resume()");
+    wait_for(&m, "the caught-up replica serves reads again", Duration::from_secs(15), || async {
+        replica_state(&m) == EndpointState::Healthy
+            && read_lands_on_standby(&m).await.unwrap_or(false)
+    })
+    .await;
+    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();
+    m.close().await.unwrap();
+}
+
+/// Readers run while the replica is stopped: no read fails (they move to the primary),
+/// the replica is marked down, and after it is started again it is let back.
+pub async fn stopping_the_replica_loses_no_read<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = Arc::new(manager::<B>(&primary, &replica, "ucm_t_ha_replica_stop").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // Nanoseconds after `origin` of the first read the primary served, plus one.
+    let origin = Instant::now();
+    let first_on_primary = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (m, stop, reads, failures, first) =
+            (m.clone(), stop.clone(), reads.clone(), failures.clone(), first_on_primary.clone());
+        readers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match read_lands_on_standby(&*m).await {
+                    Ok(standby) => {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        if !standby {
+                            let at = u64::try_from(origin.elapsed().as_nanos()).unwrap() + 1;
+                            let _ =
+                                first.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        first_on_primary.load(Ordering::Relaxed),
+        0,
+        "reads reached the primary before the stop"
+    );
+    let stopped_at = origin.elapsed();
+    cluster.stop(&replica, "fast");
+    let down =
+        wait_for(&*m, "the stopped replica is marked down", Duration::from_secs(10), || async {
+            replica_state(&*m) == EndpointState::Down
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = first_on_primary.load(Ordering::Relaxed);
+    assert_ne!(first, 0, "no read was served by the primary after the replica stopped");
+    let moved_after = Duration::from_nanos(first - 1).saturating_sub(stopped_at);
+    cluster.start(&replica);
+    let back = wait_for(
+        &*m,
+        "the restarted replica serves reads again",
+        Duration::from_secs(20),
+        || async { replica_state(&*m) == EndpointState::Healthy },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for reader in readers {
+        errors.extend(reader.await.unwrap());
+    }
+    let total = reads.load(Ordering::Relaxed);
+    eprintln!(
+        "ha figure ({}): replica stopped under 8 readers: first read served by the primary {moved_after:?} \
+         after the stop (marked down within {down:?}); {total} reads, {} lost; let back {back:?} after its restart",
+        B::NAME,
+        failures.load(Ordering::Relaxed)
+    );
+    assert!(errors.is_empty(), "reads lost: {errors:?}");
+    assert!(read_lands_on_standby(&*m).await.unwrap(), "reads did not return to the replica");
+    let info = m.connection_info();
+    assert!(
+        info.endpoints.iter().any(|e| e.role == EndpointRole::Replica && e.bans >= 1),
+        "{info:?}"
+    );
+    m.close().await.unwrap();
+}
+
+/// The primary stops: writes fail, then fail fast with `CircuitOpen` once the breaker has
+/// seen enough; the replica is promoted (by the test, as an operator would) and the
+/// manager follows: writes succeed on the new primary without a restart.
+pub async fn the_manager_follows_a_promotion<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager::<B>(&primary, &replica, "ucm_t_ha_failover").await;
+    let table = crate::unique_table("ha_failover");
+    m.execute(
+        ConnectionMode::ReadWrite,
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    m.health_check().await; // The replica is seen as a standby before anything happens.
+    cluster.stop(&primary, "fast");
+    let insert = format!("INSERT INTO {table} (id) VALUES ($1)");
+    let mut kinds = Vec::new();
+    let started = Instant::now();
+    let mut open_latency = Vec::new();
+    for id in 0..200 {
+        let attempt = Instant::now();
+        let err = m.execute(ConnectionMode::ReadWrite, &insert, &[id.into()]).await.unwrap_err();
+        if err.kind() == ErrorKind::CircuitOpen {
+            open_latency.push(attempt.elapsed());
+            if open_latency.len() == 20 {
+                break;
+            }
+        } else {
+            assert!(
+                open_latency.is_empty(),
+                "the breaker closed again while the primary is down: {err}"
+            );
+            kinds.push(err.kind());
+        }
+    }
+    assert_eq!(open_latency.len(), 20, "the breaker never opened; errors: {kinds:?}");
+    assert!(
+        kinds.iter().all(|k| matches!(k, ErrorKind::ConnectFailed | ErrorKind::ConnectionLost)),
+        "{kinds:?}"
+    );
+    open_latency.sort();
+    eprintln!(
+        "ha figure ({}): primary stopped: {} writes failed before the breaker opened ({:?}); \
+         then circuit-open writes took p50 {:?}, max {:?}",
+        B::NAME,
+        kinds.len(),
+        started.elapsed() - open_latency.iter().sum::<Duration>(),
+        open_latency[open_latency.len() / 2],
+        open_latency[open_latency.len() - 1]
+    );
+    assert_eq!(m.connection_info().failovers, 0, "no failover without a promotion");
+
+    let promoted_at = Instant::now();
+    cluster.promote(&replica);
+    let promote_took = promoted_at.elapsed();
+    let mut id = 1000;
+    let first_write =
+        wait_for(&m, "a write succeeds on the promoted replica", Duration::from_secs(30), || {
+            id += 1;
+            let insert = &insert;
+            let m = &m;
+            async move { m.execute(ConnectionMode::ReadWrite, insert, &[id.into()]).await.is_ok() }
+        })
+        .await;
+    eprintln!(
+        "ha figure ({}): promotion followed: first successful write {:?} after `pg_ctl promote` started \
+         (the promotion itself took {promote_took:?})",
+        B::NAME,
+        promoted_at.elapsed().min(first_write + promote_took)
+    );
+    let info = m.connection_info();
+    assert_eq!(info.failovers, 1, "{info:?}");
+    assert!(info.primary().unwrap().label.contains(&replica.port.to_string()), "{info:?}");
+    let rows = m
+        .fetch_all(ConnectionMode::ReadWrite, "SELECT pg_is_in_recovery() AS standby", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get("standby"), Some(&Value::Bool(false)));
+    m.close().await.unwrap();
+}
+
+/// Generates the HA scenarios as `#[tokio::test]`s for `$backend`; each skips (or fails
+/// under `CI`) when the HA pair is not exported.
+#[macro_export]
+macro_rules! ha_suite {
+    ($module:ident, $backend:ty) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::ha_suite!(@tests $backend;
+                reads_go_to_the_replica_and_writes_to_the_primary, a_lagging_replica_is_skipped,
+                stopping_the_replica_loses_no_read, the_manager_follows_a_promotion);
+        }
+    };
+    (@tests $backend:ty; $($scenario:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                if let Some(cluster) = $crate::ha::HaCluster::find() {
+                    $crate::ha_scenarios::$scenario::<$backend>(&cluster).await;
+                }
+            }
+        )+
+    };
+}
