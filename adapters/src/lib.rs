@@ -38,22 +38,45 @@
 //! # PostgreSQL with a replica
 //!
 //! Configure in the environment (`DATABASE_URL`, `DATABASE_REPLICA_URLS`, `UCM_*`
-//! overrides) or in code; `ReadOnly` work goes to a replica (falling back to the primary
-//! when none answers), everything else to the primary. Reads are read-only at the database.
+//! overrides) or in code; `ReadOnly` work goes to a replica, everything else to the
+//! primary. Reads are read-only at the database.
+//!
+//! A background health loop (every `UCM_HEALTH_INTERVAL`, 10 s by default; every second
+//! while an endpoint is out) probes each endpoint with `pg_is_in_recovery()` and its replay
+//! lag. A replica that stops answering, or lags past `UCM_MAX_REPLICA_LAG` (30 s), is
+//! banned from reads, which go to the other replicas or the primary, and is let back after
+//! two good probes; a read that finds a replica dead moves on to the next endpoint within
+//! the same call. In the modes with high availability (`HighAvailability`, `MlTraining`,
+//! `Admin`) the manager follows a promotion: when the primary is gone and a standby reports
+//! it was promoted, writes go there, without a restart. ucm never promotes a server
+//! itself. `connection_info()` and `ucm health` show each endpoint's role, state, lag and
+//! the failovers followed.
+//!
+//! Reads from a replica may trail your own writes. A [`Manager::session`] keeps one unit of
+//! work's reads on the primary for `UCM_READ_YOUR_WRITES` after its writes:
 //!
 //! ```no_run
-//! use ucm::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode};
+//! use std::time::Duration;
+//! use ucm::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode, PoolConfiguration};
 //!
 //! # async fn example() -> ucm::Result<()> {
+//! let pool = PoolConfiguration::builder(ManagerMode::HighAvailability)
+//!     .read_your_writes(Some(Duration::from_secs(2)))
+//!     .build()?;
 //! ucm::install_config(
 //!     ManagerConfig::builder(ManagerMode::HighAvailability)
 //!         .primary("postgres://app:secret@db-primary:5432/app")
 //!         .replica("postgres://app:secret@db-replica:5432/app")
+//!         .pool(pool)
 //!         .build()?,
 //! )?;
 //! let manager = ucm::get_unified_manager(ManagerMode::HighAvailability).await?;
 //! let rows = manager.fetch_all(ConnectionMode::ReadOnly, "SELECT id, state FROM jobs WHERE id = $1", &[7.into()]).await?;
-//! manager.execute(ConnectionMode::ReadWrite, "UPDATE jobs SET state = 'done' WHERE id = $1", &[7.into()]).await?;
+//!
+//! let request = manager.session(); // one per request or job
+//! request.execute(ConnectionMode::ReadWrite, "UPDATE jobs SET state = 'done' WHERE id = $1", &[7.into()]).await?;
+//! // Within 2 s of its write, this session reads from the primary: it sees 'done'.
+//! let job = request.fetch_all(ConnectionMode::ReadOnly, "SELECT state FROM jobs WHERE id = $1", &[7.into()]).await?;
 //! # Ok(()) }
 //! ```
 //!

@@ -24,6 +24,16 @@ use crate::ha::{HaCluster, Node};
 /// A HighAvailability manager over `primary` and `replica` with a fast health loop (every
 /// 200 ms) and a 1 s lag bound, so that the scenarios run in seconds.
 async fn manager<B: Backend>(primary: &Node, replica: &Node, app: &str) -> B::Manager {
+    manager_with::<B>(primary, replica, app, |pool| pool).await
+}
+
+/// [`manager`] with further pool settings.
+async fn manager_with<B: Backend>(
+    primary: &Node,
+    replica: &Node,
+    app: &str,
+    tune: impl FnOnce(ucm_core::PoolConfigurationBuilder) -> ucm_core::PoolConfigurationBuilder,
+) -> B::Manager {
     let pool = PoolConfiguration::builder(ManagerMode::HighAvailability)
         .pool_size(4)
         .max_overflow(4)
@@ -31,9 +41,8 @@ async fn manager<B: Backend>(primary: &Node, replica: &Node, app: &str) -> B::Ma
         .connect_timeout(Duration::from_secs(2))
         .health_interval(Duration::from_millis(200))
         .max_replica_lag(Duration::from_secs(1))
-        .application_name(app)
-        .build()
-        .unwrap();
+        .application_name(app);
+    let pool = tune(pool).build().unwrap();
     let config = ManagerConfig::builder(ManagerMode::HighAvailability)
         .primary(&primary.url)
         .replica(&replica.url)
@@ -322,6 +331,43 @@ pub async fn the_manager_follows_a_promotion<B: Backend>(cluster: &HaCluster) {
     m.close().await.unwrap();
 }
 
+/// A session reads its own writes from the primary within the read-your-writes window,
+/// while the replica (its replay paused) does not have them yet and other reads still go
+/// there.
+pub async fn a_session_reads_its_own_writes<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager_with::<B>(&primary, &replica, "ucm_t_ha_ryw", |pool| {
+        // A lag bound the paused replica stays within, so only the session moves reads.
+        pool.max_replica_lag(Duration::from_secs(600)).read_your_writes(Some(Duration::from_secs(30)))
+    })
+    .await;
+    let table = crate::unique_table("ha_ryw");
+    m.execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id INT)"), &[]).await.unwrap();
+    cluster.wait_caught_up(&primary, &replica);
+    cluster.psql(&replica, "SELECT pg_wal_replay_pause()");
+    let count = format!("SELECT COUNT(*) AS n, pg_is_in_recovery() AS standby FROM {table}");
+    let read = |rows: Vec<ucm_core::Row>| -> (i64, bool) {
+        (rows[0].try_get("n").unwrap(), rows[0].try_get("standby").unwrap())
+    };
+    let session = B::session(&m);
+    let before = read(session.fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    assert_eq!(before, (0, true), "before its write, the session reads from the replica");
+    session
+        .execute(ConnectionMode::ReadWrite, &format!("INSERT INTO {table} (id) VALUES (1)"), &[])
+        .await
+        .unwrap();
+    let own = read(session.fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    assert_eq!(own, (1, false), "the session reads its write from the primary");
+    let other = read(m.fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    assert_eq!(other, (0, true), "other reads stay on the (paused) replica");
+    let fresh = read(B::session(&m).fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    assert_eq!(fresh, (0, true), "a session without writes reads from the replica");
+    cluster.psql(&replica, "SELECT pg_wal_replay_resume()");
+    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();
+    m.close().await.unwrap();
+}
+
 /// Generates the HA scenarios as `#[tokio::test]`s for `$backend`; each skips (or fails
 /// under `CI`) when the HA pair is not exported.
 #[macro_export]
@@ -332,7 +378,8 @@ macro_rules! ha_suite {
             use super::*;
             $crate::ha_suite!(@tests $backend;
                 reads_go_to_the_replica_and_writes_to_the_primary, a_lagging_replica_is_skipped,
-                stopping_the_replica_loses_no_read, the_manager_follows_a_promotion);
+                stopping_the_replica_loses_no_read, the_manager_follows_a_promotion,
+                a_session_reads_its_own_writes);
         }
     };
     (@tests $backend:ty; $($scenario:ident),+) => {

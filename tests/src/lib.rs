@@ -21,12 +21,16 @@ use ucm_core::{
 pub trait Backend: 'static {
     /// The manager type.
     type Manager: ConnectionManagerProtocol + 'static;
+    /// The backend as core names it.
+    type Core: ucm_core::Backend;
     /// The backend's name, for messages.
     const NAME: &'static str;
     /// Connects a manager.
     fn connect(
         config: ManagerConfig,
     ) -> impl Future<Output = ucm_core::Result<Self::Manager>> + Send;
+    /// A read-your-writes session on `manager`.
+    fn session(manager: &Self::Manager) -> ucm_core::RoutingSession<'_, Self::Core>;
 }
 
 /// One database a scenario runs against, with its URL.

@@ -1,4 +1,4 @@
-//! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite.
+//! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite, and the HA scenarios against the primary/replica pair.
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_diesel::DieselManager;
@@ -8,10 +8,15 @@ struct Diesel;
 
 impl Backend for Diesel {
     type Manager = DieselManager;
+    type Core = ucm_diesel::Diesel;
     const NAME: &'static str = "diesel";
 
     async fn connect(config: ManagerConfig) -> ucm_core::Result<DieselManager> {
         DieselManager::connect(config).await
+    }
+
+    fn session(manager: &DieselManager) -> ucm_core::RoutingSession<'_, ucm_diesel::Diesel> {
+        manager.session()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite.
+//! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite, and the HA scenarios against the primary/replica pair.
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_sqlx::SqlxManager;
@@ -8,10 +8,15 @@ struct Sqlx;
 
 impl Backend for Sqlx {
     type Manager = SqlxManager;
+    type Core = ucm_sqlx::Sqlx;
     const NAME: &'static str = "sqlx";
 
     async fn connect(config: ManagerConfig) -> ucm_core::Result<SqlxManager> {
         SqlxManager::connect(config).await
+    }
+
+    fn session(manager: &SqlxManager) -> ucm_core::RoutingSession<'_, ucm_sqlx::Sqlx> {
+        manager.session()
     }
 }
 

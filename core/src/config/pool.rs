@@ -167,8 +167,8 @@ impl PoolConfiguration {
     pub fn health_interval(&self) -> Duration {
         self.health_interval
     }
-    /// A replica whose replay lags further behind its primary than this is banned from
-    /// reads until it catches up. Default 30 s.
+    /// A replica whose replay lags further behind its primary than this (on two probes in a
+    /// row) is banned from reads until it catches up. Default 30 s.
     pub fn max_replica_lag(&self) -> Duration {
         self.max_replica_lag
     }

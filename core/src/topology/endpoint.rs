@@ -14,6 +14,12 @@ use crate::topology::ReplicationStatus;
 /// one good answer after a failure may be a flap, two a second apart are a recovery.
 pub const PROBES_TO_RECOVER: u32 = 2;
 
+/// Consecutive probes over the lag bound before a replica is banned for lag. A standby's
+/// lag is the age of its last replayed commit while WAL waits to be replayed, so one
+/// probe landing just as a commit arrives after a quiet spell reads the whole quiet spell
+/// as lag; a real lag is still there at the next probe.
+pub const PROBES_TO_BAN_FOR_LAG: u32 = 2;
+
 /// One endpoint: its pool, the state routing reads (one atomic load), and the record the
 /// health loop keeps.
 #[derive(Debug)]
@@ -38,9 +44,14 @@ pub(crate) struct Record {
     pub(crate) was_primary: bool,
     /// Consecutive good probes while down or banned.
     pub(crate) good_streak: u32,
+    /// Consecutive probes over the lag bound while serving.
+    pub(crate) lag_streak: u32,
     /// Times it was banned or marked down.
     pub(crate) bans: u64,
 }
+
+/// How a ban for lag starts its reason.
+const LAG_REASON: &str = "replication lag";
 
 /// A change of state worth a log line and a count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +115,14 @@ impl Record {
                 replication.and_then(|r| self.unfit(r, is_primary, max_lag))
             }
         };
+        let lagging = matches!(&observation, Observation::Answered { replication: Some(r), .. }
+            if !is_primary && r.lag.is_some_and(|lag| lag > max_lag));
+        self.lag_streak = if lagging { self.lag_streak.saturating_add(1) } else { 0 };
+        let unconfirmed_lag = lagging
+            && before.serves_reads()
+            && self.lag_streak < PROBES_TO_BAN_FOR_LAG
+            && unfit.as_ref().is_some_and(|(_, reason)| reason.starts_with(LAG_REASON));
+        let unfit = if unconfirmed_lag { None } else { unfit };
         let slow =
             matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
         if let Some(ReplicationStatus { in_recovery: true, .. }) = match &observation {
@@ -179,7 +198,7 @@ impl Record {
         }
         match status.lag {
             Some(lag) if lag > max_lag => banned(format!(
-                "replication lag {:.1} s is over the {:.1} s bound",
+                "{LAG_REASON} {:.1} s is over the {:.1} s bound",
                 lag.as_secs_f64(),
                 max_lag.as_secs_f64()
             )),
@@ -214,6 +233,9 @@ mod tests {
         // (observation, expected state, expected change)
         let steps: Vec<(Observation, EndpointState, Option<&str>)> = vec![
             (answered(true, Some(0.0)), Healthy, None),
+            (answered(true, Some(9.0)), Healthy, None), // one reading over the bound: not yet
+            (answered(true, Some(0.0)), Healthy, None),
+            (answered(true, Some(9.0)), Healthy, None),
             (answered(true, Some(9.0)), Banned, Some("banned")),
             (answered(true, Some(9.0)), Banned, None),
             (answered(true, Some(1.0)), Banned, None), // one good probe: recovering

@@ -10,7 +10,7 @@
 //! - **Health loop** (`health_loop.rs`): a background task probes every endpoint every
 //!   `health_interval` (every second while one is down or banned): reachability,
 //!   `pg_is_in_recovery()` and replay lag. It bans a replica lagging past
-//!   `max_replica_lag`, lets a down or banned one back after two good probes, and, in
+//!   `max_replica_lag` on two probes in a row, lets a down or banned one back after two good probes, and, in
 //!   modes with high availability, follows a promotion: when the primary is unreachable or
 //!   reports it is a standby and a former standby reports it is not, that endpoint becomes
 //!   the primary. ucm never promotes a server itself. The task stops with `close()` and
@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use endpoint::PROBES_TO_RECOVER;
+pub use endpoint::{PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER};
 pub use replication::ReplicationStatus;
 
 use crate::circuit_breaker::CircuitBreakerConfig;
