@@ -339,11 +339,14 @@ pub async fn a_session_reads_its_own_writes<B: Backend>(cluster: &HaCluster) {
     let (primary, replica) = cluster.ensure_pair();
     let m = manager_with::<B>(&primary, &replica, "ucm_t_ha_ryw", |pool| {
         // A lag bound the paused replica stays within, so only the session moves reads.
-        pool.max_replica_lag(Duration::from_secs(600)).read_your_writes(Some(Duration::from_secs(30)))
+        pool.max_replica_lag(Duration::from_secs(600))
+            .read_your_writes(Some(Duration::from_secs(30)))
     })
     .await;
     let table = crate::unique_table("ha_ryw");
-    m.execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id INT)"), &[]).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id INT)"), &[])
+        .await
+        .unwrap();
     cluster.wait_caught_up(&primary, &replica);
     cluster.psql(&replica, "SELECT pg_wal_replay_pause()");
     let count = format!("SELECT COUNT(*) AS n, pg_is_in_recovery() AS standby FROM {table}");
@@ -361,7 +364,8 @@ pub async fn a_session_reads_its_own_writes<B: Backend>(cluster: &HaCluster) {
     assert_eq!(own, (1, false), "the session reads its write from the primary");
     let other = read(m.fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
     assert_eq!(other, (0, true), "other reads stay on the (paused) replica");
-    let fresh = read(B::session(&m).fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    let fresh =
+        read(B::session(&m).fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
     assert_eq!(fresh, (0, true), "a session without writes reads from the replica");
     cluster.psql(&replica, "SELECT pg_wal_replay_resume()");
     m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();

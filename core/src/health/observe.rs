@@ -35,16 +35,17 @@ pub enum Observation {
 /// Probes the endpoint of `pool`: a pooled connection (so the probe also exercises the
 /// checkout path and feeds the breaker) runs the database's replication query, or a ping
 /// where the database has no replication. While the endpoint's breaker is open the pool
-/// would fail fast without I/O, so the probe opens a connection of its own instead, and a
-/// success moves the breaker to half-open at once: a recovered endpoint is taken back
-/// without waiting out the breaker's recovery timeout.
+/// would fail fast without I/O (and while it is half-open, its probe slots belong to real
+/// calls), so the probe opens a connection of its own instead, and a success moves an
+/// open breaker to half-open at once: a recovered endpoint is taken back without waiting
+/// out the breaker's recovery timeout.
 ///
 /// Every step is bounded (the acquire and connect timeouts, then the validation timeout,
 /// at least [`SLOW_PROBE`], for the query). A failure makes the pool ping its idle
 /// connections before their next use, since they probably died with the endpoint.
 pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
     let started = Instant::now();
-    let breaker_open = pool.breaker().is_some_and(|b| b.state() == BreakerState::Open);
+    let breaker_open = pool.breaker().is_some_and(|b| b.state() != BreakerState::Closed);
     let result = if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await };
     match result {
         Ok(replication) => {

@@ -295,7 +295,7 @@ impl<C: Connector> Shared<C> {
                         #[cfg(feature = "otel")]
                         crate::telemetry::otel::read_fallback(replica.pool.label());
                         tracing::debug!(replica = %replica.pool.label(), "read moves on from replica: {e}");
-                        if says_endpoint_is_down(e.kind()) {
+                        if says_endpoint_is_down(&e) {
                             let change = replica.update(|record| record.fail(e.to_string()));
                             if let Some(change) = change {
                                 self.log_change(replica, &change);
@@ -375,15 +375,17 @@ impl<C: Connector> Shared<C> {
 }
 
 /// Whether a failed checkout says the endpoint itself is gone (so reads should stop
-/// trying it until the health loop sees it back), rather than busy or misused.
-fn says_endpoint_is_down(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::ConnectFailed
-            | ErrorKind::ConnectionLost
-            | ErrorKind::CircuitOpen
-            | ErrorKind::Timeout
-    )
+/// trying it until the health loop sees it back), rather than busy or misused. A breaker
+/// refusing because its half-open probes are all in flight (`retry_after` zero) is an
+/// endpoint being tested, not one known to be down.
+fn says_endpoint_is_down(error: &Error) -> bool {
+    match error {
+        Error::CircuitOpen { retry_after, .. } => !retry_after.is_zero(),
+        other => matches!(
+            other.kind(),
+            ErrorKind::ConnectFailed | ErrorKind::ConnectionLost | ErrorKind::Timeout
+        ),
+    }
 }
 
 fn status_index(status: HealthStatus) -> u8 {
