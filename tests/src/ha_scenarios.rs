@@ -166,7 +166,9 @@ pub async fn a_lagging_replica_is_skipped<B: Backend>(cluster: &HaCluster) {
 }
 
 /// Readers run while the replica is stopped: no read fails (they move to the primary),
-/// the replica is marked down, and after it is started again it is let back.
+/// the replica is marked down, and after it is started again it is let back. A restarted
+/// standby reports lag until its WAL receiver streams again (it cannot vouch for its
+/// freshness before), so "let back" takes seconds here, not the two probes alone.
 pub async fn stopping_the_replica_loses_no_read<B: Backend>(cluster: &HaCluster) {
     let _serial = HaCluster::lock();
     let (primary, replica) = cluster.ensure_pair();
