@@ -44,6 +44,21 @@ enum Command {
         #[arg(default_value_t = 100_000)]
         iterations: u64,
     },
+    /// Runs one benchmark contender's `SELECT 1` alone, for a sampling profiler (`perf record`).
+    #[command(hide = true)]
+    ProfileLoad {
+        /// The contender's name as the report spells it, e.g. `ucm-diesel (native)`.
+        contender: String,
+        /// Concurrent tasks.
+        #[arg(long, default_value_t = 64)]
+        tasks: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// The PostgreSQL database to run against.
+        #[arg(long, env = "PG_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
     /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
     Bench(bench::BenchArgs),
 }
@@ -72,6 +87,9 @@ fn main() -> ExitCode {
                 .and_then(|runtime| {
                     runtime.block_on(bench::profile_checkout(&contender, iterations))
                 })
+        }
+        Command::ProfileLoad { contender, tasks, seconds, database_url } => {
+            block_on(bench::profile_load(&database_url, &contender, tasks, seconds))
         }
     };
     telemetry.shutdown();

@@ -79,6 +79,35 @@ pub(crate) struct Results {
     pub(crate) replica: Option<String>,
 }
 
+/// Runs the `SELECT 1` of the contender named `name` alone from `tasks` tasks for
+/// `seconds`, and prints its rate: a steady load for `perf record`.
+pub(crate) async fn profile_load(
+    url: &str,
+    name: &str,
+    tasks: usize,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let mut chosen = None;
+    for family in 0..contenders::FAMILIES {
+        for contender in contenders::family(url, family).await? {
+            if contender.name == name && chosen.is_none() {
+                chosen = Some(contender);
+            } else {
+                contender.close().await;
+            }
+        }
+    }
+    let contender = chosen.ok_or_else(|| anyhow::anyhow!("no contender is named {name:?}"))?;
+    let sample = load::run(&contender.select1, tasks, Duration::from_secs_f64(seconds)).await;
+    println!(
+        "{name}: {:.0} SELECT 1/s from {tasks} tasks, {} errors",
+        sample.per_second(),
+        sample.errors
+    );
+    contender.close().await;
+    Ok(())
+}
+
 /// See [`checkout::profile`].
 pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow::Result<()> {
     checkout::profile(contender, iterations).await

@@ -95,7 +95,10 @@ impl<C: Connector> managed::Manager for Manager<C> {
     async fn create(&self) -> Result<Self::Type, Error> {
         let started = Instant::now();
         let limit = self.config.connect_timeout();
-        let result = match timeout(limit, self.connector.connect()).await {
+        // Boxed, like every rare branch below: a driver's connect future is large, and
+        // inline it would make every checkout future (which embeds this one) as large,
+        // and every move of it a large copy.
+        let result = match timeout(limit, Box::pin(self.connector.connect())).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectFailed {
                 endpoint: self.label.to_string(),
@@ -132,7 +135,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
         if slot.in_transaction {
             match timeout(
                 self.config.validation_timeout(),
-                self.connector.reset(&mut slot.connection),
+                Box::pin(self.connector.reset(&mut slot.connection)),
             )
             .await
             {
@@ -147,7 +150,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
             || self.is_suspect(slot.returned)
         {
             let limit = self.config.validation_timeout();
-            match timeout(limit, self.connector.validate(&mut slot.connection)).await {
+            match timeout(limit, Box::pin(self.connector.validate(&mut slot.connection))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     return Err(self.discard(CloseReason::ValidationFailed, &e.to_string()));

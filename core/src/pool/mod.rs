@@ -212,7 +212,7 @@ impl<C: Connector> Pool<C> {
                     // A recovery probe must prove the endpoint is back with a round trip: an
                     // idle connection handed out without I/O proves nothing.
                     if permit.is_probe()
-                        && let Err(e) = self.ping(&mut connection).await
+                        && let Err(e) = Box::pin(self.ping(&mut connection)).await
                     {
                         connection.mark_broken();
                         permit.failure(e.kind());
@@ -248,7 +248,10 @@ impl<C: Connector> Pool<C> {
         let wanted = mode.is_read_only();
         if connection.read_only() != Some(wanted) {
             connection.set_read_only_state(None);
-            if let Err(e) = self.connector().set_read_only(&mut connection, wanted).await {
+            // Boxed: a mode change is rare, and its future would otherwise grow every
+            // checkout's.
+            if let Err(e) = Box::pin(self.connector().set_read_only(&mut connection, wanted)).await
+            {
                 connection.mark_broken();
                 return Err(e);
             }
