@@ -49,8 +49,11 @@ impl Dialect for SqliteDialect {
             return Err(Error::config("DATABASE_URL", "the SQLite URL names no file"));
         }
         let journal = if url.is_memory() { "" } else { "PRAGMA journal_mode = WAL; " };
+        // The busy timeout first: switching the journal mode takes a lock, and without the
+        // timeout a connection opened while another one writes fails at once with
+        // "database is locked" instead of waiting its turn.
         let setup = format!(
-            "{journal}PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = {}; {journal}PRAGMA foreign_keys = ON;",
             SQLITE_BUSY_TIMEOUT.as_millis()
         );
         Ok(SqliteOptions { target, setup })
