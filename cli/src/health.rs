@@ -85,6 +85,9 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
         }
     }
     println!("failovers followed: {}", info.failovers);
+    if let Some(sla) = &report.sla {
+        println!("operations within the {} SLA: {sla}", info.mode);
+    }
     manager.close().await?;
     anyhow::ensure!(report.status != ucm::HealthStatus::Unhealthy, "the topology is unhealthy");
     Ok(())

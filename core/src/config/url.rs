@@ -74,14 +74,16 @@ impl DatabaseKind {
     /// `in_recovery` (a PostgreSQL standby, or a MySQL server with `read_only` set) and
     /// `lag_seconds` (how far a standby's replay is behind what it received, as the age of
     /// its last replayed commit, or of the server's start when it has replayed none since;
-    /// zero when it has replayed everything, so an idle primary does not look like lag).
-    /// `None` for SQLite, which has no replication.
+    /// zero when it has replayed everything it received, so an idle primary does not look
+    /// like lag; NULL, unknown, when it receives no stream: an archive-only standby, or a
+    /// WAL receiver not started yet). `None` for SQLite, which has no replication.
     pub fn replication_query(self) -> Option<&'static str> {
         match self {
             Self::Postgres => Some(
                 "SELECT pg_is_in_recovery() AS in_recovery, \
                  CASE WHEN NOT pg_is_in_recovery() THEN NULL \
-                 WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                 WHEN pg_last_wal_receive_lsn() IS NULL THEN NULL \
+                 WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0::float8 \
                  ELSE GREATEST(EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8, 0) \
                  END AS lag_seconds",
             ),

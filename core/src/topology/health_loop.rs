@@ -9,12 +9,14 @@ use tokio::task::JoinSet;
 
 use tokio::time::Instant;
 
+use super::endpoint::Change;
 use super::{RECHECK_INTERVAL, Shared, status_index};
+use crate::config::DatabaseKind;
 use crate::error::ErrorKind;
-use crate::health::{EndpointRole, EndpointState, HealthReport, Observation, observe};
+use crate::health::{EndpointRole, HealthReport, Observation, observe};
 use crate::pool::Connector;
 
-/// The background task: a probe round every `health_interval` (every
+/// The background task: a probe round at start, then one every `health_interval` (every
 /// [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an endpoint is out, whoever found
 /// it out), or at once when woken. It ticks at the shorter of the two and probes only when
 /// a round is due, so a `health_check()` that finds trouble speeds it up at once. Holds
@@ -26,6 +28,12 @@ pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>
     else {
         return;
     };
+    // A first round at once, so that roles and lag are known from the start (a lagging
+    // replica is not read from for a whole interval, a promotion right after start is
+    // recognised as one).
+    if let Some(shared) = shared.upgrade() {
+        round(&shared).await;
+    }
     loop {
         let woken = tokio::select! {
             () = tokio::time::sleep(tick) => false,
@@ -43,8 +51,9 @@ pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>
 }
 
 /// One probe round: observes every endpoint concurrently (so one that never answers does
-/// not delay the others), applies each observation to its record, follows a promotion in
-/// modes with high availability, and caches and returns the aggregate.
+/// not delay the others), follows a promotion in modes with high availability (deciding
+/// the roles before judging anyone, so the promoted endpoint is judged as the primary it
+/// now is), applies each observation to its record, and caches and returns the aggregate.
 pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
     let _one_at_a_time = shared.round.lock().await;
     let mut probes = JoinSet::new();
@@ -52,26 +61,52 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
         let pool = endpoint.pool.clone();
         probes.spawn(async move { (index, observe(&pool).await) });
     }
-    let mut observations: Vec<Option<Observation>> = vec![None; shared.endpoints.len()];
-    while let Some(joined) = probes.join_next().await {
-        if let Ok((index, observation)) = joined {
-            observations[index] = Some(observation);
-        }
-    }
-    let primary = shared.primary.load(Ordering::Acquire);
-    let max_lag = shared.config.pool().max_replica_lag();
-    for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
-        let observation = observation.unwrap_or_else(|| Observation::Failed {
+    let mut observations: Vec<Observation> = vec![
+        Observation::Failed {
             kind: ErrorKind::Other,
             message: "the health probe's task ended without a result".to_owned(),
-        });
-        if let Some(change) = endpoint.update(|r| r.observe(observation, index == primary, max_lag))
-        {
-            shared.log_change(endpoint, &change);
+        };
+        shared.endpoints.len()
+    ];
+    while let Some(joined) = probes.join_next().await {
+        if let Ok((index, observation)) = joined {
+            observations[index] = observation;
         }
     }
+    let mut primary = shared.primary.load(Ordering::Acquire);
     if shared.config.pool().high_availability() {
-        follow_promotion(shared, primary);
+        let views: Vec<View> = shared
+            .endpoints
+            .iter()
+            .zip(&observations)
+            .map(|(endpoint, observation)| View {
+                answered: !matches!(observation, Observation::Failed { .. }),
+                in_recovery: observation.in_recovery(),
+                was_standby: endpoint.record().was_standby,
+            })
+            .collect();
+        // Only PostgreSQL's "in recovery" says for certain that a server is a standby; a
+        // MySQL server's read_only is an operator's switch, flipped for maintenance too.
+        let role_swap = shared.config.kind() == DatabaseKind::Postgres;
+        if let Some(target) = promotion_target(primary, &views, role_swap) {
+            follow_promotion(shared, primary, target);
+            primary = target;
+        }
+    }
+    let max_lag = shared.config.pool().max_replica_lag();
+    for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
+        let change = endpoint.update(|r| r.observe(observation, index == primary, max_lag));
+        if let Some(change) = change {
+            if change == Change::Recovered
+                && let Some(breaker) = endpoint.pool.breaker()
+            {
+                // Two good probes in a row: let real calls probe the endpoint now rather
+                // than after the breaker's recovery timeout. A single good answer does
+                // not, or a flapping endpoint would never feel the breaker's backoff.
+                breaker.recovery_observed();
+            }
+            shared.log_change(endpoint, &change);
+        }
     }
     let report = shared.report();
     shared.health.store(status_index(report.status), Ordering::Relaxed);
@@ -79,71 +114,49 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
     report
 }
 
-/// What a promotion decision needs to know of one endpoint after a round.
+/// What a promotion decision needs to know of one endpoint in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct View {
+    /// It answered, or was too busy to (a busy endpoint is not a gone one).
     answered: bool,
     in_recovery: Option<bool>,
+    /// It was seen as a standby in an earlier round.
     was_standby: bool,
 }
 
 /// The endpoint that should become the primary, if the current one (`primary`) is gone.
 ///
 /// The primary is gone when it did not answer or reports it is a standby. A candidate
-/// answered, reports it is not a standby, and was one before (it was promoted), or the
-/// old primary itself now reports being a standby (the two swapped roles). A replica that
-/// never was a standby (a logical replica, or the same server under another name) is
-/// never taken for a promoted one. The first candidate in configuration order wins.
-fn promotion_target(primary: usize, views: &[View]) -> Option<usize> {
+/// answered, reports it is not a standby, and was one before (it was promoted), or, where
+/// `role_swap` holds (PostgreSQL, whose "in recovery" only a standby reports), the old
+/// primary itself now reports being a standby (the two swapped roles). A replica that
+/// never was a standby (a logical replica, or the same server under another name) is not
+/// taken for a promoted one otherwise. The first candidate in configuration order wins.
+fn promotion_target(primary: usize, views: &[View], role_swap: bool) -> Option<usize> {
     let current = views.get(primary)?;
     let demoted = current.in_recovery == Some(true);
     if current.answered && !demoted {
         return None;
     }
     views.iter().enumerate().position(|(i, v)| {
-        i != primary && v.answered && v.in_recovery == Some(false) && (v.was_standby || demoted)
+        i != primary
+            && v.answered
+            && v.in_recovery == Some(false)
+            && (v.was_standby || (demoted && role_swap))
     })
 }
 
-/// Moves the primary role to a promoted endpoint when [`promotion_target`] finds one.
-fn follow_promotion<C: Connector>(shared: &Shared<C>, primary: usize) {
-    let views: Vec<View> = shared
-        .endpoints
-        .iter()
-        .map(|e| {
-            let record = e.record();
-            let last = record.last.as_ref();
-            View {
-                answered: last.is_some_and(Observation::answered),
-                in_recovery: last.and_then(Observation::in_recovery),
-                was_standby: record.was_standby,
-            }
-        })
-        .collect();
-    let Some(target) = promotion_target(primary, &views) else { return };
-    let old = &shared.endpoints[primary];
-    let new = &shared.endpoints[target];
+/// Moves the primary role from `old` to `new`, counts and logs the failover. The records
+/// are then judged in their new roles by the round.
+fn follow_promotion<C: Connector>(shared: &Shared<C>, from: usize, to: usize) {
+    let (old, new) = (&shared.endpoints[from], &shared.endpoints[to]);
     new.update(|record| {
-        let slow = matches!(&record.last, Some(Observation::Answered { latency, .. }) if *latency > crate::health::SLOW_PROBE);
-        record.state = if slow { EndpointState::Degraded } else { EndpointState::Healthy };
-        record.reason = None;
-        record.good_streak = 0;
         record.was_standby = false;
         record.was_primary = false;
+        record.good_streak = 0;
     });
-    old.update(|record| {
-        record.was_primary = true;
-        if record.state == EndpointState::Banned {
-            // It was banned as a primary in recovery: as a standby it is fit, but earns
-            // its way back to reads like any returning replica.
-            record.good_streak = 0;
-            record.reason = Some(format!(
-                "was the primary until the failover; a standby now, taking reads after {} good probes",
-                super::PROBES_TO_RECOVER
-            ));
-        }
-    });
-    shared.primary.store(target, Ordering::Release);
+    old.update(|record| record.was_primary = true);
+    shared.primary.store(to, Ordering::Release);
     let failovers = shared.failovers.fetch_add(1, Ordering::Relaxed) + 1;
     *shared.last_failover.lock().unwrap_or_else(PoisonError::into_inner) = Some(Utc::now());
     tracing::warn!(
@@ -200,7 +213,8 @@ mod tests {
         let standby = view(true, Some(true), true);
         let promoted = view(true, Some(false), true);
         let never_standby = view(true, Some(false), false);
-        let table: [(&[View], Option<usize>); 8] = [
+        let busy = view(true, None, false);
+        let table: [(&[View], Option<usize>); 9] = [
             (&[up_primary, standby], None),
             // A split brain while the primary answers: no failover (the replica is banned).
             (&[up_primary, promoted], None),
@@ -212,10 +226,16 @@ mod tests {
             (&[down, standby, promoted], Some(2)),
             // Nobody to fail over to: SQLite and unknown roles report nothing.
             (&[down, view(true, None, false)], None),
+            // A primary too busy to answer the probe is not gone.
+            (&[busy, promoted], None),
         ];
         for (views, expected) in table {
-            assert_eq!(promotion_target(0, views), expected, "{views:?}");
+            assert_eq!(promotion_target(0, views, true), expected, "{views:?}");
         }
-        assert_eq!(promotion_target(1, &[promoted, down]), Some(0));
+        assert_eq!(promotion_target(1, &[promoted, down], true), Some(0));
+        // MySQL: a primary set read_only (maintenance) hands nothing to a writable replica
+        // that was never seen read-only; an observed promotion is still followed.
+        assert_eq!(promotion_target(0, &[demoted, never_standby], false), None);
+        assert_eq!(promotion_target(0, &[demoted, promoted], false), Some(1));
     }
 }

@@ -284,7 +284,7 @@ impl<C: Connector> Shared<C> {
             let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
             for offset in 0..replicas {
                 // The replicas are every endpoint but the primary, taken in turn.
-                let index = (primary + 1 + (start + offset) % replicas) % count;
+                let index = (primary + 1 + (start % replicas + offset) % replicas) % count;
                 let replica = &self.endpoints[index];
                 if !replica.state().serves_reads() {
                     continue;
