@@ -269,4 +269,29 @@ mod tests {
         assert_eq!(down.status, HealthStatus::Unhealthy);
         assert!(down.message.unwrap().contains("connection refused"));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_with_every_connection_in_use_is_busy_at_once_not_waited_on() {
+        let connector = MemoryConnector::new();
+        let config = PoolConfiguration::builder(ManagerMode::Admin)
+            .pool_size(1)
+            .max_overflow(0)
+            .build()
+            .unwrap();
+        let pool = Pool::new("memory:busy", connector, config, None).unwrap();
+        let held = pool.acquire().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let observation = observe(&pool).await;
+        assert!(
+            matches!(observation, Observation::Busy(ref m) if m.contains("exhausted")),
+            "{observation:?}"
+        );
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::ZERO,
+            "the 10 s acquire timeout was not waited"
+        );
+        drop(held);
+        assert!(observe(&pool).await.answered());
+    }
 }

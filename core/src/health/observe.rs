@@ -41,7 +41,8 @@ pub enum Observation {
 /// out the breaker's recovery timeout.
 ///
 /// Every step is bounded (the acquire and connect timeouts, then the validation timeout,
-/// at least [`SLOW_PROBE`], for the query). A failure makes the pool ping its idle
+/// at least [`SLOW_PROBE`], for the query), and a pool whose every connection is in use is
+/// reported busy at once rather than waited on. A failure makes the pool ping its idle
 /// connections before their next use, since they probably died with the endpoint.
 pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
     let started = Instant::now();
@@ -108,6 +109,18 @@ impl Observation {
 /// The probe on a pooled connection; a failed or unanswered query closes the connection
 /// and counts against the breaker.
 async fn probe_pooled<C: Connector>(pool: &Pool<C>) -> Result<Option<ReplicationStatus>> {
+    let status = pool.status();
+    if status.idle == 0 && status.size >= status.max_size {
+        // Every connection is at work: the endpoint answers its callers, and a probe
+        // waiting its turn would hold `health_check()` for the whole acquire timeout.
+        return Err(Error::PoolExhausted {
+            endpoint: pool.label().to_owned(),
+            in_use: status.in_use,
+            max: status.max_size,
+            waiting: status.waiting,
+            waited: Duration::ZERO,
+        });
+    }
     let mut connection = pool.acquire().await?;
     let result = bounded(pool, read_status(pool.connector(), &mut connection)).await;
     if let Err(e) = &result {
