@@ -134,9 +134,11 @@ pub trait ConnectionManagerProtocol: Send + Sync {
 
     /// Runs one statement outside an explicit transaction and returns the rows affected.
     ///
-    /// Getting the connection is retried under the retry policy; the statement itself is
-    /// retried only in `ReadOnly` mode, because a write whose connection broke mid-flight
-    /// may already have been applied.
+    /// Nothing is sent twice unless it is safe: getting the connection is retried under the
+    /// retry policy, but the statement itself only in `ReadOnly` mode (a read-only session
+    /// cannot have applied anything). In every other mode a statement whose connection was
+    /// lost after it was sent fails with `AmbiguousCommit`: the server may have committed
+    /// it, so it is neither re-sent nor reported as certainly failed.
     ///
     /// # Errors
     /// As [`Self::get_connection`] and [`SqlExecutor::execute`].
@@ -149,16 +151,13 @@ pub trait ConnectionManagerProtocol: Send + Sync {
                 })
                 .await;
         }
-        // The outer result is the (retried) acquire; the inner one the statement's own.
-        policy
-            .run(false, |_| async {
-                Ok(self.get_connection(mode).await?.execute(sql, params).await)
-            })
-            .await?
+        let mut connection = policy.run(false, |_| self.get_connection(mode)).await?;
+        connection.execute(sql, params).await
     }
 
-    /// Runs one query outside an explicit transaction and returns every row. Reads are
-    /// retried as a whole under the retry policy.
+    /// Runs one query outside an explicit transaction and returns every row, under the
+    /// same rule as [`Self::execute`]: retried as a whole only in `ReadOnly` mode (ucm does
+    /// not parse SQL, and `INSERT ... RETURNING` is a query that writes).
     ///
     /// # Errors
     /// As [`Self::get_connection`] and [`SqlExecutor::fetch_all`].
@@ -168,9 +167,16 @@ pub trait ConnectionManagerProtocol: Send + Sync {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>> {
-        self.retry_policy()
-            .run(false, |_| async { self.get_connection(mode).await?.fetch_all(sql, params).await })
-            .await
+        let policy = self.retry_policy();
+        if mode.is_read_only() {
+            return policy
+                .run(false, |_| async {
+                    self.get_connection(mode).await?.fetch_all(sql, params).await
+                })
+                .await;
+        }
+        let mut connection = policy.run(false, |_| self.get_connection(mode)).await?;
+        connection.fetch_all(sql, params).await
     }
 
     /// Runs `work` in a transaction: begin, run, commit on `Ok`, roll back on `Err`. When

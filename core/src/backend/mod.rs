@@ -13,6 +13,7 @@ mod manager;
 mod replication;
 mod routing_session;
 mod session;
+mod session_settings;
 
 use std::future::Future;
 
@@ -21,6 +22,7 @@ pub use manager::{Connection, Manager};
 pub use replication::replication_status;
 pub use routing_session::RoutingSession;
 pub use session::Session;
+pub use session_settings::apply_session_statements;
 
 use crate::config::{DatabaseUrl, PoolConfiguration};
 use crate::error::{DriverError, Error, Result};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tracing::{Instrument, Span};
@@ -45,7 +45,7 @@ impl<C: BackendConnector> Session<C> {
         &mut self.connection
     }
 
-    /// Maps a driver error, and marks the connection broken when the error says it is.
+    /// Maps a driver error, and marks the connection lost when the error says it is.
     fn fail(&mut self, error: DriverError, phase: Phase) -> Error {
         let error = match self.connection.with_connector(|c| c.url().clone()) {
             Some(url) => error.into_error(&url, phase),
@@ -54,7 +54,8 @@ impl<C: BackendConnector> Session<C> {
             None => Error::other("database error after the connection's pool was dropped"),
         };
         if error.kind().evicts_connection() {
-            // The connection was lost: its siblings are checked before their next use.
+            // The connection was lost: its siblings are checked before their next use, and
+            // the endpoint's breaker counts the failure.
             self.connection.mark_lost();
         }
         error
@@ -65,21 +66,109 @@ impl<C: BackendConnector> Session<C> {
         telemetry::statement_span(self.connection.endpoint()?, sql)
     }
 
-    /// Records a statement in the pool's metrics and its span, and maps its error.
-    fn finish<T>(
+    /// How a lost connection under the next statement is to be read: outside a transaction
+    /// on a session that may write, the statement is its own commit, and its outcome is
+    /// unknown (`AmbiguousCommit`); ucm does not parse SQL to tell a read from a write, so
+    /// only a read-only session's statements are known not to have applied anything.
+    fn statement_phase(&self) -> Phase {
+        if self.connection.in_transaction() || self.connection.read_only() == Some(true) {
+            Phase::Statement
+        } else {
+            Phase::Autocommit
+        }
+    }
+
+    /// Settles one statement run by [`statement!`]: feeds the breaker, maps its error (a
+    /// server-side cancellation or a passed client deadline into `StatementTimeout`),
+    /// times it into the metrics when `measured` and records a failure on its span.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<T>(
         &mut self,
-        started: Instant,
+        outcome: Option<Result<T, DriverError>>,
         sql: &str,
+        phase: Phase,
+        measured: bool,
+        limit: Option<Duration>,
+        started: Instant,
         span: Option<&Span>,
-        result: Result<T, DriverError>,
     ) -> Result<T> {
-        let result = result.map_err(|e| self.fail(e, Phase::Statement));
+        let result = match outcome {
+            Some(Ok(value)) => {
+                self.connection.statement_finished(true);
+                Ok(value)
+            }
+            Some(Err(error)) => {
+                let error = self.fail(error, phase);
+                let lost = error.kind().evicts_connection();
+                self.connection.statement_finished(!lost);
+                Err(match limit {
+                    Some(limit) if error.kind() == crate::ErrorKind::Timeout => {
+                        Error::StatementTimeout {
+                            endpoint: self.endpoint_label(),
+                            limit,
+                            server_cancelled: true,
+                            outcome_unknown: false,
+                        }
+                    }
+                    _ => error,
+                })
+            }
+            None => {
+                // The server did not answer within the client's deadline, although it was
+                // told to cancel the statement sooner: it is frozen or unreachable. The
+                // connection stays marked in flight and is closed on return.
+                self.connection.mark_lost();
+                Err(Error::StatementTimeout {
+                    endpoint: self.endpoint_label(),
+                    limit: limit.unwrap_or_default(),
+                    server_cancelled: false,
+                    outcome_unknown: phase.commits(),
+                })
+            }
+        };
         let error = result.as_ref().err();
-        self.connection.record_statement(started.elapsed(), sql, error);
+        if measured {
+            self.connection.record_statement(started.elapsed(), sql, error);
+        }
         if let Some(error) = error {
             telemetry::record_failure(span, error);
         }
         result
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.connection.endpoint().map_or_else(String::new, |e| e.pool.clone())
+    }
+}
+
+/// Runs one driver call on `$session`'s connection (bound to `$c` in `$call`) as a
+/// statement of `$phase`: marks it in flight (a dropped future then closes the connection),
+/// bounds it by the client's statement deadline, instruments it with its span, and settles
+/// it. A macro rather than a method so that the driver's future is awaited in place, with
+/// no boxing per statement.
+macro_rules! statement {
+    ($session:ident, $sql:expr, $phase:expr, $measured:expr, |$c:ident| $call:expr) => {{
+        let span = $session.span($sql);
+        let (limit, deadline) = $session.connection.statement_deadlines();
+        $session.connection.statement_started();
+        let started = Instant::now();
+        let outcome = {
+            let $c: &mut C::Connection = &mut $session.connection;
+            let call = $call;
+            match &span {
+                Some(span) => within(deadline, call.instrument(span.clone())).await,
+                None => within(deadline, call).await,
+            }
+        };
+        $session.settle(outcome, $sql, $phase, $measured, limit, started, span.as_ref())
+    }};
+}
+
+/// Awaits `call`, for at most `deadline` when there is one; `None` when it passed.
+async fn within<F: std::future::Future>(deadline: Option<Duration>, call: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, call).await.ok(),
+        None => Some(call.await),
     }
 }
 
@@ -106,27 +195,13 @@ impl<C: BackendConnector> fmt::Debug for Session<C> {
 #[async_trait]
 impl<C: BackendConnector> SqlExecutor for Session<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let span = self.span(sql);
-        let started = Instant::now();
-        let result = match &span {
-            Some(span) => {
-                C::execute(&mut self.connection, sql, params).instrument(span.clone()).await
-            }
-            None => C::execute(&mut self.connection, sql, params).await,
-        };
-        self.finish(started, sql, span.as_ref(), result)
+        let phase = self.statement_phase();
+        statement!(self, sql, phase, true, |c| C::execute(c, sql, params))
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let span = self.span(sql);
-        let started = Instant::now();
-        let result = match &span {
-            Some(span) => {
-                C::fetch_all(&mut self.connection, sql, params).instrument(span.clone()).await
-            }
-            None => C::fetch_all(&mut self.connection, sql, params).await,
-        };
-        self.finish(started, sql, span.as_ref(), result)
+        let phase = self.statement_phase();
+        statement!(self, sql, phase, true, |c| C::fetch_all(c, sql, params))
     }
 }
 
@@ -136,38 +211,17 @@ impl<C: BackendConnector> TransactionalConnection for Session<C> {
         // Marked first: if this future is dropped mid-BEGIN, the pool still rolls back.
         // The read-only setting was made for the session at checkout, so BEGIN inherits it.
         self.connection.mark_transaction_open();
-        let span = self.span("BEGIN");
-        let result = match &span {
-            Some(span) => C::begin(&mut self.connection, mode).instrument(span.clone()).await,
-            None => C::begin(&mut self.connection, mode).await,
-        };
-        result
-            .map_err(|e| self.fail(e, Phase::Statement))
-            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))
+        statement!(self, "BEGIN", Phase::Statement, false, |c| C::begin(c, mode))
     }
 
     async fn commit(&mut self) -> Result<()> {
-        let span = self.span("COMMIT");
-        let result = match &span {
-            Some(span) => C::commit(&mut self.connection).instrument(span.clone()).await,
-            None => C::commit(&mut self.connection).await,
-        };
-        result
-            .map_err(|e| self.fail(e, Phase::Commit))
-            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;
+        statement!(self, "COMMIT", Phase::Commit, false, |c| C::commit(c))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        let span = self.span("ROLLBACK");
-        let result = match &span {
-            Some(span) => C::rollback(&mut self.connection).instrument(span.clone()).await,
-            None => C::rollback(&mut self.connection).await,
-        };
-        result
-            .map_err(|e| self.fail(e, Phase::Statement))
-            .inspect_err(|e| telemetry::record_failure(span.as_ref(), e))?;
+        statement!(self, "ROLLBACK", Phase::Statement, false, |c| C::rollback(c))?;
         self.connection.mark_transaction_closed();
         Ok(())
     }

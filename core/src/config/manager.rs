@@ -467,6 +467,10 @@ mod tests {
             "circuit_breaker:       yes",
             "application_name:      ucm_mcp_server",
             "time_zone:             UTC",
+            "statement_timeout:     150ms",
+            "lock_timeout:          100ms",
+            "idle_in_transaction_timeout: 5s",
+            "leak_detection:        none",
         ] {
             assert!(report.contains(needle), "{needle:?} missing from\n{report}");
         }

@@ -30,6 +30,10 @@ pub struct PoolConfiguration {
     max_replica_lag: Duration,
     read_your_writes: Option<Duration>,
     sla_target: Duration,
+    statement_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
+    idle_in_transaction_timeout: Option<Duration>,
+    leak_detection_threshold: Option<Duration>,
 }
 
 impl PoolConfiguration {
@@ -60,6 +64,7 @@ impl PoolConfiguration {
                 ManagerMode::AsyncModern => (12, 8, 5_000, false, true, 500),
                 ManagerMode::HighAvailability => (20, 20, 10_000, true, true, 500),
             };
+        let (statement_timeout, lock_timeout, idle_in_transaction_timeout) = deadlines(mode);
         let acquire_timeout = Duration::from_millis(acquire_ms);
         Self {
             mode,
@@ -84,6 +89,10 @@ impl PoolConfiguration {
             max_replica_lag: Duration::from_secs(30),
             read_your_writes: None,
             sla_target: Duration::from_millis(sla_ms),
+            statement_timeout,
+            lock_timeout,
+            idle_in_transaction_timeout,
+            leak_detection_threshold: None,
         }
     }
 
@@ -185,6 +194,74 @@ impl PoolConfiguration {
     pub fn sla_target(&self) -> Duration {
         self.sla_target
     }
+    /// The longest one statement may run: the server cancels it (PostgreSQL's
+    /// `statement_timeout`, MariaDB's `max_statement_time`, MySQL's `max_execution_time`
+    /// for reads), and the client gives up shortly after, discarding the connection, in
+    /// case the server cannot answer at all (frozen, blackholed). `None`: no limit. Preset
+    /// per mode: see [`Self::for_mode`].
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+    /// How long a statement waits for a row or table lock before failing (PostgreSQL's
+    /// `lock_timeout`, MySQL's `innodb_lock_wait_timeout`, in whole seconds there).
+    /// `None`: the server's default. Preset per mode: see [`Self::for_mode`].
+    pub fn lock_timeout(&self) -> Option<Duration> {
+        self.lock_timeout
+    }
+    /// A session idle inside an open transaction for longer than this is ended by the
+    /// server, releasing its locks (PostgreSQL's `idle_in_transaction_session_timeout`;
+    /// MySQL has no equivalent). `None`: no limit. Preset per mode: see [`Self::for_mode`].
+    pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        self.idle_in_transaction_timeout
+    }
+    /// A connection checked out for longer than this is reported once as a possible leak
+    /// (a `warn` event with where it was acquired, a counter, and a line in
+    /// `connection_info()`); it is not taken back. Default `None` (off), as in HikariCP:
+    /// what is "too long" depends on the application.
+    pub fn leak_detection_threshold(&self) -> Option<Duration> {
+        self.leak_detection_threshold
+    }
+    /// The client's own deadline for one statement: the statement timeout plus a grace
+    /// period (as long again, between 50 ms and 1 s) for the server's cancellation to
+    /// arrive first. `None` when there is no statement timeout.
+    pub fn client_statement_deadline(&self) -> Option<Duration> {
+        self.statement_timeout
+            .map(|limit| limit + limit.clamp(Duration::from_millis(50), Duration::from_secs(1)))
+    }
+    /// The deadlines as PostgreSQL settings for the startup packet (no round trip):
+    /// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout`, in
+    /// milliseconds; a limit that is off is left at the server's default.
+    pub fn postgres_deadline_settings(&self) -> Vec<(&'static str, String)> {
+        [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, limit)| Some((name, format!("{}ms", limit?.as_millis().max(1)))))
+        .collect()
+    }
+    /// The deadlines as MySQL/MariaDB session statements, run once per new connection; each
+    /// entry lists alternatives tried in order until one succeeds: MariaDB's
+    /// `max_statement_time` (seconds, every statement) then MySQL's `max_execution_time`
+    /// (milliseconds, `SELECT` only); `innodb_lock_wait_timeout` in whole seconds (at least
+    /// 1). MySQL has no idle-in-transaction limit.
+    pub fn mysql_deadline_statements(&self) -> Vec<Vec<String>> {
+        let mut statements = Vec::new();
+        if let Some(limit) = self.statement_timeout {
+            statements.push(vec![
+                format!("SET SESSION max_statement_time = {:.3}", limit.as_secs_f64()),
+                format!("SET SESSION max_execution_time = {}", limit.as_millis().max(1)),
+            ]);
+        }
+        if let Some(limit) = self.lock_timeout {
+            statements.push(vec![format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                limit.as_secs_f64().ceil().max(1.0)
+            )]);
+        }
+        statements
+    }
     /// The application name a session to `url` announces: the URL's `application_name`
     /// parameter when it has one (as libpq takes it), else this preset's.
     pub fn application_name_for<'a>(&'a self, url: &'a DatabaseUrl) -> &'a str {
@@ -219,6 +296,16 @@ impl PoolConfiguration {
                 return fail(field, "must be greater than zero".into());
             }
         }
+        for (field, value) in [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+            ("idle_in_transaction_timeout", self.idle_in_transaction_timeout),
+            ("leak_detection_threshold", self.leak_detection_threshold),
+        ] {
+            if value.is_some_and(|v| v < Duration::from_millis(1)) {
+                return fail(field, "must be at least 1ms; use `off` (None) for no limit".into());
+            }
+        }
         if self.validation_timeout >= self.acquire_timeout {
             return fail(
                 "validation_timeout",
@@ -237,10 +324,26 @@ impl PoolConfiguration {
                 ),
             );
         }
-        if self.application_name.is_empty() || self.application_name.len() > 63 {
+        if self.application_name.is_empty()
+            || self.application_name.len() > 63
+            || !self.application_name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
             return fail(
                 "application_name",
-                "must be 1 to 63 characters (PostgreSQL's NAMEDATALEN)".into(),
+                "must be 1 to 63 printable ASCII characters (PostgreSQL's NAMEDATALEN; the \
+                 server replaces anything else), with no control characters"
+                    .into(),
+            );
+        }
+        if !is_valid_time_zone(&self.time_zone) {
+            return fail(
+                "time_zone",
+                format!(
+                    "must be UTC, an IANA time zone name such as Europe/Paris, \
+                     America/Argentina/Buenos_Aires or Etc/GMT+3 (letters, digits, '_', '-', \
+                     '+' and '/' between names), or an offset such as +05:30 or -08:00; at \
+                     most {MAX_TIME_ZONE_LEN} characters, no quotes, spaces, ';' or '\\'"
+                ),
             );
         }
         Ok(())
@@ -253,7 +356,8 @@ impl fmt::Display for PoolConfiguration {
         let yes_no = |on: bool| if on { "yes" } else { "no" };
         writeln!(f, "pool:        preset {}", self.mode)?;
         let ryw = self.read_your_writes.map_or_else(|| "off".to_owned(), |w| format!("{w:?}"));
-        let rows: [(&str, String); 17] = [
+        let limit = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| format!("{d:?}"));
+        let rows: [(&str, String); 21] = [
             ("pool_size", format!("{} connections", self.pool_size)),
             (
                 "max_overflow",
@@ -274,6 +378,10 @@ impl fmt::Display for PoolConfiguration {
             ("max_replica_lag", format!("{:?}", self.max_replica_lag)),
             ("read_your_writes", ryw),
             ("sla_target", format!("{:?}", self.sla_target)),
+            ("statement_timeout", limit(self.statement_timeout)),
+            ("lock_timeout", limit(self.lock_timeout)),
+            ("idle_in_transaction_timeout", limit(self.idle_in_transaction_timeout)),
+            ("leak_detection", limit(self.leak_detection_threshold)),
         ];
         for (name, value) in rows {
             writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
@@ -386,6 +494,26 @@ impl PoolConfigurationBuilder {
         self.config.sla_target = value;
         self
     }
+    /// The longest one statement may run (`None`: no limit).
+    pub fn statement_timeout(mut self, value: Option<Duration>) -> Self {
+        self.config.statement_timeout = value;
+        self
+    }
+    /// How long a statement waits for a lock (`None`: the server's default).
+    pub fn lock_timeout(mut self, value: Option<Duration>) -> Self {
+        self.config.lock_timeout = value;
+        self
+    }
+    /// How long a session may sit idle in an open transaction (`None`: no limit).
+    pub fn idle_in_transaction_timeout(mut self, value: Option<Duration>) -> Self {
+        self.config.idle_in_transaction_timeout = value;
+        self
+    }
+    /// How long a connection may stay checked out before it is reported (`None`: off).
+    pub fn leak_detection_threshold(mut self, value: Option<Duration>) -> Self {
+        self.config.leak_detection_threshold = value;
+        self
+    }
 
     /// Applies overrides from the process environment; see [`Self::env_overrides`].
     ///
@@ -402,7 +530,9 @@ impl PoolConfigurationBuilder {
     /// or bare seconds such as `0.2`), `UCM_HIGH_AVAILABILITY`, `UCM_CIRCUIT_BREAKER`
     /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`,
     /// `UCM_HEALTH_INTERVAL`, `UCM_MAX_REPLICA_LAG`, `UCM_SLA_TARGET`, and
-    /// `UCM_READ_YOUR_WRITES` (a duration, or `off`).
+    /// `UCM_READ_YOUR_WRITES`, `UCM_STATEMENT_TIMEOUT`, `UCM_LOCK_TIMEOUT`,
+    /// `UCM_IDLE_IN_TRANSACTION_TIMEOUT`, `UCM_LEAK_DETECTION_THRESHOLD` (a duration, or
+    /// `off`).
     ///
     /// # Errors
     /// A `Configuration` error naming the variable when one is set but malformed.
@@ -446,11 +576,19 @@ impl PoolConfigurationBuilder {
         if let Some(v) = get("UCM_TIME_ZONE") {
             c.time_zone = v;
         }
-        if let Some(v) = get("UCM_READ_YOUR_WRITES") {
-            c.read_your_writes = match v.trim().to_ascii_lowercase().as_str() {
-                "off" | "false" | "no" | "0" => None,
-                _ => Some(parse_duration("UCM_READ_YOUR_WRITES", &v)?),
-            };
+        for (name, slot) in [
+            ("UCM_READ_YOUR_WRITES", &mut c.read_your_writes),
+            ("UCM_STATEMENT_TIMEOUT", &mut c.statement_timeout),
+            ("UCM_LOCK_TIMEOUT", &mut c.lock_timeout),
+            ("UCM_IDLE_IN_TRANSACTION_TIMEOUT", &mut c.idle_in_transaction_timeout),
+            ("UCM_LEAK_DETECTION_THRESHOLD", &mut c.leak_detection_threshold),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = match v.trim().to_ascii_lowercase().as_str() {
+                    "off" | "false" | "no" | "none" | "0" => None,
+                    _ => Some(parse_duration(name, &v)?),
+                };
+            }
         }
         Ok(self)
     }
@@ -468,6 +606,25 @@ impl PoolConfigurationBuilder {
         }
         self.config.validate()?;
         Ok(self.config)
+    }
+}
+
+/// The server-enforced deadlines of `mode`: statement timeout, lock timeout, idle in
+/// transaction. Interactive callers (`McpServer`, whose tools answer people) get the
+/// original system's 150 ms; request-serving modes 30 s; batch work a minute; training
+/// jobs ten minutes; `Admin` (migrations, maintenance) no statement limit at all. Lock
+/// waits stay well under the statement limit so a blocked statement says "lock" rather
+/// than "timeout"; a session idle in a transaction is ended long before it can hold
+/// locks for minutes.
+fn deadlines(mode: ManagerMode) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
+    let ms = |n: u64| Some(Duration::from_millis(n));
+    let s = |n: u64| Some(Duration::from_secs(n));
+    match mode {
+        ManagerMode::McpServer => (ms(150), ms(100), s(5)),
+        ManagerMode::AsyncModern | ManagerMode::HighAvailability => (s(30), s(5), s(60)),
+        ManagerMode::SyncHeavy => (s(60), s(10), s(60)),
+        ManagerMode::MlTraining => (s(600), s(30), s(300)),
+        ManagerMode::Admin => (None, s(60), s(1800)),
     }
 }
 
@@ -509,6 +666,33 @@ pub(crate) fn parse_duration(name: &str, value: &str) -> Result<Duration> {
     };
     let n: f64 = number.trim().parse().map_err(|_| bad())?;
     Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
+}
+
+/// The longest time zone accepted; the longest IANA name is 32 characters.
+const MAX_TIME_ZONE_LEN: usize = 64;
+
+/// Whether `tz` is a time zone every backend may send as it is: an IANA name (`UTC`,
+/// `Europe/Paris`, `America/Argentina/Buenos_Aires`, `Etc/GMT+3`) or an offset `±HH:MM`.
+/// The value reaches MySQL's `SET time_zone = '...'` and PostgreSQL's startup options
+/// (`-c TimeZone=...`), so nothing that could end a literal or an option (a quote, a
+/// space, `;`, `\`, a comment's `--`) gets through.
+fn is_valid_time_zone(tz: &str) -> bool {
+    if tz.is_empty() || tz.len() > MAX_TIME_ZONE_LEN {
+        return false;
+    }
+    if let Some(offset) = tz.strip_prefix(['+', '-']) {
+        let bytes = offset.as_bytes();
+        return bytes.len() == 5
+            && bytes[2] == b':'
+            && [0, 1, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit())
+            && offset[..2] <= *"14"
+            && offset[3..] < *"60";
+    }
+    !tz.contains("--")
+        && tz.split('/').all(|name| {
+            name.starts_with(|c: char| c.is_ascii_alphabetic())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+        })
 }
 
 #[cfg(test)]

@@ -130,3 +130,146 @@ fn durations_parse_in_each_unit() {
         assert_eq!(parse_duration("X", text).unwrap(), expected, "{text}");
     }
 }
+
+/// Values that would end MySQL's `SET time_zone = '...'` literal or PostgreSQL's
+/// `-c TimeZone=...` startup option and smuggle in SQL or another setting.
+const HOSTILE_TIME_ZONES: &[&str] = &[
+    "UTC'; DROP TABLE x; --",
+    "UTC' OR '1'='1",
+    "'UTC'",
+    "\"UTC\"",
+    "UTC;SET autocommit=0",
+    "Europe/Paris -c search_path=evil",
+    "UTC\\",
+    "UTC\\' --",
+    "UTC--",
+    "UTC\0options",
+    "UTC\nSET x=1",
+    "UTC\t",
+    "../../etc/localtime",
+    "Europe//Paris",
+    "/UTC",
+    "+5:30",
+    "+05:30'",
+    "+05:30; DROP TABLE x",
+    "+25:00",
+    "+05:60",
+    "Europe/Pärís",
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+];
+
+#[test]
+fn time_zones_accept_names_and_offsets() {
+    for tz in [
+        "UTC",
+        "utc",
+        "Etc/UTC",
+        "Europe/Paris",
+        "America/Argentina/Buenos_Aires",
+        "America/Port-au-Prince",
+        "Etc/GMT+3",
+        "Etc/GMT-14",
+        "EST5EDT",
+        "+05:30",
+        "-08:00",
+        "+00:00",
+        "+14:00",
+    ] {
+        let c = PoolConfiguration::builder(ManagerMode::AsyncModern).time_zone(tz).build();
+        assert_eq!(c.map(|c| c.time_zone().to_owned()).ok().as_deref(), Some(tz), "{tz}");
+        let from_env = PoolConfiguration::builder(ManagerMode::AsyncModern)
+            .env_overrides(|k| (k == "UCM_TIME_ZONE").then(|| tz.to_owned()))
+            .and_then(PoolConfigurationBuilder::build);
+        assert!(from_env.is_ok(), "{tz}: {from_env:?}");
+    }
+}
+
+#[test]
+fn hostile_time_zones_are_refused_by_the_builder_and_the_environment() {
+    for &tz in HOSTILE_TIME_ZONES {
+        let built = PoolConfiguration::builder(ManagerMode::AsyncModern).time_zone(tz).build();
+        let from_env = PoolConfiguration::builder(ManagerMode::AsyncModern)
+            .env_overrides(|k| (k == "UCM_TIME_ZONE").then(|| tz.to_owned()))
+            .and_then(PoolConfigurationBuilder::build);
+        for result in [built, from_env] {
+            let err = result.expect_err(tz);
+            assert_eq!(err.kind(), crate::ErrorKind::Configuration, "{tz}");
+            let text = err.to_string();
+            assert!(text.contains("pool.time_zone") && text.contains("Europe/Paris"), "{text}");
+        }
+    }
+    let err = PoolConfiguration::builder(ManagerMode::AsyncModern).time_zone("").build();
+    assert!(err.is_err());
+}
+
+#[test]
+fn application_names_with_control_characters_are_refused() {
+    for name in ["app\0options", "app\u{1}", "line\nbreak", "tab\there", "nön-ascii"] {
+        let built =
+            PoolConfiguration::builder(ManagerMode::AsyncModern).application_name(name).build();
+        let from_env = PoolConfiguration::builder(ManagerMode::AsyncModern)
+            .env_overrides(|k| (k == "UCM_APPLICATION_NAME").then(|| name.to_owned()))
+            .and_then(PoolConfigurationBuilder::build);
+        for result in [built, from_env] {
+            let text = result.expect_err(name).to_string();
+            assert!(text.contains("pool.application_name"), "{text}");
+        }
+    }
+    // A startup parameter, never SQL: punctuation is fine.
+    let c = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .application_name("billing worker (it's v2)")
+        .build()
+        .unwrap();
+    assert_eq!(c.application_name(), "billing worker (it's v2)");
+}
+
+#[test]
+fn deadlines_become_server_settings() {
+    let mcp = PoolConfiguration::for_mode(ManagerMode::McpServer);
+    assert_eq!(mcp.statement_timeout(), Some(Duration::from_millis(150)));
+    assert_eq!(
+        mcp.postgres_deadline_settings(),
+        [
+            ("statement_timeout", "150ms".to_owned()),
+            ("lock_timeout", "100ms".to_owned()),
+            ("idle_in_transaction_session_timeout", "5000ms".to_owned()),
+        ]
+    );
+    assert_eq!(
+        mcp.mysql_deadline_statements(),
+        [
+            vec![
+                "SET SESSION max_statement_time = 0.150".to_owned(),
+                "SET SESSION max_execution_time = 150".to_owned(),
+            ],
+            vec!["SET SESSION innodb_lock_wait_timeout = 1".to_owned()],
+        ]
+    );
+    assert_eq!(mcp.client_statement_deadline(), Some(Duration::from_millis(300)));
+    let admin = PoolConfiguration::for_mode(ManagerMode::Admin);
+    assert_eq!(admin.statement_timeout(), None, "migrations may run long");
+    assert!(
+        admin.postgres_deadline_settings().iter().all(|(name, _)| *name != "statement_timeout")
+    );
+    let off = PoolConfiguration::builder(ManagerMode::McpServer)
+        .env_overrides(|name| {
+            (name == "UCM_STATEMENT_TIMEOUT")
+                .then(|| "off".to_owned())
+                .or_else(|| (name == "UCM_LOCK_TIMEOUT").then(|| "2.5s".to_owned()))
+        })
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(off.statement_timeout(), None);
+    assert_eq!(off.client_statement_deadline(), None);
+    assert_eq!(off.lock_timeout(), Some(Duration::from_millis(2500)));
+    assert_eq!(
+        off.mysql_deadline_statements(),
+        [vec!["SET SESSION innodb_lock_wait_timeout = 3".to_owned()]]
+    );
+    let zero = PoolConfiguration::builder(ManagerMode::McpServer)
+        .statement_timeout(Some(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert!(zero.to_string().contains("pool.statement_timeout"), "{zero}");
+}

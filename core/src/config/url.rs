@@ -341,6 +341,15 @@ impl DatabaseUrl {
         self.params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// A copy without the query parameters whose name `drop` picks, for a driver that
+    /// would log a parameter it does not know, value included (sqlx's PostgreSQL driver).
+    #[must_use]
+    pub fn without_params(&self, mut drop: impl FnMut(&str) -> bool) -> Self {
+        let mut url = self.clone();
+        url.params.retain(|(key, _)| !drop(key));
+        url
+    }
+
     /// The TLS mode: `sslmode`/`ssl-mode` when given, else [`SslMode::Disable`] for local
     /// hosts (localhost, 127.0.0.0/8, ::1, unix sockets) and SQLite, [`SslMode::Prefer`]
     /// for any other host.

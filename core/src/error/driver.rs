@@ -5,7 +5,7 @@
 //! kind, whether it is a connect failure and why, an ambiguous commit, what the message
 //! says with the password scrubbed — is decided here, once for every backend.
 
-use std::io;
+use std::{fmt, io};
 
 use super::{ConnectFailure, Error, ErrorKind, classify_connect_sqlstate, classify_sqlstate};
 use crate::config::DatabaseUrl;
@@ -19,6 +19,18 @@ pub enum Phase {
     Statement,
     /// Running `COMMIT`: a broken connection makes the outcome unknown (`AmbiguousCommit`).
     Commit,
+    /// Running a statement outside a transaction on a session that may write: the statement
+    /// commits on its own, so a broken connection makes its outcome unknown
+    /// (`AmbiguousCommit`), exactly as for `COMMIT`.
+    Autocommit,
+}
+
+impl Phase {
+    /// Whether a connection lost in this phase leaves the outcome unknown: the server may
+    /// have committed and the reply been lost.
+    pub fn commits(self) -> bool {
+        matches!(self, Self::Commit | Self::Autocommit)
+    }
 }
 
 /// A database-specific reading of a server error, for codes the SQLSTATE alone does not
@@ -44,7 +56,10 @@ impl Classified {
 }
 
 /// What a driver reported, read by the backend without interpretation.
-#[derive(Debug)]
+///
+/// `Debug` shows the variant, the SQLSTATE and classification, and only the length of the
+/// driver's text: that text is not yet scrubbed, and a driver may quote its connection
+/// string in it. [`DriverError::into_error`] gives the scrubbed message.
 #[non_exhaustive]
 pub enum DriverError {
     /// The server answered with an error.
@@ -91,7 +106,7 @@ impl DriverError {
                         sqlstate.as_deref().map_or(ErrorKind::Query, |s| classify_sqlstate(s).kind)
                     }
                 };
-                if phase == Phase::Commit && kind == ErrorKind::ConnectionLost {
+                if phase.commits() && kind == ErrorKind::ConnectionLost {
                     kind = ErrorKind::AmbiguousCommit;
                 }
                 Error::Database { kind, endpoint, sqlstate, message, source: None }
@@ -100,7 +115,10 @@ impl DriverError {
                 let message = url.scrub(&error.to_string());
                 match phase {
                     Phase::Connect => {
-                        connect_failed(endpoint, io_reason(&error), message, Some(Box::new(error)))
+                        // The source keeps the I/O kind but carries the scrubbed text: the
+                        // error's `Debug` and any report walking `source()` print it.
+                        let source = io::Error::new(error.kind(), message.clone());
+                        connect_failed(endpoint, io_reason(&error), message, Some(Box::new(source)))
                     }
                     _ => lost(phase, endpoint, message),
                 }
@@ -131,6 +149,43 @@ impl DriverError {
     }
 }
 
+impl fmt::Debug for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (variant, text) = match self {
+            Self::Server { sqlstate, classified, message } => {
+                return f
+                    .debug_struct("Server")
+                    .field("sqlstate", sqlstate)
+                    .field("classified", classified)
+                    .field("message", &Redacted(message.len()))
+                    .finish();
+            }
+            Self::Io(error) => {
+                return f
+                    .debug_struct("Io")
+                    .field("kind", &error.kind())
+                    .field("message", &Redacted(error.to_string().len()))
+                    .finish();
+            }
+            Self::Tls(text) => ("Tls", text),
+            Self::Broken(text) => ("Broken", text),
+            Self::Configuration(text) => ("Configuration", text),
+            Self::Data(text) => ("Data", text),
+            Self::Other(text) => ("Other", text),
+        };
+        f.debug_tuple(variant).field(&Redacted(text.len())).finish()
+    }
+}
+
+/// Stands for driver text in `Debug`: its length only.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes of driver text, redacted>", self.0)
+    }
+}
+
 fn connect_failed(
     endpoint: String,
     reason: ConnectFailure,
@@ -140,11 +195,11 @@ fn connect_failed(
     Error::ConnectFailed { endpoint, reason, attempts: 1, message, source }
 }
 
-/// A connection that broke under a statement (`ConnectionLost`) or a commit (the commit's
+/// A connection that broke under a statement in a transaction or a read-only session
+/// (`ConnectionLost`: nothing was applied), or under a commit or an autocommit write (the
 /// outcome is unknown: `AmbiguousCommit`).
 fn lost(phase: Phase, endpoint: String, message: String) -> Error {
-    let kind =
-        if phase == Phase::Commit { ErrorKind::AmbiguousCommit } else { ErrorKind::ConnectionLost };
+    let kind = if phase.commits() { ErrorKind::AmbiguousCommit } else { ErrorKind::ConnectionLost };
     Error::Database { kind, endpoint, sqlstate: None, message, source: None }
 }
 
@@ -244,6 +299,19 @@ mod tests {
         assert_eq!(broken().into_error(&url(), Phase::Connect).kind(), ErrorKind::ConnectFailed);
         assert_eq!(broken().into_error(&url(), Phase::Statement).kind(), ErrorKind::ConnectionLost);
         assert_eq!(broken().into_error(&url(), Phase::Commit).kind(), ErrorKind::AmbiguousCommit);
+        assert_eq!(
+            broken().into_error(&url(), Phase::Autocommit).kind(),
+            ErrorKind::AmbiguousCommit
+        );
+        let terminated = DriverError::Server {
+            sqlstate: Some("57P01".into()),
+            classified: None,
+            message: "terminating connection due to administrator command".into(),
+        };
+        assert_eq!(
+            terminated.into_error(&url(), Phase::Autocommit).kind(),
+            ErrorKind::AmbiguousCommit
+        );
     }
 
     #[test]
@@ -259,6 +327,54 @@ mod tests {
         };
         let text = server.into_error(&url(), Phase::Statement).to_string();
         assert!(!text.contains("hunter2secret"), "{text}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_driver_text() {
+        let leaky = "connect to postgres://app:hunter2secret@db failed";
+        let every_variant = [
+            DriverError::Server {
+                sqlstate: Some("28P01".into()),
+                classified: Some(Classified::connect(ConnectFailure::Authentication)),
+                message: leaky.into(),
+            },
+            DriverError::Io(io::Error::other(leaky)),
+            DriverError::Tls(leaky.into()),
+            DriverError::Broken(leaky.into()),
+            DriverError::Configuration(leaky.into()),
+            DriverError::Data(leaky.into()),
+            DriverError::Other(leaky.into()),
+        ];
+        for error in every_variant {
+            let debug = format!("{error:?}");
+            assert!(!debug.contains("hunter2secret"), "{debug}");
+            assert!(debug.contains(&format!("<{} bytes", leaky.len())), "{debug}");
+            let pretty = format!("{error:#?}");
+            assert!(!pretty.contains("hunter2secret"), "{pretty}");
+        }
+        let server = DriverError::Server {
+            sqlstate: Some("28P01".into()),
+            classified: None,
+            message: leaky.into(),
+        };
+        assert!(format!("{server:?}").contains("28P01"));
+    }
+
+    #[test]
+    fn a_connect_errors_source_is_scrubbed_too() {
+        let io = DriverError::Io(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "refused for app:hunter2secret",
+        ));
+        let error = io.into_error(&url(), Phase::Connect);
+        let debug = format!("{error:?}");
+        assert!(!debug.contains("hunter2secret"), "{debug}");
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("refused for app:***"));
+        match error {
+            Error::ConnectFailed { reason, .. } => assert_eq!(reason, ConnectFailure::Refused),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

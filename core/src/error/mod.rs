@@ -39,7 +39,8 @@ pub enum ErrorKind {
     Constraint,
     /// An established connection broke (SQLSTATE class 08, 57P01-57P03, or an I/O error); it is evicted.
     ConnectionLost,
-    /// The connection broke while COMMIT was in flight: the transaction may or may not have committed.
+    /// The connection broke while COMMIT was in flight, or while a write outside a
+    /// transaction (its own commit) was in flight: it may or may not have been applied.
     AmbiguousCommit,
     /// An operation exceeded its own deadline (statement timeout, drain deadline).
     Timeout,
@@ -266,6 +267,26 @@ pub enum Error {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// A statement ran past the mode's statement timeout.
+    #[error(
+        "statement on {endpoint} did not finish within the statement timeout of {}{}; make it \
+         cheaper, or raise the limit (UCM_STATEMENT_TIMEOUT, or the configuration's \
+         statement_timeout; `off` for none)",
+        human(*.limit),
+        statement_timeout_outcome(*.server_cancelled, *.outcome_unknown)
+    )]
+    StatementTimeout {
+        /// The endpoint's redacted label.
+        endpoint: String,
+        /// The statement timeout that passed.
+        limit: Duration,
+        /// The server cancelled the statement itself (SQLSTATE 57014); otherwise the
+        /// client's deadline passed without an answer and the connection was closed.
+        server_cancelled: bool,
+        /// The statement was a write outside a transaction cut off by the client's
+        /// deadline: the server may have committed it. Its kind is then `AmbiguousCommit`.
+        outcome_unknown: bool,
+    },
     /// An operation exceeded its own deadline.
     #[error("{what} did not finish within {}", human(*.after))]
     Timeout {
@@ -307,6 +328,20 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
+fn statement_timeout_outcome(server_cancelled: bool, outcome_unknown: bool) -> &'static str {
+    match (server_cancelled, outcome_unknown) {
+        (true, _) => " (the server cancelled it)",
+        (false, true) => {
+            " and the server did not answer in time: the connection was closed, and whether \
+             the write was applied is unknown (check before re-running it)"
+        }
+        (false, false) => {
+            " and the server did not answer in time: the connection was closed (the server \
+             may be frozen or unreachable)"
+        }
+    }
+}
+
 fn next_probe(retry_after: Duration) -> String {
     if retry_after.is_zero() {
         "a recovery probe is in flight now".to_owned()
@@ -329,7 +364,8 @@ fn kind_hint(kind: ErrorKind) -> &'static str {
         }
         ErrorKind::ConnectionLost => "; the connection was discarded, a new one will be opened",
         ErrorKind::AmbiguousCommit => {
-            "; the commit outcome is unknown: check before re-running unless the work is idempotent"
+            "; the connection was lost after the write or commit was sent, so whether it was \
+             applied is unknown: check before re-running unless the work is idempotent"
         }
         _ => "",
     }
@@ -346,6 +382,8 @@ impl Error {
             Self::Database { kind, .. } => *kind,
             Self::Configuration { .. } => ErrorKind::Configuration,
             Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::StatementTimeout { outcome_unknown: true, .. } => ErrorKind::AmbiguousCommit,
+            Self::StatementTimeout { .. } => ErrorKind::Timeout,
             Self::Other { .. } => ErrorKind::Other,
         }
     }

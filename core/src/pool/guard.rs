@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use deadpool::managed::Object;
 use tokio::time::{Instant, timeout};
@@ -21,6 +22,8 @@ pub struct PooledConnection<C: Connector> {
     checked_out: Instant,
     /// How long the checkout waited; counted into the SLA of the first statement only.
     waited: std::time::Duration,
+    /// This checkout's id in the pool's leak detector, when leak detection is on.
+    hold: Option<u64>,
 }
 
 impl<C: Connector> PooledConnection<C> {
@@ -29,7 +32,36 @@ impl<C: Connector> PooledConnection<C> {
         checked_out: Instant,
         waited: std::time::Duration,
     ) -> Self {
-        Self { object: Some(object), checked_out, waited }
+        let hold = object.leaks.as_ref().map(|leaks| leaks.register(checked_out));
+        Self { object: Some(object), checked_out, waited, hold }
+    }
+
+    /// Records that one of ucm's statements is being sent: if the guard is dropped before
+    /// [`Self::statement_finished`] (the statement's future was dropped), the connection
+    /// may still be running it and is closed rather than pooled.
+    pub fn statement_started(&mut self) {
+        if let Some(object) = self.object.as_mut() {
+            object.in_statement = true;
+        }
+    }
+
+    /// Records that the statement's reply arrived; when `round_trip_ok` (the server
+    /// answered, even with an SQL error), the endpoint's breaker counts a success.
+    pub fn statement_finished(&mut self, round_trip_ok: bool) {
+        if let Some(object) = self.object.as_mut() {
+            object.in_statement = false;
+            if round_trip_ok && let Some(breaker) = &object.breaker {
+                breaker.record_success();
+            }
+        }
+    }
+
+    /// The mode's statement timeout (enforced by the server) and the client's own deadline
+    /// for one statement, a little longer; both `None` when the mode sets no limit.
+    pub fn statement_deadlines(&self) -> (Option<Duration>, Option<Duration>) {
+        self.object
+            .as_ref()
+            .map_or((None, None), |object| (object.statement_timeout, object.client_deadline))
     }
 
     /// Records that a transaction is (or may be) open on this connection: if the guard is
@@ -67,8 +99,14 @@ impl<C: Connector> PooledConnection<C> {
     /// upgrade: meant for error paths.
     pub fn mark_lost(&mut self) {
         self.mark_broken();
-        if let Some(pool) = self.object.as_ref().and_then(Object::pool) {
-            pool.manager().suspect_idle_connections();
+        if let Some(object) = self.object.as_ref() {
+            // A lost connection says the endpoint may be unwell, as a failed connect does.
+            if let Some(breaker) = &object.breaker {
+                breaker.record_failure(crate::ErrorKind::ConnectionLost);
+            }
+            if let Some(pool) = Object::pool(object) {
+                pool.manager().suspect_idle_connections();
+            }
         }
     }
 
@@ -163,6 +201,18 @@ impl<C: Connector> Drop for PooledConnection<C> {
         let now = Instant::now();
         object.metrics.record_use(now.duration_since(self.checked_out));
         object.returned = now;
+        if let (Some(leaks), Some(hold)) = (&object.leaks, self.hold) {
+            leaks.release(hold);
+        }
+        if object.in_statement {
+            // A statement's future was dropped mid-flight: the server may still be running
+            // it (and commit it), and the driver may still expect its reply. Nobody else may
+            // wait on it or inherit its effects: close it (the server then ends the session).
+            object.metrics.record_close(CloseReason::Broken);
+            tracing::debug!("closing a connection whose statement was cancelled mid-flight");
+            drop(Object::take(object));
+            return;
+        }
         if object.broken {
             object.metrics.record_close(CloseReason::Broken);
             drop(Object::take(object));

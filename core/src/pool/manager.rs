@@ -8,7 +8,10 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use rand::Rng;
 use tokio::time::{Instant, timeout};
 
+use super::checkout;
 use super::connector::Connector;
+use super::leaks::LeakDetector;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::config::PoolConfiguration;
 use crate::error::{ConnectFailure, Error};
 use crate::metrics::{CloseReason, PoolMetrics};
@@ -28,8 +31,23 @@ pub(crate) struct Slot<T> {
     /// The session's read-only setting as last set, `None` while unknown (new connection,
     /// or a change interrupted by a dropped future).
     pub(crate) read_only: Option<bool>,
+    /// Set while one of ucm's statements is in flight on it; a connection returned so (its
+    /// statement's future was dropped) may still be running that statement, so it is closed
+    /// rather than handed to someone who would wait on it, or see its effects land later.
+    pub(crate) in_statement: bool,
     /// The pool's metrics, kept here so that returning a connection costs no reference count.
     pub(crate) metrics: Arc<PoolMetrics>,
+    /// The endpoint's breaker, which statements on this connection feed (a lost connection
+    /// counts as a failure, a completed statement as a success).
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    /// The pool's leak detector, when leak detection is on.
+    pub(crate) leaks: Option<Arc<LeakDetector>>,
+    /// The mode's statement timeout, kept here so that a statement reads it without a
+    /// reference count.
+    pub(crate) statement_timeout: Option<Duration>,
+    /// The client's own deadline for one statement (see
+    /// [`PoolConfiguration::client_statement_deadline`]).
+    pub(crate) client_deadline: Option<Duration>,
 }
 
 /// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
@@ -37,6 +55,8 @@ pub(crate) struct Manager<C> {
     pub(crate) connector: C,
     pub(crate) config: PoolConfiguration,
     pub(crate) metrics: Arc<PoolMetrics>,
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    pub(crate) leaks: Option<Arc<LeakDetector>>,
     pub(crate) label: Arc<str>,
     /// The pool's creation: the origin of `suspect_before`.
     pub(crate) epoch: Instant,
@@ -52,9 +72,22 @@ impl<C: Connector> Manager<C> {
         connector: C,
         config: PoolConfiguration,
         metrics: Arc<PoolMetrics>,
+        breaker: Option<Arc<CircuitBreaker>>,
         label: Arc<str>,
     ) -> Self {
-        Self { connector, config, metrics, label, epoch: Instant::now(), suspect_before: 0.into() }
+        let leaks = config
+            .leak_detection_threshold()
+            .map(|threshold| Arc::new(LeakDetector::new(threshold, Arc::clone(&label))));
+        Self {
+            connector,
+            config,
+            metrics,
+            breaker,
+            leaks,
+            label,
+            epoch: Instant::now(),
+            suspect_before: 0.into(),
+        }
     }
 
     /// Makes every connection idle now be pinged before its next use.
@@ -98,6 +131,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
         // Boxed, like every rare branch below: a driver's connect future is large, and
         // inline it would make every checkout future (which embeds this one) as large,
         // and every move of it a large copy.
+        checkout::entered(checkout::Step::Connecting);
         let result = match timeout(limit, Box::pin(self.connector.connect())).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectFailed {
@@ -118,13 +152,18 @@ impl<C: Connector> managed::Manager for Manager<C> {
             in_transaction: false,
             broken: false,
             read_only: None,
+            in_statement: false,
             metrics: Arc::clone(&self.metrics),
+            breaker: self.breaker.clone(),
+            leaks: self.leaks.clone(),
+            statement_timeout: self.config.statement_timeout(),
+            client_deadline: self.config.client_statement_deadline(),
         })
     }
 
     async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
         let now = Instant::now();
-        if slot.broken || self.connector.is_broken(&mut slot.connection) {
+        if slot.broken || slot.in_statement || self.connector.is_broken(&mut slot.connection) {
             return Err(self.discard(CloseReason::Broken, "it is broken"));
         }
         if now >= slot.expires {
@@ -150,6 +189,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
             || self.is_suspect(slot.returned)
         {
             let limit = self.config.validation_timeout();
+            checkout::entered(checkout::Step::Validating);
             match timeout(limit, Box::pin(self.connector.validate(&mut slot.connection))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

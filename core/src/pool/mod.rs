@@ -16,8 +16,10 @@
 //! - **Circuit breaker** (optional, per pool = per endpoint): consulted before waiting,
 //!   fed by the outcome; pool exhaustion never trips it.
 
+mod checkout;
 mod connector;
 mod guard;
+mod leaks;
 mod manager;
 mod reaper;
 #[cfg(any(test, feature = "testing"))]
@@ -33,6 +35,7 @@ use tokio::time::Instant;
 
 pub use connector::Connector;
 pub use guard::PooledConnection;
+pub use leaks::LongHold;
 
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::config::PoolConfiguration;
@@ -73,7 +76,7 @@ pub(crate) struct Inner<C: Connector> {
     label: Arc<str>,
     config: PoolConfiguration,
     metrics: Arc<PoolMetrics>,
-    breaker: Option<CircuitBreaker>,
+    breaker: Option<Arc<CircuitBreaker>>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     /// The `db.client.connection.*` instruments reading this pool's status.
     #[cfg(feature = "otel")]
@@ -134,15 +137,21 @@ impl<C: Connector> Pool<C> {
         let breaker = match breaker {
             Some(breaker_config) => {
                 breaker_config.validate()?;
-                Some(CircuitBreaker::new(label.to_string(), breaker_config))
+                Some(Arc::new(CircuitBreaker::new(label.to_string(), breaker_config)))
             }
             None => None,
         };
         let metrics = Arc::new(PoolMetrics::new(endpoint).with_sla_target(config.sla_target()));
-        let manager =
-            Manager::new(connector, config.clone(), Arc::clone(&metrics), Arc::clone(&label));
+        let manager = Manager::new(
+            connector,
+            config.clone(),
+            Arc::clone(&metrics),
+            breaker.clone(),
+            Arc::clone(&label),
+        );
         // Connect and validation timeouts are applied inside the manager, where the
-        // failure can be classified; deadpool bounds only the wait for a slot.
+        // failure can be classified; deadpool bounds only the wait for a slot, and
+        // `acquire` bounds the whole checkout.
         let pool = managed::Pool::builder(manager)
             .max_size(config.max_size())
             .wait_timeout(Some(config.acquire_timeout()))
@@ -152,7 +161,12 @@ impl<C: Connector> Pool<C> {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::config("pool", e.to_string()))?;
-        let period = reaper::reaper_period(config.overflow_idle_timeout());
+        // The reaper also reports long holds, so it looks often enough for the leak threshold.
+        let period = reaper::reaper_period(
+            config
+                .leak_detection_threshold()
+                .map_or(config.overflow_idle_timeout(), |t| t.min(config.overflow_idle_timeout())),
+        );
         let inner = Arc::new(Inner {
             pool,
             label,
@@ -179,17 +193,18 @@ impl<C: Connector> Pool<C> {
         Ok(Self { inner })
     }
 
-    /// Checks out a connection: consults the breaker, waits up to the acquire timeout for
-    /// a slot, reuses the most recently returned idle connection (pinging it first if it
-    /// has been idle past the threshold, discarding it and trying the next if the ping
-    /// fails) or opens a new one within the connect timeout.
+    /// Checks out a connection: consults the breaker, waits for a slot, reuses the most
+    /// recently returned idle connection (pinging it first if it has been idle past the
+    /// threshold, discarding it and trying the next if the ping fails) or opens a new one.
+    /// The acquire timeout bounds all of it, pings and connects included.
     ///
     /// Cancel-safe: dropping the future at any await point releases everything it held.
     ///
     /// # Errors
     /// - `CircuitOpen` when the endpoint's breaker is open (no wait, no I/O);
     /// - `PoolExhausted` with in-use, max, waiting and waited when no slot came free;
-    /// - `ConnectFailed` when a new connection could not be opened;
+    /// - `ConnectFailed` when a new connection could not be opened, or opening or
+    ///   validating one did not finish within the acquire timeout;
     /// - `Closed` after [`Self::close`].
     pub async fn acquire(&self) -> Result<PooledConnection<C>> {
         let permit = match &self.inner.breaker {
@@ -197,39 +212,89 @@ impl<C: Connector> Pool<C> {
             None => None,
         };
         let started = Instant::now();
-        // Fast path: an idle connection or a free slot, taken without arming a timer.
-        // Only when the pool is full does the bounded wait (a tokio timer) start.
-        let got = match self.inner.pool.timeout_get(&NO_WAIT).await {
-            Err(PoolError::Timeout(TimeoutType::Wait)) => self.inner.pool.get().await,
+        // Fast path: an idle connection or a free slot, taken without waiting. Only when
+        // the pool is full does deadpool's bounded wait start.
+        let checkout = async {
+            match self.inner.pool.timeout_get(&NO_WAIT).await {
+                Err(PoolError::Timeout(TimeoutType::Wait)) => self.inner.pool.get().await,
+                other => other,
+            }
+        };
+        let mut did_io = false;
+        let got =
+            match checkout::with_deadline(started + self.inner.config.acquire_timeout(), checkout)
+                .await
+            {
+                Ok((got, step)) => {
+                    did_io = step != checkout::Step::Waiting;
+                    got.map_err(|e| self.map_error(e, started.elapsed()))
+                }
+                Err(step) => Err(self.deadline_error(step, started.elapsed())),
+            };
+        let object = match got {
+            // A connection opened while the pool was being closed is closed, not handed out.
+            Ok(object) if self.inner.pool.is_closed() => {
+                drop(managed::Object::take(object));
+                Err(Error::Closed { what: format!("pool {}", self.inner.label) })
+            }
             other => other,
         };
-        match got {
+        match object {
             Ok(object) => {
                 let now = Instant::now();
                 let waited = now.duration_since(started);
                 let mut connection = PooledConnection::new(object, now, waited);
                 if let Some(permit) = permit {
-                    // A recovery probe must prove the endpoint is back with a round trip: an
-                    // idle connection handed out without I/O proves nothing.
-                    if permit.is_probe()
-                        && let Err(e) = Box::pin(self.ping(&mut connection)).await
-                    {
-                        connection.mark_broken();
-                        permit.failure(e.kind());
-                        return Err(e);
+                    if did_io {
+                        permit.success();
+                    } else if permit.is_probe() {
+                        // A recovery probe must prove the endpoint is back with a round
+                        // trip: an idle connection handed out without I/O proves nothing.
+                        match Box::pin(self.ping(&mut connection)).await {
+                            Ok(()) => permit.success(),
+                            Err(e) => {
+                                connection.mark_broken();
+                                permit.failure(e.kind());
+                                return Err(e);
+                            }
+                        }
                     }
-                    permit.success();
+                    // Otherwise neutral: handing out an idle connection without a round
+                    // trip says nothing about the endpoint's health.
                 }
                 self.inner.metrics.record_acquire(waited);
                 Ok(connection)
             }
             Err(error) => {
-                let error = self.map_error(error, started.elapsed());
                 if let Some(permit) = permit {
                     permit.failure(error.kind());
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// The error of a checkout whose acquire timeout passed during `step`.
+    fn deadline_error(&self, step: checkout::Step, waited: Duration) -> Error {
+        let limit = self.inner.config.acquire_timeout();
+        let what = match step {
+            checkout::Step::Waiting => {
+                return self.map_error(PoolError::Timeout(TimeoutType::Wait), waited);
+            }
+            checkout::Step::Connecting => "opening a new connection",
+            checkout::Step::Validating => "pinging an idle connection",
+        };
+        self.inner.metrics.record_acquire_timeout();
+        Error::ConnectFailed {
+            endpoint: self.inner.label.to_string(),
+            reason: crate::error::ConnectFailure::Timeout,
+            attempts: 1,
+            message: format!(
+                "{what} did not finish within the acquire timeout of {}, which bounds the whole checkout; \
+                 the server may be frozen or unreachable (raise UCM_ACQUIRE_TIMEOUT if it is only slow)",
+                crate::error::human(limit)
+            ),
+            source: None,
         }
     }
 
@@ -267,28 +332,7 @@ impl<C: Connector> Pool<C> {
     /// The first connect error when not a single connection could be opened; when some
     /// could, the shortfall is logged and the pool fills the rest on demand.
     pub async fn prefill(&self) -> Result<usize> {
-        let wanted = self.inner.config.pool_size().saturating_sub(self.status().size);
-        let mut tasks = JoinSet::new();
-        for _ in 0..wanted {
-            let pool = self.clone();
-            tasks.spawn(async move { pool.acquire().await });
-        }
-        // Hold every connection until all are open, or the pool would hand the same
-        // idle one back to each task.
-        let mut held = Vec::with_capacity(wanted);
-        let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(connection)) => held.push(connection),
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(Error::other(format!("prefill task failed: {e}")));
-                }
-            }
-        }
-        drop(held);
+        let first_error = self.fill().await;
         let size = self.status().size;
         match first_error {
             Some(e) if size == 0 => Err(e),
@@ -297,6 +341,68 @@ impl<C: Connector> Pool<C> {
                 Ok(size)
             }
             None => Ok(size),
+        }
+    }
+
+    /// Opens connections concurrently, each bounded by the connect timeout (not by the
+    /// acquire timeout: nobody waits on them), until the pool holds its pool size; returns
+    /// the first connect error. Idle connections are taken out too while it runs, so that
+    /// the new ones are opened rather than the idle ones handed back; it gives up at once
+    /// when the pool has no free slot (callers are using it, and open what they need).
+    /// Connect failures feed the breaker, as a caller's would.
+    async fn fill(&self) -> Option<Error> {
+        let status = self.status();
+        let wanted = self.inner.config.pool_size().saturating_sub(status.size);
+        if wanted == 0 || self.is_closed() {
+            return None;
+        }
+        let mut tasks = JoinSet::new();
+        for _ in 0..wanted + status.idle {
+            let pool = self.clone();
+            tasks.spawn(async move { pool.inner.pool.timeout_get(&NO_WAIT).await });
+        }
+        // Hold every connection until all are open, or the pool would hand the same
+        // idle one back to each task.
+        let mut held = Vec::with_capacity(wanted);
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(object)) => held.push(object),
+                Ok(Err(PoolError::Timeout(TimeoutType::Wait))) => {}
+                Ok(Err(e)) => {
+                    let e = self.map_error(e, Duration::ZERO);
+                    if let Some(breaker) = &self.inner.breaker {
+                        breaker.record_failure(e.kind());
+                    }
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::other(format!("prefill task failed: {e}")));
+                }
+            }
+        }
+        if self.is_closed() {
+            for object in held {
+                drop(managed::Object::take(object));
+            }
+        }
+        first_error
+    }
+
+    /// The background refill: after connections were closed (lifetime, broken), opens
+    /// replacements up to the pool size, so callers do not pay for connects inline. Skipped
+    /// while the breaker is not closed (the endpoint is failing; its probes decide) or
+    /// while tasks wait for connections (they open what they need themselves).
+    pub(crate) async fn refill(&self) {
+        let status = self.status();
+        let breaker_closed = self
+            .breaker()
+            .is_none_or(|b| b.state() == crate::circuit_breaker::BreakerState::Closed);
+        if status.size >= status.pool_size || status.waiting > 0 || !breaker_closed {
+            return;
+        }
+        if let Some(e) = self.fill().await {
+            tracing::debug!(pool = %self.inner.label, "background refill could not open a connection: {e}");
         }
     }
 
@@ -312,7 +418,23 @@ impl<C: Connector> Pool<C> {
 
     /// The endpoint's circuit breaker, when the pool has one.
     pub fn breaker(&self) -> Option<&CircuitBreaker> {
-        self.inner.breaker.as_ref()
+        self.inner.breaker.as_deref()
+    }
+
+    /// The connections checked out for longer than the leak detection threshold now,
+    /// longest first, with where each was acquired; empty when leak detection is off.
+    pub fn long_holds(&self) -> Vec<LongHold> {
+        self.inner
+            .pool
+            .manager()
+            .leaks
+            .as_ref()
+            .map_or_else(Vec::new, |leaks| leaks.long_holds(Instant::now()))
+    }
+
+    /// How many connections were reported as held past the leak detection threshold.
+    pub fn long_holds_reported(&self) -> u64 {
+        self.inner.pool.manager().leaks.as_ref().map_or(0, |leaks| leaks.reported())
     }
 
     /// The endpoint's redacted label.

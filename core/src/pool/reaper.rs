@@ -1,4 +1,4 @@
-//! The background reaper: closes idle overflow connections and idle connections past their lifetime.
+//! The background reaper: closes idle overflow connections and idle connections past their lifetime, then opens replacements up to the pool size.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -15,8 +15,8 @@ pub(crate) fn reaper_period(overflow_idle_timeout: Duration) -> Duration {
     (overflow_idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// Runs until the pool is dropped or closed. Holds only a weak reference, so a pool whose
-/// last handle is dropped goes away and takes this task with it.
+/// Runs until the pool is dropped or closed. Holds only a weak reference between passes, so
+/// a pool whose last handle is dropped goes away and takes this task with it.
 pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
     let mut ticker = interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -28,6 +28,10 @@ pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
             return;
         }
         reap(&inner);
+        if let Some(leaks) = &inner.pool.manager().leaks {
+            leaks.scan(Instant::now());
+        }
+        super::Pool { inner }.refill().await;
     }
 }
 

@@ -161,9 +161,15 @@ async fn lifetimes_are_jittered_and_expired_connections_replaced() {
         steps_with_closes >= 3,
         "expiries spread over the jitter window, got {steps_with_closes} steps"
     );
-    // An acquire now opens a fresh connection.
+    // The reaper's background refill opened replacements: the pool is back at its size,
+    // and a checkout takes one of them rather than connecting inline.
+    advance(Duration::from_secs(8)).await;
+    settle().await;
+    assert_eq!(pool.status().size, 20, "the background refill restored the pool size");
+    let opened = connector.opened();
     let conn = pool.acquire().await.unwrap();
-    assert_eq!(conn.id(), 20);
+    assert!(conn.id() >= 20, "a fresh connection");
+    assert_eq!(connector.opened(), opened, "no connect on the caller's checkout");
 }
 
 #[tokio::test(start_paused = true)]
@@ -226,17 +232,26 @@ async fn a_hanging_ping_is_bounded_by_the_validation_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_connect_fails_at_the_connect_timeout_with_its_reason() {
+async fn a_slow_connect_fails_at_the_acquire_timeout_with_its_reason() {
     let connector = MemoryConnector::new();
     connector.set_connect_delay(Duration::from_secs(60));
     let pool = pool(&connector, config(1, 0));
     let started = tokio::time::Instant::now();
     let err = pool.acquire().await.unwrap_err();
-    assert_eq!(started.elapsed(), Duration::from_secs(10));
-    match err {
-        Error::ConnectFailed { reason, .. } => assert_eq!(reason, ConnectFailure::Timeout),
+    // The acquire timeout (1 s) bounds the whole checkout, the connect included, although
+    // the connect timeout is 10 s.
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    match &err {
+        Error::ConnectFailed { reason, message, .. } => {
+            assert_eq!(*reason, ConnectFailure::Timeout);
+            assert!(message.contains("opening a new connection"), "{message}");
+            assert!(message.contains("acquire timeout of 1s"), "{message}");
+        }
         other => panic!("expected ConnectFailed, got {other:?}"),
     }
+    // The background refill, which nobody waits on, has the whole connect timeout.
+    assert_eq!(pool.prefill().await.unwrap_err().kind(), ErrorKind::ConnectFailed);
+    assert_eq!(started.elapsed(), Duration::from_secs(11));
     assert_eq!(pool.status().size, 0);
     assert_eq!(pool.metrics().snapshot().connect_failures, 1);
 }
@@ -343,12 +358,15 @@ async fn the_breaker_opens_on_connect_failures_but_never_on_exhaustion() {
     // proven by a ping, not by an idle connection handed out without I/O.
     connector.refuse_connections(false);
     advance(Duration::from_secs(61)).await;
-    let pings = connector.validations();
+    let round_trips = connector.validations() + connector.opened();
     for _ in 0..3 {
         drop(pool.acquire().await.unwrap());
     }
     assert_eq!(pool.breaker().unwrap().state(), BreakerState::Closed);
-    assert_eq!(connector.validations(), pings + 3);
+    assert!(
+        connector.validations() + connector.opened() >= round_trips + 3,
+        "each probe did a round trip (a ping or a connect)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -464,4 +482,106 @@ async fn hold(pool: &Pool<MemoryConnector>, n: usize) -> Vec<PooledConnection<Me
         held.push(pool.acquire().await.unwrap());
     }
     held
+}
+
+fn guarded_pool(connector: &MemoryConnector) -> Pool<MemoryConnector> {
+    Pool::new("memory:test", connector.clone(), config(1, 0), Some(CircuitBreakerConfig::default()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_checkouts_that_did_io_and_completed_statements_count_as_breaker_successes() {
+    let connector = MemoryConnector::new();
+    let pool = guarded_pool(&connector);
+    drop(pool.acquire().await.unwrap()); // Opened: a connect, so a success.
+    let breaker = pool.breaker().unwrap();
+    for _ in 0..4 {
+        breaker.record_failure(ErrorKind::ConnectFailed);
+    }
+    // An idle connection handed out at once, without a round trip, proves nothing.
+    let mut connection = pool.acquire().await.unwrap();
+    assert_eq!(breaker.snapshot().consecutive_failures, 4, "no I/O, no success");
+    // A statement whose connection is lost under it counts as a failure: the fifth opens it.
+    connection.statement_started();
+    connection.mark_lost();
+    drop(connection);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // While open, after the recovery timeout, a completed statement counts toward closing.
+    advance(Duration::from_secs(2)).await;
+    let mut probe = pool.acquire().await.unwrap();
+    probe.statement_started();
+    probe.query().await.unwrap();
+    probe.statement_finished(true);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(connector.closed(), 1, "the lost connection was closed, not pooled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_statement_was_dropped_is_closed_not_reused() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, config(1, 0));
+    let mut connection = pool.acquire().await.unwrap();
+    let first = connection.id();
+    connector.set_latency(Duration::from_secs(5));
+    connection.statement_started();
+    // The statement's future is dropped mid-flight (a caller's timeout, a cancelled task).
+    let statement = timeout(Duration::from_millis(10), connection.query()).await;
+    assert!(statement.is_err());
+    drop(connection);
+    connector.set_latency(Duration::ZERO);
+    let next = pool.acquire().await.unwrap();
+    assert_ne!(next.id(), first, "the interrupted connection was not handed out again");
+    assert_eq!(pool.metrics().closed(CloseReason::Broken), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_in_flight_at_close_is_closed_never_handed_out() {
+    let connector = MemoryConnector::new();
+    connector.set_connect_delay(Duration::from_millis(500));
+    let pool = pool(&connector, config(1, 0));
+    let acquiring = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await }
+    });
+    advance(Duration::from_millis(100)).await;
+    settle().await;
+    let closing = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.close(Duration::from_secs(5)).await }
+    });
+    advance(Duration::from_millis(600)).await;
+    settle().await;
+    let got = acquiring.await.unwrap();
+    assert_eq!(got.unwrap_err().kind(), ErrorKind::Closed);
+    closing.await.unwrap().unwrap();
+    assert_eq!(pool.status().size, 0);
+    assert_eq!(connector.live(), 0, "the late connection was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_holds_are_reported_with_where_they_were_acquired() {
+    let connector = MemoryConnector::new();
+    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(2)
+        .leak_detection_threshold(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let pool = pool(&connector, config);
+    let held = pool.acquire().await.unwrap();
+    drop(pool.acquire().await.unwrap());
+    assert!(pool.long_holds().is_empty());
+    for _ in 0..6 {
+        advance(Duration::from_millis(500)).await;
+        settle().await;
+    }
+    let long = pool.long_holds();
+    assert_eq!(long.len(), 1, "only the connection still out: {long:?}");
+    assert!(long[0].held_for >= Duration::from_secs(3));
+    assert!(long[0].acquired_at.contains("pool/tests.rs"), "{long:?}");
+    assert_eq!(pool.long_holds_reported(), 1, "reported by the reaper, once");
+    advance(Duration::from_secs(3)).await;
+    settle().await;
+    assert_eq!(pool.long_holds_reported(), 1, "not twice");
+    drop(held);
+    assert!(pool.long_holds().is_empty());
 }

@@ -318,3 +318,29 @@ async fn the_protocol_is_object_safe() {
         ErrorKind::Closed
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_shot_statements_are_resent_only_when_read_only() {
+    let (m, connector) = manager();
+    // Outside ReadOnly, a statement whose connection was lost is not sent again: it may
+    // have been applied (the backends report such a loss as AmbiguousCommit).
+    for mode in [ConnectionMode::ReadWrite, ConnectionMode::Batch, ConnectionMode::Transactional] {
+        let err = m.fetch_all(mode, "FAIL connection_lost", &[]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionLost);
+        assert_eq!(log(&m), ["FAIL connection_lost"], "fetch_all in {mode:?} sent it once");
+        let err = m.execute(mode, "FAIL connection_lost", &[]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionLost);
+        assert_eq!(log(&m), ["FAIL connection_lost"], "execute in {mode:?} sent it once");
+    }
+    // A read-only session cannot have applied anything: the whole read is retried.
+    let err = m.fetch_all(ConnectionMode::ReadOnly, "FAIL connection_lost", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionLost);
+    assert_eq!(log(&m).len(), 3, "retried up to max_attempts");
+    // Getting the connection is retried in every mode: nothing was sent yet.
+    connector.refuse_connections(true);
+    connector.break_existing_connections();
+    let err = m.execute(ConnectionMode::ReadWrite, "UPDATE", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectFailed);
+    assert!(connector.connect_attempts() >= 3, "the acquire was retried");
+    assert!(log(&m).is_empty());
+}

@@ -165,6 +165,7 @@ struct Counters {
     retries: Counter<u64>,
     read_fallbacks: Counter<u64>,
     topology_changes: Counter<u64>,
+    long_holds: Counter<u64>,
 }
 
 fn counters() -> &'static Counters {
@@ -192,8 +193,20 @@ fn counters() -> &'static Counters {
                 .with_unit("{change}")
                 .with_description("Endpoint state changes seen by the health loop (down, banned, recovered) and failovers followed, by endpoint and change.")
                 .build(),
+            long_holds: meter
+                .u64_counter("ucm.pool.long_holds")
+                .with_unit("{connection}")
+                .with_description("Connections held past the leak detection threshold, each counted once, by pool.")
+                .build(),
         }
     })
+}
+
+/// Counts a connection of `endpoint` held past the leak detection threshold.
+pub(crate) fn long_hold(endpoint: &str) {
+    counters()
+        .long_holds
+        .add(1, &[KeyValue::new("db.client.connection.pool.name", endpoint.to_owned())]);
 }
 
 /// Counts a circuit breaker entering `state` on `endpoint`.

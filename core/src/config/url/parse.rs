@@ -320,12 +320,22 @@ impl Parser<'_> {
                 )));
             }
         }
-        percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| {
+        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| {
             self.err(format!(
                 "{part} is not valid UTF-8 once percent-decoded; percent-encode each byte of the \
                  UTF-8 form of non-ASCII characters"
             ))
-        })
+        })?;
+        // Drivers write the user, database and parameters into the startup message as
+        // NUL-terminated strings: a NUL inside one would end it early and let the rest be
+        // read as further settings (`options`, say). No server accepts one anyway.
+        if decoded.contains('\0') {
+            return Err(self.err(format!(
+                "{part} contains a NUL byte (%00), which no database accepts in a connection \
+                 setting"
+            )));
+        }
+        Ok(decoded.into_owned())
     }
 
     /// Like [`Self::decode`], with an empty component read as absent.

@@ -231,6 +231,14 @@ fn malformed_urls_name_the_problem_and_the_fix() {
         ("sqlite://", &["SQLite database path is missing", "sqlite::memory:"]),
         ("sqlite:", &["SQLite database path is missing"]),
         ("sqlite://a%zz.db", &["SQLite path contains a '%'"]),
+        // A NUL would end a startup-message string early and start another setting.
+        ("postgres://u%00options@db/app", &["the user name contains a NUL byte (%00)"]),
+        ("postgres://u:p%00w@db/app", &["the password contains a NUL byte"]),
+        ("postgres://db/ap%00options", &["the database name contains a NUL byte"]),
+        (
+            "postgres://db/app?application_name=x%00options%00-c%20log_statement%3Dall",
+            &["query parameter `application_name` contains a NUL byte"],
+        ),
     ];
     for (text, needles) in table {
         let err = DatabaseUrl::parse(text).expect_err(text);

@@ -1,0 +1,72 @@
+//! What a checkout is doing (waiting for a slot, connecting, validating), so that one deadline can bound it all and still say which step ran out of time.
+//!
+//! `acquire_timeout` bounds the whole checkout: the wait for a slot, the pings of idle
+//! connections and the opening of a new one. deadpool runs those steps inside its own
+//! `get`, out of ucm's sight, so the pool's manager notes each step it enters in a
+//! task-local cell that [`Pool::acquire`](super::Pool::acquire) reads when the deadline
+//! passes. Outside a checkout (prefill, the background refill) there is no cell and the
+//! notes are dropped.
+
+use std::cell::Cell;
+use std::future::Future;
+
+/// A step of one checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Waiting for a free slot.
+    Waiting,
+    /// Opening a new connection.
+    Connecting,
+    /// Pinging an idle connection before handing it out.
+    Validating,
+}
+
+tokio::task_local! {
+    static STEP: Cell<Step>;
+}
+
+/// Runs `checkout` with a fresh step cell and a deadline. Returns its output with the last
+/// step it entered (anything but `Waiting` means it talked to the server: a connect or a
+/// ping), or on time out the step it was in.
+pub(crate) async fn with_deadline<F: Future>(
+    deadline: tokio::time::Instant,
+    checkout: F,
+) -> Result<(F::Output, Step), Step> {
+    STEP.scope(Cell::new(Step::Waiting), async move {
+        let result = tokio::time::timeout_at(deadline, checkout).await;
+        let step = STEP.try_with(Cell::get).unwrap_or(Step::Waiting);
+        result.map(|output| (output, step)).map_err(|_| step)
+    })
+    .await
+}
+
+/// Notes that the current checkout entered `step`; a no-op outside a checkout.
+pub(crate) fn entered(step: Step) {
+    let _ = STEP.try_with(|cell| cell.set(step));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_step_in_progress_is_reported() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
+        let timed_out = with_deadline(deadline, async {
+            entered(Step::Connecting);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+        assert_eq!(timed_out, Err(Step::Connecting));
+        let done = with_deadline(deadline + Duration::from_secs(1), async { 7 }).await;
+        assert_eq!(done, Ok((7, Step::Waiting)));
+        let pinged = with_deadline(deadline + Duration::from_secs(1), async {
+            entered(Step::Validating);
+        })
+        .await;
+        assert_eq!(pinged, Ok(((), Step::Validating)));
+        entered(Step::Validating); // Outside a checkout: ignored, no panic.
+        assert!(STEP.try_with(Cell::get).is_err());
+    }
+}
