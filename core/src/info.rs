@@ -9,7 +9,7 @@ use crate::config::PoolConfiguration;
 use crate::health::{EndpointRole, EndpointState, HealthStatus};
 use crate::metrics::PoolMetricsSnapshot;
 use crate::mode::ManagerMode;
-use crate::pool::{Connector, Pool, PoolStatus};
+use crate::pool::{Connector, LongHold, Pool, PoolStatus};
 
 /// What `connection_info()` returns: everything known without touching the network.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,9 @@ pub struct EndpointInfo {
     pub bans: u64,
     /// When the health loop last probed it.
     pub last_probe: Option<DateTime<Utc>>,
+    /// Connections of its pool checked out for longer than the leak detection threshold
+    /// now, longest first, with where each was acquired (empty when detection is off).
+    pub long_holds: Vec<LongHold>,
 }
 
 impl EndpointInfo {
@@ -113,6 +116,7 @@ impl EndpointInfo {
             lag: None,
             bans: 0,
             last_probe: None,
+            long_holds: pool.long_holds(),
         }
     }
 }

@@ -223,9 +223,19 @@ impl<C: Connector> Topology<C> {
         self.shared.closed.store(true, Ordering::Release);
         self.stop_health_loop();
         self.shared.health.store(status_index(HealthStatus::Unhealthy), Ordering::Relaxed);
-        let mut first_error = None;
+        // Every pool drains at once against the one deadline: a manager with replicas
+        // closes within `deadline`, not one deadline per endpoint.
+        let mut drains = tokio::task::JoinSet::new();
         for endpoint in &self.shared.endpoints {
-            if let Err(e) = endpoint.pool.close(deadline).await {
+            let pool = endpoint.pool.clone();
+            drains.spawn(async move { pool.close(deadline).await });
+        }
+        let mut first_error = None;
+        while let Some(drained) = drains.join_next().await {
+            let result = drained
+                .map_err(|e| crate::Error::other(format!("a pool's drain task failed: {e}")))
+                .and_then(|result| result);
+            if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
         }

@@ -281,3 +281,18 @@ async fn the_health_loop_stops_when_the_topology_is_dropped() {
     assert_eq!(c["replica1"].validations(), seen, "no probe after the drop");
     assert_eq!(c["replica1"].live(), 0, "every connection closed with the pools");
 }
+
+#[tokio::test(start_paused = true)]
+async fn close_drains_every_pool_at_once_against_one_deadline() {
+    let (topology, _connectors) = topology(1).await;
+    let topology = topology.unwrap();
+    // One connection held on each endpoint past the deadline: with one deadline per pool,
+    // drained one after the other, close would take twice the deadline.
+    let held_primary = topology.acquire(ConnectionMode::ReadWrite).await.unwrap();
+    let held_replica = topology.acquire(ConnectionMode::ReadOnly).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = topology.close(Duration::from_secs(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "one deadline for the manager");
+    drop((held_primary, held_replica));
+}
