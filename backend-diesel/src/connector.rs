@@ -21,10 +21,23 @@ type Conn<D> = TrackedConnection<<D as Dialect>::Connection>;
 type Tm<D> = <<D as Dialect>::Connection as AsyncConnection>::TransactionManager;
 
 /// Opens and maintains diesel-async connections of one dialect to one endpoint.
-#[derive(Debug)]
+///
+/// `Debug` shows the redacted URL and the database, never the driver's options: those
+/// hold the password, and mysql_async's `Opts` prints it.
 pub struct DieselConnector<D: Dialect> {
     url: DatabaseUrl,
     options: D::Options,
+    /// Run on every new connection (MySQL's deadlines).
+    session_statements: Vec<Vec<String>>,
+}
+
+impl<D: Dialect> std::fmt::Debug for DieselConnector<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DieselConnector")
+            .field("url", &self.url)
+            .field("system", &D::KIND.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<D: Dialect> DieselConnector<D> {
@@ -37,10 +50,17 @@ impl<D: Dialect> Connector for DieselConnector<D> {
     type Connection = Conn<D>;
 
     async fn connect(&self) -> Result<Conn<D>> {
-        match D::connect(&self.options).await {
-            Ok(connection) => Ok(TrackedConnection::new(connection)),
-            Err(e) => Err(e.into_error(&self.url, Phase::Connect)),
-        }
+        let mut connection = match D::connect(&self.options).await {
+            Ok(connection) => TrackedConnection::new(connection),
+            Err(e) => return Err(e.into_error(&self.url, Phase::Connect)),
+        };
+        ucm_core::backend::apply_session_statements(
+            self,
+            &mut connection,
+            &self.session_statements,
+        )
+        .await?;
+        Ok(connection)
     }
 
     async fn validate(&self, connection: &mut Conn<D>) -> Result<()> {
@@ -80,7 +100,11 @@ impl<D: Dialect> Connector for DieselConnector<D> {
 
 impl<D: Dialect> BackendConnector for DieselConnector<D> {
     fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
-        Ok(Self { url: url.clone(), options: D::options(url, config)? })
+        Ok(Self {
+            url: url.clone(),
+            options: D::options(url, config)?,
+            session_statements: config.session_statements(D::KIND),
+        })
     }
 
     fn url(&self) -> &DatabaseUrl {

@@ -22,8 +22,9 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     type Backend: NeutralBackend;
     /// The diesel-async connection.
     type Connection: AsyncConnection<Backend = Self::Backend> + PoolableConnection + 'static;
-    /// Connect settings, built once per endpoint from the URL and the preset.
-    type Options: std::fmt::Debug + Send + Sync + 'static;
+    /// Connect settings, built once per endpoint from the URL and the preset. Not `Debug`
+    /// on purpose: they hold the password, and a driver's `Debug` may print it.
+    type Options: Send + Sync + 'static;
 
     /// Which database: its read-only switch comes from core.
     const KIND: DatabaseKind;

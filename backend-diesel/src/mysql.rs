@@ -34,12 +34,14 @@ impl Dialect for MySqlDialect {
             .pass(url.password().map(|p| p.expose()))
             .db_name(url.database())
             .socket(url.param("socket"))
+            // mysql_async would otherwise move a TCP connection to a local server onto its
+            // Unix socket behind our back: the endpoint, its TLS and the network path
+            // (proxies, fault tests) would no longer be the ones the URL names. A socket is
+            // used only when the URL asks for one.
+            .prefer_socket(false)
             // diesel-async caches statements itself.
             .stmt_cache_size(0)
-            .init(vec![format!(
-                "SET time_zone = '{}'",
-                config.mysql_time_zone().replace('\'', "")
-            )]);
+            .init(vec![format!("SET time_zone = {}", string_literal(config.mysql_time_zone()))]);
         Ok(builder.into())
     }
 
@@ -57,6 +59,8 @@ impl Dialect for MySqlDialect {
     const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[
         ("Deadlock found", ErrorKind::Deadlock),
         ("Lock wait timeout exceeded", ErrorKind::Timeout),
+        ("max_statement_time exceeded", ErrorKind::Timeout),
+        ("maximum statement execution time exceeded", ErrorKind::Timeout),
         ("--read-only", ErrorKind::ReadOnlyViolation),
         ("READ ONLY transaction", ErrorKind::ReadOnlyViolation),
         ("Input/output error", ErrorKind::ConnectionLost),
@@ -64,6 +68,14 @@ impl Dialect for MySqlDialect {
         ("server has gone away", ErrorKind::ConnectionLost),
         ("Lost connection", ErrorKind::ConnectionLost),
     ];
+}
+
+/// `value` as a MySQL string literal: backslashes and quotes doubled, which keeps the
+/// literal closed whether or not the server runs with `NO_BACKSLASH_ESCAPES`. The
+/// configuration refuses such time zones already; this keeps the statement whole whatever
+/// reaches it.
+fn string_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', r"\\").replace('\'', "''"))
 }
 
 /// Reads a mysql_async error raised while connecting, keeping its error number.
@@ -133,5 +145,30 @@ impl NeutralBackend for Mysql {
             }
             other => return Err(unsupported(format_args!("{other:?}"))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ucm_core::ManagerMode;
+
+    use super::*;
+
+    #[test]
+    fn string_literals_stay_closed() {
+        assert_eq!(string_literal("+00:00"), "'+00:00'");
+        assert_eq!(string_literal("UTC'; DROP TABLE x; --"), "'UTC''; DROP TABLE x; --'");
+        assert_eq!(string_literal(r"UTC\'"), r"'UTC\\'''");
+    }
+
+    #[test]
+    fn debug_of_the_connector_never_shows_the_password() {
+        use ucm_core::BackendConnector;
+        let url = DatabaseUrl::parse("mysql://app:s3cr3t-UNIT-77@db.example:3306/app").unwrap();
+        let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
+        let connector = crate::DieselConnector::<MySqlDialect>::new(&url, &config).unwrap();
+        let debug = format!("{connector:?} {connector:#?}");
+        assert!(!debug.contains("s3cr3t-UNIT-77"), "{debug}");
+        assert!(debug.contains("db.example:3306/app") && debug.contains("mysql"), "{debug}");
     }
 }

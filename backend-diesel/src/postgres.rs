@@ -33,7 +33,7 @@ impl Dialect for PgDialect {
             .host(url.host().unwrap_or("localhost"))
             .port(url.port().unwrap_or(5432))
             .application_name(config.application_name_for(url))
-            .options(format!("-c TimeZone={}", config.time_zone()))
+            .options(startup_options(config))
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(user) = url.user() {
             options.user(user);
@@ -81,6 +81,35 @@ impl Dialect for PgDialect {
             _ => return None,
         })
     }
+}
+
+/// `-c name=value` for the startup packet's `options`, which the server splits at spaces:
+/// a backslash escapes the next character (libpq's rule), so a value with a space or a
+/// backslash stays one setting. The configuration refuses such time zones already; this
+/// keeps the option whole whatever reaches it.
+fn startup_option(name: &str, value: &str) -> String {
+    let mut option = format!("-c {name}=");
+    for c in value.chars() {
+        if c == ' ' || c == '\\' {
+            option.push('\\');
+        }
+        option.push(c);
+    }
+    option
+}
+
+/// The startup packet's `options`: the time zone and the mode's deadlines, each a
+/// `-c name=value` (sqlx builds the same list from `PoolConfiguration` for its backend).
+fn startup_options(config: &PoolConfiguration) -> String {
+    std::iter::once(startup_option("TimeZone", config.time_zone()))
+        .chain(
+            config
+                .postgres_deadline_settings()
+                .into_iter()
+                .map(|(name, value)| startup_option(name, &value)),
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Reads a tokio-postgres error raised while connecting, keeping its SQLSTATE and I/O kind.
@@ -187,5 +216,26 @@ mod tests {
         assert_eq!(options.get_ports(), &[6543]);
         assert_eq!(options.get_application_name(), Some(config.application_name()));
         assert!(options.get_options().is_some_and(|o| o.contains("TimeZone=")));
+    }
+
+    #[test]
+    fn startup_options_stay_one_setting() {
+        assert_eq!(startup_option("TimeZone", "UTC"), "-c TimeZone=UTC");
+        assert_eq!(
+            startup_option("TimeZone", "UTC -c search_path=evil"),
+            r"-c TimeZone=UTC\ -c\ search_path=evil"
+        );
+        assert_eq!(startup_option("TimeZone", r"a\ b"), r"-c TimeZone=a\\\ b");
+    }
+
+    #[test]
+    fn debug_of_the_connector_never_shows_the_password() {
+        use ucm_core::BackendConnector;
+        let url = DatabaseUrl::parse("postgres://app:s3cr3t-UNIT-78@db.example/app").unwrap();
+        let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
+        let connector = crate::DieselConnector::<PgDialect>::new(&url, &config).unwrap();
+        let debug = format!("{connector:?} {connector:#?}");
+        assert!(!debug.contains("s3cr3t-UNIT-78"), "{debug}");
+        assert!(debug.contains("db.example:5432/app") && debug.contains("postgresql"), "{debug}");
     }
 }

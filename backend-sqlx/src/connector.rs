@@ -23,6 +23,8 @@ type DriverConnection<D> = <<D as Dialect>::Db as Database>::Connection;
 pub struct SqlxConnector<D: Dialect> {
     url: DatabaseUrl,
     options: Options<D>,
+    /// Run on every new connection (MySQL's deadlines).
+    session_statements: Vec<Vec<String>>,
     dialect: PhantomData<D>,
 }
 
@@ -39,9 +41,16 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
     type Connection = DriverConnection<D>;
 
     async fn connect(&self) -> Result<Self::Connection> {
-        <Self::Connection as Connection>::connect_with(&self.options)
+        let mut connection = <Self::Connection as Connection>::connect_with(&self.options)
             .await
-            .map_err(|e| map_error(e, &self.url, Phase::Connect, D::classify))
+            .map_err(|e| map_error(e, &self.url, Phase::Connect, D::classify))?;
+        ucm_core::backend::apply_session_statements(
+            self,
+            &mut connection,
+            &self.session_statements,
+        )
+        .await?;
+        Ok(connection)
     }
 
     async fn validate(&self, connection: &mut Self::Connection) -> Result<()> {
@@ -72,7 +81,12 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
 
 impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
     fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
-        Ok(Self { url: url.clone(), options: D::options(url, config)?, dialect: PhantomData })
+        Ok(Self {
+            url: url.clone(),
+            options: D::options(url, config)?,
+            session_statements: config.session_statements(D::KIND),
+            dialect: PhantomData,
+        })
     }
 
     fn url(&self) -> &DatabaseUrl {

@@ -13,6 +13,30 @@ use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
 use ucm_core::Classified;
 
+/// The URL parameters sqlx's PostgreSQL driver reads (besides `options[NAME]`).
+const SQLX_PARAMS: [&str; 17] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Parameters ucm reads itself and applies to the options (the TLS mode's other spelling).
+const UCM_PARAMS: [&str; 1] = ["ssl_mode"];
+
 /// PostgreSQL through sqlx's pure-Rust driver.
 #[derive(Debug, Clone, Copy)]
 pub struct PgDialect;
@@ -22,11 +46,25 @@ impl Dialect for PgDialect {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgConnectOptions> {
-        let options = PgConnectOptions::from_str(&url.expose_url())
+        // sqlx logs a parameter it does not know with its value (a `warn` event), which
+        // would print `sslpassword=...` and the like: those are left out and named here,
+        // without their value.
+        let known = url.without_params(|key| {
+            let known = SQLX_PARAMS.contains(&key) || key.starts_with("options[");
+            if !known && !UCM_PARAMS.contains(&key) {
+                tracing::warn!(
+                    parameter = key,
+                    "the sqlx PostgreSQL driver does not use this URL parameter; it is ignored"
+                );
+            }
+            !known
+        });
+        let options = PgConnectOptions::from_str(&known.expose_url())
             .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
         Ok(options
             .application_name(config.application_name_for(url))
             .options([("TimeZone", config.time_zone())])
+            .options(config.postgres_deadline_settings())
             .ssl_mode(match url.ssl_mode() {
                 SslMode::Disable => PgSslMode::Disable,
                 SslMode::Allow => PgSslMode::Allow,
@@ -100,5 +138,56 @@ impl Encode<'_, Postgres> for UntypedNull {
         _buf: &mut PgArgumentBuffer,
     ) -> Result<sqlx::encode::IsNull, BoxDynError> {
         Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use ucm_core::ManagerMode;
+
+    use super::*;
+
+    /// Collects every formatted event, fields included, while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn unknown_parameters_are_named_but_their_values_never_logged() {
+        let url = DatabaseUrl::parse(
+            "postgres://app:s3cr3t-PW-91@db.example/app?sslpassword=s3cr3t-KEY-92&connect_timeout=5\
+             &application_name=billing&options=-c%20search_path%3Dapp&ssl_mode=disable",
+        )
+        .unwrap();
+        let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
+        let mut options = None;
+        let log = logged(|| options = Some(PgDialect::options(&url, &config).unwrap()));
+        assert!(!log.contains("s3cr3t"), "{log}");
+        assert!(log.contains("sslpassword") && log.contains("connect_timeout"), "{log}");
+        assert!(!log.contains("ssl_mode"), "{log}");
+        let options = options.unwrap();
+        assert_eq!(options.get_application_name(), Some("billing"));
+        assert!(options.get_options().is_some_and(|o| o.contains("search_path=app")));
     }
 }

@@ -1,4 +1,4 @@
-//! `ucm check URL`: connect once and report server version, latency, TLS and read-only state, or a precise diagnosis.
+//! `ucm check`: connect once to `DATABASE_URL` (or `--database-url`) and report server version, latency, TLS and read-only state, or a precise diagnosis.
 
 use std::time::{Duration, Instant};
 
@@ -8,18 +8,32 @@ use ucm::{
 };
 use ucm_sqlx::SqlxManager;
 
+use crate::url_arg;
+
 /// `ucm check` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckArgs {
-    /// The database URL to check (the password is never printed).
-    url: String,
+    /// The database URL to check; defaults to $DATABASE_URL, the better place for one with a
+    /// password (the password is never printed).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Deprecated: the URL as an argument, like `--database-url`.
+    #[arg(value_name = "URL", conflicts_with = "database_url")]
+    url: Option<String>,
     /// Round trips to time.
     #[arg(long, default_value_t = 5)]
     pings: u32,
 }
 
 pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&args.url)?;
+    if args.url.is_some() {
+        eprintln!(
+            "warning: `ucm check URL` is deprecated; use `ucm check --database-url URL`, or \
+             better DATABASE_URL"
+        );
+    }
+    let flag = args.database_url.as_deref().or(args.url.as_deref());
+    let url = DatabaseUrl::parse(&url_arg::required(flag, &["DATABASE_URL"])?)?;
     println!("checking {url}");
     let pool = PoolConfiguration::builder(ManagerMode::Admin)
         .pool_size(1)

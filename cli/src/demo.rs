@@ -21,8 +21,10 @@ use ucm::{
 /// `ucm demo` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Run against this database instead of a throwaway SQLite file (postgres://, mysql://, sqlite://).
-    #[arg(long)]
+    /// Run against this database instead of a throwaway SQLite file (postgres://, mysql://,
+    /// sqlite://). Deliberately not read from $DATABASE_URL: the demo creates and fills
+    /// tables, which it should do only where it is pointed explicitly.
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// How long each mode's workload runs, in seconds.
     #[arg(long, default_value_t = 3.0)]
@@ -68,7 +70,10 @@ async fn run_on<B: Backend>(args: &DemoArgs) -> anyhow::Result<()> {
         bail!("--seconds must be positive, --tasks at least 1 and --accounts at least 2");
     }
     let (url, scratch) = match &args.database_url {
-        Some(url) => (url.clone(), None),
+        Some(url) => {
+            crate::url_arg::warn_if_password(url);
+            (url.clone(), None)
+        }
         None => {
             let path = std::env::temp_dir().join(format!("ucm-demo-{}.db", std::process::id()));
             (format!("sqlite://{}", path.display()), Some(path))

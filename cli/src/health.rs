@@ -6,15 +6,17 @@ use ucm::{
 };
 
 use crate::backend::BackendChoice;
+use crate::url_arg;
 
 /// `ucm health` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HealthArgs {
-    /// The primary's URL (the password is never printed).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// Replica URLs, comma-separated.
-    #[arg(long, env = "DATABASE_REPLICA_URLS", hide_env_values = true, value_delimiter = ',')]
+    /// The primary's URL; defaults to $DATABASE_URL, the better place for one with a
+    /// password (the password is never printed).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Replica URLs, comma-separated; default to $DATABASE_REPLICA_URLS.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
     replica_urls: Vec<String>,
     /// Which backend drives the connections.
     #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
@@ -29,15 +31,15 @@ pub(crate) async fn run(args: &HealthArgs) -> anyhow::Result<()> {
 }
 
 async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
-    let replicas: Vec<&str> =
-        args.replica_urls.iter().map(String::as_str).filter(|u| !u.trim().is_empty()).collect();
+    let primary = url_arg::required(args.database_url.as_deref(), &["DATABASE_URL"])?;
+    let replicas = url_arg::replicas(&args.replica_urls, "DATABASE_REPLICA_URLS");
     let pool = PoolConfiguration::builder(ManagerMode::Admin)
         .pool_size(1)
         .max_overflow(1)
         .application_name("ucm_health")
         .build()?;
     let config = ManagerConfig::builder(ManagerMode::Admin)
-        .primary_url(DatabaseUrl::parse(&args.database_url)?)
+        .primary_url(DatabaseUrl::parse(&primary)?)
         .replicas(replicas)
         .pool(pool)
         .build()?;

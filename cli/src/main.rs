@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod health;
 mod telemetry;
+mod url_arg;
 
 use std::process::ExitCode;
 
@@ -28,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run a concurrent mixed workload (reads, writes, transactions, a deliberate conflict) through the unified manager in three modes and print a summary. With no arguments it uses a throwaway SQLite file.
     Demo(demo::DemoArgs),
-    /// Connect to a database and report its version, latency, TLS and read-only state, or diagnose why it cannot be reached.
+    /// Connect to a database (DATABASE_URL, or --database-url) and report its version, latency, TLS and read-only state, or diagnose why it cannot be reached.
     Check(check::CheckArgs),
     /// Print the effective configuration for a mode, secrets redacted.
     Config(config::ConfigArgs),
@@ -55,9 +56,10 @@ enum Command {
         /// Seconds to run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
-        /// The PostgreSQL database to run against.
-        #[arg(long, env = "PG_DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        /// The PostgreSQL database to run against; defaults to $PG_DATABASE_URL, then
+        /// $DATABASE_URL.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
     Bench(bench::BenchArgs),
@@ -89,7 +91,8 @@ fn main() -> ExitCode {
                 })
         }
         Command::ProfileLoad { contender, tasks, seconds, database_url } => {
-            block_on(bench::profile_load(&database_url, &contender, tasks, seconds))
+            url_arg::required(database_url.as_deref(), &["PG_DATABASE_URL", "DATABASE_URL"])
+                .and_then(|url| block_on(bench::profile_load(&url, &contender, tasks, seconds)))
         }
     };
     telemetry.shutdown();

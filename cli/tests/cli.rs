@@ -5,13 +5,26 @@
 use std::process::{Command, Output};
 
 fn ucm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ucm"))
+    ucm_with_env(args, &[])
+}
+
+/// `ucm args` with only `env` of the database variables set.
+fn ucm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ucm"));
+    command
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_REPLICA_URLS")
-        .output()
-        .expect("the ucm binary runs")
+        .env_remove("PG_DATABASE_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the ucm binary runs")
 }
+
+/// The start of the warning about a password given on the command line.
+const PASSWORD_WARNING: &str = "warning: a password on the command line is visible in the \
+    process list and shell history; put it in DATABASE_URL";
 
 /// PostgreSQL's URL; `None` (after saying why) when it is not set, which fails under CI.
 fn postgres_url() -> Option<String> {
@@ -93,38 +106,93 @@ fn health_shows_the_topology_and_a_dead_replica() {
     let output = ucm(&["health", "--database-url", &url, "--replica-urls", dead_replica]);
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains(PASSWORD_WARNING), "the replica's password: {stderr}");
     assert!(stdout.contains("topology (sqlx backend): degraded"), "{stdout}");
     assert!(stdout.contains("primary") && stdout.contains("healthy"), "{stdout}");
     assert!(stdout.contains("replica") && stdout.contains(" down "), "{stdout}");
     assert!(stdout.contains("primary") && stdout.contains("not in recovery"), "{stdout}");
     assert!(stdout.contains("breaker") && stdout.contains("failovers followed: 0"), "{stdout}");
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
-    let output = ucm(&["health", "--database-url", &url, "--backend", "diesel"]);
+    let output = ucm_with_env(&["health", "--backend", "diesel"], &[("DATABASE_URL", &url)]);
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("topology (diesel backend): healthy"), "{stdout}");
+    let output = ucm(&["health"]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("set DATABASE_URL or pass --database-url"), "{stderr}");
 }
 
 #[test]
 fn check_reports_a_live_server() {
     let Some(url) = postgres_url() else { return };
+    let from_env = ucm_with_env(&["check"], &[("DATABASE_URL", &url)]);
+    let from_flag = ucm(&["check", "--database-url", &url]);
+    for output in [from_env, from_flag] {
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        for needle in
+            ["connect:   ok", "server:    PostgreSQL", "latency:", "tls:", "read-only: no"]
+        {
+            assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+        }
+    }
+    // The old positional form still works, with a word about the new one.
     let output = ucm(&["check", &url]);
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    for needle in ["connect:   ok", "server:    PostgreSQL", "latency:", "tls:", "read-only: no"] {
-        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
-    }
+    assert!(stderr.contains("`ucm check URL` is deprecated"), "{stderr}");
 }
 
 #[test]
 fn check_diagnoses_a_dead_endpoint_in_one_line_without_the_password() {
-    let output = ucm(&["check", "postgres://app:Hunter2Secret@127.0.0.1:1/db"]);
+    let dead = "postgres://app:Hunter2Secret@127.0.0.1:1/db";
+    let output = ucm_with_env(&["check"], &[("DATABASE_URL", dead)]);
     let (stdout, stderr) = text(&output);
     assert!(!output.status.success());
     assert!(stdout.contains("connect:   FAILED"), "{stdout}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: connection refused"), "{stderr}");
     assert!(!stdout.contains("Hunter2Secret") && !stderr.contains("Hunter2Secret"));
+}
+
+#[test]
+fn a_password_on_the_command_line_is_warned_about() {
+    let dead = "postgres://app:Hunter2Secret@127.0.0.1:1/db";
+    let dead_replica = "postgres://app:Hunter2Secret@127.0.0.1:2/db";
+    for args in [
+        &["check", "--database-url", dead][..],
+        &["check", dead],
+        &["config", "--database-url", dead],
+        &["config", "--database-url", "postgres://app@db/app", "--replica-urls", dead],
+        &["health", "--database-url", dead],
+        &["demo", "--database-url", dead, "--seconds", "0.1"],
+    ] {
+        let output = ucm(args);
+        let (stdout, stderr) = text(&output);
+        assert!(stderr.contains(PASSWORD_WARNING), "{args:?}: {stderr}");
+        assert!(!stdout.contains("Hunter2Secret") && !stderr.contains("Hunter2Secret"));
+    }
+    // From the environment, or without a password, there is nothing to warn about.
+    for (args, env) in [
+        (&["check"][..], &[("DATABASE_URL", dead)][..]),
+        (&["config"], &[("DATABASE_URL", dead), ("DATABASE_REPLICA_URLS", dead_replica)]),
+        (&["check", "--database-url", "postgres://app@127.0.0.1:1/db"], &[]),
+    ] {
+        let (_, stderr) = text(&ucm_with_env(args, env));
+        assert!(!stderr.contains("warning"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn check_without_a_url_says_where_to_put_one() {
+    let output = ucm(&["check"]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no database URL: set DATABASE_URL or pass --database-url"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -154,8 +222,14 @@ fn config_prints_the_preset_redacted() {
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["demo", "--help"], &["check", "--help"], &["config", "--help"]]
-    {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["check", "--help"],
+        &["config", "--help"],
+        &["health", "--help"],
+        &["bench", "--help"],
+    ] {
         let output = ucm(args);
         assert!(output.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"), "{args:?}");
@@ -167,21 +241,22 @@ fn bench_smoke_run_writes_its_report() {
     let Some(url) = postgres_url() else { return };
     let dir = std::env::temp_dir().join(format!("ucm-bench-smoke-{}", std::process::id()));
     let report = dir.join("report.md");
-    let output = ucm(&[
-        "bench",
-        "--database-url",
-        &url,
-        "--seconds",
-        "0.1",
-        "--rounds",
-        "1",
-        "--concurrency",
-        "2",
-        "--checkouts",
-        "2000",
-        "--report",
-        report.to_str().expect("utf-8 temp path"),
-    ]);
+    let output = ucm_with_env(
+        &[
+            "bench",
+            "--seconds",
+            "0.1",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "2",
+            "--checkouts",
+            "2000",
+            "--report",
+            report.to_str().expect("utf-8 temp path"),
+        ],
+        &[("PG_DATABASE_URL", &url)],
+    );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     let markdown = std::fs::read_to_string(&report).expect("the report was written");

@@ -13,10 +13,10 @@ use crate::session::{AsyncSession, Inner};
 
 /// The legacy asynchronous session manager. Connects lazily, on the first session, like
 /// the legacy engine; its connections are opened and driven on ucm-compat's runtime, so it
-/// works from any runtime (see the crate documentation).
+/// works from any runtime (see the crate documentation). `Debug` shows the URL redacted.
 #[derive(Debug)]
 pub struct DatabaseSessionManager {
-    url: String,
+    url: DatabaseUrl,
     echo: bool,
     backing: OnceCell<Backing>,
 }
@@ -28,8 +28,7 @@ impl DatabaseSessionManager {
     /// # Errors
     /// `Configuration` for a malformed URL.
     pub fn new(url: &str, echo: bool) -> Result<Self> {
-        DatabaseUrl::parse(url)?;
-        Ok(Self { url: url.to_owned(), echo, backing: OnceCell::new() })
+        Ok(Self { url: DatabaseUrl::parse(url)?, echo, backing: OnceCell::new() })
     }
 
     async fn backing(&self) -> Result<&Backing> {
@@ -128,4 +127,19 @@ pub async fn get_session_context() -> Result<AsyncSession> {
         })
         .await?;
     manager.session().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_url_redacted() {
+        let manager =
+            DatabaseSessionManager::new("postgres://app:s3cr3t-COMPAT-5@db.example/app", false)
+                .unwrap();
+        let debug = format!("{manager:?} {manager:#?}");
+        assert!(!debug.contains("s3cr3t-COMPAT-5"), "{debug}");
+        assert!(debug.contains("postgres://app:***@db.example:5432/app"), "{debug}");
+    }
 }

@@ -28,7 +28,7 @@ impl Backing {
     /// Opens the source for `url`: without `unified-v2`, a private pool of its own with no
     /// breaker and no replicas, as the legacy managers had; with it, the process-wide
     /// unified manager for `url` in [`LEGACY_MODE`], created on first use.
-    pub(crate) async fn open(url: &str) -> Result<Self> {
+    pub(crate) async fn open(url: &DatabaseUrl) -> Result<Self> {
         if cfg!(feature = "unified-v2") {
             let manager = ucm::unified_manager_for(unified_config(url)?).await?;
             Ok(Self { manager, private: false })
@@ -50,26 +50,25 @@ impl Backing {
 }
 
 /// The legacy pool: [`LEGACY_POOL_SIZE`] connections kept, no circuit breaker, primary only.
-fn private_config(url: &str) -> Result<ManagerConfig> {
+fn private_config(url: &DatabaseUrl) -> Result<ManagerConfig> {
     let pool = PoolConfiguration::builder(LEGACY_MODE)
         .pool_size(LEGACY_POOL_SIZE)
         .max_overflow(LEGACY_MAX_OVERFLOW)
         .circuit_breaker(false)
         .high_availability(false)
         .build()?;
-    ManagerConfig::builder(LEGACY_MODE).primary(url).pool(pool).build()
+    ManagerConfig::builder(LEGACY_MODE).primary_url(url.clone()).pool(pool).build()
 }
 
 /// The unified configuration for `url`: the environment's (replicas from
 /// `DATABASE_REPLICA_URLS`, `UCM_*` overrides) when `url` is `DATABASE_URL`'s database,
 /// otherwise `url` alone with the mode's preset and the `UCM_*` overrides.
-fn unified_config(url: &str) -> Result<ManagerConfig> {
-    let parsed = DatabaseUrl::parse(url)?;
+fn unified_config(url: &DatabaseUrl) -> Result<ManagerConfig> {
     if let Ok(from_env) = ManagerConfig::from_env(LEGACY_MODE)
-        && from_env.primary() == &parsed
+        && from_env.primary() == url
     {
         return Ok(from_env);
     }
     let pool = PoolConfiguration::builder(LEGACY_MODE).from_env()?.build()?;
-    ManagerConfig::builder(LEGACY_MODE).primary_url(parsed).pool(pool).build()
+    ManagerConfig::builder(LEGACY_MODE).primary_url(url.clone()).pool(pool).build()
 }

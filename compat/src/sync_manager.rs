@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ucm::{
-    ConnectionManagerProtocol, ConnectionMode, HealthStatus, Result, Row, UnifiedManager, Value,
+    ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, HealthStatus, Result, Row,
+    UnifiedManager, Value,
 };
 
 use crate::backing::Backing;
@@ -28,7 +29,8 @@ impl DatabaseManager {
     /// `Configuration` for a malformed URL; `ConnectFailed` (with the reason) when the
     /// database cannot be reached.
     pub fn new(url: &str, echo: bool) -> Result<Self> {
-        let backing = bridge::block_on(Backing::open(url))?;
+        let url = DatabaseUrl::parse(url)?;
+        let backing = bridge::block_on(Backing::open(&url))?;
         Ok(Self { backing, echo })
     }
 
@@ -100,9 +102,11 @@ impl DatabaseManager {
     }
 
     /// Runs `op` until it succeeds, at most `retries` more times after the first attempt,
-    /// sleeping `delay`, then twice that, and so on between attempts. Only transient errors
-    /// (serialization failure, deadlock, lost connection, exhausted pool...) are retried;
-    /// any other error is returned at once.
+    /// sleeping `delay`, then twice that, and so on between attempts. Only errors that say
+    /// nothing was applied and trying again may work are retried (serialization failure,
+    /// deadlock, a connect failure, a connection lost inside a transaction or a read-only
+    /// session); an `AmbiguousCommit` (a write or commit whose reply was lost: it may have
+    /// been applied) and any other error are returned at once, so nothing is sent twice.
     ///
     /// # Errors
     /// The last attempt's error.

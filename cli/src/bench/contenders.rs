@@ -12,8 +12,8 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::AsyncPgConnection;
 use sqlx::postgres::PgPoolOptions;
 use ucm::{
-    Backend, ConnectionManagerProtocol, ConnectionMode, Manager, ManagerConfig, ManagerMode,
-    PoolConfiguration, Value,
+    Backend, ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Manager, ManagerConfig,
+    ManagerMode, PoolConfiguration, Value,
 };
 use ucm_diesel::{Diesel, DieselConnection};
 use ucm_sqlx::{Sqlx, SqlxConnection, SqlxManager};
@@ -412,13 +412,30 @@ pub(crate) fn pgbench(
     let binary = binary.map(Path::to_path_buf).or_else(find_pgbench)?;
     let script = std::env::temp_dir().join("ucm-bench-select1.sql");
     std::fs::write(&script, "SELECT 1;\n").ok()?;
-    let output = Command::new(&binary)
+    // The connection goes through libpq's environment variables rather than a URL argument,
+    // which every user of the machine could read in the process list, password included.
+    let parsed = DatabaseUrl::parse(url).ok()?;
+    let mut command = Command::new(&binary);
+    command
         .args(["-n", "-M", "prepared", "-f"])
         .arg(&script)
         .args(["-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
-        .args(["-T", &duration.as_secs().max(1).to_string(), url])
-        .output()
-        .ok()?;
+        .args(["-T", &duration.as_secs().max(1).to_string()])
+        .env("PGSSLMODE", parsed.ssl_mode().as_str());
+    for (variable, value) in [
+        ("PGHOST", parsed.host()),
+        ("PGUSER", parsed.user()),
+        ("PGPASSWORD", parsed.password().map(|p| p.expose())),
+        ("PGDATABASE", parsed.database()),
+    ] {
+        if let Some(value) = value {
+            command.env(variable, value);
+        }
+    }
+    if let Some(port) = parsed.port() {
+        command.env("PGPORT", port.to_string());
+    }
+    let output = command.output().ok()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let tps = stdout
         .lines()
@@ -429,7 +446,7 @@ pub(crate) fn pgbench(
         let stderr = String::from_utf8_lossy(&output.stderr);
         eprintln!(
             "pgbench at {clients} clients gave no tps: {}",
-            stderr.lines().last().unwrap_or("")
+            parsed.scrub(stderr.lines().last().unwrap_or(""))
         );
     }
     tps

@@ -22,9 +22,10 @@ use load::{Op, Sample};
 /// `ucm bench` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// The PostgreSQL database to measure against.
-    #[arg(long, env = "PG_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    /// The PostgreSQL database to measure against; defaults to $PG_DATABASE_URL, then
+    /// $DATABASE_URL, the better places for one with a password.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Seconds each contender runs per round.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -114,7 +115,14 @@ pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow
 }
 
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&args.database_url)?;
+    let database_url = crate::url_arg::required(
+        args.database_url.as_deref(),
+        &["PG_DATABASE_URL", "DATABASE_URL"],
+    )?;
+    if let Some(replica) = &args.replica_url {
+        crate::url_arg::warn_if_password(replica);
+    }
+    let url = DatabaseUrl::parse(&database_url)?;
     if url.kind() != DatabaseKind::Postgres {
         bail!("ucm bench compares against raw PostgreSQL pools: give it a postgres:// URL");
     }
@@ -132,20 +140,15 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .concurrency
         .iter()
         .map(|&tasks| {
-            (
-                tasks,
-                contenders::pgbench(args.pgbench.as_deref(), &args.database_url, tasks, per_run),
-            )
+            (tasks, contenders::pgbench(args.pgbench.as_deref(), &database_url, tasks, per_run))
         })
         .collect();
-    contenders::create_items(&args.database_url)
-        .await
-        .context("creating the indexed-read table")?;
-    let measured = measure(args, per_run).await;
-    contenders::drop_items(&args.database_url).await?;
+    contenders::create_items(&database_url).await.context("creating the indexed-read table")?;
+    let measured = measure(args, &database_url, per_run).await;
+    contenders::drop_items(&database_url).await?;
     let (throughput, ha) = measured?;
     let checkout = checkout::run(args.checkouts).await?;
-    let storm = storm::run(&args.database_url).await?;
+    let storm = storm::run(&database_url).await?;
     let results = Results {
         url: url.to_string(),
         seconds: args.seconds,
@@ -170,15 +173,18 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 /// The throughput tables, family by family (their samples merged into one table per
 /// workload and concurrency), then the HA pair: all at once they would not fit in
 /// `max_connections`.
-async fn measure(args: &BenchArgs, per_run: Duration) -> anyhow::Result<(Vec<Table>, Table)> {
+async fn measure(
+    args: &BenchArgs,
+    database_url: &str,
+    per_run: Duration,
+) -> anyhow::Result<(Vec<Table>, Table)> {
     let per_family = 4 * WORKLOADS.len() * args.concurrency.len();
     let runs = (contenders::FAMILIES * per_family + 2) as u64;
     let bar = progress(runs * u64::from(args.rounds));
     let mut tables: Vec<Table> = Vec::new();
     for family in 0..contenders::FAMILIES {
-        let contenders = contenders::family(&args.database_url, family)
-            .await
-            .context("setting up the contenders")?;
+        let contenders =
+            contenders::family(database_url, family).await.context("setting up the contenders")?;
         for workload in WORKLOADS {
             for &tasks in &args.concurrency {
                 let ops: Vec<(&'static str, Op)> = contenders
@@ -199,7 +205,7 @@ async fn measure(args: &BenchArgs, per_run: Duration) -> anyhow::Result<(Vec<Tab
             contender.close().await;
         }
     }
-    let pair = contenders::ha_pair(&args.database_url, args.replica_url.as_deref())
+    let pair = contenders::ha_pair(database_url, args.replica_url.as_deref())
         .await
         .context("setting up the HA comparison")?;
     let ops: Vec<(&'static str, Op)> = pair.iter().map(|c| (c.name, c.indexed.clone())).collect();

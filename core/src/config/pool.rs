@@ -262,6 +262,43 @@ impl PoolConfiguration {
         }
         statements
     }
+    /// The session statements a new connection to a `kind` server runs before it is
+    /// pooled (see [`crate::backend::apply_session_statements`]): MySQL's deadlines; none
+    /// for PostgreSQL (its settings travel in the startup packet) or SQLite.
+    pub fn session_statements(&self, kind: crate::DatabaseKind) -> Vec<Vec<String>> {
+        let mut statements = match kind {
+            crate::DatabaseKind::MySql => self.mysql_deadline_statements(),
+            crate::DatabaseKind::Postgres | crate::DatabaseKind::Sqlite => Vec::new(),
+        };
+        // The drivers set UTC themselves after connecting (diesel-async runs `SET TIME ZONE
+        // 'UTC'`, sqlx sends its own `TimeZone=UTC` startup parameter after ours), so any
+        // other zone is set again once they are done. The value was validated at
+        // construction (a name or an offset, no quote), so quoting it is enough.
+        if let Some(set) = self.time_zone_statement(kind) {
+            statements.push(vec![set]);
+        }
+        statements
+    }
+    /// The statement that sets a time zone other than UTC on a `kind` session; `None` for
+    /// UTC (the drivers' own default) and SQLite (no session zone). PostgreSQL reads a bare
+    /// `+05:30` with POSIX's inverted sign, so offsets go through an `INTERVAL` there.
+    fn time_zone_statement(&self, kind: crate::DatabaseKind) -> Option<String> {
+        let zone = self.time_zone.as_str();
+        if matches!(zone, "UTC" | "utc" | "Etc/UTC" | "+00:00") {
+            return None;
+        }
+        let offset = zone.starts_with(['+', '-']);
+        match kind {
+            crate::DatabaseKind::Postgres if offset => {
+                Some(format!("SET TIME ZONE INTERVAL '{zone}' HOUR TO MINUTE"))
+            }
+            crate::DatabaseKind::Postgres => Some(format!("SET TIME ZONE '{zone}'")),
+            crate::DatabaseKind::MySql => {
+                Some(format!("SET time_zone = '{}'", self.mysql_time_zone()))
+            }
+            crate::DatabaseKind::Sqlite => None,
+        }
+    }
     /// The application name a session to `url` announces: the URL's `application_name`
     /// parameter when it has one (as libpq takes it), else this preset's.
     pub fn application_name_for<'a>(&'a self, url: &'a DatabaseUrl) -> &'a str {

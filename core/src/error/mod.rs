@@ -452,7 +452,8 @@ pub fn classify_sqlstate(sqlstate: &str) -> SqlStateClass {
         "25006" => (ErrorKind::ReadOnlyViolation, false),
         // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away.
         "57P01" | "57P02" | "57P03" => (ErrorKind::ConnectionLost, true),
-        "57014" => (ErrorKind::Timeout, false),
+        // query_canceled (PostgreSQL's statement_timeout); MariaDB's max_statement_time.
+        "57014" | "70100" => (ErrorKind::Timeout, false),
         s if s.starts_with("08") => (ErrorKind::ConnectionLost, true),
         s if s.starts_with("23") => (ErrorKind::Constraint, false),
         _ => (ErrorKind::Query, false),
@@ -488,6 +489,7 @@ mod tests {
             ("23505", ErrorKind::Constraint, false),
             ("23503", ErrorKind::Constraint, false),
             ("57014", ErrorKind::Timeout, false),
+            ("70100", ErrorKind::Timeout, false),
             ("42P01", ErrorKind::Query, false),
             ("42601", ErrorKind::Query, false),
         ];

@@ -102,7 +102,7 @@ impl LeakDetector {
                 acquired_at: first_caller_frame(&hold.stack.to_string()),
             })
             .collect();
-        long.sort_by(|a, b| b.held_for.cmp(&a.held_for));
+        long.sort_by_key(|hold| std::cmp::Reverse(hold.held_for));
         long
     }
 

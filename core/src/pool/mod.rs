@@ -315,9 +315,28 @@ impl<C: Connector> Pool<C> {
             connection.set_read_only_state(None);
             // Boxed: a mode change is rare, and its future would otherwise grow every
             // checkout's.
-            if let Err(e) = Box::pin(self.connector().set_read_only(&mut connection, wanted)).await
-            {
-                connection.mark_broken();
+            // Bounded like a ping: a server that stopped answering must not hold the
+            // checkout past its deadline.
+            let limit = self.inner.config.validation_timeout();
+            let switch = Box::pin(self.connector().set_read_only(&mut connection, wanted));
+            let result = match tokio::time::timeout(limit, switch).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::database(
+                    crate::ErrorKind::ConnectionLost,
+                    self.inner.label.to_string(),
+                    None,
+                    format!(
+                        "switching the session's read-only mode did not answer within {}",
+                        crate::error::human(limit)
+                    ),
+                )),
+            };
+            if let Err(e) = result {
+                if e.kind().evicts_connection() {
+                    connection.mark_lost();
+                } else {
+                    connection.mark_broken();
+                }
                 return Err(e);
             }
             connection.set_read_only_state(Some(wanted));
