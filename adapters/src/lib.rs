@@ -110,6 +110,15 @@
 //! backoff and a retry budget). A commit whose outcome is unknown is never re-run unless
 //! the work is marked idempotent.
 //!
+//! Nothing is sent twice unless it is safe. The one-shot `execute` and `fetch_all` retry
+//! only getting the connection, except in `ReadOnly` mode (a read-only session cannot
+//! have applied anything, so the whole read is retried). A write outside a transaction
+//! whose connection is lost after it was sent fails with
+//! [`ErrorKind::AmbiguousCommit`]: the server may have committed it. `ConnectionLost`
+//! means it certainly did not apply. Each mode also has a statement timeout (150 ms for
+//! `McpServer`), enforced by the server and, a little later, by the client, which then
+//! discards the connection: a frozen server costs one deadline.
+//!
 //! # Observability
 //!
 //! ucm emits; your application installs. Every statement gets a `tracing` span, exported by
