@@ -2,13 +2,18 @@
 //!
 //! The scenarios themselves live in [`scenarios`], written once against
 //! `ConnectionManagerProtocol`; each file in `tests/tests/` instantiates them for one
-//! backend and every database.
+//! backend and every database. The chaos scenarios in [`chaos`] put a
+//! [`fault_proxy::FaultProxy`] between a manager and PostgreSQL; `chaos_suite!`
+//! instantiates them per backend.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support code.
 
+pub mod chaos;
+pub mod fault_proxy;
 pub mod ha;
 pub mod ha_scenarios;
 pub mod scenarios;
+pub mod secrets;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -114,7 +119,9 @@ macro_rules! conformance_suite {
                 protocol_methods, values_round_trip, presets_reach_the_pool, read_only_is_enforced,
                 transactions_commit_and_roll_back, a_panic_rolls_back, serialization_failures_are_retried,
                 pool_exhaustion_is_its_own_error, connect_failures_say_why, bad_credentials_say_so,
-                dropped_futures_leak_nothing, close_drains);
+                dropped_futures_leak_nothing, close_drains, statement_timeouts_are_enforced,
+                a_cancelled_statement_is_not_inherited, a_silent_server_meets_the_client_deadline,
+                a_configured_time_zone_reaches_the_session);
         }
     };
     (@tests $backend:ty, $kind:expr; $($scenario:ident),+) => {
@@ -123,6 +130,42 @@ macro_rules! conformance_suite {
             async fn $scenario() {
                 if let Some(target) = $crate::Target::find($kind) {
                     scenarios::$scenario::<$backend>(&target).await;
+                }
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per chaos scenario for `$backend`, against PostgreSQL
+/// only: the fault proxy finds a write's reply by reading PostgreSQL's wire protocol. The
+/// scenarios that restart a server run on the HA pair's primary (`@ha_tests`) and skip, or
+/// fail under `CI`, as the HA scenarios do when the pair is not exported.
+#[macro_export]
+macro_rules! chaos_suite {
+    ($module:ident, $backend:ty) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::chaos_suite!(@tests $backend; reply_lost_after_commit_is_ambiguous);
+            $crate::chaos_suite!(@ha_tests $backend; ledger_survives_killed_backends_and_a_restart);
+        }
+    };
+    (@ha_tests $backend:ty; $($scenario:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                if let Some(cluster) = $crate::ha::HaCluster::find() {
+                    $crate::chaos::$scenario::<$backend>(&cluster).await;
+                }
+            }
+        )+
+    };
+    (@tests $backend:ty; $($scenario:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                if let Some(target) = $crate::chaos::target() {
+                    $crate::chaos::$scenario::<$backend>(&target).await;
                 }
             }
         )+

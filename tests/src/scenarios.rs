@@ -8,7 +8,7 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio::sync::Notify;
 use ucm_core::{
     ConnectFailure, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, Error, ErrorKind,
-    HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt,
+    HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt, SqlExecutor,
     TransactionalConnection, Value,
 };
 
@@ -673,4 +673,147 @@ pub async fn close_drains<B: Backend>(t: &Target) {
     holder.await.unwrap();
     let err = m.get_connection(ConnectionMode::ReadOnly).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+/// `McpServer`'s statement timeout (150 ms) is enforced by the server: a 3 s statement is
+/// cancelled, the error names the limit and how to raise it, and the session stays usable.
+pub async fn statement_timeouts_are_enforced<B: Backend>(t: &Target) {
+    let sleep = match t.kind {
+        DatabaseKind::Postgres => "SELECT 1 FROM pg_sleep(3)",
+        DatabaseKind::MySql => "SELECT SLEEP(3)",
+        DatabaseKind::Sqlite => return, // No server to cancel a statement.
+    };
+    let pool = PoolConfiguration::builder(ManagerMode::McpServer)
+        .pool_size(1)
+        .max_overflow(0)
+        .application_name("ucm_t_deadline")
+        .build()
+        .unwrap();
+    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await.unwrap();
+    for mode in [ConnectionMode::ReadOnly, ConnectionMode::ReadWrite] {
+        let started = std::time::Instant::now();
+        let err = m.fetch_all(mode, sleep, &[]).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        match &err {
+            Error::StatementTimeout { limit, server_cancelled, .. } => {
+                assert_eq!(*limit, Duration::from_millis(150));
+                assert!(*server_cancelled, "the server itself cancelled it: {err}");
+            }
+            other => panic!("expected a statement timeout, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("150ms") && text.contains("UCM_STATEMENT_TIMEOUT"), "{text}");
+        assert!(took < Duration::from_secs(2), "cut short, not run for 3 s ({took:?})");
+        eprintln!("statement timeout figure: {} {} {mode}: answered in {took:?}", B::NAME, t.kind);
+    }
+    // A server-side cancel ends the statement, not the session.
+    m.fetch_all(ConnectionMode::ReadOnly, "SELECT 1", &[]).await.unwrap();
+    let closed = m.connection_info().primary().unwrap().metrics.connections_closed.clone();
+    assert!(!closed.iter().any(|(reason, _)| *reason == "broken"), "{closed:?}");
+    m.close().await.unwrap();
+}
+
+/// A statement whose future is dropped mid-flight (a caller's timeout, a cancelled task)
+/// never leaves its connection, still running it, to the next borrower.
+pub async fn a_cancelled_statement_is_not_inherited<B: Backend>(t: &Target) {
+    let (pid, sleep) = match t.kind {
+        DatabaseKind::Postgres => ("SELECT pg_backend_pid() AS pid", "SELECT pg_sleep(2)"),
+        DatabaseKind::MySql => ("SELECT CONNECTION_ID() AS pid", "SELECT SLEEP(2)"),
+        DatabaseKind::Sqlite => return, // In-process: no session to tell apart.
+    };
+    let m = connect::<B>(t, 1, "ucm_t_dropped").await;
+    let mut first = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let first_pid = first.fetch_all(pid, &[]).await.unwrap()[0].values().to_vec();
+    let cut = tokio::time::timeout(Duration::from_millis(50), first.execute(sleep, &[])).await;
+    assert!(cut.is_err(), "the statement was cut off by the caller's timeout");
+    drop(first);
+    let started = std::time::Instant::now();
+    let mut next = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let next_pid = next.fetch_all(pid, &[]).await.unwrap()[0].values().to_vec();
+    assert_ne!(next_pid, first_pid, "the session still running the cancelled statement was reused");
+    eprintln!(
+        "cancelled statement figure: {} {}: next checkout and query in {:?}",
+        B::NAME,
+        t.kind,
+        started.elapsed()
+    );
+    drop(next);
+    m.close().await.unwrap();
+}
+
+/// A server that stops answering (every packet blackholed, sockets open: a frozen server or
+/// a partition) is given up on at the client's statement deadline: the connection is
+/// discarded; a read fails with a statement timeout, a write outside a transaction with
+/// `AmbiguousCommit` (it may have been applied). Once the path heals, work resumes.
+pub async fn a_silent_server_meets_the_client_deadline<B: Backend>(t: &Target) {
+    if t.kind == DatabaseKind::Sqlite {
+        return;
+    }
+    let proxy = crate::fault_proxy::FaultProxy::start(
+        crate::fault_proxy::url_target(&t.url).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let through = Target { kind: t.kind, url: proxy.url_through(&t.url) };
+    let pool = PoolConfiguration::builder(ManagerMode::McpServer)
+        .pool_size(2)
+        .max_overflow(0)
+        .application_name("ucm_t_silent")
+        .build()
+        .unwrap();
+    let m = B::connect(through.config(ManagerMode::McpServer, pool)).await.unwrap();
+    let table = unique_table("silent");
+    create_counter_table(&m, &table).await;
+    let insert = format!("INSERT INTO {table} (id, n) VALUES (1, 1)");
+    let mut reader = m.get_connection(ConnectionMode::ReadOnly).await.unwrap();
+    let mut writer = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    proxy.blackhole(true);
+    let started = std::time::Instant::now();
+    let read = reader.fetch_all("SELECT 1", &[]).await.unwrap_err();
+    let read_took = started.elapsed();
+    match &read {
+        Error::StatementTimeout { server_cancelled: false, outcome_unknown: false, .. } => {}
+        other => panic!("expected the client's deadline, got {other:?}"),
+    }
+    assert_eq!(read.kind(), ErrorKind::Timeout);
+    let write = writer.execute(&insert, &[]).await.unwrap_err();
+    assert_eq!(write.kind(), ErrorKind::AmbiguousCommit, "{write}");
+    assert!(write.to_string().contains("unknown"), "{write}");
+    drop((reader, writer));
+    let closed = m.connection_info().primary().unwrap().metrics.connections_closed.clone();
+    assert!(
+        closed.iter().any(|(reason, n)| *reason == "broken" && *n >= 2),
+        "both silent connections were discarded, not pooled: {closed:?}"
+    );
+    eprintln!("silent server figure: {} {}: read given up after {read_took:?}", B::NAME, t.kind);
+    proxy.blackhole(false);
+    // New connections through the healed path work; the ambiguous insert was not re-sent.
+    assert!(count(&m, &table).await <= 1);
+    drop_table(&m, &table).await;
+    m.close().await.unwrap();
+}
+
+/// A configured time zone other than UTC reaches every session, although the drivers set
+/// UTC themselves after connecting; an offset keeps its sign on PostgreSQL.
+pub async fn a_configured_time_zone_reaches_the_session<B: Backend>(t: &Target) {
+    let (sql, expected): (&str, Value) = match t.kind {
+        DatabaseKind::Postgres => {
+            ("SELECT EXTRACT(TIMEZONE FROM now())::bigint AS tz", Value::Int(19_800))
+        }
+        DatabaseKind::MySql => ("SELECT @@session.time_zone AS tz", Value::Text("+05:30".into())),
+        DatabaseKind::Sqlite => return, // No session time zone.
+    };
+    let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(1)
+        .max_overflow(0)
+        .time_zone("+05:30")
+        .build()
+        .unwrap();
+    let m = B::connect(t.config(ManagerMode::AsyncModern, pool)).await.unwrap();
+    for mode in [ConnectionMode::ReadOnly, ConnectionMode::ReadWrite] {
+        let rows = m.fetch_all(mode, sql, &[]).await.unwrap();
+        assert_eq!(rows[0].get("tz"), Some(&expected), "{mode}");
+    }
+    m.close().await.unwrap();
 }

@@ -1,8 +1,8 @@
-//! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite, and the HA scenarios against the primary/replica pair.
+//! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_diesel::DieselManager;
-use ucm_tests::{Backend, conformance_suite, ha_suite};
+use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite};
 
 struct Diesel;
 
@@ -24,3 +24,5 @@ conformance_suite!(postgres, Diesel, DatabaseKind::Postgres);
 conformance_suite!(mysql, Diesel, DatabaseKind::MySql);
 conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);
 ha_suite!(ha, Diesel);
+chaos_suite!(chaos, Diesel);
+secrets_suite!(secrets, Diesel);

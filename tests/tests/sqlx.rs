@@ -1,8 +1,8 @@
-//! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite, and the HA scenarios against the primary/replica pair.
+//! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_sqlx::SqlxManager;
-use ucm_tests::{Backend, conformance_suite, ha_suite};
+use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite};
 
 struct Sqlx;
 
@@ -24,3 +24,5 @@ conformance_suite!(postgres, Sqlx, DatabaseKind::Postgres);
 conformance_suite!(mysql, Sqlx, DatabaseKind::MySql);
 conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);
 ha_suite!(ha, Sqlx);
+chaos_suite!(chaos, Sqlx);
+secrets_suite!(secrets, Sqlx);

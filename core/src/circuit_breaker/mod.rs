@@ -28,7 +28,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +50,9 @@ pub struct CircuitBreaker {
     /// Counted failures since the last success. Outside the lock so that a success in the
     /// closed state can check it, and usually find it zero, without locking.
     consecutive_failures: AtomicU32,
+    /// Set once a lost connection has been counted since the last success or other failure:
+    /// losses that arrive together count once (see [`Self::record_connection_lost`]).
+    loss_counted: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -142,6 +145,7 @@ impl CircuitBreaker {
             config,
             state: AtomicU8::new(BreakerState::Closed.to_u8()),
             consecutive_failures: AtomicU32::new(0),
+            loss_counted: AtomicBool::new(false),
             inner: Mutex::new(inner),
         }
     }
@@ -181,6 +185,20 @@ impl CircuitBreaker {
         if kind.trips_breaker() {
             self.apply(Source::Record, Outcome::Failure(kind));
         }
+    }
+
+    /// A connection broke under a statement (the server closed it, or stopped answering).
+    /// That says the endpoint may be unwell, so it counts as a failure; but connections lost
+    /// together (a server restart, an administrator terminating sessions, a pooler
+    /// recycling its backends) count once, until a success or another failure is recorded:
+    /// the connects that follow decide whether the endpoint is down. Otherwise one
+    /// `pg_terminate_backend` round over a busy pool of eight would open the breaker of a
+    /// server that accepts connections the whole time.
+    pub fn record_connection_lost(&self) {
+        if self.loss_counted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.record_failure(ErrorKind::ConnectionLost);
     }
 
     /// An outside check (the topology's health loop) reached the endpoint on a connection
@@ -334,6 +352,7 @@ impl CircuitBreaker {
             && self.state.load(Ordering::Acquire) == BreakerState::Closed.to_u8()
         {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.loss_counted.store(false, Ordering::Release);
         }
     }
 
@@ -355,9 +374,13 @@ impl CircuitBreaker {
                 (_, Outcome::Neutral) | (BreakerState::Open, _) => None,
                 (BreakerState::Closed, Outcome::Success) => {
                     self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.loss_counted.store(false, Ordering::Release);
                     None
                 }
                 (BreakerState::Closed, Outcome::Failure(kind)) => {
+                    if kind != ErrorKind::ConnectionLost {
+                        self.loss_counted.store(false, Ordering::Release);
+                    }
                     let failures = self.count_failure();
                     (failures >= self.config.failure_threshold).then(|| {
                         self.enter(&mut inner, BreakerState::Open, now);
@@ -423,6 +446,8 @@ impl CircuitBreaker {
         inner.epoch = inner.epoch.wrapping_add(1);
         inner.probes_in_flight = 0;
         inner.probe_successes = 0;
+        // A new period: the next lost connection counts again.
+        self.loss_counted.store(false, Ordering::Release);
         match state {
             BreakerState::Open => {
                 inner.opened_at = now;

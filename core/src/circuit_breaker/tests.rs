@@ -498,3 +498,27 @@ async fn concurrent_failures_open_exactly_once() {
     // The 60 s recovery timeout cannot pass during the test, so one opening only.
     assert_eq!((snap.state, snap.times_opened), (BreakerState::Open, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn connections_lost_together_count_once_until_the_next_outcome() {
+    let b = breaker();
+    // A terminate-all round over a busy pool: eight connections lost at once.
+    for _ in 0..8 {
+        b.record_connection_lost();
+    }
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.snapshot().consecutive_failures, 1);
+    // The connects that follow decide: refused ones count, and after one of them the next
+    // lost connection counts again.
+    for _ in 0..3 {
+        fail(&b);
+    }
+    b.record_connection_lost();
+    assert_eq!(b.state(), BreakerState::Open, "1 loss + 3 refused connects + 1 loss");
+    // After a success, a new loss counts again.
+    let b = breaker();
+    b.record_connection_lost();
+    b.try_acquire().unwrap().success();
+    b.record_connection_lost();
+    assert_eq!(b.snapshot().consecutive_failures, 1);
+}

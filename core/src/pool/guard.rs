@@ -102,7 +102,7 @@ impl<C: Connector> PooledConnection<C> {
         if let Some(object) = self.object.as_ref() {
             // A lost connection says the endpoint may be unwell, as a failed connect does.
             if let Some(breaker) = &object.breaker {
-                breaker.record_failure(crate::ErrorKind::ConnectionLost);
+                breaker.record_connection_lost();
             }
             if let Some(pool) = Object::pool(object) {
                 pool.manager().suspect_idle_connections();
