@@ -1,7 +1,7 @@
 //! The chaos scenarios: faults injected by a [`FaultProxy`] between a real manager and a real PostgreSQL, each call's outcome checked against what the server really committed.
 //!
 //! They run on PostgreSQL only, because the proxy finds a write's reply by reading
-//! PostgreSQL's wire protocol. [`ledger`] needs no proxy: it kills the pool's backends and
+//! PostgreSQL's wire protocol. The ledger scenario needs no proxy: it kills the pool's backends and
 //! restarts the server itself, so it runs on the HA pair's primary under
 //! [`crate::ha::HaCluster::lock`]. Each prints its figures (`chaos figure: ...`); run with
 //! `--nocapture` to see them.
@@ -71,7 +71,7 @@ fn outcome<T>(result: ucm_core::Result<T>, check: impl FnOnce(T) -> Result<(), S
 }
 
 /// Autocommit writes whose replies a proxy drops after the server committed them (one in
-/// [`CUT_EVERY`]): each such call must fail with `AmbiguousCommit` and never be re-sent,
+/// `CUT_EVERY`): each such call must fail with `AmbiguousCommit` and never be re-sent,
 /// so no key is written twice; every `Ok` call's row is there once; a `ConnectionLost`
 /// call's row is not there at all.
 pub async fn reply_lost_after_commit_is_ambiguous<B: Backend>(t: &Target) {
