@@ -288,8 +288,13 @@ pub async fn the_manager_follows_a_promotion<B: Backend>(cluster: &HaCluster) {
         }
     }
     assert_eq!(open_latency.len(), 20, "the breaker never opened; errors: {kinds:?}");
+    // A write sent on a connection the stop had just terminated may have reached the server
+    // before it went: its outcome is unknown (`AmbiguousCommit`), never a plain failure.
     assert!(
-        kinds.iter().all(|k| matches!(k, ErrorKind::ConnectFailed | ErrorKind::ConnectionLost)),
+        kinds.iter().all(|k| matches!(
+            k,
+            ErrorKind::ConnectFailed | ErrorKind::ConnectionLost | ErrorKind::AmbiguousCommit
+        )),
         "{kinds:?}"
     );
     open_latency.sort();
