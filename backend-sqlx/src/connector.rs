@@ -2,7 +2,8 @@
 
 use std::marker::PhantomData;
 
-use sqlx::{Connection, Database};
+use sqlx::{Connection, Database, SqlSafeStr};
+use sqlx_core::transaction::TransactionManager;
 use ucm_core::pool::Connector;
 use ucm_core::{
     BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration,
@@ -18,6 +19,9 @@ pub(crate) type Options<D> = <<<D as Dialect>::Db as Database>::Connection as Co
 
 /// The sqlx connection type of dialect `D`.
 type DriverConnection<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// sqlx's transaction manager for dialect `D`.
+type Tm<D> = <<D as Dialect>::Db as Database>::TransactionManager;
 
 /// Opens and maintains sqlx connections of one dialect to one endpoint.
 pub struct SqlxConnector<D: Dialect> {
@@ -109,19 +113,34 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         D::fetch_all(connection, sql, params).await.map_err(|e| read(e, D::classify))
     }
 
+    // Transactions go through sqlx's own transaction manager, so that sqlx and ucm agree on
+    // a connection's transaction depth: a sqlx `begin()` inside ucm's transaction is a
+    // savepoint, and sqlx's `commit()` there releases it rather than ending ucm's.
     async fn begin(
         connection: &mut DriverConnection<D>,
         mode: ConnectionMode,
     ) -> Result<(), DriverError> {
-        D::raw(connection, D::KIND.begin_statement(mode)).await.map_err(|e| read(e, D::classify))
+        let statement = D::KIND.begin_statement(mode);
+        // sqlx refuses a custom statement for a nested transaction; only SQLite's
+        // `BEGIN IMMEDIATE` differs from its default.
+        let custom =
+            (!matches!(statement, "BEGIN" | "START TRANSACTION")).then(|| statement.into_sql_str());
+        Tm::<D>::begin(connection, custom).await.map_err(|e| read(e, D::classify))
     }
 
     async fn commit(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {
-        D::raw(connection, "COMMIT").await.map_err(|e| read(e, D::classify))
+        Tm::<D>::commit(connection).await.map_err(|e| read(e, D::classify))
     }
 
     async fn rollback(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {
-        match D::raw(connection, "ROLLBACK").await {
+        let result = if Tm::<D>::get_transaction_depth(connection) > 0 {
+            Tm::<D>::rollback(connection).await
+        } else {
+            // sqlx saw no transaction, yet one may be open: a `BEGIN` whose future was
+            // dropped after it reached the server. A plain `ROLLBACK` is harmless either way.
+            D::raw(connection, "ROLLBACK").await
+        };
+        match result {
             Ok(()) => Ok(()),
             Err(e) if D::rollback_error_is_benign(&e) => Ok(()),
             Err(e) => Err(read(e, D::classify)),

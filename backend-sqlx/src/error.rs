@@ -10,12 +10,28 @@ pub(crate) type Classifier = fn(&dyn DatabaseError) -> Option<Classified>;
 /// What sqlx reported, without interpretation: core decides the kind by phase.
 pub(crate) fn read(error: sqlx::Error, classify: Classifier) -> DriverError {
     match error {
+        // Owned, so the I/O error itself (with its source) is kept.
+        sqlx::Error::Io(io_error) => DriverError::Io(io_error),
+        other => read_with(&other, classify),
+    }
+}
+
+/// [`read`] for an error the caller keeps (the driver path returns sqlx's own errors):
+/// the same reading, from a copy of what it needs.
+pub(crate) fn read_ref<D: crate::dialect::Dialect>(error: &sqlx::Error) -> DriverError {
+    read_with(error, D::classify)
+}
+
+fn read_with(error: &sqlx::Error, classify: Classifier) -> DriverError {
+    match error {
         sqlx::Error::Database(db) => DriverError::Server {
             sqlstate: db.code().map(|c| c.into_owned()),
             classified: classify(db.as_ref()),
             message: db.message().to_owned(),
         },
-        sqlx::Error::Io(io_error) => DriverError::Io(io_error),
+        sqlx::Error::Io(io_error) => {
+            DriverError::Io(std::io::Error::new(io_error.kind(), io_error.to_string()))
+        }
         sqlx::Error::Tls(_) => DriverError::Tls(error.to_string()),
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
             DriverError::Broken(error.to_string())

@@ -19,6 +19,7 @@ mod error;
 mod manager;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -28,8 +29,12 @@ pub use connector::SqlxConnector;
 pub use manager::{Sqlx, SqlxConnection, SqlxManager, SqlxSession};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlDialect;
+pub use pool::{SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction};
 #[cfg(feature = "postgres")]
 pub use postgres::PgDialect;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDialect;
+/// The sqlx this crate is built with: use it (`ucm_sqlx::sqlx::query!`...) so that your
+/// queries and ucm's pool share one sqlx.
+pub use sqlx;
 pub use ucm_core as core;

@@ -129,6 +129,17 @@ neutral_values!(MySqlDialect, MySql, |row, index| {
     row.columns()[index].type_info().name().to_owned()
 });
 
+impl crate::pool::SqlxDatabase for sqlx::MySql {
+    type Dialect = MySqlDialect;
+
+    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<MySqlDialect>> {
+        match connection {
+            ucm_core::Connection::MySql(session) => Some(session),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ucm_core::ManagerMode;

@@ -141,6 +141,17 @@ impl Encode<'_, Postgres> for UntypedNull {
     }
 }
 
+impl crate::pool::SqlxDatabase for sqlx::Postgres {
+    type Dialect = PgDialect;
+
+    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<PgDialect>> {
+        match connection {
+            ucm_core::Connection::Postgres(session) => Some(session),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

@@ -86,3 +86,14 @@ neutral_values!(SqliteDialect, Sqlite, |row, index| {
         declared
     }
 });
+
+impl crate::pool::SqlxDatabase for sqlx::Sqlite {
+    type Dialect = SqliteDialect;
+
+    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<SqliteDialect>> {
+        match connection {
+            ucm_core::Connection::Sqlite(session) => Some(session),
+            _ => None,
+        }
+    }
+}

@@ -35,7 +35,7 @@ pub use uuid;
 
 pub use backend::{
     Backend, BackendConnector, Connection, Direct, DirectConnection, Disabled, Manager,
-    RoutingSession, Session,
+    ObservedStatement, RoutingSession, Session,
 };
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{

@@ -21,7 +21,7 @@ pub use direct::{Direct, DirectConnection};
 pub use manager::{Connection, Manager};
 pub use replication::replication_status;
 pub use routing_session::RoutingSession;
-pub use session::Session;
+pub use session::{ObservedStatement, Session};
 pub use session_settings::apply_session_statements;
 
 use crate::config::{DatabaseUrl, PoolConfiguration};

@@ -38,6 +38,19 @@ impl<C: BackendConnector> Session<C> {
         &self.connection
     }
 
+    /// Records that a transaction opened through the driver's own API is (or may be) open:
+    /// if the session is dropped before [`Self::mark_transaction_closed`], the pool rolls it
+    /// back before reuse, and a connection lost under its statements is `ConnectionLost`
+    /// (the server rolled it back), not `AmbiguousCommit`. Call it before sending `BEGIN`.
+    pub fn mark_transaction_open(&mut self) {
+        self.connection.mark_transaction_open();
+    }
+
+    /// Records that the transaction opened through the driver's own API ended.
+    pub fn mark_transaction_closed(&mut self) {
+        self.connection.mark_transaction_closed();
+    }
+
     /// The driver's connection. A transaction opened on it with raw SQL is not tracked:
     /// prefer [`TransactionalConnection::begin`], which makes the pool roll it back if the
     /// session is dropped mid-transaction.
@@ -138,6 +151,65 @@ impl<C: BackendConnector> Session<C> {
 
     fn endpoint_label(&self) -> String {
         self.connection.endpoint().map_or_else(String::new, |e| e.pool.clone())
+    }
+
+    /// Starts observing a statement the caller runs with the driver's own API (a sqlx
+    /// executor, the diesel DSL) on this session's connection, so that it gets what ucm's
+    /// own statements get: it is marked in flight (a dropped future then closes the
+    /// connection), timed, given a span, and, once finished with
+    /// [`Self::observe_finish`], fed to the breaker and the metrics, and read by its phase.
+    /// `sql` may be unknown at the start (a driver that takes the text only when it runs);
+    /// pass it to [`ObservedStatement::set_sql`] when it is known.
+    ///
+    /// Returns the statement and the client's deadline for it (the caller bounds the
+    /// driver's call by it and reports `None` to `observe_finish` when it passed).
+    pub fn observe_start(&mut self) -> (ObservedStatement, Option<Duration>) {
+        let span = self.connection.endpoint().and_then(telemetry::driver_statement_span);
+        let phase = self.statement_phase();
+        let (_, deadline) = self.connection.statement_deadlines();
+        self.connection.statement_started();
+        (ObservedStatement { span, started: Instant::now(), phase, sql: String::new() }, deadline)
+    }
+
+    /// Finishes a statement begun with [`Self::observe_start`]: `None` when the client's
+    /// deadline passed, else the driver's outcome, its error read as a [`DriverError`].
+    /// Returns ucm's classification of the failure, if any (the caller keeps returning
+    /// the driver's own error to its caller).
+    pub fn observe_finish(
+        &mut self,
+        statement: ObservedStatement,
+        outcome: Option<Result<(), DriverError>>,
+    ) -> Option<Error> {
+        let (limit, _) = self.connection.statement_deadlines();
+        let ObservedStatement { span, started, phase, sql } = statement;
+        self.settle(outcome, &sql, phase, true, limit, started, span.as_ref()).err()
+    }
+}
+
+/// A statement run through the driver's own API, observed by its [`Session`].
+#[derive(Debug)]
+#[must_use = "finish it with Session::observe_finish, or the connection is closed on return"]
+pub struct ObservedStatement {
+    span: Option<Span>,
+    started: Instant,
+    phase: Phase,
+    sql: String,
+}
+
+impl ObservedStatement {
+    /// Records the statement's text once the driver has taken it: names the span after
+    /// it and files the metrics under its operation.
+    pub fn set_sql(&mut self, sql: &str) {
+        if let Some(span) = &self.span {
+            telemetry::name_statement_span(span, sql);
+        }
+        sql.clone_into(&mut self.sql);
+    }
+
+    /// The statement's span, to instrument the driver's future or stream with; `None` when
+    /// no subscriber wants it.
+    pub fn span(&self) -> Option<&Span> {
+        self.span.as_ref()
     }
 }
 

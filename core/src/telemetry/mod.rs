@@ -97,6 +97,43 @@ pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Option<Span> {
     ))
 }
 
+/// The span of one statement run through a driver's own API, whose text is known only once
+/// the driver takes it: named by [`name_statement_span`] then. `None` when no subscriber
+/// wants it.
+pub(crate) fn driver_statement_span(endpoint: &Endpoint) -> Option<Span> {
+    if !tracing::enabled!(target: "ucm::db", tracing::Level::INFO) {
+        return None;
+    }
+    Some(tracing::info_span!(
+        target: "ucm::db",
+        "db.operation",
+        otel.name = Empty,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = endpoint.system,
+        db.namespace = endpoint.namespace.as_deref(),
+        db.operation.name = Empty,
+        db.query.summary = Empty,
+        server.address = endpoint.address.as_deref(),
+        server.port = endpoint.port.map(i64::from),
+        db.client.connection.pool.name = %endpoint.pool,
+        db.response.status_code = Empty,
+        error.type = Empty,
+        ucm.api = "driver",
+    ))
+}
+
+/// Names a span made by [`driver_statement_span`] after its statement, as
+/// [`statement_span`] names its own.
+pub(crate) fn name_statement_span(span: &Span, sql: &str) {
+    let summary = query_summary(sql, None);
+    span.record("otel.name", summary.as_str());
+    span.record("db.query.summary", summary.as_str());
+    if let Some(operation) = operation_name(sql) {
+        span.record("db.operation.name", operation);
+    }
+}
+
 /// The span of one checkout from the pool of `endpoint`; `None` when no subscriber wants it,
 /// so the hot path then neither builds a span nor wraps the checkout future in one.
 pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Option<Span> {
