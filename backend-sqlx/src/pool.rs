@@ -23,9 +23,13 @@ use std::sync::Arc;
 use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
+use scoped_futures::ScopedBoxFuture;
 use sqlx::{Database, Describe, Either, Execute, Executor, SqlStr};
 use sqlx_core::transaction::TransactionManager;
-use ucm_core::{ConnectionManagerProtocol, ConnectionMode, ErrorKind, ObservedStatement};
+use ucm_core::{
+    ConnectionManagerProtocol, ConnectionMode, ErrorKind, ObservedStatement, Phase,
+    TransactionOptions,
+};
 
 use crate::convert::NeutralValues;
 use crate::dialect::Dialect;
@@ -105,15 +109,150 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     }
 
     /// ucm's classified reading of a sqlx error from this pool: its [`ErrorKind`] decides
-    /// whether retrying can help, and its message never contains the password.
+    /// whether retrying can help, and its message never contains the password. A failure
+    /// to get a connection gives back ucm's own error.
     pub fn classify(&self, error: sqlx::Error) -> ucm_core::Error {
-        if let sqlx::Error::Io(io) = &error
+        match error {
+            sqlx::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<ucm_core::Error>()) => {
+                match io.into_inner().map(|e| e.downcast::<ucm_core::Error>()) {
+                    Some(Ok(ucm)) => *ucm,
+                    _ => ucm_core::Error::other("a pool error could not be read"),
+                }
+            }
+            other => self.read(&other, Phase::Statement),
+        }
+    }
+
+    /// ucm's reading of `error`, raised in `phase`, for the retry policy (by reference: the
+    /// caller keeps the error to return it).
+    fn with_reading<R>(
+        &self,
+        error: &sqlx::Error,
+        phase: Phase,
+        decide: impl FnOnce(&ucm_core::Error) -> R,
+    ) -> R {
+        if let sqlx::Error::Io(io) = error
             && let Some(ucm) = io.get_ref().and_then(|e| e.downcast_ref::<ucm_core::Error>())
         {
-            return ucm_core::Error::other(ucm.to_string());
+            return decide(ucm);
         }
-        let url = self.manager.config().primary();
-        read_ref::<DB::Dialect>(&error).into_error(url, ucm_core::Phase::Statement)
+        decide(&self.read(error, phase))
+    }
+
+    fn read(&self, error: &sqlx::Error, phase: Phase) -> ucm_core::Error {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                // Produced by `to_sqlx` from ucm's own kinds.
+                let kind = if matches!(error, sqlx::Error::PoolClosed) {
+                    ErrorKind::Closed
+                } else {
+                    ErrorKind::PoolExhausted
+                };
+                ucm_core::Error::database(
+                    kind,
+                    self.manager.config().primary().label(),
+                    None,
+                    error.to_string(),
+                )
+            }
+            _ => read_ref::<DB::Dialect>(error).into_error(self.manager.config().primary(), phase),
+        }
+    }
+
+    /// Runs `work` in a transaction and returns its value, re-running it from the start on a
+    /// fresh connection when the failure says that is safe and may help: a serialization
+    /// failure or deadlock, a connection lost before `COMMIT`, a failed checkout; never after
+    /// a `COMMIT` whose outcome is unknown (see [`Self::transaction_with`]). The manager's
+    /// retry policy bounds the attempts and spaces them.
+    ///
+    /// `work` gets the transaction (`&mut *tx` is the sqlx connection, for `query!`) and may
+    /// borrow the caller's data; it may run more than once.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: ucm_sqlx::SqlxPool<sqlx::Postgres>) -> Result<(), sqlx::Error> {
+    /// use scoped_futures::ScopedFutureExt;
+    ///
+    /// let (from, to) = (1_i64, 2_i64);
+    /// pool.transaction(|tx| {
+    ///     async move {
+    ///         sqlx::query("UPDATE accounts SET balance = balance - 10 WHERE id = $1")
+    ///             .bind(from)
+    ///             .execute(&mut *tx)
+    ///             .await?;
+    ///         sqlx::query("UPDATE accounts SET balance = balance + 10 WHERE id = $1")
+    ///             .bind(to)
+    ///             .execute(&mut *tx)
+    ///             .await?;
+    ///         Ok(())
+    ///     }
+    ///     .scope_boxed()
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The last attempt's sqlx error, when it is not retried or the retries ran out.
+    pub async fn transaction<'a, T, F>(&self, work: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'a,
+        F: for<'c> FnMut(
+                &'c mut SqlxTransaction<DB>,
+            ) -> ScopedBoxFuture<'a, 'c, Result<T, sqlx::Error>>
+            + Send
+            + 'a,
+    {
+        self.transaction_with(TransactionOptions::default(), work).await
+    }
+
+    /// [`Self::transaction`] with options: `idempotent` work is re-run even after a
+    /// `COMMIT` whose outcome is unknown.
+    ///
+    /// # Errors
+    /// As [`Self::transaction`].
+    pub async fn transaction_with<'a, T, F>(
+        &self,
+        options: TransactionOptions,
+        mut work: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'a,
+        F: for<'c> FnMut(
+                &'c mut SqlxTransaction<DB>,
+            ) -> ScopedBoxFuture<'a, 'c, Result<T, sqlx::Error>>
+            + Send
+            + 'a,
+    {
+        let policy = self.manager.retry_policy();
+        policy.budget.deposit();
+        let mut attempt = 1;
+        loop {
+            let (error, phase) = match self.begin().await {
+                Err(error) => (error, Phase::Statement),
+                Ok(mut tx) => match work(&mut tx).await {
+                    Err(error) => {
+                        // Dropping the transaction rolls it back before the connection's reuse.
+                        drop(tx);
+                        (error, Phase::Statement)
+                    }
+                    Ok(value) => match tx.commit().await {
+                        Ok(()) => return Ok(value),
+                        Err(error) => (error, Phase::Commit),
+                    },
+                },
+            };
+            let delay = self.with_reading(&error, phase, |reading| {
+                policy.retry_delay(reading, attempt, options.idempotent)
+            });
+            match delay {
+                Some(delay) => {
+                    tracing::debug!(attempt, ?delay, "re-running a sqlx transaction: {error}");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(error),
+            }
+            attempt += 1;
+        }
     }
 }
 
@@ -201,7 +340,10 @@ impl<DB: SqlxDatabase> SqlxTransaction<DB> {
     /// ([`SqlxPool::classify`]).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         let Some(mut connection) = self.connection.take() else { return Ok(()) };
-        observed(&mut connection.session, |c| Box::pin(DB::TransactionManager::commit(c))).await?;
+        let session = &mut connection.session;
+        let (statement, deadline) = session.observe_commit_start();
+        let outcome = within(deadline, DB::TransactionManager::commit(session)).await;
+        finish(session, statement, outcome)?;
         connection.session.mark_transaction_closed();
         Ok(())
     }
@@ -264,27 +406,15 @@ impl<DB: SqlxDatabase> fmt::Debug for SqlxTransaction<DB> {
     }
 }
 
-/// Runs `call` on the session's driver connection as an observed statement (a future).
-async fn observed<D: NeutralValues, T>(
-    session: &mut SqlxSession<D>,
-    call: impl for<'c> FnOnce(
-        &'c mut <D::Db as Database>::Connection,
-    ) -> BoxFuture<'c, Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
-    let (statement, deadline) = session.observe_start();
-    let span = statement.span().cloned();
-    let run = call(session);
-    let run = async move {
-        match span {
-            Some(span) => tracing::Instrument::instrument(run, span).await,
-            None => run.await,
-        }
-    };
-    let outcome = match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, run).await.ok(),
-        None => Some(run.await),
-    };
-    finish(session, statement, outcome)
+/// Awaits `call`, for at most `deadline` when there is one; `None` when it passed.
+async fn within<F: std::future::Future>(
+    deadline: Option<std::time::Duration>,
+    call: F,
+) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, call).await.ok(),
+        None => Some(call.await),
+    }
 }
 
 /// Settles an observed statement and hands the driver's own result back.
@@ -426,10 +556,7 @@ where
             None => run.await,
         }
     };
-    let outcome = match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, run).await.ok(),
-        None => Some(run.await),
-    };
+    let outcome = within(deadline, run).await;
     name(&mut statement, &sql);
     finish(session, statement, outcome)
 }

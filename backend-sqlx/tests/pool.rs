@@ -204,3 +204,91 @@ async fn sqlx_and_ucm_agree_on_a_transactions_depth() {
     assert_eq!(count(&pool, &t).await, 0, "sqlx's commit did not end ucm's transaction");
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {t}"))).execute(&pool).await.unwrap();
 }
+
+#[tokio::test]
+async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borrow_the_callers_data()
+ {
+    use scoped_futures::ScopedFutureExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let Some(url) = url() else { return };
+    let pool = pool(&url, "ucm_t_sqlxpool_retry").await;
+    let t = table("retry");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8 PRIMARY KEY, n INT8)")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES (1, 0)")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A real serialization failure: on the first attempt another session updates the row
+    // after this transaction's snapshot, so its own update fails with 40001 and is re-run.
+    let attempts = AtomicU32::new(0);
+    let (select, update) = (
+        format!("SELECT n FROM {t} WHERE id = 1"),
+        format!("UPDATE {t} SET n = n + 1 WHERE id = 1"),
+    );
+    let (select, update, attempts_ref, other) = (&select, &update, &attempts, &pool);
+    let n: i64 = pool
+        .transaction(|tx| {
+            async move {
+                let attempt = attempts_ref.fetch_add(1, Ordering::SeqCst) + 1;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                    .execute(&mut *tx)
+                    .await?;
+                let _: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if attempt == 1 {
+                    sqlx::query(sqlx::AssertSqlSafe(update.clone())).execute(other).await?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(update.clone())).execute(&mut *tx).await?;
+                sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone())).fetch_one(&mut *tx).await
+            }
+            .scope_boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "re-run once after the 40001");
+    assert_eq!(n, 2, "the other session's update and the re-run's");
+    // A connection lost before COMMIT: the server rolled the transaction back, so it is
+    // re-run on a fresh connection, and its insert lands once.
+    let attempts = AtomicU32::new(0);
+    let insert = format!("INSERT INTO {t} VALUES (2, 0)");
+    let (insert, attempts_ref) = (&insert, &attempts);
+    pool.transaction(|tx| {
+        async move {
+            let attempt = attempts_ref.fetch_add(1, Ordering::SeqCst) + 1;
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone())).execute(&mut *tx).await?;
+            if attempt == 1 {
+                sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(count(&pool, &t).await, 2, "row 2 inserted once");
+    // A constraint violation is the application's: not re-run, and the error stays sqlx's.
+    let attempts = AtomicU32::new(0);
+    let attempts_ref = &attempts;
+    let err = pool
+        .transaction(|tx| {
+            async move {
+                attempts_ref.fetch_add(1, Ordering::SeqCst);
+                sqlx::query(sqlx::AssertSqlSafe(insert.clone())).execute(&mut *tx).await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505")));
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {t}"))).execute(&pool).await.unwrap();
+}

@@ -164,8 +164,18 @@ impl<C: BackendConnector> Session<C> {
     /// Returns the statement and the client's deadline for it (the caller bounds the
     /// driver's call by it and reports `None` to `observe_finish` when it passed).
     pub fn observe_start(&mut self) -> (ObservedStatement, Option<Duration>) {
-        let span = self.connection.endpoint().and_then(telemetry::driver_statement_span);
         let phase = self.statement_phase();
+        self.observe_start_in(phase)
+    }
+
+    /// [`Self::observe_start`] for the driver's `COMMIT`: a connection lost under it leaves
+    /// the outcome unknown (`AmbiguousCommit`).
+    pub fn observe_commit_start(&mut self) -> (ObservedStatement, Option<Duration>) {
+        self.observe_start_in(Phase::Commit)
+    }
+
+    fn observe_start_in(&mut self, phase: Phase) -> (ObservedStatement, Option<Duration>) {
+        let span = self.connection.endpoint().and_then(telemetry::driver_statement_span);
         let (_, deadline) = self.connection.statement_deadlines();
         self.connection.statement_started();
         (ObservedStatement { span, started: Instant::now(), phase, sql: String::new() }, deadline)
