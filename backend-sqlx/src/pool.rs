@@ -51,20 +51,31 @@ pub trait SqlxDatabase: Database {
 pub struct SqlxPool<DB: SqlxDatabase> {
     manager: Arc<SqlxManager>,
     mode: ConnectionMode,
+    /// Where checkouts (and so new connections) run, when not on the caller's runtime.
+    runtime: Option<tokio::runtime::Handle>,
     database: PhantomData<fn() -> DB>,
 }
 
 impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// A pool handle whose statements check out connections for `mode` from `manager`.
     pub fn new(manager: Arc<SqlxManager>, mode: ConnectionMode) -> Self {
-        Self { manager, mode, database: PhantomData }
+        Self { manager, mode, runtime: None, database: PhantomData }
     }
 
     /// The same manager, checking out for `mode` (e.g. a `ReadOnly` handle for reads that
     /// may go to a replica).
     #[must_use]
     pub fn with_mode(&self, mode: ConnectionMode) -> Self {
-        Self::new(Arc::clone(&self.manager), mode)
+        Self { mode, ..self.clone() }
+    }
+
+    /// Runs checkouts on `runtime` instead of the caller's: the connections the pool opens
+    /// then belong to that runtime and outlive the caller's (each `#[tokio::test]` has its
+    /// own runtime; a shared pool must not keep connections tied to one that is gone).
+    #[must_use]
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// The connection mode its checkouts use.
@@ -84,7 +95,19 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// I/O error of kind `Other` whose source is ucm's classified error (circuit open,
     /// connect failed...).
     pub async fn acquire(&self) -> Result<SqlxPoolConnection<DB>, sqlx::Error> {
-        let connection = self.manager.get_connection(self.mode).await.map_err(to_sqlx)?;
+        let connection = match &self.runtime {
+            None => self.manager.get_connection(self.mode).await,
+            Some(runtime) => {
+                let (manager, mode) = (Arc::clone(&self.manager), self.mode);
+                // Dropping this future leaves the task to finish; its connection then goes
+                // straight back to the pool.
+                match runtime.spawn(async move { manager.get_connection(mode).await }).await {
+                    Ok(result) => result,
+                    Err(e) => Err(ucm_core::Error::other(format!("the checkout task failed: {e}"))),
+                }
+            }
+        }
+        .map_err(to_sqlx)?;
         match DB::session(connection) {
             Some(session) => Ok(SqlxPoolConnection { session }),
             None => Err(sqlx::Error::Configuration(
@@ -258,7 +281,12 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
 
 impl<DB: SqlxDatabase> Clone for SqlxPool<DB> {
     fn clone(&self) -> Self {
-        Self::new(Arc::clone(&self.manager), self.mode)
+        Self {
+            manager: Arc::clone(&self.manager),
+            mode: self.mode,
+            runtime: self.runtime.clone(),
+            database: PhantomData,
+        }
     }
 }
 

@@ -90,6 +90,18 @@ impl DatabaseSessionManager {
         bridge::spawn(async move { backing.close().await }).await
     }
 
+    /// A sqlx-shaped pool over this manager's backing (created on first use); see
+    /// `DatabaseManager::sqlx_pool`.
+    ///
+    /// # Errors
+    /// `ConnectFailed` on first use.
+    #[cfg(feature = "sqlx")]
+    pub async fn sqlx_pool<DB: ucm::ucm_sqlx::SqlxDatabase>(
+        &self,
+    ) -> Result<ucm::ucm_sqlx::SqlxPool<DB>> {
+        Ok(crate::bridge::sqlx_pool(self.backing().await?.manager()))
+    }
+
     /// The manager underneath (created on first use), for the native protocol.
     ///
     /// # Errors

@@ -90,3 +90,25 @@ where
         Err(_) => Err(Error::other("ucm-compat's runtime stopped while running the call")),
     }
 }
+
+/// A sqlx-shaped pool over `manager` whose checkouts run on ucm-compat's runtime, where the
+/// adapters open every connection, so it works from any caller's runtime. Without the
+/// runtime (it could not start), checkouts run on the caller's.
+#[cfg(feature = "sqlx")]
+pub(crate) fn sqlx_pool<DB: ucm::ucm_sqlx::SqlxDatabase>(
+    manager: &std::sync::Arc<ucm::UnifiedManager>,
+) -> ucm::ucm_sqlx::SqlxPool<DB> {
+    let pool = ucm::ucm_sqlx::SqlxPool::new(
+        std::sync::Arc::clone(manager),
+        ucm::ConnectionMode::ReadWrite,
+    );
+    match runtime() {
+        Ok(runtime) => pool.on_runtime(runtime.handle().clone()),
+        Err(e) => {
+            tracing::warn!(
+                "ucm-compat's runtime is unavailable, the sqlx pool checks out on the caller's: {e}"
+            );
+            pool
+        }
+    }
+}

@@ -140,6 +140,16 @@ impl DatabaseManager {
         bridge::block_on(self.backing.close())
     }
 
+    /// A sqlx-shaped pool over this manager's backing (its private pool, or with
+    /// `unified-v2` the unified manager): `&pool` runs sqlx's own queries (`query!`...),
+    /// `pool.begin()` gives an owned transaction, and every statement gets ucm's routing,
+    /// breaker, deadlines and telemetry. Its connections are opened on ucm-compat's runtime,
+    /// like the manager's own, so the pool works from any runtime.
+    #[cfg(feature = "sqlx")]
+    pub fn sqlx_pool<DB: ucm::ucm_sqlx::SqlxDatabase>(&self) -> ucm::ucm_sqlx::SqlxPool<DB> {
+        crate::bridge::sqlx_pool(self.manager())
+    }
+
     /// The manager underneath, for the native protocol: the migration's last step.
     pub fn manager(&self) -> &Arc<UnifiedManager> {
         self.backing.manager()

@@ -316,3 +316,55 @@ async fn consolidation_counts_connections_at_the_server() {
     admin.close().await.unwrap();
     assert_eq!(DatabaseUrl::parse(&url).unwrap().kind(), DatabaseKind::Postgres);
 }
+
+/// sqlx call sites keep their queries: the legacy managers hand out a sqlx-shaped pool over
+/// their backing (a private pool, or with `unified-v2` the unified manager), usable from any
+/// runtime, even after the runtime that first used it is gone.
+#[test]
+fn sqlx_call_sites_run_on_the_legacy_managers_pool() {
+    use ucm::ucm_sqlx::sqlx;
+    let Some(url) = url("PG_DATABASE_URL") else { return };
+    let db = DatabaseManager::new(&url, false).unwrap();
+    let t = table("sqlx");
+    let run = |pool: ucm::ucm_sqlx::SqlxPool<sqlx::Postgres>, t: String| {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+            async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (id INT8)"
+                )))
+                .execute(&pool)
+                .await
+                .unwrap();
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES ($1)")))
+                    .bind(1_i64)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {t}"
+                )))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            },
+        )
+    };
+    // Two runtimes one after the other, as two `#[tokio::test]`s would: the connections the
+    // first opened still serve the second.
+    assert_eq!(run(db.sqlx_pool(), t.clone()), 1);
+    assert_eq!(run(db.sqlx_pool(), t.clone()), 2);
+    // The same pool as the manager's own API: its rows are visible there.
+    assert_eq!(count(&db, &t), 2);
+    let other = DatabaseManager::new(&url, false).unwrap();
+    assert_eq!(
+        Arc::ptr_eq(
+            db.sqlx_pool::<sqlx::Postgres>().manager(),
+            other.sqlx_pool::<sqlx::Postgres>().manager()
+        ),
+        UNIFIED_V2,
+        "with unified-v2 every legacy manager's sqlx pool is the one unified manager"
+    );
+    db.execute_update(&format!("DROP TABLE {t}"), &[]).unwrap();
+}
