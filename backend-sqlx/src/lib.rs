@@ -15,21 +15,21 @@
 mod connector;
 mod convert;
 pub mod dialect;
+mod driver;
 mod error;
 mod manager;
 #[cfg(feature = "mysql")]
 mod mysql;
-mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use connector::SqlxConnector;
+pub use driver::{ObservedConnection, SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction};
 pub use manager::{Sqlx, SqlxConnection, SqlxManager, SqlxSession};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlDialect;
-pub use pool::{SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction};
 #[cfg(feature = "postgres")]
 pub use postgres::PgDialect;
 #[cfg(feature = "sqlite")]

@@ -129,7 +129,7 @@ neutral_values!(MySqlDialect, MySql, |row, index| {
     row.columns()[index].type_info().name().to_owned()
 });
 
-impl crate::pool::SqlxDatabase for sqlx::MySql {
+impl crate::driver::SqlxDatabase for sqlx::MySql {
     type Dialect = MySqlDialect;
 
     fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<MySqlDialect>> {

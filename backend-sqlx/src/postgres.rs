@@ -141,7 +141,7 @@ impl Encode<'_, Postgres> for UntypedNull {
     }
 }
 
-impl crate::pool::SqlxDatabase for sqlx::Postgres {
+impl crate::driver::SqlxDatabase for sqlx::Postgres {
     type Dialect = PgDialect;
 
     fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<PgDialect>> {

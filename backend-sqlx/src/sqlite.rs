@@ -87,7 +87,7 @@ neutral_values!(SqliteDialect, Sqlite, |row, index| {
     }
 });
 
-impl crate::pool::SqlxDatabase for sqlx::Sqlite {
+impl crate::driver::SqlxDatabase for sqlx::Sqlite {
     type Dialect = SqliteDialect;
 
     fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<SqliteDialect>> {

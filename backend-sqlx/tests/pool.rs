@@ -80,16 +80,18 @@ async fn sqlx_queries_run_on_ucms_pool() {
             .await
             .unwrap();
     assert!(none.is_none());
-    // A checked-out connection: `&mut conn` (observed) and `&mut *conn` (the bare driver
-    // connection) both run sqlx's queries.
+    // A checked-out connection: both of sqlx's idioms, `&mut conn` and `&mut *conn`, run
+    // observed statements; `&mut **conn` is the bare driver connection.
+    let operations =
+        || pool.manager().connection_info().primary().unwrap().metrics.operations.count;
+    let before = operations();
     let mut conn = pool.acquire().await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT 41::int8 + 1").fetch_one(&mut conn).await.unwrap();
     let m: i64 = sqlx::query_scalar("SELECT 2::int8 * 21").fetch_one(&mut *conn).await.unwrap();
-    assert_eq!((n, m), (42, 42));
+    let bare: i64 = sqlx::query_scalar("SELECT 42::int8").fetch_one(&mut **conn).await.unwrap();
+    assert_eq!((n, m, bare), (42, 42, 42));
     drop(conn);
-    // Every statement through the handle and `&mut conn` reached ucm's metrics.
-    let info = pool.manager().connection_info();
-    assert!(info.primary().unwrap().metrics.operations.count >= 5, "{info:?}");
+    assert_eq!(operations() - before, 2, "the two observed statements reached ucm's metrics");
     // A SQL error stays sqlx's, and ucm classifies it.
     let err = sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES (1, 'dup')")))
         .execute(&pool)

@@ -1,0 +1,39 @@
+//! The sqlx-shaped handles over ucm's manager (`SqlxPool<DB>` and its connections and transactions), so code written for sqlx's `Pool` (`query!` on `&pool`, `acquire()`, `begin()`, transactions passed across functions) keeps its queries and gets ucm's routing, breaker, deadlines, classification and telemetry.
+//!
+//! The three handles mirror sqlx's:
+//! - [`SqlxPool`] is cheap to clone; `&pool` is a [`sqlx::Executor`] (each statement checks
+//!   a connection out for the pool's [`ConnectionMode`], so a `ReadOnly` pool reads from a
+//!   replica, read-only at the database).
+//! - [`SqlxPoolConnection`] (from [`SqlxPool::acquire`]) derefs to an [`ObservedConnection`],
+//!   which derefs to the driver's connection; `&mut conn` and `&mut *conn` are executors
+//!   ucm observes, and `Acquire`s.
+//! - [`SqlxTransaction`] (from [`SqlxPool::begin`]) is owned (`'static`), goes through sqlx's
+//!   own transaction manager (so a nested `begin` is a savepoint and sqlx and ucm agree on
+//!   the transaction's depth), and rolls back when dropped uncommitted.
+//!
+//! Errors stay `sqlx::Error`, so `?` and an application's `From<sqlx::Error>` keep working;
+//! [`SqlxPool::classify`] turns one into ucm's classified [`ucm_core::Error`]. A failure to
+//! get a connection carries ucm's error as its source (an I/O error of kind `Other`, or
+//! `PoolTimedOut`/`PoolClosed` for exhaustion and a closed manager).
+
+mod connection;
+mod observe;
+mod pool;
+
+pub use connection::{ObservedConnection, SqlxPoolConnection, SqlxTransaction};
+pub use pool::SqlxPool;
+
+use sqlx::Database;
+
+use crate::convert::NeutralValues;
+use crate::manager::{SqlxConnection, SqlxSession};
+
+/// A database sqlx and ucm both support: which of a [`SqlxManager`](crate::SqlxManager)'s connections is its.
+pub trait SqlxDatabase: Database {
+    /// ucm's dialect for it.
+    type Dialect: NeutralValues<Db = Self>;
+
+    /// The session of this database inside a manager's connection; `None` when the manager
+    /// serves another database.
+    fn session(connection: SqlxConnection) -> Option<SqlxSession<Self::Dialect>>;
+}
