@@ -51,6 +51,8 @@ async fn driver_path_statements_get_spans_and_deadlines() {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        // Plain text whatever features other crates turn on (the CLI's `ansi`).
+        .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
