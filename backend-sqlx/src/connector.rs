@@ -23,6 +23,15 @@ type DriverConnection<D> = <<D as Dialect>::Db as Database>::Connection;
 /// sqlx's transaction manager for dialect `D`.
 type Tm<D> = <<D as Dialect>::Db as Database>::TransactionManager;
 
+/// The statement to hand sqlx's transaction manager for a transaction in `mode`: `None`
+/// (sqlx's own `BEGIN`, or a savepoint when nested) except for SQLite's writers, which take
+/// the write lock up front (`BEGIN IMMEDIATE`; see `DatabaseKind::begin_statement`). sqlx
+/// refuses a custom statement for a nested transaction, which only the default avoids.
+pub(crate) fn begin_statement<D: Dialect>(mode: ConnectionMode) -> Option<sqlx::SqlStr> {
+    let statement = D::KIND.begin_statement(mode);
+    (!matches!(statement, "BEGIN" | "START TRANSACTION")).then(|| statement.into_sql_str())
+}
+
 /// Opens and maintains sqlx connections of one dialect to one endpoint.
 pub struct SqlxConnector<D: Dialect> {
     url: DatabaseUrl,
@@ -120,12 +129,9 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         connection: &mut DriverConnection<D>,
         mode: ConnectionMode,
     ) -> Result<(), DriverError> {
-        let statement = D::KIND.begin_statement(mode);
-        // sqlx refuses a custom statement for a nested transaction; only SQLite's
-        // `BEGIN IMMEDIATE` differs from its default.
-        let custom =
-            (!matches!(statement, "BEGIN" | "START TRANSACTION")).then(|| statement.into_sql_str());
-        Tm::<D>::begin(connection, custom).await.map_err(|e| read(e, D::classify))
+        Tm::<D>::begin(connection, begin_statement::<D>(mode))
+            .await
+            .map_err(|e| read(e, D::classify))
     }
 
     async fn commit(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {

@@ -57,11 +57,15 @@ pub struct SqlxPoolConnection<DB: SqlxDatabase> {
 impl<DB: SqlxDatabase> SqlxPoolConnection<DB> {
     /// Begins a transaction through sqlx's transaction manager and hands the connection to
     /// it.
-    pub(super) async fn into_transaction(mut self) -> Result<SqlxTransaction<DB>, sqlx::Error> {
+    pub(super) async fn into_transaction(
+        mut self,
+        mode: ucm_core::ConnectionMode,
+    ) -> Result<SqlxTransaction<DB>, sqlx::Error> {
         let session = &mut self.connection.session;
         // Marked first: a transaction dropped mid-`BEGIN` is rolled back before reuse.
         session.mark_transaction_open();
-        DB::TransactionManager::begin(session, None).await?;
+        let statement = crate::connector::begin_statement::<DB::Dialect>(mode);
+        DB::TransactionManager::begin(session, statement).await?;
         Ok(SqlxTransaction { connection: Some(self.connection) })
     }
 }

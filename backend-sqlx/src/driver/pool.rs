@@ -98,7 +98,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// # Errors
     /// As [`Self::acquire`], and `BEGIN`'s error.
     pub async fn begin(&self) -> Result<SqlxTransaction<DB>, sqlx::Error> {
-        self.acquire().await?.into_transaction().await
+        self.acquire().await?.into_transaction(self.mode).await
     }
 
     /// ucm's classified reading of a sqlx error from this pool: its [`ErrorKind`] decides
