@@ -142,8 +142,11 @@ pub(crate) fn matrix() -> Vec<Run> {
 
 /// The runs with other feature sets, after the matrix: the compat suite with `unified-v2`
 /// on (the workspace run had it off; `--workspace` keeps every other crate's features as
-/// above, so only ucm-compat rebuilds), and the façade's quick start as a user's crate
-/// builds it, with the default features (sqlx) and with `default-features = false,
+/// above, so only ucm-compat rebuilds), the migration example's compat state with the same
+/// switch through its own `unified-v2` feature (the same build, plus the example; its other
+/// states and this one with the switch off run in `workspace`, as workspace members: a
+/// `-p` run would resolve features for that crate alone and rebuild sqlx and tokio), and
+/// the façade's quick start as a user's crate builds it, with the default features (sqlx) and with `default-features = false,
 /// features = ["diesel", "postgres"]`, against `DATABASE_URL`.
 pub(crate) fn other_feature_sets() -> Vec<(&'static str, Run)> {
     vec![
@@ -152,6 +155,19 @@ pub(crate) fn other_feature_sets() -> Vec<(&'static str, Run)> {
             Run::new(
                 "compat: unified-v2",
                 ["--workspace", "--features", "ucm-compat/unified-v2", "--test", "legacy"],
+            ),
+        ),
+        (
+            "test",
+            Run::new(
+                "migrate-sqlx compat: unified-v2",
+                [
+                    "--workspace",
+                    "--features",
+                    "migrate-sqlx-compat/unified-v2",
+                    "--test",
+                    "jobs_compat",
+                ],
             ),
         ),
         ("run", Run::new("quickstart: ucm (default)", ["-p", "ucm", "--example", "quickstart"])),
