@@ -9,6 +9,8 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 /// A step of one checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +30,27 @@ tokio::task_local! {
 /// Runs `checkout` with a fresh step cell and a deadline. Returns its output with the last
 /// step it entered (anything but `Waiting` means it talked to the server: a connect or a
 /// ping), or on time out the step it was in.
+///
+/// The deadline's timer is made only when the checkout does not finish on its first poll:
+/// the hot path (an idle connection taken at once) registers no timer and allocates
+/// nothing.
 pub(crate) async fn with_deadline<F: Future>(
     deadline: tokio::time::Instant,
     checkout: F,
 ) -> Result<(F::Output, Step), Step> {
     STEP.scope(Cell::new(Step::Waiting), async move {
-        let result = tokio::time::timeout_at(deadline, checkout).await;
+        let mut checkout = std::pin::pin!(checkout);
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let finished = std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = checkout.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
         let step = STEP.try_with(Cell::get).unwrap_or(Step::Waiting);
-        result.map(|output| (output, step)).map_err(|_| step)
+        finished.map(|output| (output, step)).ok_or(step)
     })
     .await
 }
