@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests.
 
+mod common;
+
 use std::sync::Arc;
 
 use sqlx::{Acquire, Postgres};
@@ -10,18 +12,6 @@ use ucm_core::{
     PoolConfiguration, TransactionalConnection,
 };
 use ucm_sqlx::{SqlxManager, SqlxPool, SqlxTransaction};
-
-/// PostgreSQL's URL, or `None` (the test then passes vacuously, printing why) unless `CI`
-/// is set, where a missing database fails.
-fn url() -> Option<String> {
-    let url = std::env::var("PG_DATABASE_URL").ok().filter(|v| !v.is_empty());
-    if url.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        assert!(!ci, "PG_DATABASE_URL is not set and CI is: run `cargo xtask test`");
-        eprintln!("skipped: PG_DATABASE_URL is not set (run `cargo xtask test`)");
-    }
-    url
-}
 
 async fn pool(url: &str, app: &str) -> SqlxPool<Postgres> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
@@ -53,7 +43,7 @@ async fn count(pool: &SqlxPool<Postgres>, table: &str) -> i64 {
 
 #[tokio::test]
 async fn sqlx_queries_run_on_ucms_pool() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = pool(&url, "ucm_t_sqlxpool").await;
     let t = table("q");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8 PRIMARY KEY, name TEXT)")))
@@ -104,7 +94,7 @@ async fn sqlx_queries_run_on_ucms_pool() {
 
 #[tokio::test]
 async fn a_read_only_handles_write_is_refused_by_the_database() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = pool(&url, "ucm_t_sqlxpool_ro").await;
     let t = table("ro");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8)")))
@@ -134,7 +124,7 @@ async fn insert(tx: &mut SqlxTransaction<Postgres>, t: &str, id: i64) -> Result<
 
 #[tokio::test]
 async fn owned_transactions_pass_across_functions_nest_as_savepoints_and_roll_back_on_drop() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = pool(&url, "ucm_t_sqlxpool_tx").await;
     let t = table("tx");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8 PRIMARY KEY)")))
@@ -183,7 +173,7 @@ async fn owned_transactions_pass_across_functions_nest_as_savepoints_and_roll_ba
 
 #[tokio::test]
 async fn sqlx_and_ucm_agree_on_a_transactions_depth() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = pool(&url, "ucm_t_sqlxpool_depth").await;
     let t = table("depth");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8)")))
@@ -213,7 +203,7 @@ async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borr
     use scoped_futures::ScopedFutureExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = pool(&url, "ucm_t_sqlxpool_retry").await;
     let t = table("retry");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {t} (id INT8 PRIMARY KEY, n INT8)")))

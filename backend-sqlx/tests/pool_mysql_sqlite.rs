@@ -2,23 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests.
 
+mod common;
+
 use std::sync::Arc;
 
 use sqlx::Acquire;
 use ucm_core::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
 use ucm_sqlx::{SqlxDatabase, SqlxManager, SqlxPool};
-
-/// The URL in `var`, or `None` (the test then passes vacuously, printing why) unless `CI` is
-/// set, where a missing database fails.
-fn url(var: &str) -> Option<String> {
-    let url = std::env::var(var).ok().filter(|v| !v.is_empty());
-    if url.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        assert!(!ci, "{var} is not set and CI is: run `cargo xtask test`");
-        eprintln!("skipped: {var} is not set (run `cargo xtask test`)");
-    }
-    url
-}
 
 async fn pool<DB: SqlxDatabase>(url: &str) -> SqlxPool<DB> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
@@ -97,7 +87,7 @@ async fn wrong_database_says_so<DB: SqlxDatabase>(pool: &SqlxPool<DB>) {
 
 #[tokio::test]
 async fn mysql() {
-    let Some(url) = url("MYSQL_DATABASE_URL") else { return };
+    let Some(url) = common::url("MYSQL_DATABASE_URL") else { return };
     let pool = scenario!(sqlx::MySql, pool::<sqlx::MySql>(&url).await, table("my"));
     let wrong: SqlxPool<sqlx::Sqlite> =
         SqlxPool::new(Arc::clone(pool.manager()), ConnectionMode::ReadWrite);
@@ -106,6 +96,6 @@ async fn mysql() {
 
 #[tokio::test]
 async fn sqlite() {
-    let Some(url) = url("SQLITE_DATABASE_URL") else { return };
+    let Some(url) = common::url("SQLITE_DATABASE_URL") else { return };
     scenario!(sqlx::Sqlite, pool::<sqlx::Sqlite>(&url).await, table("lite"));
 }

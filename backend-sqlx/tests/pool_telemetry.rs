@@ -2,24 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Postgres;
 use ucm_core::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
 use ucm_sqlx::{SqlxManager, SqlxPool};
-
-/// PostgreSQL's URL, or `None` (the test then passes vacuously, printing why) unless `CI`
-/// is set, where a missing database fails.
-fn url() -> Option<String> {
-    let url = std::env::var("PG_DATABASE_URL").ok().filter(|v| !v.is_empty());
-    if url.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        assert!(!ci, "PG_DATABASE_URL is not set and CI is: run `cargo xtask test`");
-        eprintln!("skipped: PG_DATABASE_URL is not set (run `cargo xtask test`)");
-    }
-    url
-}
 
 async fn pool_for(
     url: &str,
@@ -33,7 +23,7 @@ async fn pool_for(
 
 #[tokio::test]
 async fn driver_path_statements_get_spans_and_deadlines() {
-    let Some(url) = url() else { return };
+    let Some(url) = common::url("PG_DATABASE_URL") else { return };
     // Spans, recorded as the fmt subscriber closes them.
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
