@@ -26,15 +26,19 @@ mod postgres;
 mod sqlite;
 
 pub use connector::SqlxConnector;
-pub use driver::{ObservedConnection, SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction};
+pub use driver::{
+    ObservedConnection, SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction,
+    TransactionError, into_sqlx_error,
+};
 pub use manager::{Sqlx, SqlxConnection, SqlxManager, SqlxSession};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlDialect;
 #[cfg(feature = "postgres")]
 pub use postgres::PgDialect;
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteDialect;
 /// The sqlx this crate is built with: use it (`ucm_sqlx::sqlx::query!`...) so that your
 /// queries and ucm's pool share one sqlx.
+pub use scoped_futures;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteDialect;
 pub use sqlx;
 pub use ucm_core as core;

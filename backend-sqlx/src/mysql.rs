@@ -129,16 +129,7 @@ neutral_values!(MySqlDialect, MySql, |row, index| {
     row.columns()[index].type_info().name().to_owned()
 });
 
-impl crate::driver::SqlxDatabase for sqlx::MySql {
-    type Dialect = MySqlDialect;
-
-    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<MySqlDialect>> {
-        match connection {
-            ucm_core::Connection::MySql(session) => Some(session),
-            _ => None,
-        }
-    }
-}
+crate::driver::sqlx_database!(sqlx::MySql, MySqlDialect, MySql);
 
 #[cfg(test)]
 mod tests {

@@ -141,16 +141,7 @@ impl Encode<'_, Postgres> for UntypedNull {
     }
 }
 
-impl crate::driver::SqlxDatabase for sqlx::Postgres {
-    type Dialect = PgDialect;
-
-    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<PgDialect>> {
-        match connection {
-            ucm_core::Connection::Postgres(session) => Some(session),
-            _ => None,
-        }
-    }
-}
+crate::driver::sqlx_database!(sqlx::Postgres, PgDialect, Postgres);
 
 #[cfg(test)]
 mod tests {

@@ -87,13 +87,4 @@ neutral_values!(SqliteDialect, Sqlite, |row, index| {
     }
 });
 
-impl crate::driver::SqlxDatabase for sqlx::Sqlite {
-    type Dialect = SqliteDialect;
-
-    fn session(connection: crate::SqlxConnection) -> Option<crate::SqlxSession<SqliteDialect>> {
-        match connection {
-            ucm_core::Connection::Sqlite(session) => Some(session),
-            _ => None,
-        }
-    }
-}
+crate::driver::sqlx_database!(sqlx::Sqlite, SqliteDialect, Sqlite);

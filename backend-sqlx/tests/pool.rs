@@ -197,6 +197,17 @@ async fn sqlx_and_ucm_agree_on_a_transactions_depth() {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {t}"))).execute(&pool).await.unwrap();
 }
 
+/// An application's error type, as a service defines it.
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0} is not a valid amount")]
+    Refused(i64),
+}
+
+impl ucm_sqlx::TransactionError for AppError {}
+
 #[tokio::test]
 async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borrow_the_callers_data()
  {
@@ -244,8 +255,9 @@ async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borr
         .unwrap();
     assert_eq!(attempts.load(Ordering::SeqCst), 2, "re-run once after the 40001");
     assert_eq!(n, 2, "the other session's update and the re-run's");
-    // A connection lost before COMMIT: the server rolled the transaction back, so it is
-    // re-run on a fresh connection, and its insert lands once.
+    // A connection lost before COMMIT, under the application's own error type: the server
+    // rolled the transaction back, so it is re-run on a fresh connection, and its insert
+    // lands once.
     let attempts = AtomicU32::new(0);
     let insert = format!("INSERT INTO {t} VALUES (2, 0)");
     let (insert, attempts_ref) = (&insert, &attempts);
@@ -258,7 +270,7 @@ async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borr
                     .execute(&mut *tx)
                     .await?;
             }
-            Ok(())
+            Ok::<_, AppError>(())
         }
         .scope_boxed()
     })
@@ -266,6 +278,24 @@ async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borr
     .unwrap();
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
     assert_eq!(count(&pool, &t).await, 2, "row 2 inserted once");
+    // The application's own refusal is final: run once, rolled back, returned as it is.
+    let attempts = AtomicU32::new(0);
+    let (attempts_ref, t_ref) = (&attempts, &t);
+    let refused = pool
+        .transaction(|tx| {
+            async move {
+                attempts_ref.fetch_add(1, Ordering::SeqCst);
+                let insert = format!("INSERT INTO {t_ref} VALUES (3, -5)");
+                sqlx::query(sqlx::AssertSqlSafe(insert)).execute(&mut *tx).await?;
+                Err::<(), _>(AppError::Refused(-5))
+            }
+            .scope_boxed()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, AppError::Refused(-5)), "{refused}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&pool, &t).await, 2, "the refused transaction was rolled back");
     // A constraint violation is the application's: not re-run, and the error stays sqlx's.
     let attempts = AtomicU32::new(0);
     let attempts_ref = &attempts;
@@ -274,7 +304,7 @@ async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borr
             async move {
                 attempts_ref.fetch_add(1, Ordering::SeqCst);
                 sqlx::query(sqlx::AssertSqlSafe(insert.clone())).execute(&mut *tx).await?;
-                Ok(())
+                Ok::<_, sqlx::Error>(())
             }
             .scope_boxed()
         })

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 use ucm::{
-    BoxFuture, ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Result, UnifiedManager,
+    BoxFuture, ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Result, Row, UnifiedManager,
+    Value,
 };
 
 use crate::backing::Backing;
@@ -79,6 +80,42 @@ impl DatabaseSessionManager {
                 Err(e)
             }
         }
+    }
+
+    /// Runs a query in its own transaction and returns its rows.
+    ///
+    /// # Errors
+    /// `ConnectFailed` on first use; then the statement's classified error.
+    pub async fn execute_query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        crate::echo(self.echo, sql);
+        let manager = self.manager().await?;
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        bridge::spawn(
+            async move { manager.fetch_all(ConnectionMode::ReadWrite, &sql, &params).await },
+        )
+        .await
+    }
+
+    /// Runs an `UPDATE` (or `DELETE`...) in its own transaction; returns the rows affected.
+    ///
+    /// # Errors
+    /// `ConnectFailed` on first use; then the statement's classified error.
+    pub async fn execute_update(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        crate::echo(self.echo, sql);
+        let manager = self.manager().await?;
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        bridge::spawn(
+            async move { manager.execute(ConnectionMode::ReadWrite, &sql, &params).await },
+        )
+        .await
+    }
+
+    /// Runs an `INSERT` in its own transaction; returns the rows inserted.
+    ///
+    /// # Errors
+    /// As [`Self::execute_update`].
+    pub async fn execute_insert(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        self.execute_update(sql, params).await
     }
 
     /// Closes the manager's own pool; with `unified-v2` the shared manager stays open.

@@ -48,3 +48,11 @@ pub use ucm;
 
 /// Whether this build routes legacy managers through the unified manager (`unified-v2`).
 pub const UNIFIED_V2: bool = cfg!(feature = "unified-v2");
+
+/// Logs `sql` when a manager was created with `echo`: the statement only, never its
+/// parameters (they may hold secrets).
+fn echo(enabled: bool, sql: &str) {
+    if enabled {
+        tracing::info!(target: "ucm_compat::sql", "{sql}");
+    }
+}

@@ -21,10 +21,12 @@ impl Inner {
     }
 
     async fn begin_if_needed(&mut self, sql: &str) -> Result<()> {
-        if self.echo {
-            // The statement only: parameters may hold secrets.
-            tracing::info!(target: "ucm_compat::sql", "{sql}");
-        }
+        crate::echo(self.echo, sql);
+        self.begin().await
+    }
+
+    /// Opens the session's transaction unless one is open.
+    async fn begin(&mut self) -> Result<()> {
         if !self.in_transaction {
             self.connection.begin(ConnectionMode::Transactional).await?;
             self.in_transaction = true;
@@ -133,6 +135,77 @@ impl AsyncSession {
     /// Whether a transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.inner.as_ref().is_some_and(|s| s.in_transaction)
+    }
+
+    /// Runs sqlx code (`query!`, `query_as!`...) on the session's connection, inside its
+    /// transaction (opened first if none is), so it commits or rolls back with the
+    /// session's other statements. `work` gets the sqlx connection, observed as a
+    /// `SqlxPool`'s are, and may borrow the caller's data; it runs on the caller's task.
+    ///
+    /// ```no_run
+    /// # async fn example(session: &mut ucm_compat::AsyncSession) -> Result<(), sqlx::Error> {
+    /// use ucm::ucm_sqlx::scoped_futures::ScopedFutureExt;
+    /// use ucm::ucm_sqlx::sqlx;
+    ///
+    /// let id = 7_i64;
+    /// session
+    ///     .sqlx::<sqlx::Postgres, _, sqlx::Error, _>(|conn| {
+    ///         async move {
+    ///             sqlx::query("UPDATE jobs SET state = 'done' WHERE id = $1")
+    ///                 .bind(id)
+    ///                 .execute(&mut **conn)
+    ///                 .await
+    ///         }
+    ///         .scope_boxed()
+    ///     })
+    ///     .await?;
+    /// session.commit().await.map_err(ucm::ucm_sqlx::into_sqlx_error)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// If the returned future is dropped before it finishes, the connection goes back to
+    /// its pool, rolled back, and the session's later calls say it is gone.
+    ///
+    /// # Errors
+    /// `work`'s error; a session whose connection is gone, a failed `BEGIN`, or a session
+    /// on another database than `DB`, as a `sqlx::Error` converted into `E`.
+    #[cfg(feature = "sqlx")]
+    pub async fn sqlx<'a, DB, T, E, F>(&'a mut self, work: F) -> std::result::Result<T, E>
+    where
+        DB: ucm::ucm_sqlx::SqlxDatabase,
+        E: From<ucm::ucm_sqlx::sqlx::Error>,
+        F: for<'c> FnOnce(
+            &'c mut ucm::ucm_sqlx::ObservedConnection<DB>,
+        ) -> ucm::ucm_sqlx::scoped_futures::ScopedBoxFuture<
+            'a,
+            'c,
+            std::result::Result<T, E>,
+        >,
+    {
+        use ucm::ucm_sqlx::{ObservedConnection, into_sqlx_error};
+
+        let mut inner = self.inner.take().ok_or_else(lost).map_err(into_sqlx_error)?;
+        if let Err(e) = inner.begin().await {
+            self.inner = Some(inner);
+            return Err(into_sqlx_error(e).into());
+        }
+        let Inner { connection, in_transaction, echo } = inner;
+        let mut observed = match ObservedConnection::<DB>::from_connection(connection) {
+            Ok(observed) => observed,
+            Err(connection) => {
+                self.inner = Some(Inner { connection, in_transaction, echo });
+                return Err(into_sqlx_error(Error::config(
+                    "DB",
+                    "this session's database is not the one the sqlx code was written for; \
+                     call `sqlx::<DB, ..>` with the session's database (e.g. sqlx::Postgres \
+                     for a postgres:// URL)",
+                ))
+                .into());
+            }
+        };
+        let result = work(&mut observed).await;
+        self.inner = Some(Inner { connection: observed.into_connection(), in_transaction, echo });
+        result
     }
 }
 

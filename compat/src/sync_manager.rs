@@ -156,9 +156,7 @@ impl DatabaseManager {
     }
 
     fn echo(&self, sql: &str) {
-        if self.echo {
-            tracing::info!(target: "ucm_compat::sql", "{sql}");
-        }
+        crate::echo(self.echo, sql);
     }
 }
 

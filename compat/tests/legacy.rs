@@ -368,3 +368,63 @@ fn sqlx_call_sites_run_on_the_legacy_managers_pool() {
     );
     db.execute_update(&format!("DROP TABLE {t}"), &[]).unwrap();
 }
+
+/// A legacy async session runs sqlx code inside its own transaction: the neutral statement
+/// and the sqlx one commit together or roll back together; the async manager's one-shot
+/// statements run in their own transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_runs_sqlx_code_in_its_transaction() {
+    use ucm::ucm_sqlx::scoped_futures::ScopedFutureExt;
+    use ucm::ucm_sqlx::sqlx;
+    let Some(url) = url("PG_DATABASE_URL") else { return };
+    let manager = DatabaseSessionManager::new(&url, false).unwrap();
+    let t = table("session_sqlx");
+    manager.execute_update(&format!("CREATE TABLE {t} (id INT8 PRIMARY KEY)"), &[]).await.unwrap();
+    let insert = format!("INSERT INTO {t} VALUES ($1)");
+    for commit in [false, true] {
+        let mut session = manager.session().await.unwrap();
+        session.execute(&insert, &[Value::Int(if commit { 1 } else { 10 })]).await.unwrap();
+        let (insert_ref, t_ref) = (&insert, &t);
+        let in_session: i64 = session
+            .sqlx::<sqlx::Postgres, _, sqlx::Error, _>(|conn| {
+                async move {
+                    sqlx::query(sqlx::AssertSqlSafe(insert_ref.clone()))
+                        .bind(if commit { 2_i64 } else { 20 })
+                        .execute(&mut **conn)
+                        .await?;
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t_ref}")))
+                        .fetch_one(&mut **conn)
+                        .await
+                }
+                .scope_boxed()
+            })
+            .await
+            .unwrap();
+        assert!(session.in_transaction());
+        assert_eq!(in_session, 2, "both rows, in one transaction");
+        if commit {
+            session.commit().await.unwrap();
+        } else {
+            session.rollback().await.unwrap();
+        }
+        // The same session goes on with the neutral API after its sqlx code.
+        let rows = session.query("SELECT 1 AS one", &[]).await.unwrap();
+        assert_eq!(rows[0].try_get::<i64>("one").unwrap(), 1);
+        drop(session);
+    }
+    let rows =
+        manager.execute_query(&format!("SELECT id FROM {t} ORDER BY id"), &[]).await.unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get::<i64>("id").unwrap()).collect();
+    assert_eq!(ids, [1, 2], "the rolled-back pair left nothing, the committed pair both rows");
+    // A session on PostgreSQL refuses sqlx code written for another database, and goes on.
+    let mut session = manager.session().await.unwrap();
+    let err = session
+        .sqlx::<sqlx::Sqlite, (), sqlx::Error, _>(|_| async move { Ok(()) }.scope_boxed())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sqlx::Postgres for a postgres:// URL"), "{err}");
+    assert_eq!(session.query("SELECT 1 AS one", &[]).await.unwrap().len(), 1);
+    drop(session);
+    manager.execute_update(&format!("DROP TABLE {t}"), &[]).await.unwrap();
+    manager.close().await.unwrap();
+}

@@ -8,7 +8,7 @@ use sqlx_core::transaction::TransactionManager;
 
 use super::SqlxDatabase;
 use super::observe::{finish, within};
-use crate::manager::SqlxSession;
+use crate::manager::{SqlxConnection, SqlxSession};
 
 /// The sqlx connection of a ucm session. Derefs to sqlx's connection (`&mut **conn` is a
 /// `&mut PgConnection`, and `&mut *tx` coerces to one where a function takes it), while
@@ -21,6 +21,25 @@ pub struct ObservedConnection<DB: SqlxDatabase> {
 }
 
 impl<DB: SqlxDatabase> ObservedConnection<DB> {
+    /// The sqlx connection of a connection from a [`SqlxManager`](crate::SqlxManager) (the
+    /// native protocol's `get_connection`, a legacy session's), observed as a
+    /// [`SqlxPool`](super::SqlxPool)'s are; [`Self::into_connection`] gives it back.
+    ///
+    /// # Errors
+    /// The connection itself, when it is another database's than `DB`.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a conversion handing the connection back, as big as what it gives"
+    )]
+    pub fn from_connection(connection: SqlxConnection) -> Result<Self, SqlxConnection> {
+        DB::session(connection).map(|session| Self { session })
+    }
+
+    /// The manager's connection, for ucm's neutral API or to return it to its pool.
+    pub fn into_connection(self) -> SqlxConnection {
+        DB::connection(self.session)
+    }
+
     /// The ucm session underneath (its pooled connection's state, ucm's neutral SQL API).
     pub fn session(&mut self) -> &mut SqlxSession<DB::Dialect> {
         &mut self.session

@@ -21,7 +21,7 @@ mod observe;
 mod pool;
 
 pub use connection::{ObservedConnection, SqlxPoolConnection, SqlxTransaction};
-pub use pool::SqlxPool;
+pub use pool::{SqlxPool, TransactionError, into_sqlx_error};
 
 use sqlx::Database;
 
@@ -33,7 +33,42 @@ pub trait SqlxDatabase: Database {
     /// ucm's dialect for it.
     type Dialect: NeutralValues<Db = Self>;
 
-    /// The session of this database inside a manager's connection; `None` when the manager
-    /// serves another database.
-    fn session(connection: SqlxConnection) -> Option<SqlxSession<Self::Dialect>>;
+    /// The session of this database inside a manager's connection; the connection back
+    /// when the manager serves another database.
+    ///
+    /// # Errors
+    /// The connection itself, when it is another database's.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a conversion handing the connection back, as big as what it gives"
+    )]
+    fn session(connection: SqlxConnection) -> Result<SqlxSession<Self::Dialect>, SqlxConnection>;
+
+    /// The manager's connection around a session of this database.
+    fn connection(session: SqlxSession<Self::Dialect>) -> SqlxConnection;
 }
+
+/// Implements [`SqlxDatabase`] for a sqlx database, its ucm dialect and the variant of
+/// `ucm_core::Connection` that holds its sessions.
+macro_rules! sqlx_database {
+    ($database:ty, $dialect:ty, $variant:ident) => {
+        impl $crate::driver::SqlxDatabase for $database {
+            type Dialect = $dialect;
+
+            fn session(
+                connection: $crate::SqlxConnection,
+            ) -> Result<$crate::SqlxSession<$dialect>, $crate::SqlxConnection> {
+                match connection {
+                    ucm_core::Connection::$variant(session) => Ok(session),
+                    #[allow(unreachable_patterns)] // a build with this database alone
+                    other => Err(other),
+                }
+            }
+
+            fn connection(session: $crate::SqlxSession<$dialect>) -> $crate::SqlxConnection {
+                ucm_core::Connection::$variant(session)
+            }
+        }
+    };
+}
+pub(crate) use sqlx_database;

@@ -77,10 +77,10 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
                 }
             }
         }
-        .map_err(to_sqlx)?;
-        match DB::session(connection) {
-            Some(session) => Ok(SqlxPoolConnection { connection: ObservedConnection { session } }),
-            None => Err(sqlx::Error::Configuration(
+        .map_err(into_sqlx_error)?;
+        match ObservedConnection::from_connection(connection) {
+            Ok(connection) => Ok(SqlxPoolConnection { connection }),
+            Err(_) => Err(sqlx::Error::Configuration(
                 format!(
                     "this SqlxPool is for {}, but its manager serves {}; build the pool for the \
                      manager's database",
@@ -135,7 +135,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     fn read(&self, error: &sqlx::Error, phase: Phase) -> ucm_core::Error {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                // Produced by `to_sqlx` from ucm's own kinds.
+                // Produced by `into_sqlx_error` from ucm's own kinds.
                 let kind = if matches!(error, sqlx::Error::PoolClosed) {
                     ErrorKind::Closed
                 } else {
@@ -159,7 +159,11 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// retry policy bounds the attempts and spaces them.
     ///
     /// `work` gets the transaction (`&mut *tx` is the sqlx connection, for `query!`) and may
-    /// borrow the caller's data; it may run more than once.
+    /// borrow the caller's data; it may run more than once. Its error type is the caller's,
+    /// as with sqlx's `Connection::transaction`: `sqlx::Error` or an application error that
+    /// implements [`TransactionError`] (say which type where `?` leaves it open, e.g.
+    /// `Ok::<_, AppError>(..)`). An application error that carries no database error ends
+    /// the transaction (rolled back) and is returned at once.
     ///
     /// ```no_run
     /// # async fn example(pool: ucm_sqlx::SqlxPool<sqlx::Postgres>) -> Result<(), sqlx::Error> {
@@ -176,7 +180,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     ///             .bind(to)
     ///             .execute(&mut *tx)
     ///             .await?;
-    ///         Ok(())
+    ///         Ok::<_, sqlx::Error>(())
     ///     }
     ///     .scope_boxed()
     /// })
@@ -185,13 +189,12 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// ```
     ///
     /// # Errors
-    /// The last attempt's sqlx error, when it is not retried or the retries ran out.
-    pub async fn transaction<'a, T, F>(&self, work: F) -> Result<T, sqlx::Error>
+    /// The last attempt's error, when it is not retried or the retries ran out.
+    pub async fn transaction<'a, T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'a,
-        F: for<'c> FnMut(
-                &'c mut SqlxTransaction<DB>,
-            ) -> ScopedBoxFuture<'a, 'c, Result<T, sqlx::Error>>
+        E: TransactionError + Send + 'a,
+        F: for<'c> FnMut(&'c mut SqlxTransaction<DB>) -> ScopedBoxFuture<'a, 'c, Result<T, E>>
             + Send
             + 'a,
     {
@@ -203,16 +206,15 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     ///
     /// # Errors
     /// As [`Self::transaction`].
-    pub async fn transaction_with<'a, T, F>(
+    pub async fn transaction_with<'a, T, E, F>(
         &self,
         options: TransactionOptions,
         mut work: F,
-    ) -> Result<T, sqlx::Error>
+    ) -> Result<T, E>
     where
         T: Send + 'a,
-        F: for<'c> FnMut(
-                &'c mut SqlxTransaction<DB>,
-            ) -> ScopedBoxFuture<'a, 'c, Result<T, sqlx::Error>>
+        E: TransactionError + Send + 'a,
+        F: for<'c> FnMut(&'c mut SqlxTransaction<DB>) -> ScopedBoxFuture<'a, 'c, Result<T, E>>
             + Send
             + 'a,
     {
@@ -221,7 +223,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
         let mut attempt = 1;
         loop {
             let (error, phase) = match self.begin().await {
-                Err(error) => (error, Phase::Statement),
+                Err(error) => (E::from(error), Phase::Statement),
                 Ok(mut tx) => match work(&mut tx).await {
                     Err(error) => {
                         // Dropping the transaction rolls it back before the connection's reuse.
@@ -230,16 +232,21 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
                     }
                     Ok(value) => match tx.commit().await {
                         Ok(()) => return Ok(value),
-                        Err(error) => (error, Phase::Commit),
+                        Err(error) => (E::from(error), Phase::Commit),
                     },
                 },
             };
-            let delay = self.with_reading(&error, phase, |reading| {
+            let Some(database_error) = error.as_sqlx_error() else { return Err(error) };
+            let delay = self.with_reading(database_error, phase, |reading| {
                 policy.retry_delay(reading, attempt, options.idempotent)
             });
             match delay {
                 Some(delay) => {
-                    tracing::debug!(attempt, ?delay, "re-running a sqlx transaction: {error}");
+                    tracing::debug!(
+                        attempt,
+                        ?delay,
+                        "re-running a sqlx transaction: {database_error}"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 None => return Err(error),
@@ -248,6 +255,43 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
         }
     }
 }
+
+/// The error of a retried transaction's work ([`SqlxPool::transaction`]): `sqlx::Error`, or
+/// an application's error that can hold one. The retry policy reads the database error
+/// inside; an error without one is the application's decision and is never retried.
+///
+/// For an error whose `source()` chain reaches the `sqlx::Error` (thiserror's `#[from]`
+/// does), the default method finds it and the impl is one line:
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum AppError {
+///     #[error("database: {0}")]
+///     Database(#[from] sqlx::Error),
+///     #[error("{0} is not a valid amount")]
+///     InvalidAmount(i64),
+/// }
+///
+/// impl ucm_sqlx::TransactionError for AppError {}
+/// ```
+///
+/// An error that hides its source (thiserror's `#[error(transparent)]`, `anyhow`) overrides
+/// [`Self::as_sqlx_error`] with a `match` or a `downcast_ref`.
+pub trait TransactionError: From<sqlx::Error> + std::error::Error + 'static {
+    /// The database error this error carries, if any.
+    fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            if let Some(database) = error.downcast_ref::<sqlx::Error>() {
+                return Some(database);
+            }
+            next = error.source();
+        }
+        None
+    }
+}
+
+impl TransactionError for sqlx::Error {}
 
 impl<DB: SqlxDatabase> Clone for SqlxPool<DB> {
     fn clone(&self) -> Self {
@@ -269,8 +313,10 @@ impl<DB: SqlxDatabase> fmt::Debug for SqlxPool<DB> {
     }
 }
 
-/// ucm's acquire error as sqlx reports pool failures.
-fn to_sqlx(error: ucm_core::Error) -> sqlx::Error {
+/// ucm's error as sqlx reports a pool's failures: exhaustion is `PoolTimedOut`, a closed
+/// manager `PoolClosed`, anything else an I/O error of kind `Other` whose source is ucm's
+/// error ([`SqlxPool::classify`] gives it back).
+pub fn into_sqlx_error(error: ucm_core::Error) -> sqlx::Error {
     match error.kind() {
         ErrorKind::PoolExhausted => sqlx::Error::PoolTimedOut,
         ErrorKind::Closed => sqlx::Error::PoolClosed,
