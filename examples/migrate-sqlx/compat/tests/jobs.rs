@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
 use tokio::task::JoinHandle;
+use ucm_compat::ucm::ConnectionManagerProtocol;
 use ucm_sqlx::SqlxPool;
 
 /// The PostgreSQL server to test against: `PG_DATABASE_URL`, else a PostgreSQL
@@ -62,6 +64,8 @@ fn unique_database() -> String {
 /// The running service, as a test sees it.
 struct App {
     base: String,
+    /// The service's database URL.
+    url: String,
     client: reqwest::Client,
     pool: SqlxPool<Postgres>,
     worker: Option<JoinHandle<()>>,
@@ -123,12 +127,13 @@ where
         .await
         .unwrap();
 
-    let pool = connect(&with_database(&admin_url, &database)).await.unwrap();
+    let url = with_database(&admin_url, &database);
+    let pool = connect(&url).await.unwrap();
     migrate(&pool).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(serve(listener, pool.clone()));
-    let app = App { base, client: reqwest::Client::new(), pool, worker: None };
+    let app = App { base, client: reqwest::Client::new(), url, pool, worker: None };
 
     let outcome = tokio::spawn(test(app)).await;
 
@@ -240,6 +245,73 @@ async fn the_worker_finishes_queued_jobs_in_bounded_batches() {
             let (_, events) = app.get(&format!("/jobs/{}/events", job["id"])).await;
             assert_eq!(events[1], json!({ "event": "done", "detail": "worker" }));
         }
+    })
+    .await;
+}
+
+/// A worker set up apart from the API, with a `connect` of its own (as services often build
+/// a pool per component): without `unified-v2` each legacy manager keeps a private pool;
+/// with it both are the one unified manager, and the server sees one pool's connections.
+/// Counted in `pg_stat_activity` on the test's own database, after real traffic from both.
+#[tokio::test]
+async fn with_unified_v2_the_api_and_the_worker_share_one_pool() {
+    with_app(|mut app| async move {
+        let worker_pool = connect(&app.url).await.unwrap();
+        app.worker = Some(spawn_worker(worker_pool.clone(), Duration::from_millis(10), 3));
+        let requests: Vec<_> = (0..12)
+            .map(|i| {
+                let (client, base) = (app.client.clone(), app.base.clone());
+                tokio::spawn(async move {
+                    let body = json!({ "kind": format!("k{i}") }).to_string();
+                    let response = client
+                        .post(format!("{base}/jobs"))
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while app.get("/stats").await.1["done"] != 12 {
+            assert!(Instant::now() < deadline, "the worker did not finish the jobs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.worker.take().unwrap().abort();
+
+        let shared = Arc::ptr_eq(app.pool.manager(), worker_pool.manager());
+        assert_eq!(shared, ucm_compat::UNIFIED_V2, "one manager exactly when unified-v2 is on");
+        let open = |pool: &SqlxPool<Postgres>| {
+            pool.manager().connection_info().primary().unwrap().status.size as i64
+        };
+        // The pools' own bookkeeping against the server's count, once no connection is
+        // being opened or closed between the two readings.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (server, pools) = loop {
+            let pools = if shared { open(&app.pool) } else { open(&app.pool) + open(&worker_pool) };
+            let server: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            let again = if shared { open(&app.pool) } else { open(&app.pool) + open(&worker_pool) };
+            if (server == pools && pools == again) || Instant::now() > deadline {
+                break (server, pools);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!(
+            "unified-v2 {}: the API and the worker hold {server} connections in {} pool(s)",
+            if shared { "on" } else { "off" },
+            if shared { 1 } else { 2 }
+        );
+        assert_eq!(server, pools, "the server sees exactly the pools' connections");
     })
     .await;
 }
