@@ -14,6 +14,8 @@ use crate::mode::ManagerMode;
 pub struct PoolConfiguration {
     mode: ManagerMode,
     pool_size: usize,
+    /// `None`: the pool size (prefilled and kept).
+    min_idle: Option<usize>,
     max_overflow: usize,
     acquire_timeout: Duration,
     connect_timeout: Duration,
@@ -69,6 +71,7 @@ impl PoolConfiguration {
         Self {
             mode,
             pool_size,
+            min_idle: None,
             max_overflow,
             acquire_timeout,
             connect_timeout: Duration::from_secs(10),
@@ -108,6 +111,14 @@ impl PoolConfiguration {
     /// Connections kept open (prefilled at start). Preset: see [`Self::for_mode`].
     pub fn pool_size(&self) -> usize {
         self.pool_size
+    }
+
+    /// Connections opened at start and kept open while idle; the pool size unless set
+    /// lower. `0` is a lazy pool: the manager is built without connecting, connections are
+    /// opened on demand and closed after `overflow_idle_timeout` idle (test suites with a
+    /// manager per test, tools that may never query).
+    pub fn min_idle(&self) -> usize {
+        self.min_idle.unwrap_or(self.pool_size)
     }
     /// Extra connections allowed under load, closed again after [`Self::overflow_idle_timeout`].
     pub fn max_overflow(&self) -> usize {
@@ -311,6 +322,16 @@ impl PoolConfiguration {
         if self.pool_size == 0 {
             return fail("pool_size", "must be at least 1".into());
         }
+        if self.min_idle() > self.pool_size {
+            return fail(
+                "min_idle",
+                format!(
+                    "{} is more than pool_size ({}); set it at most to the pool size",
+                    self.min_idle(),
+                    self.pool_size
+                ),
+            );
+        }
         if self.pool_size.checked_add(self.max_overflow).is_none_or(|max| max > 10_000) {
             return fail(
                 "max_overflow",
@@ -394,8 +415,9 @@ impl fmt::Display for PoolConfiguration {
         writeln!(f, "pool:        preset {}", self.mode)?;
         let ryw = self.read_your_writes.map_or_else(|| "off".to_owned(), |w| format!("{w:?}"));
         let limit = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| format!("{d:?}"));
-        let rows: [(&str, String); 21] = [
+        let rows: [(&str, String); 22] = [
             ("pool_size", format!("{} connections", self.pool_size)),
+            ("min_idle", format!("{} connections", self.min_idle())),
             (
                 "max_overflow",
                 format!("{} connections (at most {} in all)", self.max_overflow, self.max_size()),
@@ -444,7 +466,14 @@ pub struct PoolConfigurationBuilder {
 }
 
 impl PoolConfigurationBuilder {
-    /// Connections kept open.
+    /// Connections opened at start and kept while idle (at most the pool size; default the
+    /// pool size). `0` makes the pool lazy: see [`PoolConfiguration::min_idle`].
+    pub fn min_idle(mut self, value: usize) -> Self {
+        self.config.min_idle = Some(value);
+        self
+    }
+
+    /// Connections kept open (prefilled at start, unless [`Self::min_idle`] is lower).
     pub fn pool_size(mut self, value: usize) -> Self {
         self.config.pool_size = value;
         self
@@ -567,7 +596,7 @@ impl PoolConfigurationBuilder {
     /// or bare seconds such as `0.2`), `UCM_HIGH_AVAILABILITY`, `UCM_CIRCUIT_BREAKER`
     /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`,
     /// `UCM_HEALTH_INTERVAL`, `UCM_MAX_REPLICA_LAG`, `UCM_SLA_TARGET`, and
-    /// `UCM_READ_YOUR_WRITES`, `UCM_STATEMENT_TIMEOUT`, `UCM_LOCK_TIMEOUT`,
+    /// `UCM_MIN_IDLE`, `UCM_READ_YOUR_WRITES`, `UCM_STATEMENT_TIMEOUT`, `UCM_LOCK_TIMEOUT`,
     /// `UCM_IDLE_IN_TRANSACTION_TIMEOUT`, `UCM_LEAK_DETECTION_THRESHOLD` (a duration, or
     /// `off`).
     ///
@@ -578,6 +607,9 @@ impl PoolConfigurationBuilder {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         if let Some(v) = get("UCM_POOL_SIZE") {
             c.pool_size = parse_count("UCM_POOL_SIZE", &v)?;
+        }
+        if let Some(v) = get("UCM_MIN_IDLE") {
+            c.min_idle = Some(parse_count("UCM_MIN_IDLE", &v)?);
         }
         if let Some(v) = get("UCM_MAX_OVERFLOW") {
             c.max_overflow = parse_count("UCM_MAX_OVERFLOW", &v)?;

@@ -1,8 +1,9 @@
 //! The one pool every backend uses: deadpool's managed pool plus what it lacks (prefill, overflow reaping, jittered lifetimes, idle validation, bounded waits, breaker).
 //!
 //! A backend supplies a [`Connector`]; [`Pool`] does the rest:
-//! - **Sizing**: `pool_size` connections are opened by [`Pool::prefill`] and kept; up to
-//!   `max_overflow` more are opened under load and closed by a background reaper once
+//! - **Sizing**: `min_idle` connections (the pool size unless set lower; `0` for a lazy
+//!   pool) are opened by [`Pool::prefill`] and kept; up to `pool_size + max_overflow` are
+//!   opened under load, and those beyond `min_idle` are closed by a background reaper once
 //!   idle for `overflow_idle_timeout` (SQLAlchemy's pool + overflow). Connections are
 //!   reused last-in first-out, so the hot ones stay hot and the surplus goes idle.
 //! - **Hygiene**: each connection lives at most `max_lifetime` minus a random jitter; one
@@ -344,8 +345,9 @@ impl<C: Connector> Pool<C> {
         Ok(connection)
     }
 
-    /// Opens connections concurrently until the pool holds its configured pool size, and
-    /// returns how many connections are open afterwards.
+    /// Opens connections concurrently until the pool holds its minimum idle count (the pool
+    /// size unless configured lower; nothing for a lazy pool), and returns how many
+    /// connections are open afterwards.
     ///
     /// # Errors
     /// The first connect error when not a single connection could be opened; when some
@@ -356,7 +358,7 @@ impl<C: Connector> Pool<C> {
         match first_error {
             Some(e) if size == 0 => Err(e),
             Some(e) => {
-                tracing::warn!(pool = %self.inner.label, open = size, wanted = self.inner.config.pool_size(), "prefill opened fewer connections than the pool size: {e}");
+                tracing::warn!(pool = %self.inner.label, open = size, wanted = self.inner.config.min_idle(), "prefill opened fewer connections than the pool's minimum: {e}");
                 Ok(size)
             }
             None => Ok(size),
@@ -364,14 +366,14 @@ impl<C: Connector> Pool<C> {
     }
 
     /// Opens connections concurrently, each bounded by the connect timeout (not by the
-    /// acquire timeout: nobody waits on them), until the pool holds its pool size; returns
+    /// acquire timeout: nobody waits on them), until the pool holds its minimum; returns
     /// the first connect error. Idle connections are taken out too while it runs, so that
     /// the new ones are opened rather than the idle ones handed back; it gives up at once
     /// when the pool has no free slot (callers are using it, and open what they need).
     /// Connect failures feed the breaker, as a caller's would.
     async fn fill(&self) -> Option<Error> {
         let status = self.status();
-        let wanted = self.inner.config.pool_size().saturating_sub(status.size);
+        let wanted = self.inner.config.min_idle().saturating_sub(status.size);
         if wanted == 0 || self.is_closed() {
             return None;
         }
@@ -417,7 +419,7 @@ impl<C: Connector> Pool<C> {
         let breaker_closed = self
             .breaker()
             .is_none_or(|b| b.state() == crate::circuit_breaker::BreakerState::Closed);
-        if status.size >= status.pool_size || status.waiting > 0 || !breaker_closed {
+        if status.size >= self.inner.config.min_idle() || status.waiting > 0 || !breaker_closed {
             return;
         }
         if let Some(e) = self.fill().await {

@@ -1,4 +1,4 @@
-//! The background reaper: closes idle overflow connections and idle connections past their lifetime, then opens replacements up to the pool size.
+//! The background reaper: closes idle connections past their lifetime and idle ones beyond the pool's minimum, then opens replacements up to that minimum.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -35,14 +35,14 @@ pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
     }
 }
 
-/// One pass: removes idle connections past their lifetime, then idle overflow connections
-/// (those beyond the pool size) idle for longer than the overflow idle timeout, oldest
-/// returns first. Connections in use are never touched; deadpool only shows idle ones.
+/// One pass: removes idle connections past their lifetime, then idle connections beyond
+/// the pool's minimum (overflow ones, and in a lazy pool any) idle for longer than the
+/// overflow idle timeout, oldest returns first. Connections in use are never touched; deadpool only shows idle ones.
 pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
     let now = Instant::now();
-    let pool_size = inner.config.pool_size();
+    let kept = inner.config.min_idle();
     let idle_limit = inner.config.overflow_idle_timeout();
-    let mut excess = inner.pool.status().size.saturating_sub(pool_size);
+    let mut excess = inner.pool.status().size.saturating_sub(kept);
     let result = inner.pool.retain(|slot: &Slot<C::Connection>, _| {
         if now >= slot.expires {
             excess = excess.saturating_sub(1);

@@ -585,3 +585,41 @@ async fn long_holds_are_reported_with_where_they_were_acquired() {
     drop(held);
     assert!(pool.long_holds().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_pool_opens_nothing_up_front_and_keeps_nothing_idle() {
+    let connector = MemoryConnector::new();
+    connector.refuse_connections(true);
+    let lazy = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(4)
+        .min_idle(0)
+        .overflow_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let pool = pool(&connector, lazy);
+    // No connect at start, so an unreachable server does not fail construction.
+    assert_eq!(pool.prefill().await.unwrap(), 0);
+    assert_eq!(connector.connect_attempts(), 0);
+    connector.refuse_connections(false);
+    let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    drop((a, b));
+    settle().await;
+    assert_eq!(pool.status().size, 2, "opened on demand");
+    // The reaper neither refills it nor keeps its idle connections past the idle timeout.
+    advance(Duration::from_secs(45)).await;
+    settle().await;
+    assert_eq!(pool.status().size, 0, "idle connections closed");
+    advance(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(connector.opened(), 2, "nothing refilled");
+}
+
+#[test]
+fn min_idle_above_the_pool_size_is_refused_by_name() {
+    let err = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(2)
+        .min_idle(3)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("min_idle"), "{err}");
+}
