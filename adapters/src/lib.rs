@@ -171,7 +171,8 @@ mod registry;
 mod test_adapter;
 
 pub use registry::{
-    get_unified_manager, install_config, install_manager, shutdown_all, unified_manager_for,
+    close_manager, get_unified_manager, install_config, install_manager, shutdown_all,
+    unified_manager_for,
 };
 pub use test_adapter::DatabaseTestAdapter;
 pub use ucm_core::*;

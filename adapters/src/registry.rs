@@ -1,6 +1,7 @@
 //! The process-wide registry: one unified manager per mode and database, created once (even under concurrent first calls), installable in code, closed together at exit.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::OnceCell;
@@ -8,9 +9,15 @@ use ucm_core::{ConnectionManagerProtocol, Error, ManagerConfig, ManagerMode, Res
 
 use crate::UnifiedManager;
 
-/// A manager's identity: its mode and its primary's full URL (kept in memory only; never
-/// printed), so two configurations for the same database and mode share one manager.
-type Key = (ManagerMode, String);
+/// A manager's identity: its mode, its primary's URL without the password, and a hash of
+/// the whole URL under this process's random key (so two credentials for one database do
+/// not share a manager, yet the registry holds no password).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    mode: ManagerMode,
+    url: String,
+    credentials: u64,
+}
 
 /// A manager being created or created; concurrent first callers wait on the same cell.
 type Slot = Arc<OnceCell<Arc<UnifiedManager>>>;
@@ -23,10 +30,16 @@ struct Registry {
 }
 
 impl Registry {
-    /// Whether `mode` already has an installed configuration or a manager.
+    /// Whether `mode` already has an installed configuration, or a manager created, being
+    /// created or not yet closed.
     fn is_taken(&self, mode: ManagerMode) -> bool {
-        self.installed.contains_key(&mode) || self.managers.keys().any(|(m, _)| *m == mode)
+        self.installed.contains_key(&mode)
+            || self.managers.iter().any(|(key, slot)| key.mode == mode && !is_closed(slot))
     }
+}
+
+fn is_closed(slot: &Slot) -> bool {
+    slot.get().is_some_and(|manager| manager.is_closed())
 }
 
 fn registry() -> MutexGuard<'static, Registry> {
@@ -37,7 +50,13 @@ fn registry() -> MutexGuard<'static, Registry> {
 }
 
 fn key(config: &ManagerConfig) -> Key {
-    (config.mode(), config.primary().expose_url())
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    let primary = config.primary();
+    Key {
+        mode: config.mode(),
+        url: primary.to_string(),
+        credentials: HASHER.get_or_init(RandomState::new).hash_one(primary.expose_url()),
+    }
 }
 
 /// The process-wide manager for `mode`: created on first use from the configuration
@@ -58,15 +77,61 @@ pub async fn get_unified_manager(mode: ManagerMode) -> Result<Arc<UnifiedManager
 
 /// The process-wide manager for `config`'s mode and primary database, created from
 /// `config` on first use. Later calls for the same mode and database share it, whatever
-/// the rest of their configuration: the first one wins.
+/// the rest of their configuration: the first one wins. A manager that was closed (by
+/// [`close_manager`] or its own `close()`) is replaced by a new one on the next call; a
+/// failed creation is not kept, so the next call tries again.
 ///
 /// # Errors
 /// The backend's `connect` error.
 pub async fn unified_manager_for(config: ManagerConfig) -> Result<Arc<UnifiedManager>> {
-    let slot = Arc::clone(registry().managers.entry(key(&config)).or_default());
-    slot.get_or_try_init(|| async { UnifiedManager::connect(config).await.map(Arc::new) })
-        .await
-        .map(Arc::clone)
+    let key = key(&config);
+    loop {
+        let slot = {
+            let mut registry = registry();
+            let slot = registry.managers.entry(key.clone()).or_default();
+            if is_closed(slot) {
+                *slot = Slot::default();
+            }
+            Arc::clone(slot)
+        };
+        let created = slot
+            .get_or_try_init(|| async {
+                UnifiedManager::connect(config.clone()).await.map(Arc::new)
+            })
+            .await;
+        match created {
+            // Closed between the lookup and now (a concurrent `close_manager` or
+            // `shutdown_all`): look up again, which creates a new one.
+            Ok(manager) if manager.is_closed() => continue,
+            Ok(manager) => return Ok(Arc::clone(manager)),
+            Err(e) => {
+                let mut registry = registry();
+                if registry
+                    .managers
+                    .get(&key)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+                {
+                    registry.managers.remove(&key);
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Closes one registered manager (draining its checked-out connections up to its deadline)
+/// and removes it from the registry; the next lookup for its mode and database creates a
+/// new one, from the installed configuration when there is one. The other managers are
+/// untouched.
+///
+/// # Errors
+/// The manager's `close` error; it is removed from the registry regardless.
+pub async fn close_manager(manager: &Arc<UnifiedManager>) -> Result<()> {
+    {
+        let mut registry = registry();
+        registry.managers.retain(|_, slot| !slot.get().is_some_and(|m| Arc::ptr_eq(m, manager)));
+    }
+    manager.close().await
 }
 
 /// Installs the configuration [`get_unified_manager`] uses for its mode, for applications
@@ -118,9 +183,10 @@ fn already(mode: ManagerMode) -> Error {
     )
 }
 
-/// Closes every registered manager (each drains its checked-out connections up to its
-/// deadline) and empties the registry, installed configurations included: the next call
-/// creates anew. For graceful exit, and between test cases.
+/// Closes every registered manager, creations in flight included (each drains its
+/// checked-out connections up to its deadline), and empties the registry, installed
+/// configurations included: the next call creates anew. For graceful exit, and between
+/// test cases.
 ///
 /// # Errors
 /// The first manager's `close` error; every manager is closed regardless.
@@ -132,7 +198,10 @@ pub async fn shutdown_all() -> Result<()> {
     };
     let mut first_error = None;
     for slot in slots {
-        let Some(manager) = slot.get() else { continue };
+        // A creation in flight is awaited, then closed: its caller sees a closed manager
+        // and creates a new one, in the emptied registry.
+        let in_flight = slot.get_or_try_init(|| async { Err(()) }).await;
+        let Ok(manager) = in_flight else { continue };
         if let Err(e) = manager.close().await {
             tracing::warn!("closing a unified manager at shutdown: {e}");
             first_error.get_or_insert(e);

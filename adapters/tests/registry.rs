@@ -1,4 +1,4 @@
-//! The registry and the test adapter against a real SQLite database: one manager under concurrent first calls, installation refused twice, direct connections outside the pool, shutdown closing everything.
+//! The registry and the test adapter against a real SQLite database: one manager under concurrent first calls, installation refused twice, direct connections outside the pool, one manager closed and replaced, failed creations not kept, shutdown closing everything (creations in flight included).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -63,7 +63,41 @@ async fn registry_lifecycle() {
     assert_eq!(shared.connection_info().endpoints[0].status.size, pooled_before);
     drop(direct);
 
-    // Shutdown closes every manager and empties the registry.
+    // One manager closed and removed; the next lookup creates a new one. A manager closed
+    // by its own close() is replaced the same way.
+    ucm::close_manager(&shared).await.unwrap();
+    assert!(shared.is_closed());
+    let replaced = ucm::unified_manager_for(admin.clone()).await.unwrap();
+    assert!(!Arc::ptr_eq(&replaced, &shared) && !replaced.is_closed());
+    replaced.close().await.unwrap();
+    let replaced_again = ucm::unified_manager_for(admin.clone()).await.unwrap();
+    assert!(!Arc::ptr_eq(&replaced_again, &replaced) && !replaced_again.is_closed());
+    let mut session = replaced_again.get_connection(ConnectionMode::ReadOnly).await.unwrap();
+    assert_eq!(session.fetch_all("SELECT 1 AS one", &[]).await.unwrap().len(), 1);
+    drop(session);
+    // The other managers were untouched.
+    assert!(!from_registry.is_closed());
+
+    // A failed creation is not kept: it does not block installing a configuration for
+    // its mode.
+    let missing_dir = std::env::temp_dir().join(format!("ucm-missing-{}", std::process::id()));
+    let unreachable =
+        config(ManagerMode::SyncHeavy, &format!("sqlite://{}/x.db", missing_dir.display()));
+    assert!(ucm::unified_manager_for(unreachable).await.is_err());
+    ucm::install_config(config(ManagerMode::SyncHeavy, &url)).unwrap();
+    let sync_heavy = ucm::get_unified_manager(ManagerMode::SyncHeavy).await.unwrap();
+    assert!(!sync_heavy.is_closed());
+
+    // A creation racing shutdown_all never leaves an orphan: the caller gets an open manager
+    // that the registry knows, whichever came first.
+    let modern = config(ManagerMode::AsyncModern, &url);
+    let creation = tokio::spawn(ucm::unified_manager_for(modern.clone()));
+    ucm::shutdown_all().await.unwrap();
+    let created = creation.await.unwrap().unwrap();
+    assert!(!created.is_closed());
+    assert!(Arc::ptr_eq(&created, &ucm::unified_manager_for(modern).await.unwrap()));
+    assert!(sync_heavy.is_closed() && replaced_again.is_closed());
+
     ucm::shutdown_all().await.unwrap();
     let closed = shared.get_connection(ConnectionMode::ReadOnly).await.unwrap_err();
     assert_eq!(closed.kind(), ErrorKind::Closed);

@@ -105,6 +105,11 @@ impl<B: Backend> Manager<B> {
         with_topology!(&self.endpoints, t => t.config().kind().as_str())
     }
 
+    /// True once `close()` has begun: every later checkout fails with `Closed`.
+    pub fn is_closed(&self) -> bool {
+        with_topology!(&self.endpoints, t => t.is_closed())
+    }
+
     /// The configuration the manager was built from.
     pub fn config(&self) -> &ManagerConfig {
         with_topology!(&self.endpoints, t => t.config())

@@ -177,6 +177,11 @@ impl<C: Connector> Topology<C> {
         health_loop::round(&self.shared).await
     }
 
+    /// True once [`Self::close`] has begun: the manager serves nothing more.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// True when the last known health is healthy or degraded, and the manager is open.
     pub fn is_healthy(&self) -> bool {
         !self.shared.closed.load(Ordering::Acquire) && self.last_health().is_serving()
