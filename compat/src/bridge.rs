@@ -1,67 +1,34 @@
-//! Sync over async: the sync adapter's futures run on a runtime of ucm-compat's own, from plain threads and from inside any tokio runtime, without "cannot start a runtime from within a runtime" and without deadlock.
+//! Sync over async: the sync adapter's futures run on ucm's runtime for blocking calls (`ucm_core::blocking`), from plain threads and from inside any tokio runtime, without "cannot start a runtime from within a runtime" and without deadlock.
 //!
-//! How: ucm-compat owns one small multi-thread runtime (two workers, threads named
-//! `ucm-compat`), created on first use and kept for the life of the process; its workers
-//! drive the sockets and timers of every connection the sync adapter opens.
-//! - From a plain thread, [`block_on`] enters that runtime and polls the future there.
-//! - From inside a tokio runtime, entering another runtime on the same thread is refused by
-//!   tokio, so the future is polled on a scoped helper thread while the caller's thread
-//!   waits; on a multi-thread runtime the wait goes through `block_in_place`, so the
-//!   caller's other tasks move to other workers meanwhile. On a current-thread runtime the
-//!   caller's runtime is blocked for the call's duration, as any blocking call would block
-//!   it, but nothing the call needs runs there: no deadlock.
+//! How (the logic lives once, in `ucm_core::blocking`, shared with ucm-diesel's blocking
+//! pool): ucm owns one small multi-thread runtime, created on first use and kept for the
+//! life of the process; its workers drive the sockets and timers of every connection the
+//! sync adapter opens. [`block_on`] polls a future in that runtime's context from any
+//! thread, through `block_in_place` when called on a multi-thread runtime's worker.
 
 use std::future::Future;
-use std::sync::OnceLock;
 
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::runtime::Runtime;
 use ucm::{Error, Result};
 
-/// The runtime the sync adapter's work runs on.
+/// The runtime the sync adapter's work runs on: ucm's runtime for blocking calls.
 pub(crate) fn runtime() -> Result<&'static Runtime> {
-    static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("ucm-compat")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Error::other(format!("ucm-compat could not start its runtime: {e}")))
+    ucm::blocking::runtime()
 }
 
-/// Runs `future` to completion on ucm-compat's runtime and returns its output, from any
-/// thread (see the module documentation). A panic inside the future resumes in the caller.
+/// Runs `future` to completion on ucm's runtime and returns its output, from any thread
+/// (see the module documentation). A panic inside the future resumes in the caller.
 ///
 /// # Errors
-/// When ucm-compat's runtime cannot be started; otherwise whatever `future` returns.
+/// When ucm's runtime cannot be started; otherwise whatever `future` returns.
 pub(crate) fn block_on<F, T>(future: F) -> Result<T>
 where
-    F: Future<Output = Result<T>> + Send,
-    T: Send,
+    F: Future<Output = Result<T>>,
 {
-    let runtime = runtime()?;
-    let Ok(current) = Handle::try_current() else {
-        return runtime.block_on(future);
-    };
-    let on_helper_thread = || {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(future))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    };
-    match current.runtime_flavor() {
-        RuntimeFlavor::MultiThread => tokio::task::block_in_place(on_helper_thread),
-        _ => on_helper_thread(),
-    }
+    ucm::blocking::block_on(future)?
 }
 
-/// Drops `value` on ucm-compat's runtime, so that a pooled connection dropped from a plain
+/// Drops `value` on ucm's runtime, so that a pooled connection dropped from a plain
 /// thread is still rolled back and returned to its pool (its guard needs a runtime).
 pub(crate) fn drop_on_runtime<T: Send + 'static>(value: T) {
     match runtime() {
@@ -72,13 +39,13 @@ pub(crate) fn drop_on_runtime<T: Send + 'static>(value: T) {
     }
 }
 
-/// Runs `future` on ucm-compat's runtime from async code and awaits it, so connections
+/// Runs `future` on ucm's runtime from async code and awaits it, so connections
 /// are opened and driven there whatever runtime the caller is on (a runtime that shuts
 /// down, a test's, never strands a shared pool's sockets). A panic inside resumes in the
 /// caller. Dropping the returned future lets the task finish on its own.
 ///
 /// # Errors
-/// When ucm-compat's runtime cannot be started; otherwise whatever `future` returns.
+/// When ucm's runtime cannot be started; otherwise whatever `future` returns.
 pub(crate) async fn spawn<F, T>(future: F) -> Result<T>
 where
     F: Future<Output = Result<T>> + Send + 'static,
@@ -87,7 +54,7 @@ where
     match runtime()?.spawn(future).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Error::other("ucm-compat's runtime stopped while running the call")),
+        Err(_) => Err(Error::other("ucm's runtime stopped while running the call")),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - `otel`: OpenTelemetry metrics through the global meter provider (see [`telemetry`]).
 
 pub mod backend;
+pub mod blocking;
 pub mod circuit_breaker;
 pub mod config;
 mod error;

@@ -1,0 +1,138 @@
+//! Sync over async: ucm's own runtime, and `block_on`, which runs a future to completion on it from a plain thread or from inside any tokio runtime, without "cannot start a runtime from within a runtime" and without deadlock.
+//!
+//! For the blocking faces of ucm (ucm-compat's sync adapter, ucm-diesel's blocking pool).
+//! ucm owns one small multi-thread runtime (two workers, threads named `ucm-blocking`),
+//! created on first use and kept for the life of the process; its workers drive the
+//! sockets and timers of every connection opened from a blocking call, so nothing such a
+//! connection needs ever runs on the caller's runtime.
+//! - From a plain thread, [`block_on`] enters that runtime and polls the future there.
+//! - From inside a tokio runtime, tokio refuses to start another runtime on the same
+//!   thread, so the future is polled on the caller's thread inside ucm's runtime's context
+//!   (its spawns, sockets and timers go to ucm's runtime, whose workers drive them) while
+//!   the thread parks between wake-ups. On a multi-thread runtime the wait goes through
+//!   `block_in_place`, so the caller's other tasks move to other workers meanwhile. On a
+//!   current-thread runtime the caller's runtime is blocked for the call's duration, as any
+//!   blocking call would block it, but nothing the call needs runs there: no deadlock.
+//!
+//! The future need not be `Send` (diesel's sync connection wrapper hands over futures it
+//! does not promise to be `Send`): it is never moved to another thread.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+
+use crate::error::{Error, Result};
+
+/// ucm's runtime for blocking calls, started on first use.
+///
+/// # Errors
+/// When the runtime cannot be started (the OS refused its threads); later calls return the
+/// same error.
+pub fn runtime() -> Result<&'static Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("ucm-blocking")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| {
+            Error::other(format!("ucm could not start its runtime for blocking calls: {e}"))
+        })
+}
+
+/// Runs `future` to completion on ucm's runtime and returns its output, from any thread
+/// (see the module documentation). A panic inside the future resumes in the caller.
+///
+/// # Errors
+/// When ucm's runtime cannot be started; the future's own output is returned as it is.
+pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    Ok(block_on_runtime(runtime()?, future))
+}
+
+/// [`block_on`] on a given runtime, for a caller that already holds ucm's [`runtime`].
+pub fn block_on_runtime<F: Future>(runtime: &Runtime, future: F) -> F::Output {
+    let Ok(current) = Handle::try_current() else {
+        return runtime.block_on(future);
+    };
+    let here = || {
+        let _context = runtime.enter();
+        poll_here(future)
+    };
+    match current.runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(here),
+        _ => here(),
+    }
+}
+
+/// Polls `future` on this thread until it is ready, parking the thread between wake-ups.
+fn poll_here<F: Future>(future: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Wakes the thread polling in [`poll_here`].
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::block_on;
+
+    /// A timer and a spawned task both need a runtime: they get ucm's.
+    async fn needs_a_runtime() -> u32 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::spawn(async { 7 }).await.unwrap()
+    }
+
+    #[test]
+    fn from_a_plain_thread() {
+        assert_eq!(block_on(needs_a_runtime()).unwrap(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn from_inside_a_multi_thread_runtime() {
+        assert_eq!(block_on(needs_a_runtime()).unwrap(), 7);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn from_inside_a_current_thread_runtime() {
+        assert_eq!(block_on(needs_a_runtime()).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_future_that_is_not_send() {
+        let shared = std::rc::Rc::new(3);
+        let future = async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            *shared
+        };
+        assert_eq!(block_on(future).unwrap(), 3);
+    }
+}
