@@ -209,7 +209,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     pub async fn transaction_with<'a, T, E, F>(
         &self,
         options: TransactionOptions,
-        mut work: F,
+        work: F,
     ) -> Result<T, E>
     where
         T: Send + 'a,
@@ -219,40 +219,37 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
             + 'a,
     {
         let policy = self.manager.retry_policy();
-        policy.budget.deposit();
-        let mut attempt = 1;
-        loop {
-            let (error, phase) = match self.begin().await {
-                Err(error) => (E::from(error), Phase::Statement),
-                Ok(mut tx) => match work(&mut tx).await {
-                    Err(error) => {
-                        // Dropping the transaction rolls it back before the connection's reuse.
-                        drop(tx);
-                        (error, Phase::Statement)
+        let mut state = (self, work);
+        ucm_core::retry::rerun_transaction(
+            &policy,
+            options,
+            &mut state,
+            |(pool, work)| {
+                Box::pin(async move {
+                    let mut tx = pool.begin().await.map_err(|e| (E::from(e), Phase::Statement))?;
+                    match work(&mut tx).await {
+                        Err(error) => {
+                            // Dropping the transaction rolls it back before the connection's
+                            // reuse.
+                            drop(tx);
+                            Err((error, Phase::Statement))
+                        }
+                        Ok(value) => match tx.commit().await {
+                            Ok(()) => Ok(value),
+                            Err(error) => Err((E::from(error), Phase::Commit)),
+                        },
                     }
-                    Ok(value) => match tx.commit().await {
-                        Ok(()) => return Ok(value),
-                        Err(error) => (E::from(error), Phase::Commit),
-                    },
-                },
-            };
-            let Some(database_error) = error.as_sqlx_error() else { return Err(error) };
-            let delay = self.with_reading(database_error, phase, |reading| {
-                policy.retry_delay(reading, attempt, options.idempotent)
-            });
-            match delay {
-                Some(delay) => {
-                    tracing::debug!(
-                        attempt,
-                        ?delay,
-                        "re-running a sqlx transaction: {database_error}"
-                    );
-                    tokio::time::sleep(delay).await;
+                })
+            },
+            |error, phase, decide| match error.as_sqlx_error() {
+                Some(database_error) => {
+                    self.with_reading(database_error, phase, decide);
+                    true
                 }
-                None => return Err(error),
-            }
-            attempt += 1;
-        }
+                None => false,
+            },
+        )
+        .await
     }
 }
 
