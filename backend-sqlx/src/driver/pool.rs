@@ -221,7 +221,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
         let policy = self.manager.retry_policy();
         let mut state = (self, work);
         ucm_core::retry::rerun_transaction(
-            &policy,
+            policy,
             options,
             &mut state,
             |(pool, work)| {
