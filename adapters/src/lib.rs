@@ -169,6 +169,8 @@ compile_error!(
 
 mod registry;
 mod test_adapter;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use registry::{
     close_manager, get_unified_manager, install_config, install_manager, shutdown_all,

@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use tokio::runtime::Runtime;
-use ucm::{Error, Result};
+use ucm::Result;
 
 /// The runtime the sync adapter's work runs on: ucm's runtime for blocking calls.
 pub(crate) fn runtime() -> Result<&'static Runtime> {
@@ -39,10 +39,8 @@ pub(crate) fn drop_on_runtime<T: Send + 'static>(value: T) {
     }
 }
 
-/// Runs `future` on ucm's runtime from async code and awaits it, so connections
-/// are opened and driven there whatever runtime the caller is on (a runtime that shuts
-/// down, a test's, never strands a shared pool's sockets). A panic inside resumes in the
-/// caller. Dropping the returned future lets the task finish on its own.
+/// Runs `future` on ucm's runtime from async code and awaits it: see
+/// [`ucm::blocking::spawn`].
 ///
 /// # Errors
 /// When ucm's runtime cannot be started; otherwise whatever `future` returns.
@@ -51,11 +49,7 @@ where
     F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    match runtime()?.spawn(future).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Error::other("ucm's runtime stopped while running the call")),
-    }
+    ucm::blocking::spawn(future).await
 }
 
 /// A sqlx-shaped pool over `manager` whose checkouts run on ucm-compat's runtime, where the

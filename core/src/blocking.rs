@@ -99,6 +99,25 @@ impl Wake for Unpark {
     }
 }
 
+/// Runs `future` on ucm's runtime from async code and awaits it, so the connections it
+/// opens are driven there whatever runtime the caller is on (a runtime that shuts down, a
+/// test's, never strands a shared pool's sockets). A panic inside resumes in the caller.
+/// Dropping the returned future lets the task finish on its own.
+///
+/// # Errors
+/// When ucm's runtime cannot be started; otherwise whatever `future` returns.
+pub async fn spawn<F, T>(future: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match runtime()?.spawn(future).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::other("ucm's runtime stopped while running the call")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -350,6 +350,19 @@ impl DatabaseUrl {
         url
     }
 
+    /// The same server, credentials and parameters on another database: `name` is the
+    /// database's name, or for SQLite the file's path (a test's fresh database).
+    #[must_use]
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut url = self.clone();
+        if url.sqlite.is_some() {
+            url.sqlite = Some(SqliteTarget::Path(name.to_owned()));
+        } else {
+            url.database = Some(name.to_owned());
+        }
+        url
+    }
+
     /// The TLS mode: `sslmode`/`ssl-mode` when given, else [`SslMode::Disable`] for local
     /// hosts (localhost, 127.0.0.0/8, ::1, unix sockets) and SQLite, [`SslMode::Prefer`]
     /// for any other host.

@@ -16,7 +16,7 @@ use crate::error::ErrorKind;
 use crate::health::{EndpointRole, HealthReport, Observation, observe};
 use crate::pool::Connector;
 
-/// The background task: a probe round at start, then one every `health_interval` (every
+/// The background task: a probe round at start (unless the pool is lazy), then one every `health_interval` (every
 /// [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an endpoint is out, whoever found
 /// it out), or at once when woken. It ticks at the shorter of the two and probes only when
 /// a round is due, so a `health_check()` that finds trouble speeds it up at once. Holds
@@ -30,8 +30,10 @@ pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>
     };
     // A first round at once, so that roles and lag are known from the start (a lagging
     // replica is not read from for a whole interval, a promotion right after start is
-    // recognised as one).
-    if let Some(shared) = shared.upgrade() {
+    // recognised as one); not for a lazy manager, which connects on first use only.
+    if let Some(shared) = shared.upgrade()
+        && shared.config.pool().min_idle() > 0
+    {
         round(&shared).await;
     }
     loop {
