@@ -17,6 +17,7 @@
 //! The future need not be `Send` (diesel's sync connection wrapper hands over futures it
 //! does not promise to be `Send`): it is never moved to another thread.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, OnceLock};
@@ -59,13 +60,22 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
 }
 
 /// [`block_on`] on a given runtime, for a caller that already holds ucm's [`runtime`].
+///
+/// A call nested in another (a blocking call made by a future that a blocking call is
+/// driving) polls its future right there: the thread is already blocked for the outer call
+/// and already in the runtime's context.
 pub fn block_on_runtime<F: Future>(runtime: &Runtime, future: F) -> F::Output {
+    if BLOCKING.get() {
+        let _context = runtime.enter();
+        return poll_on_this_thread(future);
+    }
+    let _blocking = Blocking::mark();
     let Ok(current) = Handle::try_current() else {
         return runtime.block_on(future);
     };
     let here = || {
         let _context = runtime.enter();
-        poll_here(future)
+        poll_on_this_thread(future)
     };
     match current.runtime_flavor() {
         RuntimeFlavor::MultiThread => tokio::task::block_in_place(here),
@@ -73,8 +83,9 @@ pub fn block_on_runtime<F: Future>(runtime: &Runtime, future: F) -> F::Output {
     }
 }
 
-/// Polls `future` on this thread until it is ready, parking the thread between wake-ups.
-fn poll_here<F: Future>(future: F) -> F::Output {
+/// Polls `future` on this thread until it is ready, parking the thread between wake-ups,
+/// in whatever runtime context the thread is in (none, for a future that needs none).
+pub fn poll_on_this_thread<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut context = Context::from_waker(&waker);
     let mut future = pin!(future);
@@ -86,7 +97,28 @@ fn poll_here<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Wakes the thread polling in [`poll_here`].
+thread_local! {
+    /// Whether this thread is inside [`block_on_runtime`].
+    static BLOCKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as inside [`block_on_runtime`] until dropped (also on a panic).
+struct Blocking;
+
+impl Blocking {
+    fn mark() -> Self {
+        BLOCKING.set(true);
+        Self
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        BLOCKING.set(false);
+    }
+}
+
+/// Wakes the thread polling in [`poll_on_this_thread`].
 struct Unpark(Thread);
 
 impl Wake for Unpark {
@@ -143,6 +175,28 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn from_inside_a_current_thread_runtime() {
         assert_eq!(block_on(needs_a_runtime()).unwrap(), 7);
+    }
+
+    /// A blocking call made by a future that a blocking call drives, on every kind of thread.
+    async fn nested() -> u32 {
+        let inner = block_on(needs_a_runtime()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        inner + 1
+    }
+
+    #[test]
+    fn nested_from_a_plain_thread() {
+        assert_eq!(block_on(nested()).unwrap(), 8);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn nested_from_inside_a_current_thread_runtime() {
+        assert_eq!(block_on(nested()).unwrap(), 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nested_from_inside_a_multi_thread_runtime() {
+        assert_eq!(block_on(nested()).unwrap(), 8);
     }
 
     #[test]
