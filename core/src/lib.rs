@@ -14,6 +14,7 @@
 //! - `otel`: OpenTelemetry metrics through the global meter provider (see [`telemetry`]).
 
 pub mod backend;
+mod background;
 pub mod blocking;
 pub mod circuit_breaker;
 pub mod config;

@@ -338,6 +338,59 @@ pub async fn the_manager_follows_a_promotion<B: Backend>(cluster: &HaCluster) {
     m.close().await.unwrap();
 }
 
+/// A manager built on a runtime that is then dropped (a test's, a library's short-lived
+/// one) keeps its health loop: with no caller traffic at all, it sees the primary go and
+/// follows the promotion, and writes then go to the new primary.
+pub async fn a_manager_follows_a_promotion_after_its_runtime_is_gone<B: Backend>(
+    cluster: &HaCluster,
+) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = {
+        let (primary, replica) = (primary.clone(), replica.clone());
+        std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let m = runtime.block_on(async {
+                let m = manager::<B>(&primary, &replica, "ucm_t_ha_orphan").await;
+                m.health_check().await;
+                m
+            });
+            drop(runtime); // The manager's first runtime is gone.
+            m
+        })
+        .join()
+        .unwrap()
+    };
+    cluster.stop(&primary, "fast");
+    let promoted_at = Instant::now();
+    cluster.promote(&replica);
+    while m.connection_info().failovers == 0 {
+        assert!(
+            promoted_at.elapsed() < Duration::from_secs(30),
+            "the health loop did not follow the promotion after its runtime was dropped: {:?}",
+            m.connection_info()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "ha figure ({}): promotion followed by a manager whose runtime was dropped, {:?} after \
+         `pg_ctl promote` started, with no caller traffic",
+        B::NAME,
+        promoted_at.elapsed()
+    );
+    wait_for(&m, "a write on the promoted replica", Duration::from_secs(10), || {
+        let m = &m;
+        async move {
+            m.fetch_all(ConnectionMode::ReadWrite, "SELECT pg_is_in_recovery() AS standby", &[])
+                .await
+                .is_ok_and(|rows| rows[0].get("standby") == Some(&Value::Bool(false)))
+        }
+    })
+    .await;
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -390,6 +443,7 @@ macro_rules! ha_suite {
             $crate::ha_suite!(@tests $backend;
                 reads_go_to_the_replica_and_writes_to_the_primary, a_lagging_replica_is_skipped,
                 stopping_the_replica_loses_no_read, the_manager_follows_a_promotion,
+                a_manager_follows_a_promotion_after_its_runtime_is_gone,
                 a_session_reads_its_own_writes);
         }
     };

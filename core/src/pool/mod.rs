@@ -187,7 +187,15 @@ impl<C: Connector> Pool<C> {
             );
             let _ = inner.observed.set(observed);
         }
-        let task = runtime.spawn(reaper::run(Arc::downgrade(&inner), period));
+        let weak = Arc::downgrade(&inner);
+        let task = crate::background::spawn(
+            &runtime,
+            {
+                let weak = weak.clone();
+                move || reaper::run(weak.clone(), period)
+            },
+            move || weak.upgrade().is_some_and(|inner| !inner.pool.is_closed()),
+        );
         if let Ok(mut slot) = inner.reaper.lock() {
             *slot = Some(task);
         }

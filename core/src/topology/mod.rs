@@ -128,7 +128,15 @@ impl<C: Connector> Topology<C> {
             round: tokio::sync::Mutex::new(()),
             last_round: Mutex::new(tokio::time::Instant::now()),
         });
-        let task = tokio::spawn(health_loop::run(Arc::downgrade(&shared), wake));
+        let weak = Arc::downgrade(&shared);
+        let task = crate::background::spawn(
+            &tokio::runtime::Handle::current(),
+            {
+                let weak = weak.clone();
+                move || health_loop::run(weak.clone(), Arc::clone(&wake))
+            },
+            move || weak.upgrade().is_some_and(|shared| !shared.closed.load(Ordering::Acquire)),
+        );
         Ok(Self { shared, health_task: Mutex::new(Some(task)) })
     }
 
