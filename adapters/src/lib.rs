@@ -171,6 +171,8 @@ mod registry;
 mod test_adapter;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use registry::{
     close_manager, get_unified_manager, install_config, install_manager, shutdown_all,

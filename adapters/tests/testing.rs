@@ -71,7 +71,11 @@ async fn twenty_five_test_databases_stay_within_thirty_connections() {
     for _ in 0..25 {
         databases.push(TestDatabase::create(&url).await.unwrap());
     }
-    assert_eq!(server_connections(&admin, &databases).await, 0, "a lazy manager connects on first use");
+    assert_eq!(
+        server_connections(&admin, &databases).await,
+        0,
+        "a lazy manager connects on first use"
+    );
     let mut peak = 0;
     for round in 0..3 {
         let work: Vec<_> = databases

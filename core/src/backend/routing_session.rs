@@ -1,5 +1,6 @@
 //! `RoutingSession`: one unit of work's view of a manager (a request, a job), whose reads stay on the primary for a while after its own writes (read-your-writes).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -26,21 +27,50 @@ use crate::retry::RetryPolicy;
 /// on a session closes nothing: the manager belongs to whoever created it.
 #[derive(Debug)]
 pub struct RoutingSession<'m, B: Backend> {
-    manager: &'m Manager<B>,
+    manager: ManagerRef<'m, B>,
     /// When the session was created: the origin of `last_write`.
     origin: Instant,
     /// Nanoseconds after `origin` of the last write checkout, plus one; zero: none yet.
     last_write: AtomicU64,
 }
 
-impl<B: Backend> Manager<B> {
-    /// A [`RoutingSession`] on this manager, for one unit of work.
-    pub fn session(&self) -> RoutingSession<'_, B> {
-        RoutingSession { manager: self, origin: Instant::now(), last_write: AtomicU64::new(0) }
+/// The session's manager: borrowed, or shared for a session that must own what it uses
+/// (a web request's, handed out by an extractor).
+#[derive(Debug)]
+enum ManagerRef<'m, B: Backend> {
+    Borrowed(&'m Manager<B>),
+    Shared(Arc<Manager<B>>),
+}
+
+impl<B: Backend> std::ops::Deref for ManagerRef<'_, B> {
+    type Target = Manager<B>;
+
+    fn deref(&self) -> &Manager<B> {
+        match self {
+            Self::Borrowed(manager) => manager,
+            Self::Shared(manager) => manager,
+        }
     }
 }
 
-impl<B: Backend> RoutingSession<'_, B> {
+impl<B: Backend> Manager<B> {
+    /// A [`RoutingSession`] on this manager, for one unit of work.
+    pub fn session(&self) -> RoutingSession<'_, B> {
+        RoutingSession::new(ManagerRef::Borrowed(self))
+    }
+
+    /// A [`RoutingSession`] that holds the shared manager itself, so it can be moved and
+    /// kept (`'static`): a web request's session, a spawned job's.
+    pub fn shared_session(self: &Arc<Self>) -> RoutingSession<'static, B> {
+        RoutingSession::new(ManagerRef::Shared(Arc::clone(self)))
+    }
+}
+
+impl<'m, B: Backend> RoutingSession<'m, B> {
+    fn new(manager: ManagerRef<'m, B>) -> Self {
+        Self { manager, origin: Instant::now(), last_write: AtomicU64::new(0) }
+    }
+
     /// Whether this session's reads go to the primary now.
     pub fn reads_from_primary(&self) -> bool {
         let Some(window) = self.manager.config().pool().read_your_writes() else { return false };
