@@ -1,4 +1,4 @@
-//! The compat suite, unchanged under both feature states (`cargo test -p ucm-compat` and `--features unified-v2`), on PostgreSQL and SQLite; plus the consolidation test counting connections in `pg_stat_activity`.
+//! The compat suite, unchanged under both feature states (`cargo test -p ucm-compat` and `--features unified-v2`) and on both backends (the diesel run: `--no-default-features --features diesel,postgres`), on PostgreSQL and SQLite; plus the consolidation test counting connections in `pg_stat_activity`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -224,7 +224,9 @@ macro_rules! suite {
     };
 }
 
+#[cfg(feature = "postgres")]
 suite!(postgres, "PG_DATABASE_URL");
+#[cfg(feature = "sqlite")]
 suite!(sqlite, "SQLITE_DATABASE_URL");
 
 #[test]
@@ -320,6 +322,7 @@ async fn consolidation_counts_connections_at_the_server() {
 /// sqlx call sites keep their queries: the legacy managers hand out a sqlx-shaped pool over
 /// their backing (a private pool, or with `unified-v2` the unified manager), usable from any
 /// runtime, even after the runtime that first used it is gone.
+#[cfg(feature = "sqlx")]
 #[test]
 fn sqlx_call_sites_run_on_the_legacy_managers_pool() {
     use ucm::ucm_sqlx::sqlx;
@@ -372,6 +375,7 @@ fn sqlx_call_sites_run_on_the_legacy_managers_pool() {
 /// A legacy async session runs sqlx code inside its own transaction: the neutral statement
 /// and the sqlx one commit together or roll back together; the async manager's one-shot
 /// statements run in their own transactions.
+#[cfg(feature = "sqlx")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_session_runs_sqlx_code_in_its_transaction() {
     use ucm::ucm_sqlx::scoped_futures::ScopedFutureExt;
@@ -427,4 +431,14 @@ async fn a_legacy_session_runs_sqlx_code_in_its_transaction() {
     drop(session);
     manager.execute_update(&format!("DROP TABLE {t}"), &[]).await.unwrap();
     manager.close().await.unwrap();
+}
+
+/// compat follows the application's features: sqlx when on, else diesel.
+#[test]
+fn the_legacy_managers_run_on_the_backend_the_features_pick() {
+    let Some(url) = url("PG_DATABASE_URL") else { return };
+    let db = DatabaseManager::new(&url, false).unwrap();
+    let expected = if cfg!(feature = "sqlx") { "sqlx" } else { "diesel" };
+    assert_eq!(db.manager().backend(), expected);
+    db.close().unwrap();
 }

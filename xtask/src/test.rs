@@ -145,7 +145,9 @@ pub(crate) fn matrix() -> Vec<Run> {
 /// above, so only ucm-compat rebuilds), the migration example's compat state with the same
 /// switch through its own `unified-v2` feature (the same build, plus the example; its other
 /// states and this one with the switch off run in `workspace`, as workspace members: a
-/// `-p` run would resolve features for that crate alone and rebuild sqlx and tokio), and
+/// `-p` run would resolve features for that crate alone and rebuild sqlx and tokio), the
+/// compat suite on the diesel backend (compat with `diesel,postgres` only, as a diesel
+/// application takes it; it shares the diesel quick start's build of ucm), and
 /// the façade's quick start as a user's crate builds it, with the default features (sqlx) and with `default-features = false,
 /// features = ["diesel", "postgres"]`, against `DATABASE_URL`.
 pub(crate) fn other_feature_sets() -> Vec<(&'static str, Run)> {
@@ -167,6 +169,21 @@ pub(crate) fn other_feature_sets() -> Vec<(&'static str, Run)> {
                     "migrate-sqlx-compat/unified-v2",
                     "--test",
                     "jobs_compat",
+                ],
+            ),
+        ),
+        (
+            "test",
+            Run::new(
+                "compat: diesel backend",
+                [
+                    "-p",
+                    "ucm-compat",
+                    "--no-default-features",
+                    "--features",
+                    "diesel,postgres",
+                    "--test",
+                    "legacy",
                 ],
             ),
         ),
