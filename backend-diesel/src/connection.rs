@@ -1,7 +1,13 @@
-//! `TrackedConnection<C>`: a diesel-async connection that remembers when one of ucm's operations on it was interrupted, so the pool never hands it out again.
+//! `TrackedConnection<C>`: a diesel-async connection that remembers when one of ucm's operations on it was interrupted, so the pool never hands it out again, and names the statements diesel runs on it.
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+
+use diesel::QueryResult;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncConnection;
+
+use crate::driver::StatementText;
 
 /// A diesel-async connection as pooled by ucm; derefs to the connection for the diesel DSL.
 ///
@@ -9,29 +15,70 @@ use std::ops::{Deref, DerefMut};
 /// still be using the connection (SQLite runs it on a blocking thread; a PostgreSQL
 /// `BEGIN` may be half-sent). The connection is then marked interrupted and the pool
 /// closes it instead of reusing it, without touching its inner state.
+///
+/// Every connection carries ucm's diesel `Instrumentation`, which keeps the text of the
+/// statement diesel runs (never its bind values) for the statement's span and metrics.
 #[derive(Debug)]
 pub struct TrackedConnection<C> {
-    inner: C,
+    /// `None` only while lent to the `DieselPoolConnection` that owns this connection's
+    /// session, which gives it back before the session can be reached by anyone else.
+    inner: Option<C>,
     interrupted: bool,
+    statement_text: StatementText,
+}
+
+impl<C: AsyncConnection> TrackedConnection<C> {
+    /// Wraps a new connection and installs ucm's instrumentation on it, in front of
+    /// diesel's default instrumentation if the application set one.
+    pub(crate) fn new(mut inner: C) -> Self {
+        let statement_text = StatementText::default();
+        inner.set_instrumentation(
+            statement_text.instrumentation(diesel::connection::get_default_instrumentation()),
+        );
+        Self { inner: Some(inner), interrupted: false, statement_text }
+    }
 }
 
 impl<C> TrackedConnection<C> {
-    pub(crate) fn new(inner: C) -> Self {
-        Self { inner, interrupted: false }
-    }
-
     /// Whether an operation on this connection was dropped before it finished.
     pub fn is_interrupted(&self) -> bool {
         self.interrupted
     }
 
+    /// Whether the driver's connection is here (it is, unless lent; see [`Self::lend`]).
+    pub(crate) fn is_present(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Where ucm's instrumentation leaves the text of the statement diesel last started.
+    pub(crate) fn statement_text(&self) -> &StatementText {
+        &self.statement_text
+    }
+
+    /// Takes the driver's connection out, so a pool handle can run statements on it while
+    /// it settles them on the session that holds this connection. The handle owns that
+    /// session and gives the connection back with [`Self::restore`] before the session is
+    /// returned or reachable.
+    pub(crate) fn lend(&mut self) -> Option<C> {
+        self.inner.take()
+    }
+
+    /// Puts back the connection [`Self::lend`] took.
+    pub(crate) fn restore(&mut self, inner: C) {
+        self.inner = Some(inner);
+    }
+
     /// Runs `operation` on the inner connection, marking the connection interrupted for
     /// as long as it runs: a dropped future leaves the mark set.
-    pub(crate) async fn guarded<'c, T, F>(&'c mut self, operation: impl FnOnce(&'c mut C) -> F) -> T
+    pub(crate) async fn guarded<'c, T, F>(
+        &'c mut self,
+        operation: impl FnOnce(&'c mut C) -> F,
+    ) -> QueryResult<T>
     where
-        F: Future<Output = T> + 'c,
+        F: Future<Output = QueryResult<T>> + 'c,
     {
-        let Self { inner, interrupted } = self;
+        let Self { inner, interrupted, .. } = self;
+        let Some(inner) = inner.as_mut() else { return Err(lent()) };
         *interrupted = true;
         let result = operation(inner).await;
         *interrupted = false;
@@ -39,16 +86,33 @@ impl<C> TrackedConnection<C> {
     }
 }
 
+/// The error for an operation on a connection that is lent out: read as a broken
+/// connection, so the pool closes it.
+fn lent() -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::ClosedConnection,
+        Box::new("the connection is lent to a pool handle".to_owned()),
+    )
+}
+
 impl<C> Deref for TrackedConnection<C> {
     type Target = C;
 
     fn deref(&self) -> &C {
-        &self.inner
+        match &self.inner {
+            Some(inner) => inner,
+            // Lent only to the pool handle that owns this connection's session: the
+            // session cannot be reached (and so this cannot run) until it is given back.
+            None => unreachable!("a lent diesel connection was reached through its session"),
+        }
     }
 }
 
 impl<C> DerefMut for TrackedConnection<C> {
     fn deref_mut(&mut self) -> &mut C {
-        &mut self.inner
+        match &mut self.inner {
+            Some(inner) => inner,
+            None => unreachable!("a lent diesel connection was reached through its session"),
+        }
     }
 }

@@ -42,7 +42,7 @@ impl<D: Dialect> std::fmt::Debug for DieselConnector<D> {
 
 impl<D: Dialect> DieselConnector<D> {
     fn error(&self, error: DieselError, phase: Phase) -> Error {
-        read::<D>(error).into_error(&self.url, phase)
+        read::<D>(&error).into_error(&self.url, phase)
     }
 }
 
@@ -87,7 +87,9 @@ impl<D: Dialect> Connector for DieselConnector<D> {
     fn is_broken(&self, connection: &mut Conn<D>) -> bool {
         // An interrupted connection may still be in use by the driver: its inner state is
         // not touched (SQLite's wrapper would refuse), it is simply closed.
-        connection.is_interrupted() || PoolableConnection::is_broken(&mut **connection)
+        !connection.is_present()
+            || connection.is_interrupted()
+            || PoolableConnection::is_broken(&mut **connection)
     }
 
     async fn replication_status(
@@ -118,7 +120,7 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
     ) -> Result<u64, DriverError> {
         match connection.guarded(|c| D::execute(c, sql, params)).await {
             Ok(count) => Ok(count as u64),
-            Err(e) => Err(read::<D>(e)),
+            Err(e) => Err(read::<D>(&e)),
         }
     }
 
@@ -127,23 +129,24 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let loaded = connection.guarded(|c| D::load(c, sql, params)).await.map_err(read::<D>)?;
+        let loaded =
+            connection.guarded(|c| D::load(c, sql, params)).await.map_err(|e| read::<D>(&e))?;
         rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
     }
 
     async fn begin(connection: &mut Conn<D>, mode: ConnectionMode) -> Result<(), DriverError> {
-        connection.guarded(|c| D::begin(c, mode)).await.map_err(read::<D>)
+        connection.guarded(|c| D::begin(c, mode)).await.map_err(|e| read::<D>(&e))
     }
 
     async fn commit(connection: &mut Conn<D>) -> Result<(), DriverError> {
-        connection.guarded(Tm::<D>::commit_transaction).await.map_err(read::<D>)
+        connection.guarded(Tm::<D>::commit_transaction).await.map_err(|e| read::<D>(&e))
     }
 
     async fn rollback(connection: &mut Conn<D>) -> Result<(), DriverError> {
         match connection.guarded(Tm::<D>::rollback_transaction).await {
             // Nothing was open (BEGIN never reached the server): nothing to undo.
             Ok(()) | Err(DieselError::NotInTransaction) => Ok(()),
-            Err(e) => Err(read::<D>(e)),
+            Err(e) => Err(read::<D>(&e)),
         }
     }
 }

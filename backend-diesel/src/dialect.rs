@@ -20,8 +20,16 @@ pub use crate::convert::{BoxError, NeutralBackend, NeutralRow};
 pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     /// The diesel backend.
     type Backend: NeutralBackend;
-    /// The diesel-async connection.
-    type Connection: AsyncConnection<Backend = Self::Backend> + PoolableConnection + 'static;
+    /// The diesel-async connection (its transaction state is `Send`, as pool connections
+    /// move between tasks).
+    type Connection: AsyncConnection<
+            Backend = Self::Backend,
+            TransactionManager: TransactionManager<
+                Self::Connection,
+                TransactionStateData: Send + Default,
+            >,
+        > + PoolableConnection
+        + 'static;
     /// Connect settings, built once per endpoint from the URL and the preset. Not `Debug`
     /// on purpose: they hold the password, and a driver's `Debug` may print it.
     type Options: Send + Sync + 'static;

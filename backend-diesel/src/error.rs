@@ -6,9 +6,10 @@ use ucm_core::{Classified, DriverError, ErrorKind};
 use crate::dialect::Dialect;
 
 /// What diesel reported, without interpretation: core decides the kind by phase.
-pub(crate) fn read<D: Dialect>(error: DieselError) -> DriverError {
+pub(crate) fn read<D: Dialect>(error: &DieselError) -> DriverError {
     match error {
         DieselError::DatabaseError(kind, info) => {
+            let kind = *kind;
             let message = info.message().to_owned();
             match kind {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
@@ -79,7 +80,7 @@ mod tests {
     }
 
     fn kind_of<D: crate::dialect::Dialect>(error: DieselError, phase: Phase) -> ErrorKind {
-        read::<D>(error).into_error(&url(), phase).kind()
+        read::<D>(&error).into_error(&url(), phase).kind()
     }
 
     #[test]
@@ -163,17 +164,17 @@ mod tests {
 
     #[test]
     fn postgres_errors_carry_the_sqlstate_their_kind_stands_for() {
-        let error = read::<PgDialect>(db(K::SerializationFailure, "could not serialize"))
+        let error = read::<PgDialect>(&db(K::SerializationFailure, "could not serialize"))
             .into_error(&url(), Phase::Statement);
         assert_eq!(error.sqlstate(), Some("40001"));
-        let error = read::<MySqlDialect>(db(K::UniqueViolation, "Duplicate entry"))
+        let error = read::<MySqlDialect>(&db(K::UniqueViolation, "Duplicate entry"))
             .into_error(&url(), Phase::Statement);
         assert_eq!(error.sqlstate(), None, "MySQL's kinds come from error numbers, not SQLSTATEs");
     }
 
     #[test]
     fn messages_are_scrubbed() {
-        let error = read::<PgDialect>(db(K::Unknown, "password hunter2secret was wrong"))
+        let error = read::<PgDialect>(&db(K::Unknown, "password hunter2secret was wrong"))
             .into_error(&url(), Phase::Statement);
         assert!(matches!(error, Error::Database { .. }));
         assert!(!error.to_string().contains("hunter2secret"), "{error}");

@@ -47,6 +47,7 @@ mod connection;
 mod connector;
 mod convert;
 pub mod dialect;
+mod driver;
 mod error;
 mod manager;
 #[cfg(feature = "mysql")]
@@ -58,6 +59,11 @@ mod sqlite;
 
 pub use connection::TrackedConnection;
 pub use connector::DieselConnector;
+pub use driver::{
+    BlockingRuntime, DieselBlockingConnection, DieselBlockingPool, DieselDialect, DieselPool,
+    DieselPoolConnection, DieselSyncConnection, DieselTransactionError, Observed,
+    ObservedTransactionManager, StatementNamer, TransactionState, into_diesel_error,
+};
 pub use manager::{Diesel, DieselConnection, DieselManager, DieselSession};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlDialect;

@@ -1,0 +1,237 @@
+//! How the diesel handles observe the statements diesel runs: ucm's diesel `Instrumentation` keeps each statement's text, and `Observed` runs the driver's future through core's `Session::observe_start`/`observe_finish` (in flight, client deadline, span, metrics, breaker, eviction).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use diesel::QueryResult;
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use ucm_core::ObservedStatement;
+
+use super::pool::into_diesel_error;
+use crate::dialect::Dialect;
+use crate::error::read;
+use crate::manager::DieselSession;
+
+/// Where ucm's instrumentation leaves the text of the statement diesel last started on a
+/// connection, for the statement's span and metrics. Shared by the connection's
+/// instrumentation and whoever observes the statement.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StatementText(Arc<Mutex<Option<String>>>);
+
+impl StatementText {
+    /// ucm's instrumentation writing into this slot, then handing every event to `next`.
+    pub(crate) fn instrumentation(&self, next: Option<Box<dyn Instrumentation>>) -> StatementNamer {
+        StatementNamer { text: self.clone(), next }
+    }
+
+    /// The text of the statement started since the last call, if any.
+    pub(crate) fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    fn set(&self, sql: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(sql);
+        }
+    }
+}
+
+/// ucm's diesel [`Instrumentation`], installed on every connection ucm-diesel opens: it
+/// keeps the SQL text of each statement diesel starts (never its bind values) so the
+/// statement's span and metrics are named after it, and passes every event on to the
+/// instrumentation the application installed (diesel's default one, or one set on the
+/// connection), so both see every statement.
+pub struct StatementNamer {
+    text: StatementText,
+    next: Option<Box<dyn Instrumentation>>,
+}
+
+impl fmt::Debug for StatementNamer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatementNamer").field("next", &self.next.is_some()).finish()
+    }
+}
+
+impl Instrumentation for StatementNamer {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = &event {
+            self.text.set(sql_of(query));
+        }
+        if let Some(next) = &mut self.next {
+            next.on_connection_event(event);
+        }
+    }
+}
+
+/// diesel prints a query as its SQL, then this, then the bind values.
+const BINDS: &str = " -- binds: ";
+
+/// The SQL of a query as diesel prints it, cut before the bind values, which are never
+/// formatted (the writer stops diesel's printing there).
+fn sql_of(query: &dyn fmt::Display) -> String {
+    struct UntilBinds(String);
+
+    impl fmt::Write for UntilBinds {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.push_str(s);
+            match self.0.find(BINDS) {
+                Some(at) => {
+                    self.0.truncate(at);
+                    Err(fmt::Error)
+                }
+                None => Ok(()),
+            }
+        }
+    }
+
+    let mut sql = UntilBinds(String::new());
+    // The writer's own error stops the printing at the binds: not a failure.
+    let _ = fmt::write(&mut sql, format_args!("{query}"));
+    sql.0
+}
+
+/// A driver future run as one observed statement of `session`: in flight until it
+/// finishes, bounded by the client's statement deadline, inside its span, then settled
+/// (breaker, metrics, eviction of a lost connection) with the driver's own result handed
+/// back. A hand-written future rather than an `async` block because diesel-async's future
+/// types are named per connection and lifetime, and this one must be too.
+pub struct Observed<'s, D: Dialect, F> {
+    /// `None` when there was no connection to run it on (see `DieselPoolConnection`).
+    session: Option<&'s mut DieselSession<D>>,
+    text: StatementText,
+    statement: Option<ObservedStatement>,
+    /// The client's deadline, armed on the first poll: the future may be created outside
+    /// the runtime that drives it (a sync connection creates it, then blocks on it).
+    deadline: Deadline,
+    inner: Option<Pin<Box<F>>>,
+}
+
+/// A statement's client deadline: its length until the first poll, then its timer.
+enum Deadline {
+    None,
+    Unarmed(Duration),
+    Armed(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl<D: Dialect, F> fmt::Debug for Observed<'_, D, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed").field("statement", &self.statement).finish_non_exhaustive()
+    }
+}
+
+impl<'s, D: Dialect, F> Observed<'s, D, F> {
+    /// Starts observing a statement on `session` (as a commit when `commit`), then creates
+    /// the driver's future with `start`, which gets the statement's deadline first.
+    pub(crate) fn start(
+        session: &'s mut DieselSession<D>,
+        text: &StatementText,
+        commit: bool,
+        start: impl FnOnce() -> F,
+    ) -> Self {
+        let _stale = text.take();
+        let (statement, deadline) =
+            if commit { session.observe_commit_start() } else { session.observe_start() };
+        let inner = {
+            let _entered = statement.span().map(tracing::Span::enter);
+            Box::pin(start())
+        };
+        Self {
+            session: Some(session),
+            text: text.clone(),
+            statement: Some(statement),
+            deadline: deadline.map_or(Deadline::None, Deadline::Unarmed),
+            inner: Some(inner),
+        }
+    }
+
+    /// A statement that fails at once: there is no connection to run it on.
+    pub(crate) fn without_connection() -> Self {
+        Self {
+            session: None,
+            text: StatementText::default(),
+            statement: None,
+            deadline: Deadline::None,
+            inner: None,
+        }
+    }
+}
+
+impl<D: Dialect, F, T> Future for Observed<'_, D, F>
+where
+    F: Future<Output = QueryResult<T>>,
+{
+    type Output = QueryResult<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (Some(session), Some(inner)) = (&mut this.session, &mut this.inner) else {
+            return Poll::Ready(Err(super::connection::lent_out()));
+        };
+        let Some(statement) = &this.statement else {
+            return Poll::Ready(Err(into_diesel_error(ucm_core::Error::other(
+                "a finished statement was polled again",
+            ))));
+        };
+        if let Deadline::Unarmed(limit) = this.deadline {
+            this.deadline = Deadline::Armed(Box::pin(tokio::time::sleep(limit)));
+        }
+        let polled = {
+            let _entered = statement.span().map(tracing::Span::enter);
+            inner.as_mut().poll(cx)
+        };
+        let outcome = match polled {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => match &mut this.deadline {
+                Deadline::Armed(deadline) => match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => None,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Deadline::None | Deadline::Unarmed(_) => return Poll::Pending,
+            },
+        };
+        let Some(mut statement) = this.statement.take() else {
+            return Poll::Pending;
+        };
+        if let Some(sql) = this.text.take() {
+            statement.set_sql(&sql);
+        }
+        Poll::Ready(match outcome {
+            Some(Ok(value)) => {
+                let _ = session.observe_finish(statement, Some(Ok(())));
+                Ok(value)
+            }
+            Some(Err(error)) => {
+                let _ = session.observe_finish(statement, Some(Err(read::<D>(&error))));
+                Err(error)
+            }
+            None => {
+                let error = session.observe_finish(statement, None).unwrap_or_else(|| {
+                    ucm_core::Error::other("the client's statement deadline passed")
+                });
+                Err(into_diesel_error(error))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::StrQueryHelper;
+
+    use super::sql_of;
+
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn the_text_stops_before_the_binds() {
+        use diesel::sql_types::Text;
+        let query = diesel::sql_query("SELECT 1 WHERE a = $1").bind::<Text, _>("hunter2secret");
+        let printed = diesel::debug_query::<diesel::pg::Pg, _>(&query);
+        assert!(printed.to_string().contains("hunter2secret"), "diesel prints the binds");
+        assert_eq!(sql_of(&printed), "SELECT 1 WHERE a = $1");
+        assert_eq!(sql_of(&StrQueryHelper::new("BEGIN")), "BEGIN");
+    }
+}
