@@ -145,16 +145,36 @@
 //!
 //! # Testing
 //!
-//! [`DatabaseTestAdapter`] hands out a production session (through the unified manager)
-//! and a direct, unpooled connection to compare against. The `testing` feature adds
+//! With the `testing` feature, `ucm::testing::TestDatabase` gives each test a fresh
+//! database (from nothing, or copied from a template prepared once with
+//! `prepare_template`) and a lazy manager on it (it connects on first use and keeps no
+//! idle connection, so a suite with a database per test holds few server connections),
+//! dropped at the end even when the test panics; `TestDatabase::transaction` pins one
+//! connection with a transaction rolled back when dropped. The feature also adds
 //! [`pool::testing::MemoryConnector`](crate::pool), a scriptable in-memory connector for
 //! fault tests without a database (slow or refused connects, broken connections, latency).
+//! [`DatabaseTestAdapter`] hands out a production session (through the unified manager)
+//! and a direct, unpooled connection to compare against.
+//!
+//! Managers outlive the runtime that built them: their health loop and reaper move to
+//! ucm's own runtime when that runtime shuts down (each `#[tokio::test]` has its own), and
+//! [`close_manager`] closes one registered manager, which the next lookup replaces.
+//!
+//! # Web services
+//!
+//! With the `axum` feature, `ucm::web` has the pieces every service writes by hand: the
+//! `RequestSession` extractor (a per-request read-your-writes session on the manager in
+//! the router's state), `HttpError` (`?` on ucm's results in a handler: 503 with
+//! `Retry-After` while the database is unavailable, 409 for a constraint, 500 otherwise,
+//! never SQL or a server message in the body), and `health_routes()` (`/health/ready` from
+//! the cached health, `/health/live`).
 //!
 //! # Features
 //! - `sqlx` (default), `diesel`: the backend.
 //! - `postgres`, `mysql`, `sqlite` (all default): the databases compiled in.
 //! - `otel` (default): OpenTelemetry metrics through the global meter provider.
-//! - `testing`: the in-memory connector.
+//! - `testing`: test fixtures (`ucm::testing`) and the in-memory connector.
+//! - `axum`: web integration (`ucm::web`).
 
 #[cfg(not(any(feature = "sqlx", feature = "diesel")))]
 compile_error!(
