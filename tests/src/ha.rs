@@ -46,6 +46,29 @@ pub struct HaCluster {
     run_as: Option<String>,
 }
 
+/// A node frozen by [`HaCluster::freeze`]; thawed when dropped.
+#[derive(Debug)]
+pub struct Frozen {
+    pids: Vec<u32>,
+    port: u16,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(&self.pids, "CONT");
+        eprintln!("ha: thawed {}", self.port);
+    }
+}
+
+/// Sends `SIG<name>` to `pids` (those that exited meanwhile are skipped by `kill`).
+fn signal(pids: &[u32], name: &str) {
+    let status =
+        Command::new("kill").arg(format!("-{name}")).args(pids.iter().map(u32::to_string)).status();
+    if let Err(e) = status {
+        eprintln!("ha: kill -{name} failed: {e}");
+    }
+}
+
 /// How long a standby that is otherwise right may take to stream from the primary before
 /// [`HaCluster::ensure_pair`] rebuilds it. Its WAL receiver retries a lost primary every
 /// `wal_retrieve_retry_interval` (500 ms as we start it, 5 s by default).
@@ -214,6 +237,22 @@ impl HaCluster {
         let mut promote = self.pg_ctl(node);
         promote.args(["-w", "promote"]);
         run(&mut promote);
+    }
+
+    /// Freezes every process of `node` with SIGSTOP: its sockets stay open and nothing
+    /// answers, as with a paused VM, a storage hang or a one-way partition. The returned
+    /// guard thaws it (SIGCONT) when dropped, a failing test included.
+    pub fn freeze(&self, node: &Node) -> Frozen {
+        let postmaster = std::fs::read_to_string(node.dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|pid| pid.lines().next().and_then(|line| line.trim().parse::<u32>().ok()))
+            .unwrap_or_else(|| panic!("{} runs no postmaster to freeze", node.port));
+        let children = run(Command::new("pgrep").args(["-P", &postmaster.to_string()]));
+        let mut pids = vec![postmaster];
+        pids.extend(children.lines().filter_map(|line| line.trim().parse::<u32>().ok()));
+        signal(&pids, "STOP");
+        eprintln!("ha: froze {} ({} processes)", node.port, pids.len());
+        Frozen { pids, port: node.port }
     }
 
     /// Whether `node`'s postmaster runs (`pg_ctl status`).

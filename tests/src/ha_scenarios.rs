@@ -391,6 +391,115 @@ pub async fn a_manager_follows_a_promotion_after_its_runtime_is_gone<B: Backend>
     m.close().await.unwrap();
 }
 
+/// The primary freezes (SIGSTOP of all its processes: sockets open, nothing answers), then
+/// the standby is promoted: writes resume on it within 3 s of the promotion, no write call
+/// waits past the mode's deadlines (acquire, then the client's statement deadline), and
+/// every acknowledged write is on the new primary.
+pub async fn a_frozen_primary_is_followed_after_a_promotion<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = Arc::new(
+        manager_with::<B>(&primary, &replica, "ucm_t_ha_frozen", |pool| {
+            pool.statement_timeout(Some(Duration::from_secs(2)))
+        })
+        .await,
+    );
+    let pool = m.connection_info().pool;
+    let deadline = pool.acquire_timeout()
+        + pool.client_statement_deadline().unwrap()
+        + Duration::from_millis(500);
+    let table = crate::unique_table("ha_frozen");
+    m.execute(
+        ConnectionMode::ReadWrite,
+        &format!("CREATE TABLE {table} (id INT8 PRIMARY KEY)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    m.health_check().await;
+    cluster.wait_caught_up(&primary, &replica);
+
+    let frozen = cluster.freeze(&primary);
+    // Writes arrive as requests do, one every 25 ms whatever became of the earlier ones,
+    // each without a caller-side timeout: ucm's own deadlines must bound every call.
+    let stop = Arc::new(AtomicBool::new(false));
+    let arrivals = {
+        let (m, stop) = (Arc::clone(&m), Arc::clone(&stop));
+        let insert = format!("INSERT INTO {table} (id) VALUES ($1)");
+        tokio::spawn(async move {
+            let mut calls = Vec::new();
+            let mut id = 0_i64;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let (m, insert) = (Arc::clone(&m), insert.clone());
+                calls.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = m.execute(ConnectionMode::ReadWrite, &insert, &[id.into()]).await;
+                    (id, result.is_ok(), Instant::now(), started.elapsed())
+                }));
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.unwrap());
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let promoted_at = Instant::now();
+    cluster.promote(&replica);
+    let promote_took = promoted_at.elapsed();
+    // Writes until 5 s after the promotion, then the verdict.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(promote_took)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = arrivals.await.unwrap();
+    let slowest = outcomes.iter().map(|o| o.3).max().unwrap_or_default();
+    let acked: Vec<(i64, Instant)> = outcomes.iter().filter(|o| o.1).map(|o| (o.0, o.2)).collect();
+    let info = m.connection_info();
+    let first = acked.iter().map(|(_, at)| *at).min();
+    eprintln!(
+        "ha figure ({}): frozen primary, standby promoted: first acknowledged write {:?} after \
+         `pg_ctl promote` started (the promotion took {promote_took:?}); {} of {} writes \
+         acknowledged; slowest write call {slowest:?} (deadline {deadline:?}); failovers {}",
+        B::NAME,
+        first.map(|at| at.saturating_duration_since(promoted_at)),
+        acked.len(),
+        outcomes.len(),
+        info.failovers
+    );
+    let first = first.unwrap_or_else(|| panic!("no write succeeded after the promotion: {info:?}"));
+    assert!(
+        first.saturating_duration_since(promoted_at) <= Duration::from_secs(3) + promote_took,
+        "writes resumed {:?} after the promotion started",
+        first.saturating_duration_since(promoted_at)
+    );
+    assert!(slowest <= deadline, "a write call took {slowest:?}, past the mode's {deadline:?}");
+    assert_eq!(info.failovers, 1, "{info:?}");
+    // Every acknowledged write is on the new primary.
+    let rows = m
+        .fetch_all(ConnectionMode::ReadWrite, &format!("SELECT count(*) AS n FROM {table}"), &[])
+        .await
+        .unwrap();
+    let stored: i64 = rows[0].try_get("n").unwrap();
+    assert!(stored >= acked.len() as i64, "{} acknowledged, {stored} stored", acked.len());
+    for (id, _) in &acked {
+        let rows = m
+            .fetch_all(
+                ConnectionMode::ReadWrite,
+                &format!("SELECT 1 AS one FROM {table} WHERE id = $1"),
+                &[(*id).into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "acknowledged write {id} is missing");
+    }
+    // The old primary must not come back as a second primary: stop it as it thaws.
+    drop(frozen);
+    cluster.stop(&primary, "immediate");
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -444,6 +553,7 @@ macro_rules! ha_suite {
                 reads_go_to_the_replica_and_writes_to_the_primary, a_lagging_replica_is_skipped,
                 stopping_the_replica_loses_no_read, the_manager_follows_a_promotion,
                 a_manager_follows_a_promotion_after_its_runtime_is_gone,
+                a_frozen_primary_is_followed_after_a_promotion,
                 a_session_reads_its_own_writes);
         }
     };

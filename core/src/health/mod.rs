@@ -212,7 +212,9 @@ pub async fn probe<C: Connector>(pool: &Pool<C>, role: EndpointRole) -> Componen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use crate::pool::testing::MemoryConnector;
+    use observe::probe_deadline;
     use crate::{ManagerMode, PoolConfiguration};
 
     fn component(role: EndpointRole, status: HealthStatus) -> ComponentHealth {
@@ -271,27 +273,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pool_with_every_connection_in_use_is_busy_at_once_not_waited_on() {
+    async fn a_pool_with_every_connection_in_use_is_probed_on_a_connection_of_its_own() {
         let connector = MemoryConnector::new();
         let config = PoolConfiguration::builder(ManagerMode::Admin)
             .pool_size(1)
             .max_overflow(0)
             .build()
             .unwrap();
-        let pool = Pool::new("memory:busy", connector, config, None).unwrap();
+        let pool = Pool::new("memory:busy", connector.clone(), config, None).unwrap();
         let held = pool.acquire().await.unwrap();
         let started = tokio::time::Instant::now();
         let observation = observe(&pool).await;
-        assert!(
-            matches!(observation, Observation::Busy(ref m) if m.contains("exhausted")),
-            "{observation:?}"
-        );
+        assert!(observation.answered(), "{observation:?}");
         assert_eq!(
             started.elapsed(),
             std::time::Duration::ZERO,
             "the 10 s acquire timeout was not waited"
         );
+        assert_eq!(pool.status().size, 1, "the probe's own connection is not pooled");
+        // A server that stopped answering is found out by that connection, within the
+        // probe's deadline, though every pooled connection is busy.
+        connector.set_connect_delay(std::time::Duration::from_secs(60));
+        let observation = observe(&pool).await;
+        assert!(
+            matches!(observation, Observation::Failed { kind: ErrorKind::Timeout, .. }),
+            "{observation:?}"
+        );
+        assert_eq!(started.elapsed(), probe_deadline(&pool), "bounded by the probe deadline");
         drop(held);
+        connector.set_connect_delay(std::time::Duration::ZERO);
         assert!(observe(&pool).await.answered());
     }
 }

@@ -6,7 +6,7 @@ use tokio::time::{Instant, timeout};
 
 use super::{ComponentHealth, EndpointRole, EndpointState, SLOW_PROBE};
 use crate::circuit_breaker::BreakerState;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ConnectFailure, Error, ErrorKind, Result};
 use crate::pool::{Connector, Pool};
 use crate::topology::ReplicationStatus;
 
@@ -47,7 +47,16 @@ pub enum Observation {
 pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
     let started = Instant::now();
     let breaker_open = pool.breaker().is_some_and(|b| b.state() != BreakerState::Closed);
-    let result = if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await };
+    let limit = probe_deadline(pool);
+    let probe = async {
+        if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await }
+    };
+    let result = timeout(limit, probe).await.unwrap_or_else(|_| {
+        Err(Error::Timeout {
+            what: format!("the health probe of {} (no answer: frozen or unreachable?)", pool.label()),
+            after: limit,
+        })
+    });
     match result {
         Ok(replication) => {
             if breaker_open && let Some(breaker) = pool.breaker() {
@@ -56,6 +65,10 @@ pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
             Observation::Answered { latency: started.elapsed(), replication }
         }
         Err(e) if e.kind() == ErrorKind::PoolExhausted => Observation::Busy(e.to_string()),
+        Err(Error::ConnectFailed { reason: ConnectFailure::TooManyConnections, message, .. }) => {
+            // The server answered, to say it is full: busy, not gone.
+            Observation::Busy(message)
+        }
         Err(e) => {
             pool.suspect_idle_connections();
             Observation::Failed { kind: e.kind(), message: e.to_string() }
@@ -111,15 +124,10 @@ impl Observation {
 async fn probe_pooled<C: Connector>(pool: &Pool<C>) -> Result<Option<ReplicationStatus>> {
     let status = pool.status();
     if status.idle == 0 && status.size >= status.max_size {
-        // Every connection is at work: the endpoint answers its callers, and a probe
-        // waiting its turn would hold `health_check()` for the whole acquire timeout.
-        return Err(Error::PoolExhausted {
-            endpoint: pool.label().to_owned(),
-            in_use: status.in_use,
-            max: status.max_size,
-            waiting: status.waiting,
-            waited: Duration::ZERO,
-        });
+        // Every connection is at work, perhaps each stuck in a statement on a server that
+        // stopped answering: a probe waiting its turn would hold `health_check()` for the
+        // whole acquire timeout and say nothing. A connection of its own tells.
+        return probe_direct(pool).await;
     }
     let mut connection = pool.acquire().await?;
     let result = bounded(pool, read_status(pool.connector(), &mut connection)).await;
@@ -149,12 +157,20 @@ async fn probe_direct<C: Connector>(pool: &Pool<C>) -> Result<Option<Replication
     bounded(pool, read_status(pool.connector(), &mut connection)).await
 }
 
-/// `query` bounded by the pool's validation timeout, at least [`SLOW_PROBE`].
+/// How long a whole probe (checkout or connect, then the query) may take before the
+/// endpoint counts as not answering: the pool's validation timeout, at least
+/// [`SLOW_PROBE`]. A frozen server (its sockets open, nothing answering) is then found out
+/// within it, whatever the connect and acquire timeouts.
+pub(crate) fn probe_deadline<C: Connector>(pool: &Pool<C>) -> Duration {
+    pool.config().validation_timeout().max(SLOW_PROBE)
+}
+
+/// `query` bounded by the [`probe_deadline`].
 async fn bounded<C: Connector, T>(
     pool: &Pool<C>,
     query: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let limit = pool.config().validation_timeout().max(SLOW_PROBE);
+    let limit = probe_deadline(pool);
     timeout(limit, query).await.unwrap_or_else(|_| {
         Err(Error::Timeout { what: format!("the health probe of {}", pool.label()), after: limit })
     })
