@@ -500,6 +500,38 @@ pub async fn a_frozen_primary_is_followed_after_a_promotion<B: Backend>(cluster:
     m.close().await.unwrap();
 }
 
+/// The standby is promoted while the primary still runs (split brain): ucm bans the clone,
+/// and a blip of the real primary (a fast restart) does not move the writes to it.
+pub async fn a_split_brain_clone_is_never_followed<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager::<B>(&primary, &replica, "ucm_t_ha_split").await;
+    m.health_check().await;
+    cluster.promote(&replica);
+    wait_for(&m, "the promoted clone is banned", Duration::from_secs(10), || {
+        let banned = replica_state(&m) == EndpointState::Banned;
+        async move { banned }
+    })
+    .await;
+    cluster.stop(&primary, "fast");
+    // Several probe rounds (every 200 ms) see the primary gone and the clone a primary.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.start(&primary);
+    wait_for(&m, "a write on the restarted primary", Duration::from_secs(15), || {
+        let m = &m;
+        async move { m.execute(ConnectionMode::ReadWrite, "SELECT 1", &[]).await.is_ok() }
+    })
+    .await;
+    let rows = m
+        .fetch_all(ConnectionMode::ReadWrite, "SELECT inet_server_port() AS port", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].try_get::<i32>("port").unwrap(), i32::from(primary.port));
+    let info = m.connection_info();
+    assert_eq!(info.failovers, 0, "the split-brain clone was followed: {info:?}");
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -554,6 +586,7 @@ macro_rules! ha_suite {
                 stopping_the_replica_loses_no_read, the_manager_follows_a_promotion,
                 a_manager_follows_a_promotion_after_its_runtime_is_gone,
                 a_frozen_primary_is_followed_after_a_promotion,
+                a_split_brain_clone_is_never_followed,
                 a_session_reads_its_own_writes);
         }
     };

@@ -125,11 +125,19 @@ impl Record {
         let unfit = if unconfirmed_lag { None } else { unfit };
         let slow =
             matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
-        if let Some(ReplicationStatus { in_recovery: true, .. }) = match &observation {
+        match match &observation {
             Observation::Answered { replication, .. } => *replication,
             _ => None,
         } {
-            self.was_standby = true;
+            Some(ReplicationStatus { in_recovery: true, .. }) => self.was_standby = true,
+            // A replica that reports being a primary while another endpoint is (the round
+            // judged the primary before it): split brain, a detached clone. It is no
+            // failover target until it is seen as a standby again, so a later blip of the
+            // real primary cannot move the writes to it.
+            Some(ReplicationStatus { in_recovery: false, .. }) if !is_primary => {
+                self.was_standby = false;
+            }
+            _ => {}
         }
         self.last = Some(observation);
         match unfit {

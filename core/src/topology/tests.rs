@@ -296,3 +296,38 @@ async fn close_drains_every_pool_at_once_against_one_deadline() {
     assert_eq!(started.elapsed(), Duration::from_secs(2), "one deadline for the manager");
     drop((held_primary, held_replica));
 }
+
+/// A standby promoted while the primary still answers is a detached clone (split brain):
+/// banned, and never a failover target afterwards, so a blip of the real primary leaves
+/// the writes on it.
+#[tokio::test(start_paused = true)]
+async fn a_split_brain_clone_is_never_followed() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["primary"].set_replication(status(false, 0));
+    c["replica1"].set_replication(status(true, 0));
+    topology.health_check().await;
+    c["replica1"].set_replication(status(false, 0)); // promoted while the primary answers
+    topology.health_check().await;
+    assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Banned);
+    // One failed probe of the primary (a blip), the clone still claiming to be a primary.
+    c["primary"].refuse_connections(true);
+    c["primary"].break_existing_connections();
+    topology.health_check().await;
+    assert_eq!(topology.failovers(), 0, "the split-brain clone was followed");
+    c["primary"].refuse_connections(false);
+    topology.health_check().await;
+    let connection = topology.acquire(ConnectionMode::ReadWrite).await.unwrap();
+    assert!(!connection.is_read_only());
+    drop(connection);
+    let info = topology.info("memory");
+    assert!(info.primary().unwrap().label.contains("primary"), "{info:?}");
+    // Rebuilt as a standby, it is a candidate again.
+    c["replica1"].set_replication(status(true, 0));
+    topology.health_check().await;
+    c["primary"].refuse_connections(true);
+    c["primary"].break_existing_connections();
+    c["replica1"].set_replication(status(false, 0));
+    topology.health_check().await;
+    assert_eq!(topology.failovers(), 1, "a standby promoted after the primary went is followed");
+}
