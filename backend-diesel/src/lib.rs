@@ -10,7 +10,18 @@
 //! from `ucm-core`.
 //!
 //! The diesel DSL stays available: a [`DieselSession`] derefs to a [`TrackedConnection`],
-//! which derefs to the diesel-async connection (`&mut **session`).
+//! which derefs to the diesel-async connection (`&mut **session`). For code written against
+//! a pool of diesel connections, the diesel-shaped handles keep the queries as they are and
+//! observe every statement (span and metrics named after its SQL, client deadline,
+//! breaker, eviction):
+//! - [`DieselPool`] (async): `pool.get().await?` is a [`DieselPoolConnection`], itself a
+//!   diesel-async `AsyncConnection` (`diesel_async::RunQueryDsl` on `&mut conn`).
+//! - [`DieselBlockingPool`] (sync, for r2d2-style code): `pool.get()?` derefs to a
+//!   [`DieselSyncConnection`], a sync `diesel::Connection` (diesel-async's
+//!   `AsyncConnectionWrapper` driven on ucm's runtime for blocking calls, from plain threads
+//!   and from inside tokio runtimes), so `diesel::RunQueryDsl`, `Connection::transaction`
+//!   and `diesel_migrations` work on `&mut *conn`.
+//! - Both have `transaction`, a typed closure re-run under the manager's retry policy.
 //!
 //! ```no_run
 //! use diesel::QueryableByName;

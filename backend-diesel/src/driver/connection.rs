@@ -76,7 +76,7 @@ impl<D: DieselDialect> DieselPoolConnection<D> {
             lent,
             text,
             stand_in: StandIn {
-                state: D::transaction_state(),
+                state: TmState::<D>::default(),
                 status: TransactionManagerStatus::default(),
                 instrumentation: None,
             },

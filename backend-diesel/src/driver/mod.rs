@@ -55,10 +55,6 @@ pub trait DieselDialect: Dialect + Sized {
         reason = "a conversion handing the connection back, as big as what it gives"
     )]
     fn session(connection: DieselConnection) -> Result<DieselSession<Self>, DieselConnection>;
-
-    /// A fresh transaction state, handed out by a pool connection that has no driver
-    /// connection (see [`DieselPoolConnection`]).
-    fn transaction_state() -> TransactionState<Self>;
 }
 
 /// Implements [`DieselDialect`] for a dialect and the variant of `ucm_core::Connection`
@@ -74,10 +70,6 @@ macro_rules! diesel_dialect {
                     #[allow(unreachable_patterns)] // a build with this database alone
                     other => Err(other),
                 }
-            }
-
-            fn transaction_state() -> TransactionState<Self> {
-                Default::default()
             }
         }
     };
