@@ -329,7 +329,16 @@ impl<C: Connector> Shared<C> {
                 }
             }
         }
-        self.endpoints[primary].pool.acquire_for(mode).await
+        let result = self.endpoints[primary].pool.acquire_for(mode).await;
+        if let Err(e) = &result
+            && !matches!(e, Error::CircuitOpen { .. })
+            && says_endpoint_is_down(e)
+        {
+            // The primary failed a caller: probe now rather than at the next interval, so a
+            // promotion is followed (or the primary's recovery seen) as soon as it happens.
+            self.wake.notify_one();
+        }
+        result
     }
 
     fn role(&self, index: usize, primary: usize) -> EndpointRole {

@@ -331,3 +331,25 @@ async fn a_split_brain_clone_is_never_followed() {
     topology.health_check().await;
     assert_eq!(topology.failovers(), 1, "a standby promoted after the primary went is followed");
 }
+
+/// A caller's failed checkout on the primary wakes the health loop: the primary is seen
+/// down at once, not at the next interval.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_checkout_wakes_the_health_loop() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["primary"].set_replication(status(false, 0));
+    c["replica1"].set_replication(status(true, 0));
+    // The loop's round at start, then a quiet spell: the next round is 10 s away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    topology.health_check().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c["primary"].refuse_connections(true);
+    c["primary"].break_existing_connections();
+    assert!(topology.acquire(ConnectionMode::ReadWrite).await.is_err());
+    let probed = topology.info("memory").endpoints[0].last_probe;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let primary = &topology.info("memory").endpoints[0];
+    assert_ne!(primary.last_probe, probed, "no probe round after the failed checkout");
+    assert_eq!(primary.state, EndpointState::Down);
+}
