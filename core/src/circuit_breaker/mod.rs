@@ -68,6 +68,11 @@ pub struct BreakerPermit<'a> {
     role: Role,
 }
 
+/// How soon after closing a breaker that trips again counts its endpoint as flapping, in
+/// configured recovery timeouts: within ten of them, the recovery timeout grows from the
+/// last one instead of starting over from the configured one.
+pub const FLAP_WINDOW_RECOVERIES: u32 = 10;
+
 /// The part of the breaker that changes only under the lock.
 #[derive(Debug)]
 struct Inner {
@@ -76,6 +81,8 @@ struct Inner {
     opened_at: Instant,
     /// The recovery timeout of the current or next open period.
     recovery_timeout: Duration,
+    /// When it last closed after an open period; `None` before it ever opened.
+    closed_at: Option<Instant>,
     /// Probe permits handed out in the current half-open period and not yet settled.
     probes_in_flight: u32,
     /// Successes counted in the current half-open period.
@@ -135,6 +142,7 @@ impl CircuitBreaker {
             state: BreakerState::Closed,
             opened_at: Instant::now(),
             recovery_timeout: config.recovery_timeout,
+            closed_at: None,
             probes_in_flight: 0,
             probe_successes: 0,
             times_opened: 0,
@@ -240,7 +248,12 @@ impl CircuitBreaker {
             state: inner.state,
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             times_opened: inner.times_opened,
-            current_recovery_timeout: inner.recovery_timeout,
+            // Closed: what the next open period would wait (grown while it flaps).
+            current_recovery_timeout: if inner.state == BreakerState::Closed {
+                self.next_recovery_timeout(&inner, now)
+            } else {
+                inner.recovery_timeout
+            },
             retry_after,
         }
     }
@@ -383,6 +396,7 @@ impl CircuitBreaker {
                     }
                     let failures = self.count_failure();
                     (failures >= self.config.failure_threshold).then(|| {
+                        inner.recovery_timeout = self.next_recovery_timeout(&inner, now);
                         self.enter(&mut inner, BreakerState::Open, now);
                         Transition::Opened {
                             from: BreakerState::Closed,
@@ -432,6 +446,17 @@ impl CircuitBreaker {
         previous.saturating_add(1)
     }
 
+    /// The recovery timeout of an open period starting now from closed: tripping again
+    /// within [`FLAP_WINDOW_RECOVERIES`] configured recovery timeouts of closing, the
+    /// endpoint is flapping and the timeout grows from the last one, so the breaker backs
+    /// off; otherwise it starts over from the configured one.
+    fn next_recovery_timeout(&self, inner: &Inner, now: Instant) -> Duration {
+        let window = self.config.recovery_timeout.saturating_mul(FLAP_WINDOW_RECOVERIES);
+        let flapping =
+            inner.closed_at.is_some_and(|closed| now.saturating_duration_since(closed) < window);
+        if flapping { self.grown(inner.recovery_timeout) } else { self.config.recovery_timeout }
+    }
+
     /// The recovery timeout after one more failed probe: ×multiplier, capped.
     fn grown(&self, timeout: Duration) -> Duration {
         let max = self.config.max_recovery_timeout;
@@ -454,7 +479,7 @@ impl CircuitBreaker {
                 inner.times_opened = inner.times_opened.saturating_add(1);
             }
             BreakerState::Closed => {
-                inner.recovery_timeout = self.config.recovery_timeout;
+                inner.closed_at = Some(now);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
             }
             BreakerState::HalfOpen => {}

@@ -246,7 +246,7 @@ async fn any_counted_failure_reopens_a_half_open_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn closing_resets_the_recovery_timeout_to_the_base() {
+async fn a_flapping_endpoints_recovery_grows_and_a_quiet_one_starts_over() {
     let b = breaker();
     reopen(&b, 2).await;
     assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(135));
@@ -255,11 +255,22 @@ async fn closing_resets_the_recovery_timeout_to_the_base() {
         succeed(&b);
     }
     assert_eq!(b.state(), BreakerState::Closed);
-    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(60));
+    // Tripping again right after closing: flapping, the wait grows on.
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_millis(202_500));
     open(&b);
     let snap = b.snapshot();
-    assert_eq!(snap.retry_after, Some(Duration::from_secs(60)));
+    assert_eq!(snap.retry_after, Some(Duration::from_millis(202_500)));
     assert_eq!(snap.times_opened, 4);
+    tokio::time::advance(Duration::from_millis(202_500)).await;
+    for _ in 0..3 {
+        succeed(&b);
+    }
+    assert_eq!(b.state(), BreakerState::Closed);
+    // Closed for ten recovery timeouts: a later trip starts over from the base.
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(60));
+    open(&b);
+    assert_eq!(b.snapshot().retry_after, Some(Duration::from_secs(60)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,14 +367,15 @@ async fn recorded_outcomes_act_like_probes_but_not_while_open() {
     probe.success();
     assert_eq!(b.state(), BreakerState::Closed);
 
+    // Opened again right after closing (flapping): the wait grew to 90 s.
     open(&b);
-    tokio::time::advance(Duration::from_secs(60)).await;
+    tokio::time::advance(Duration::from_secs(90)).await;
     let probe = b.try_acquire().unwrap();
     b.record_failure(ErrorKind::ConnectionLost);
     assert_eq!(b.state(), BreakerState::Open);
     // The probe's slot belonged to the period that ended; settling it is harmless.
     probe.success();
-    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(90));
+    assert_eq!(b.snapshot().current_recovery_timeout, Duration::from_secs(135));
 }
 
 #[tokio::test(start_paused = true)]

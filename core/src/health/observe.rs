@@ -36,9 +36,8 @@ pub enum Observation {
 /// checkout path and feeds the breaker) runs the database's replication query, or a ping
 /// where the database has no replication. While the endpoint's breaker is open the pool
 /// would fail fast without I/O (and while it is half-open, its probe slots belong to real
-/// calls), so the probe opens a connection of its own instead, and a success moves an
-/// open breaker to half-open at once: a recovered endpoint is taken back without waiting
-/// out the breaker's recovery timeout.
+/// calls), so the probe opens a connection of its own instead; the health loop moves an
+/// open breaker to half-open after two such successes in a row.
 ///
 /// Every step is bounded (the acquire and connect timeouts, then the validation timeout,
 /// at least [`SLOW_PROBE`], for the query), and a pool whose every connection is in use is
@@ -48,24 +47,23 @@ pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
     let started = Instant::now();
     let breaker_open = pool.breaker().is_some_and(|b| b.state() != BreakerState::Closed);
     let limit = probe_deadline(pool);
-    let probe = async {
-        if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await }
-    };
+    let probe =
+        async { if breaker_open { probe_direct(pool).await } else { probe_pooled(pool).await } };
     let result = timeout(limit, probe).await.unwrap_or_else(|_| {
         Err(Error::Timeout {
-            what: format!("the health probe of {} (no answer: frozen or unreachable?)", pool.label()),
+            what: format!(
+                "the health probe of {} (no answer: frozen or unreachable?)",
+                pool.label()
+            ),
             after: limit,
         })
     });
     match result {
-        Ok(replication) => {
-            if breaker_open && let Some(breaker) = pool.breaker() {
-                breaker.recovery_observed();
-            }
-            Observation::Answered { latency: started.elapsed(), replication }
-        }
+        Ok(replication) => Observation::Answered { latency: started.elapsed(), replication },
         Err(e) if e.kind() == ErrorKind::PoolExhausted => Observation::Busy(e.to_string()),
-        Err(Error::ConnectFailed { reason: ConnectFailure::TooManyConnections, message, .. }) => {
+        Err(Error::ConnectFailed {
+            reason: ConnectFailure::TooManyConnections, message, ..
+        }) => {
             // The server answered, to say it is full: busy, not gone.
             Observation::Busy(message)
         }

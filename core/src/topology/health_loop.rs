@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use tokio::time::Instant;
 
-use super::endpoint::Change;
+use super::endpoint::PROBES_TO_RECOVER;
 use super::{RECHECK_INTERVAL, Shared, status_index};
 use crate::config::DatabaseKind;
 use crate::error::ErrorKind;
@@ -97,16 +97,19 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
     }
     let max_lag = shared.config.pool().max_replica_lag();
     for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
-        let change = endpoint.update(|r| r.observe(observation, index == primary, max_lag));
+        let (change, good_streak) = endpoint.update(|r| {
+            let change = r.observe(observation, index == primary, max_lag);
+            (change, r.good_streak)
+        });
+        if good_streak >= PROBES_TO_RECOVER
+            && let Some(breaker) = endpoint.pool.breaker()
+        {
+            // Two good probes in a row: an open breaker lets real calls probe the endpoint
+            // now rather than after its recovery timeout. A single good answer does not,
+            // or a flapping endpoint would never feel the breaker's backoff.
+            breaker.recovery_observed();
+        }
         if let Some(change) = change {
-            if change == Change::Recovered
-                && let Some(breaker) = endpoint.pool.breaker()
-            {
-                // Two good probes in a row: let real calls probe the endpoint now rather
-                // than after the breaker's recovery timeout. A single good answer does
-                // not, or a flapping endpoint would never feel the breaker's backoff.
-                breaker.recovery_observed();
-            }
             shared.log_change(endpoint, &change);
         }
     }

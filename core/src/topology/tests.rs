@@ -353,3 +353,25 @@ async fn a_failed_write_checkout_wakes_the_health_loop() {
     assert_ne!(primary.last_probe, probed, "no probe round after the failed checkout");
     assert_eq!(primary.state, EndpointState::Down);
 }
+
+/// An open breaker moves to half-open after two good probes in a row, not one: a flapping
+/// endpoint still meets the breaker's backoff.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_half_opens_after_two_good_probes() {
+    use crate::circuit_breaker::BreakerState;
+    let (topology, _c) = topology(1).await;
+    let topology = topology.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // the loop's round at start
+    let breaker = topology.shared.endpoints[1].pool.breaker().unwrap();
+    for _ in 0..breaker.config().failure_threshold {
+        breaker.record_failure(ErrorKind::ConnectFailed);
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // The earlier probes' streak does not count: the failures above are news to the
+    // breaker only, so mark the endpoint down as a failed read would.
+    topology.shared.endpoints[1].update(|r| r.fail("test".to_owned()));
+    topology.health_check().await;
+    assert_eq!(breaker.state(), BreakerState::Open, "one good probe is not a recovery");
+    topology.health_check().await;
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+}
