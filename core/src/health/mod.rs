@@ -214,8 +214,8 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::pool::testing::MemoryConnector;
-    use observe::probe_deadline;
     use crate::{ManagerMode, PoolConfiguration};
+    use observe::probe_deadline;
 
     fn component(role: EndpointRole, status: HealthStatus) -> ComponentHealth {
         ComponentHealth {
