@@ -568,6 +568,25 @@ pub async fn a_session_reads_its_own_writes<B: Backend>(cluster: &HaCluster) {
     let fresh =
         read(B::session(&m).fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
     assert_eq!(fresh, (0, true), "a session without writes reads from the replica");
+    // The window counts from the write's release, not its checkout: a write that takes
+    // longer than a 1 s window is still read back right after it.
+    let short = manager_with::<B>(&primary, &replica, "ucm_t_ha_ryw_short", |pool| {
+        pool.max_replica_lag(Duration::from_secs(600))
+            .read_your_writes(Some(Duration::from_secs(1)))
+    })
+    .await;
+    let session = B::session(&short);
+    session
+        .execute(
+            ConnectionMode::ReadWrite,
+            &format!("INSERT INTO {table} (id) SELECT 2 FROM pg_sleep(1.5)"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let own = read(session.fetch_all(ConnectionMode::ReadOnly, &count, &[]).await.unwrap());
+    assert_eq!(own, (2, false), "a slow write is read back from the primary");
+    short.close().await.unwrap();
     cluster.psql(&replica, "SELECT pg_wal_replay_resume()");
     m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();
     m.close().await.unwrap();

@@ -193,6 +193,13 @@ impl<B: Backend> fmt::Debug for Manager<B> {
     }
 }
 
+impl<B: Backend> Connection<B> {
+    /// Runs `hook` when the connection is released: returned to its pool or closed.
+    pub fn on_release(&mut self, hook: impl FnOnce() + Send + Sync + 'static) {
+        with_session!(self, s => s.on_release(hook));
+    }
+}
+
 impl<B: Backend> fmt::Debug for Connection<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         with_session!(self, s => f.debug_tuple(B::NAME).field(s).finish())

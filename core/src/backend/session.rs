@@ -38,6 +38,11 @@ impl<C: BackendConnector> Session<C> {
         &self.connection
     }
 
+    /// Runs `hook` when the connection is released (see [`PooledConnection::on_release`]).
+    pub fn on_release(&mut self, hook: impl FnOnce() + Send + Sync + 'static) {
+        self.connection.on_release(hook);
+    }
+
     /// Records that a transaction opened through the driver's own API is (or may be) open:
     /// if the session is dropped before [`Self::mark_transaction_closed`], the pool rolls it
     /// back before reuse, and a connection lost under its statements is `ConnectionLost`

@@ -24,6 +24,8 @@ pub struct PooledConnection<C: Connector> {
     waited: std::time::Duration,
     /// This checkout's id in the pool's leak detector, when leak detection is on.
     hold: Option<u64>,
+    /// Run when the connection is released (returned, or closed), whatever the outcome.
+    on_release: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl<C: Connector> PooledConnection<C> {
@@ -33,7 +35,17 @@ impl<C: Connector> PooledConnection<C> {
         waited: std::time::Duration,
     ) -> Self {
         let hold = object.leaks.as_ref().map(|leaks| leaks.register(checked_out));
-        Self { object: Some(object), checked_out, waited, hold }
+        Self { object: Some(object), checked_out, waited, hold, on_release: None }
+    }
+
+    /// Runs `hook` when this checkout ends (the connection is returned to its pool or
+    /// closed): a routing session's read-your-writes window counts from then, after the
+    /// write committed, not from the checkout. Replaces an earlier hook, which then runs
+    /// at once.
+    pub fn on_release(&mut self, hook: impl FnOnce() + Send + Sync + 'static) {
+        if let Some(earlier) = self.on_release.replace(Box::new(hook)) {
+            earlier();
+        }
     }
 
     /// Records that one of ucm's statements is being sent: if the guard is dropped before
@@ -197,6 +209,9 @@ impl<C: Connector> fmt::Debug for PooledConnection<C> {
 
 impl<C: Connector> Drop for PooledConnection<C> {
     fn drop(&mut self) {
+        if let Some(hook) = self.on_release.take() {
+            hook();
+        }
         let Some(mut object) = self.object.take() else { return };
         let now = Instant::now();
         object.metrics.record_use(now.duration_since(self.checked_out));
