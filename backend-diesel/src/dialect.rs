@@ -85,6 +85,7 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
 
 /// Refuses a URL that asks for TLS, which ucm-diesel does not do yet, naming the way out:
 /// the sqlx backend, or `plain` (the URL setting for an unencrypted connection).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn refuse_tls(url: &DatabaseUrl, database: &str, plain: &str) -> Result<()> {
     if !url.ssl_mode().requires_tls() {
         return Ok(());

@@ -11,6 +11,7 @@ use diesel_async::{
 };
 
 use super::DieselDialect;
+use super::TransactionState as TmState;
 use super::observe::{Observed, StatementText};
 use crate::manager::{DieselConnection, DieselSession};
 
@@ -19,8 +20,6 @@ type Driver<D> = <D as crate::dialect::Dialect>::Connection;
 
 /// The transaction manager of dialect `D`'s driver connection.
 type DriverTm<D> = <Driver<D> as AsyncConnection>::TransactionManager;
-
-use super::TransactionState as TmState;
 
 /// A connection checked out of ucm's pool for the diesel DSL: it is a diesel-async
 /// [`AsyncConnection`] itself, so `diesel_async::RunQueryDsl` code runs on `&mut conn` as

@@ -219,13 +219,13 @@ where
 }
 
 #[cfg(test)]
+#[cfg(feature = "postgres")]
 mod tests {
     use diesel::connection::StrQueryHelper;
 
     use super::sql_of;
 
     #[test]
-    #[cfg(feature = "postgres")]
     fn the_text_stops_before_the_binds() {
         use diesel::sql_types::Text;
         let query = diesel::sql_query("SELECT 1 WHERE a = $1").bind::<Text, _>("hunter2secret");

@@ -2,10 +2,13 @@
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
-use std::sync::Arc;
-
-use ucm_core::{ConnectionMode, ManagerConfig, ManagerMode, PoolConfiguration};
-use ucm_diesel::{DieselBlockingPool, DieselManager, DieselPool, PgDialect};
+use ucm_core::{ManagerConfig, ManagerMode, PoolConfiguration};
+#[cfg(feature = "postgres")]
+use {
+    std::sync::Arc,
+    ucm_core::ConnectionMode,
+    ucm_diesel::{DieselBlockingPool, DieselManager, DieselPool, PgDialect},
+};
 
 /// The URL in `var`, or `None` (the test then passes vacuously, printing why) unless `CI` is
 /// set, where a missing database fails.
@@ -25,12 +28,14 @@ pub(crate) fn config(url: &str, mode: ManagerMode) -> ManagerConfig {
     ManagerConfig::builder(mode).primary(url).pool(pool).build().unwrap()
 }
 
+#[cfg(feature = "postgres")]
 /// A blocking pool on PostgreSQL (its manager built on ucm's runtime for blocking calls).
 pub(crate) fn blocking_pool(url: &str) -> DieselBlockingPool<PgDialect> {
     DieselBlockingPool::connect(config(url, ManagerMode::AsyncModern), ConnectionMode::ReadWrite)
         .unwrap()
 }
 
+#[cfg(feature = "postgres")]
 /// An async pool on PostgreSQL.
 pub(crate) async fn async_pool(url: &str) -> DieselPool<PgDialect> {
     let manager = DieselManager::connect(config(url, ManagerMode::AsyncModern)).await.unwrap();
