@@ -532,6 +532,59 @@ pub async fn a_split_brain_clone_is_never_followed<B: Backend>(cluster: &HaClust
     m.close().await.unwrap();
 }
 
+/// The standby's WAL receiver stops (its `primary_conninfo` emptied) while the primary
+/// takes writes: the standby reports no lag, yet serves ever staler reads; ucm sees its
+/// replay stand still behind the primary and bans it within two probe rounds, then lets
+/// it back once it streams again.
+pub async fn a_replica_whose_wal_receiver_stopped_is_banned<B: Backend>(cluster: &HaCluster) {
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let m = manager::<B>(&primary, &replica, "ucm_t_ha_receiver").await;
+    let table = crate::unique_table("ha_receiver");
+    m.execute(ConnectionMode::ReadWrite, &format!("CREATE TABLE {table} (id INT8)"), &[])
+        .await
+        .unwrap();
+    cluster.wait_caught_up(&primary, &replica);
+    m.health_check().await;
+    assert_eq!(replica_state(&m), EndpointState::Healthy);
+    let conninfo = cluster.psql(&replica, "SHOW primary_conninfo");
+    cluster.psql(&replica, "ALTER SYSTEM SET primary_conninfo = ''");
+    cluster.psql(&replica, "SELECT pg_reload_conf()");
+    let stopped = Instant::now();
+    while cluster.psql(&replica, "SELECT count(*) FROM pg_stat_wal_receiver") != "0" {
+        assert!(stopped.elapsed() < Duration::from_secs(10), "the WAL receiver did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let insert = format!("INSERT INTO {table} (id) VALUES (1)");
+    let started = Instant::now();
+    let took = wait_for(&m, "the stalled replica is banned", Duration::from_secs(5), || {
+        let (m, insert) = (&m, &insert);
+        async move {
+            m.execute(ConnectionMode::ReadWrite, insert, &[]).await.unwrap();
+            replica_state(m) == EndpointState::Banned
+        }
+    })
+    .await;
+    let reason = m.connection_info().endpoints[1].state_reason.clone().unwrap_or_default();
+    assert!(reason.contains("stalled"), "{reason}");
+    eprintln!(
+        "ha figure ({}): WAL receiver stopped: replica banned {took:?} after writes resumed \
+         (probe rounds every 200 ms); reason: {reason}",
+        B::NAME
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let quoted = conninfo.replace('\'', "''");
+    cluster.psql(&replica, &format!("ALTER SYSTEM SET primary_conninfo = '{quoted}'"));
+    cluster.psql(&replica, "SELECT pg_reload_conf()");
+    wait_for(&m, "the replica streams and serves reads again", Duration::from_secs(20), || {
+        let healthy = replica_state(&m) == EndpointState::Healthy;
+        async move { healthy }
+    })
+    .await;
+    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -606,6 +659,7 @@ macro_rules! ha_suite {
                 a_manager_follows_a_promotion_after_its_runtime_is_gone,
                 a_frozen_primary_is_followed_after_a_promotion,
                 a_split_brain_clone_is_never_followed,
+                a_replica_whose_wal_receiver_stopped_is_banned,
                 a_session_reads_its_own_writes);
         }
     };

@@ -76,7 +76,9 @@ impl DatabaseKind {
     /// its last replayed commit, or of the server's start when it has replayed none since;
     /// zero when it has replayed everything it received, so an idle primary does not look
     /// like lag; NULL, unknown, when it receives no stream: an archive-only standby, or a
-    /// WAL receiver not started yet). `None` for SQLite, which has no replication.
+    /// WAL receiver not started yet) and `wal_position` (PostgreSQL: a primary's WAL write
+    /// position, a standby's replay position, in bytes; the health loop compares them to
+    /// find a standby that stopped receiving). `None` for SQLite, which has no replication.
     pub fn replication_query(self) -> Option<&'static str> {
         match self {
             Self::Postgres => Some(
@@ -85,12 +87,16 @@ impl DatabaseKind {
                  WHEN pg_last_wal_receive_lsn() IS NULL THEN NULL \
                  WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0::float8 \
                  ELSE GREATEST(EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8, 0) \
-                 END AS lag_seconds",
+                 END AS lag_seconds, \
+                 ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                 ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::float8 AS wal_position",
             ),
             // MySQL's lag lives in SHOW REPLICA STATUS, which needs the REPLICATION CLIENT
             // privilege and does not run as a prepared statement everywhere; read_only is
             // what MySQL failover tooling (orchestrator, MHA) reads as the role.
-            Self::MySql => Some("SELECT @@global.read_only AS in_recovery, NULL AS lag_seconds"),
+            Self::MySql => Some(
+                "SELECT @@global.read_only AS in_recovery, NULL AS lag_seconds, NULL AS wal_position",
+            ),
             Self::Sqlite => None,
         }
     }

@@ -46,6 +46,10 @@ pub(crate) struct Record {
     pub(crate) good_streak: u32,
     /// Consecutive probes over the lag bound while serving.
     pub(crate) lag_streak: u32,
+    /// Its WAL position at the last probe, as a standby.
+    pub(crate) last_position: Option<u64>,
+    /// Consecutive probes that found its replay stalled behind the primary.
+    pub(crate) stall_streak: u32,
     /// Times it was banned or marked down.
     pub(crate) bans: u64,
 }
@@ -103,8 +107,24 @@ impl Record {
         is_primary: bool,
         max_lag: Duration,
     ) -> Option<Change> {
+        self.observe_in_round(observation, is_primary, max_lag, None)
+    }
+
+    /// [`Self::observe`] with the primary's WAL position from the same round: a standby
+    /// whose replay position stood still since its last probe while behind the primary,
+    /// having replayed all it received (so not a paused replay, which its lag shows), has
+    /// stopped receiving (a stopped WAL receiver, a broken stream) and serves reads ever
+    /// staler while reporting no lag: banned after [`PROBES_TO_BAN_FOR_LAG`] such probes.
+    pub(crate) fn observe_in_round(
+        &mut self,
+        observation: Observation,
+        is_primary: bool,
+        max_lag: Duration,
+        primary_position: Option<u64>,
+    ) -> Option<Change> {
         self.last_probe = Some(Utc::now());
         let before = self.state;
+        let stalled = self.stalled(&observation, is_primary, primary_position);
         let unfit = match &observation {
             Observation::Busy(_) => {
                 self.last = Some(observation);
@@ -123,6 +143,12 @@ impl Record {
             && self.lag_streak < PROBES_TO_BAN_FOR_LAG
             && unfit.as_ref().is_some_and(|(_, reason)| reason.starts_with(LAG_REASON));
         let unfit = if unconfirmed_lag { None } else { unfit };
+        let unfit = match (unfit, stalled) {
+            (None, Some(reason)) if self.stall_streak >= PROBES_TO_BAN_FOR_LAG => {
+                Some((EndpointState::Banned, reason))
+            }
+            (unfit, _) => unfit,
+        };
         let slow =
             matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
         match match &observation {
@@ -169,6 +195,43 @@ impl Record {
                 was_out.then_some(Change::Recovered)
             }
         }
+    }
+
+    /// Whether this probe finds the standby's replay stalled behind the primary (see
+    /// [`Self::observe_in_round`]), with the reason; counts the streak and remembers the
+    /// position.
+    fn stalled(
+        &mut self,
+        observation: &Observation,
+        is_primary: bool,
+        primary_position: Option<u64>,
+    ) -> Option<String> {
+        let status = match observation {
+            Observation::Answered { replication: Some(status), .. } => *status,
+            _ => {
+                self.stall_streak = 0;
+                return None;
+            }
+        };
+        let position = status.position.filter(|_| status.in_recovery && !is_primary);
+        let stalled = match (position, primary_position) {
+            (Some(here), Some(primary)) => {
+                here < primary
+                    && self.last_position == Some(here)
+                    && status.lag.is_none_or(|lag| lag.is_zero())
+            }
+            _ => false,
+        };
+        self.last_position = position;
+        self.stall_streak = if stalled { self.stall_streak.saturating_add(1) } else { 0 };
+        stalled.then(|| {
+            format!(
+                "replication stalled: its replay stands at WAL byte {} while the primary is at \
+                 {}, and it receives nothing (is its WAL receiver running?)",
+                position.unwrap_or_default(),
+                primary_position.unwrap_or_default()
+            )
+        })
     }
 
     /// Marks the endpoint down on a failure seen outside the health loop (a read's checkout
@@ -226,6 +289,7 @@ mod tests {
             replication: Some(ReplicationStatus {
                 in_recovery,
                 lag: lag_s.map(Duration::from_secs_f64),
+                position: None,
             }),
         }
     }
@@ -311,5 +375,40 @@ mod tests {
         assert_eq!(record.fail("refused again".into()), None);
         assert_eq!(record.state, EndpointState::Down);
         assert_eq!(record.bans, 1);
+    }
+
+    #[test]
+    fn a_standby_whose_replay_stalls_behind_the_primary_is_banned_after_two_probes() {
+        use EndpointState::{Banned, Healthy};
+        let max = Duration::from_secs(30);
+        let at = |position: u64, lag_s: f64| Observation::Answered {
+            latency: Duration::from_millis(2),
+            replication: Some(ReplicationStatus {
+                in_recovery: true,
+                lag: Some(Duration::from_secs_f64(lag_s)),
+                position: Some(position),
+            }),
+        };
+        let mut record = Record::default();
+        // Caught up with an idle primary: never stalled, however long it stays there.
+        for _ in 0..4 {
+            assert_eq!(record.observe_in_round(at(100, 0.0), false, max, Some(100)), None);
+        }
+        // Replay paused (it received more than it replayed: its lag shows): not a stall.
+        for _ in 0..4 {
+            record.observe_in_round(at(100, 3.0), false, max, Some(500));
+        }
+        assert_eq!(record.state, Healthy);
+        // Receiving nothing while the primary moves on: banned at the second such probe.
+        assert_eq!(record.observe_in_round(at(100, 0.0), false, max, Some(600)), None);
+        let change = record.observe_in_round(at(100, 0.0), false, max, Some(700));
+        assert!(matches!(&change, Some(Change::Banned(r)) if r.contains("stalled")), "{change:?}");
+        assert_eq!(record.state, Banned);
+        // Streaming again: it catches up and is let back after two good probes.
+        record.observe_in_round(at(800, 0.0), false, max, Some(800));
+        assert_eq!(
+            record.observe_in_round(at(900, 0.0), false, max, Some(900)),
+            Some(Change::Recovered)
+        );
     }
 }

@@ -96,9 +96,16 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
         }
     }
     let max_lag = shared.config.pool().max_replica_lag();
+    let primary_position = match &observations[primary] {
+        Observation::Answered { replication: Some(status), .. } if !status.in_recovery => {
+            status.position
+        }
+        _ => None,
+    };
     for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
         let (change, good_streak) = endpoint.update(|r| {
-            let change = r.observe(observation, index == primary, max_lag);
+            let change =
+                r.observe_in_round(observation, index == primary, max_lag, primary_position);
             (change, r.good_streak)
         });
         if good_streak >= PROBES_TO_RECOVER

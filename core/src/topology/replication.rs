@@ -14,11 +14,16 @@ pub struct ReplicationStatus {
     pub in_recovery: bool,
     /// How far its replay is behind what it received, when it is a standby that reports it.
     pub lag: Option<Duration>,
+    /// Its position in the WAL, in bytes: a primary's write position, a standby's replay
+    /// position (PostgreSQL); the health loop compares the two from one round to see a
+    /// standby whose replay stopped (a stopped WAL receiver reports no lag).
+    pub position: Option<u64>,
 }
 
 impl ReplicationStatus {
     /// Reads the row of [`DatabaseKind::replication_query`](crate::DatabaseKind::replication_query):
-    /// a boolean (or 0/1) `in_recovery` and a number of seconds (or NULL) `lag_seconds`.
+    /// a boolean (or 0/1) `in_recovery`, a number of seconds (or NULL) `lag_seconds`, and
+    /// optionally a WAL position in bytes (or NULL) `wal_position`.
     ///
     /// # Errors
     /// `Other` when the row is missing or its columns are not of those types.
@@ -32,7 +37,16 @@ impl ReplicationStatus {
                 Some(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
             }
         };
-        Ok(Self { in_recovery, lag })
+        let position = match row.get("wal_position") {
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                let bytes: f64 = row.try_get("wal_position")?;
+                // Positions are whole, non-negative byte counts far below 2^53.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Some(bytes.max(0.0) as u64)
+            }
+        };
+        Ok(Self { in_recovery, lag, position })
     }
 }
 
@@ -58,8 +72,20 @@ mod tests {
         ];
         for (values, in_recovery, lag) in table {
             let status = ReplicationStatus::from_row(Some(&row(values.clone()))).unwrap();
-            assert_eq!(status, ReplicationStatus { in_recovery, lag }, "{values:?}");
+            assert_eq!(
+                status,
+                ReplicationStatus { in_recovery, lag, position: None },
+                "{values:?}"
+            );
         }
+        let with_position = Row::new(
+            vec!["in_recovery".to_owned(), "lag_seconds".to_owned(), "wal_position".to_owned()]
+                .into(),
+            vec![Value::Bool(true), Value::Float(0.0), Value::Float(50_331_648.0)],
+        )
+        .unwrap();
+        let status = ReplicationStatus::from_row(Some(&with_position)).unwrap();
+        assert_eq!(status.position, Some(50_331_648));
         assert!(ReplicationStatus::from_row(None).is_err());
         let wrong = row(vec![Value::Text("yes".into()), Value::Null]);
         assert!(ReplicationStatus::from_row(Some(&wrong)).is_err());

@@ -124,7 +124,11 @@ async fn health_is_cached_and_close_refuses_new_work() {
 }
 
 fn status(in_recovery: bool, lag_ms: u64) -> Option<ReplicationStatus> {
-    Some(ReplicationStatus { in_recovery, lag: Some(Duration::from_millis(lag_ms)) })
+    Some(ReplicationStatus {
+        in_recovery,
+        lag: Some(Duration::from_millis(lag_ms)),
+        position: None,
+    })
 }
 
 /// Which endpoint served a checkout: the connector whose read-only changes grew.
