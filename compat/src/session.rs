@@ -143,7 +143,9 @@ impl AsyncSession {
     /// `SqlxPool`'s are, and may borrow the caller's data; it runs on the caller's task.
     ///
     /// ```no_run
-    /// # async fn example(session: &mut ucm_compat::AsyncSession) -> Result<(), sqlx::Error> {
+    /// # async fn example(
+    /// #     session: &mut ucm_compat::AsyncSession,
+    /// # ) -> Result<(), ucm::ucm_sqlx::sqlx::Error> {
     /// use ucm::ucm_sqlx::scoped_futures::ScopedFutureExt;
     /// use ucm::ucm_sqlx::sqlx;
     ///

@@ -101,21 +101,13 @@ impl Record {
     /// - A primary is banned when it reports it is a standby (writes would fail).
     /// - A down or banned replica takes reads again after [`PROBES_TO_RECOVER`] consecutive
     ///   good probes; the primary at once, since nothing routes around it.
-    pub(crate) fn observe(
-        &mut self,
-        observation: Observation,
-        is_primary: bool,
-        max_lag: Duration,
-    ) -> Option<Change> {
-        self.observe_in_round(observation, is_primary, max_lag, None)
-    }
-
-    /// [`Self::observe`] with the primary's WAL position from the same round: a standby
+    ///
+    /// `primary_position` is the primary's WAL position from the same round: a standby
     /// whose replay position stood still since its last probe while behind the primary,
     /// having replayed all it received (so not a paused replay, which its lag shows), has
     /// stopped receiving (a stopped WAL receiver, a broken stream) and serves reads ever
     /// staler while reporting no lag: banned after [`PROBES_TO_BAN_FOR_LAG`] such probes.
-    pub(crate) fn observe_in_round(
+    pub(crate) fn observe(
         &mut self,
         observation: Observation,
         is_primary: bool,
@@ -198,7 +190,7 @@ impl Record {
     }
 
     /// Whether this probe finds the standby's replay stalled behind the primary (see
-    /// [`Self::observe_in_round`]), with the reason; counts the streak and remembers the
+    /// [`Self::observe`]), with the reason; counts the streak and remembers the
     /// position.
     fn stalled(
         &mut self,
@@ -321,7 +313,7 @@ mod tests {
         ];
         let mut record = Record::default();
         for (i, (observation, state, change)) in steps.into_iter().enumerate() {
-            let got = record.observe(observation, false, max);
+            let got = record.observe(observation, false, max, None);
             assert_eq!(record.state, state, "step {i}");
             let name = got.map(|c| match c {
                 Change::Down(_) => "down",
@@ -339,16 +331,16 @@ mod tests {
         let max = Duration::from_secs(5);
         // A logical replica, or the same server under another name: never in recovery.
         let mut logical = Record::default();
-        assert_eq!(logical.observe(answered(false, None), false, max), None);
+        assert_eq!(logical.observe(answered(false, None), false, max, None), None);
         assert_eq!(logical.state, EndpointState::Healthy);
         // A physical standby promoted while the primary still answers: split brain.
         let mut promoted = Record::default();
-        promoted.observe(answered(true, Some(0.0)), false, max);
-        let change = promoted.observe(answered(false, None), false, max);
+        promoted.observe(answered(true, Some(0.0)), false, max, None);
+        let change = promoted.observe(answered(false, None), false, max, None);
         assert!(matches!(change, Some(Change::Banned(ref r)) if r.contains("no longer a standby")));
         // The old primary back as a primary after a failover: split brain too.
         let mut old_primary = Record { was_primary: true, ..Record::default() };
-        old_primary.observe(answered(false, None), false, max);
+        old_primary.observe(answered(false, None), false, max, None);
         assert_eq!(old_primary.state, EndpointState::Banned);
     }
 
@@ -356,16 +348,19 @@ mod tests {
     fn the_primary_recovers_at_once_and_is_banned_when_in_recovery() {
         let max = Duration::from_secs(5);
         let mut primary = Record::default();
-        assert!(matches!(primary.observe(failed(), true, max), Some(Change::Down(_))));
-        assert_eq!(primary.observe(answered(false, None), true, max), Some(Change::Recovered));
+        assert!(matches!(primary.observe(failed(), true, max, None), Some(Change::Down(_))));
+        assert_eq!(
+            primary.observe(answered(false, None), true, max, None),
+            Some(Change::Recovered)
+        );
         assert_eq!(primary.state, EndpointState::Healthy);
         assert!(matches!(
-            primary.observe(answered(true, None), true, max),
+            primary.observe(answered(true, None), true, max, None),
             Some(Change::Banned(_))
         ));
         // Lag never bans a primary: it has none.
         let mut fresh = Record::default();
-        assert_eq!(fresh.observe(answered(false, Some(100.0)), true, max), None);
+        assert_eq!(fresh.observe(answered(false, Some(100.0)), true, max, None), None);
     }
 
     #[test]
@@ -392,23 +387,20 @@ mod tests {
         let mut record = Record::default();
         // Caught up with an idle primary: never stalled, however long it stays there.
         for _ in 0..4 {
-            assert_eq!(record.observe_in_round(at(100, 0.0), false, max, Some(100)), None);
+            assert_eq!(record.observe(at(100, 0.0), false, max, Some(100)), None);
         }
         // Replay paused (it received more than it replayed: its lag shows): not a stall.
         for _ in 0..4 {
-            record.observe_in_round(at(100, 3.0), false, max, Some(500));
+            record.observe(at(100, 3.0), false, max, Some(500));
         }
         assert_eq!(record.state, Healthy);
         // Receiving nothing while the primary moves on: banned at the second such probe.
-        assert_eq!(record.observe_in_round(at(100, 0.0), false, max, Some(600)), None);
-        let change = record.observe_in_round(at(100, 0.0), false, max, Some(700));
+        assert_eq!(record.observe(at(100, 0.0), false, max, Some(600)), None);
+        let change = record.observe(at(100, 0.0), false, max, Some(700));
         assert!(matches!(&change, Some(Change::Banned(r)) if r.contains("stalled")), "{change:?}");
         assert_eq!(record.state, Banned);
         // Streaming again: it catches up and is let back after two good probes.
-        record.observe_in_round(at(800, 0.0), false, max, Some(800));
-        assert_eq!(
-            record.observe_in_round(at(900, 0.0), false, max, Some(900)),
-            Some(Change::Recovered)
-        );
+        record.observe(at(800, 0.0), false, max, Some(800));
+        assert_eq!(record.observe(at(900, 0.0), false, max, Some(900)), Some(Change::Recovered));
     }
 }

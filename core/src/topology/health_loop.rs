@@ -104,8 +104,7 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
     };
     for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
         let (change, good_streak) = endpoint.update(|r| {
-            let change =
-                r.observe_in_round(observation, index == primary, max_lag, primary_position);
+            let change = r.observe(observation, index == primary, max_lag, primary_position);
             (change, r.good_streak)
         });
         if good_streak >= PROBES_TO_RECOVER
