@@ -10,21 +10,23 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::endpoint::PROBES_TO_RECOVER;
-use super::{RECHECK_INTERVAL, Shared, status_index};
+use super::{CONFIRM_INTERVAL, Shared, status_index};
 use crate::config::DatabaseKind;
 use crate::error::ErrorKind;
 use crate::health::{EndpointRole, HealthReport, Observation, observe};
 use crate::pool::Connector;
 
-/// The background task: a probe round at start (unless the pool is lazy), then one every `health_interval` (every
-/// [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an endpoint is out, whoever found
-/// it out), or at once when woken. It ticks at the shorter of the two and probes only when
-/// a round is due, so a `health_check()` that finds trouble speeds it up at once. Holds
+/// The background task: a probe round at start (unless the pool is lazy), then one every
+/// `health_interval` (every [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an
+/// endpoint is out or its breaker open, whoever found it out; every
+/// [`CONFIRM_INTERVAL`](super::CONFIRM_INTERVAL) while an open breaker awaits its second
+/// good probe), or at once when woken. It ticks at the shortest of these and probes only
+/// when a round is due, so a `health_check()` that finds trouble speeds it up at once. Holds
 /// only a weak reference between ticks, so it ends when the topology is dropped even if
 /// nobody aborts it.
 pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>) {
     let Some(tick) =
-        shared.upgrade().map(|s| s.config.pool().health_interval().min(RECHECK_INTERVAL))
+        shared.upgrade().map(|s| s.config.pool().health_interval().min(CONFIRM_INTERVAL))
     else {
         return;
     };

@@ -34,7 +34,7 @@ use tracing::Instrument;
 pub use endpoint::{PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER};
 pub use replication::ReplicationStatus;
 
-use crate::circuit_breaker::CircuitBreakerConfig;
+use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::{EndpointRole, HealthReport, HealthStatus};
@@ -50,6 +50,11 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How often an endpoint that is down or banned is re-probed (or the health interval, when
 /// shorter), so that a recovery is noticed within seconds.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How soon an endpoint whose breaker is open is probed again after one good probe: the
+/// second good probe in a row moves the breaker to half-open, so a server back from a
+/// restart serves calls again within about this long, not a recovery timeout later.
+pub const CONFIRM_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The endpoints of one manager, their pools and the task watching them.
 #[derive(Debug)]
@@ -374,11 +379,25 @@ impl<C: Connector> Shared<C> {
         summary
     }
 
-    /// How long after the last round the next one is due.
+    /// How long after the last round the next one is due: [`CONFIRM_INTERVAL`] while an
+    /// endpoint with an open breaker has answered once, [`RECHECK_INTERVAL`] while one is
+    /// out or its breaker not closed, else the health interval (never longer than it).
     fn next_interval(&self) -> Duration {
         let interval = self.config.pool().health_interval();
-        let someone_out = self.endpoints.iter().any(|e| !e.state().serves_reads());
-        if someone_out { interval.min(RECHECK_INTERVAL) } else { interval }
+        let breaker_open =
+            |e: &Endpoint<C>| e.pool.breaker().is_some_and(|b| b.state() != BreakerState::Closed);
+        let awaiting_confirmation = self.endpoints.iter().any(|e| {
+            breaker_open(e) && (1..endpoint::PROBES_TO_RECOVER).contains(&e.record().good_streak)
+        });
+        let someone_out =
+            self.endpoints.iter().any(|e| !e.state().serves_reads() || breaker_open(e));
+        if awaiting_confirmation {
+            interval.min(CONFIRM_INTERVAL)
+        } else if someone_out {
+            interval.min(RECHECK_INTERVAL)
+        } else {
+            interval
+        }
     }
 
     fn log_change(&self, endpoint: &Endpoint<C>, change: &Change) {
