@@ -273,14 +273,7 @@ where
                 )
             }
         };
-        let pool = PoolConfiguration::builder(ManagerMode::Admin)
-            .pool_size(1)
-            .max_overflow(0)
-            .min_idle(0)
-            .build()?;
-        let config =
-            ManagerConfig::builder(ManagerMode::Admin).primary_url(url).pool(pool).build()?;
-        let manager = Arc::new(connect_on_ucm_runtime(config).await?);
+        let manager = Arc::new(connect_on_ucm_runtime(admin_config(url)?).await?);
         let outcome = setup(Arc::clone(&manager)).await;
         let closed = manager.close().await;
         match outcome.and(closed) {
@@ -367,14 +360,7 @@ async fn create_on_server(admin: &DatabaseUrl, statement: &str) -> Result<()> {
     let statement = statement.to_owned();
     let admin = admin.clone();
     ucm_core::blocking::spawn(async move {
-        let pool = PoolConfiguration::builder(ManagerMode::Admin)
-            .pool_size(1)
-            .max_overflow(0)
-            .min_idle(0)
-            .build()?;
-        let config =
-            ManagerConfig::builder(ManagerMode::Admin).primary_url(admin).pool(pool).build()?;
-        let manager = UnifiedManager::connect(config).await?;
+        let manager = UnifiedManager::connect(admin_config(admin)?).await?;
         let outcome = async {
             let mut connection = manager.direct_connection().await?;
             let mut attempt = 0;
@@ -413,14 +399,7 @@ async fn clean(cleanup: Cleanup) -> Result<()> {
 async fn end_mysql_sessions(admin: &DatabaseUrl, name: &str) -> Result<()> {
     let (admin, name) = (admin.clone(), name.to_owned());
     ucm_core::blocking::spawn(async move {
-        let pool = PoolConfiguration::builder(ManagerMode::Admin)
-            .pool_size(1)
-            .max_overflow(0)
-            .min_idle(0)
-            .build()?;
-        let config =
-            ManagerConfig::builder(ManagerMode::Admin).primary_url(admin).pool(pool).build()?;
-        let manager = UnifiedManager::connect(config).await?;
+        let manager = UnifiedManager::connect(admin_config(admin)?).await?;
         let outcome = async {
             let mut connection = manager.direct_connection().await?;
             let rows = connection
@@ -443,6 +422,16 @@ async fn end_mysql_sessions(admin: &DatabaseUrl, name: &str) -> Result<()> {
         outcome
     })
     .await
+}
+
+/// A one-connection lazy `Admin` manager on `url`, for setting up and dropping databases.
+fn admin_config(url: DatabaseUrl) -> Result<ManagerConfig> {
+    let pool = PoolConfiguration::builder(ManagerMode::Admin)
+        .pool_size(1)
+        .max_overflow(0)
+        .min_idle(0)
+        .build()?;
+    ManagerConfig::builder(ManagerMode::Admin).primary_url(url).pool(pool).build()
 }
 
 /// Builds a manager on ucm's runtime, so its connections and background tasks belong to a
