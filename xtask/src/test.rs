@@ -135,8 +135,10 @@ pub(crate) struct Run {
 /// in `env`.
 pub(crate) fn matrix() -> Vec<Run> {
     vec![
-        Run::new("workspace", ["--workspace", "--all-targets"]),
-        Run::new("doctests", ["--workspace", "--doc"]),
+        // `--no-fail-fast`: every test binary runs even after one fails, so one pass shows
+        // everything that is broken (cargo stops at the first failing binary otherwise).
+        Run::new("workspace", ["--workspace", "--all-targets", "--no-fail-fast"]),
+        Run::new("doctests", ["--workspace", "--doc", "--no-fail-fast"]),
     ]
 }
 
@@ -287,23 +289,32 @@ mod tests {
     #[test]
     fn with_extra_scopes_the_matrix_to_the_users_selection() {
         let cases: [(&[&str], &[&[&str]]); 6] = [
-            (&[], &[&["--workspace", "--all-targets"], &["--workspace", "--doc"]]),
+            (
+                &[],
+                &[
+                    &["--workspace", "--all-targets", "--no-fail-fast"],
+                    &["--workspace", "--doc", "--no-fail-fast"],
+                ],
+            ),
             (
                 &["--", "retry"],
                 &[
-                    &["--workspace", "--all-targets", "--", "retry"],
-                    &["--workspace", "--doc", "--", "retry"],
+                    &["--workspace", "--all-targets", "--no-fail-fast", "--", "retry"],
+                    &["--workspace", "--doc", "--no-fail-fast", "--", "retry"],
                 ],
             ),
             (
                 &["-p", "ucm-core"],
-                &[&["--all-targets", "-p", "ucm-core"], &["--doc", "-p", "ucm-core"]],
+                &[
+                    &["--all-targets", "--no-fail-fast", "-p", "ucm-core"],
+                    &["--doc", "--no-fail-fast", "-p", "ucm-core"],
+                ],
             ),
-            (&["-pucm-core", "--lib"], &[&["-pucm-core", "--lib"]]),
-            (&["--doc"], &[&["--workspace", "--doc"]]),
+            (&["-pucm-core", "--lib"], &[&["--no-fail-fast", "-pucm-core", "--lib"]]),
+            (&["--doc"], &[&["--workspace", "--no-fail-fast", "--doc"]]),
             (
                 &["--test=conformance", "--", "--nocapture"],
-                &[&["--workspace", "--test=conformance", "--", "--nocapture"]],
+                &[&["--workspace", "--no-fail-fast", "--test=conformance", "--", "--nocapture"]],
             ),
         ];
         for (extra, expected) in cases {
