@@ -216,6 +216,13 @@ impl<C: Connector> Pool<C> {
     ///   validating one did not finish within the acquire timeout;
     /// - `Closed` after [`Self::close`].
     pub async fn acquire(&self) -> Result<PooledConnection<C>> {
+        self.checkout(true).await
+    }
+
+    /// The checkout of [`Self::acquire`]; without `wait`, a full pool answers
+    /// `PoolExhausted` at once instead of queueing for a slot (opening a connection or
+    /// pinging an idle one still happen, bounded by the acquire timeout).
+    async fn checkout(&self, wait: bool) -> Result<PooledConnection<C>> {
         let permit = match &self.inner.breaker {
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
@@ -225,7 +232,7 @@ impl<C: Connector> Pool<C> {
         // the pool is full does deadpool's bounded wait start.
         let checkout = async {
             match self.inner.pool.timeout_get(&NO_WAIT).await {
-                Err(PoolError::Timeout(TimeoutType::Wait)) => self.inner.pool.get().await,
+                Err(PoolError::Timeout(TimeoutType::Wait)) if wait => self.inner.pool.get().await,
                 other => other,
             }
         };
@@ -318,7 +325,22 @@ impl<C: Connector> Pool<C> {
     /// As [`Self::acquire`]; and the connector's error when the change fails (the
     /// connection is then discarded).
     pub async fn acquire_for(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
-        let mut connection = self.acquire().await?;
+        self.checkout_for(mode, true).await
+    }
+
+    /// [`Self::acquire_for`] without queueing for a slot: `PoolExhausted` at once when
+    /// every connection is in use and none may be opened, so a caller with another
+    /// endpoint to try (a read with the primary behind the replicas) moves on instead of
+    /// waiting out the acquire timeout.
+    ///
+    /// # Errors
+    /// As [`Self::acquire_for`]; `PoolExhausted` without waiting.
+    pub async fn try_acquire_for(&self, mode: ConnectionMode) -> Result<PooledConnection<C>> {
+        self.checkout_for(mode, false).await
+    }
+
+    async fn checkout_for(&self, mode: ConnectionMode, wait: bool) -> Result<PooledConnection<C>> {
+        let mut connection = self.checkout(wait).await?;
         let wanted = mode.is_read_only();
         if connection.read_only() != Some(wanted) {
             connection.set_read_only_state(None);

@@ -317,7 +317,10 @@ impl<C: Connector> Shared<C> {
                 if !replica.state().serves_reads() {
                     continue;
                 }
-                match replica.pool.acquire_for(mode).await {
+                // No queueing on a replica: a full one is passed over (the next replica, then
+                // the primary serve), so a saturated replica never costs a read the whole
+                // acquire timeout; only the primary, the last resort, is waited on.
+                match replica.pool.try_acquire_for(mode).await {
                     Ok(connection) => return Ok(connection),
                     Err(e) => {
                         #[cfg(feature = "otel")]

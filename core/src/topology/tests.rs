@@ -379,3 +379,25 @@ async fn an_open_breaker_half_opens_after_two_good_probes() {
     topology.health_check().await;
     assert_eq!(breaker.state(), BreakerState::HalfOpen);
 }
+
+/// A saturated replica costs a read nothing: with every replica connection in use, the read
+/// goes to the primary at once instead of waiting out the acquire timeout.
+#[tokio::test(start_paused = true)]
+async fn a_saturated_replica_passes_reads_to_the_primary_without_waiting() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    let max = topology.shared.endpoints[1].pool.status().max_size;
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    }
+    assert_eq!(topology.shared.endpoints[1].pool.status().in_use, max, "the replica is full");
+    let before = c["primary"].read_only_changes();
+    let started = tokio::time::Instant::now();
+    let read = topology.acquire(ConnectionMode::ReadOnly).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "the read waited for the replica");
+    assert!(read.is_read_only());
+    assert_eq!(c["primary"].read_only_changes(), before + 1, "the primary served it");
+    assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Healthy);
+    drop((held, read));
+}
