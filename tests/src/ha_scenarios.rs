@@ -592,6 +592,44 @@ pub async fn a_replica_whose_wal_receiver_stopped_is_banned<B: Backend>(cluster:
     m.close().await.unwrap();
 }
 
+/// The replica is blackholed (a fault proxy forwards nothing and keeps the sockets open, as
+/// behind a dropped route): `health_check()` still returns within two probe deadlines (a
+/// round in flight, then its own), reporting the replica down and the primary healthy.
+pub async fn health_check_with_a_blackholed_replica_is_bounded<B: Backend>(cluster: &HaCluster) {
+    use crate::fault_proxy::{FaultProxy, url_target};
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let proxy = FaultProxy::start(url_target(&replica.url).await.unwrap()).await.unwrap();
+    let through = Node { url: proxy.url_through(&replica.url), ..replica.clone() };
+    let m = manager::<B>(&primary, &through, "ucm_t_ha_blackhole").await;
+    let deadline = m.connection_info().pool.validation_timeout().max(Duration::from_secs(1));
+    assert_eq!(m.health_check().await.status, ucm_core::HealthStatus::Healthy);
+    proxy.blackhole(true);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let report = m.health_check().await;
+        slowest = slowest.max(started.elapsed());
+        let replica_health =
+            report.components.iter().find(|c| c.role == EndpointRole::Replica).map(|c| c.state);
+        assert_eq!(replica_health, Some(EndpointState::Down), "{report:?}");
+        let primary_health =
+            report.components.iter().find(|c| c.role == EndpointRole::Primary).map(|c| c.state);
+        assert_eq!(primary_health, Some(EndpointState::Healthy), "{report:?}");
+    }
+    eprintln!(
+        "ha figure ({}): replica blackholed: health_check() took at most {slowest:?} (probe \
+         deadline {deadline:?})",
+        B::NAME
+    );
+    assert!(
+        slowest <= 2 * deadline + Duration::from_millis(500),
+        "health_check() took {slowest:?} with a probe deadline of {deadline:?}"
+    );
+    proxy.blackhole(false);
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -667,6 +705,7 @@ macro_rules! ha_suite {
                 a_frozen_primary_is_followed_after_a_promotion,
                 a_split_brain_clone_is_never_followed,
                 a_replica_whose_wal_receiver_stopped_is_banned,
+                health_check_with_a_blackholed_replica_is_bounded,
                 a_session_reads_its_own_writes);
         }
     };
