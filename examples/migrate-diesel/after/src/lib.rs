@@ -1,4 +1,6 @@
-//! A job queue on PostgreSQL with sync diesel: enqueue, fetch the next job with `FOR UPDATE SKIP LOCKED`, complete, fail with retries, requeue. After the migration: ucm's `DieselBlockingPool`, whose connections are sync diesel connections on ucm's pool.
+//! A job queue on PostgreSQL with sync diesel: enqueue, fetch the next job with `FOR UPDATE SKIP LOCKED`, complete, fail with retries, requeue.
+//!
+//! After the migration: ucm's `DieselBlockingPool`, whose connections are sync diesel connections on ucm's pool.
 
 pub mod schema;
 

@@ -1,4 +1,6 @@
-//! A job queue on PostgreSQL with sync diesel: enqueue, fetch the next job with `FOR UPDATE SKIP LOCKED`, complete, fail with retries, requeue. Before the migration: an r2d2 pool of diesel-async's `AsyncConnectionWrapper<AsyncPgConnection>` (sync diesel in pure Rust, no libpq).
+//! A job queue on PostgreSQL with sync diesel: enqueue, fetch the next job with `FOR UPDATE SKIP LOCKED`, complete, fail with retries, requeue.
+//!
+//! Before the migration: an r2d2 pool of diesel-async's `AsyncConnectionWrapper<AsyncPgConnection>` (sync diesel in pure Rust, no libpq).
 
 pub mod schema;
 

@@ -61,6 +61,8 @@ fn unique_database() -> String {
 /// The running service, as a test sees it.
 struct App {
     base: String,
+    /// The service's database URL.
+    url: String,
     client: reqwest::Client,
     pool: PgPool,
     worker: Option<JoinHandle<()>>,
@@ -122,12 +124,13 @@ where
         .await
         .unwrap();
 
-    let pool = connect(&with_database(&admin_url, &database)).await.unwrap();
+    let url = with_database(&admin_url, &database);
+    let pool = connect(&url).await.unwrap();
     migrate(&pool).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(serve(listener, pool.clone()));
-    let app = App { base, client: reqwest::Client::new(), pool, worker: None };
+    let app = App { base, client: reqwest::Client::new(), url, pool, worker: None };
 
     let outcome = tokio::spawn(test(app)).await;
 
@@ -241,4 +244,67 @@ async fn the_worker_finishes_queued_jobs_in_bounded_batches() {
         }
     })
     .await;
+}
+
+/// A worker set up apart from the API, with a `connect` of its own (as services often build
+/// a pool per component), after real traffic from both: the server holds exactly the
+/// connections their pools hold, counted in `pg_stat_activity` on the test's own database.
+/// Under ucm-compat with `unified-v2` the two handles are one manager, so one pool's.
+#[tokio::test]
+async fn a_worker_with_its_own_connect_and_the_api_hold_what_their_pools_hold() {
+    with_app(|mut app| async move {
+        let worker_pool = connect(&app.url).await.unwrap();
+        app.worker = Some(spawn_worker(worker_pool.clone(), Duration::from_millis(10), 3));
+        let requests: Vec<_> = (0..12)
+            .map(|i| {
+                let (client, base) = (app.client.clone(), app.base.clone());
+                tokio::spawn(async move {
+                    let body = json!({ "kind": format!("k{i}") }).to_string();
+                    let response = client
+                        .post(format!("{base}/jobs"))
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while app.get("/stats").await.1["done"] != 12 {
+            assert!(Instant::now() < deadline, "the worker did not finish the jobs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.worker.take().unwrap().abort();
+
+        // The pools' own bookkeeping against the server's count, once no connection is
+        // being opened or closed between the two readings.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (server, pools) = loop {
+            let pools = pools_connections(&app.pool, &worker_pool);
+            let server: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            let again = pools_connections(&app.pool, &worker_pool);
+            if (server == pools && pools == again) || Instant::now() > deadline {
+                break (server, pools);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("the API and a separately connected worker hold {server} connections");
+        assert_eq!(server, pools, "the server sees exactly the pools' connections");
+    })
+    .await;
+}
+
+/// Connections the API's and the worker's pools hold: two `PgPool`s, each its own.
+fn pools_connections(api: &PgPool, worker: &PgPool) -> i64 {
+    i64::from(api.size()) + i64::from(worker.size())
 }

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
 use tokio::task::JoinHandle;
-use ucm::{ConnectionMode, ErrorKind};
+use ucm::{ConnectionManagerProtocol, ConnectionMode, ErrorKind};
 use ucm_sqlx::SqlxPool;
 
 /// The PostgreSQL server to test against: `PG_DATABASE_URL`, else a PostgreSQL
@@ -63,6 +63,8 @@ fn unique_database() -> String {
 /// The running service, as a test sees it.
 struct App {
     base: String,
+    /// The service's database URL.
+    url: String,
     client: reqwest::Client,
     pool: SqlxPool<Postgres>,
     worker: Option<JoinHandle<()>>,
@@ -124,12 +126,13 @@ where
         .await
         .unwrap();
 
-    let pool = connect(&with_database(&admin_url, &database)).await.unwrap();
+    let url = with_database(&admin_url, &database);
+    let pool = connect(&url).await.unwrap();
     migrate(&pool).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(serve(listener, pool.clone()));
-    let app = App { base, client: reqwest::Client::new(), pool, worker: None };
+    let app = App { base, client: reqwest::Client::new(), url, pool, worker: None };
 
     let outcome = tokio::spawn(test(app)).await;
 
@@ -260,4 +263,70 @@ async fn reads_use_a_handle_that_is_read_only_at_the_database() {
         assert_eq!(list.as_array().map(Vec::len), Some(1));
     })
     .await;
+}
+
+/// A worker set up apart from the API, with a `connect` of its own (as services often build
+/// a pool per component), after real traffic from both: the server holds exactly the
+/// connections their pools hold, counted in `pg_stat_activity` on the test's own database.
+/// Under ucm-compat with `unified-v2` the two handles are one manager, so one pool's.
+#[tokio::test]
+async fn a_worker_with_its_own_connect_and_the_api_hold_what_their_pools_hold() {
+    with_app(|mut app| async move {
+        let worker_pool = connect(&app.url).await.unwrap();
+        app.worker = Some(spawn_worker(worker_pool.clone(), Duration::from_millis(10), 3));
+        let requests: Vec<_> = (0..12)
+            .map(|i| {
+                let (client, base) = (app.client.clone(), app.base.clone());
+                tokio::spawn(async move {
+                    let body = json!({ "kind": format!("k{i}") }).to_string();
+                    let response = client
+                        .post(format!("{base}/jobs"))
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while app.get("/stats").await.1["done"] != 12 {
+            assert!(Instant::now() < deadline, "the worker did not finish the jobs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.worker.take().unwrap().abort();
+
+        // The pools' own bookkeeping against the server's count, once no connection is
+        // being opened or closed between the two readings.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (server, pools) = loop {
+            let pools = pools_connections(&app.pool, &worker_pool);
+            let server: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            let again = pools_connections(&app.pool, &worker_pool);
+            if (server == pools && pools == again) || Instant::now() > deadline {
+                break (server, pools);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("the API and a separately connected worker hold {server} connections");
+        assert_eq!(server, pools, "the server sees exactly the pools' connections");
+    })
+    .await;
+}
+
+/// Connections the API's and the worker's pools hold: each `connect` builds a manager.
+fn pools_connections(api: &SqlxPool<Postgres>, worker: &SqlxPool<Postgres>) -> i64 {
+    let open = |pool: &SqlxPool<Postgres>| {
+        i64::try_from(pool.manager().connection_info().primary().unwrap().status.size).unwrap()
+    };
+    open(api) + open(worker)
 }
