@@ -2,24 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::url;
 use ucm::testing::{TestDatabase, prepare_template};
 use ucm::{ConnectionManagerProtocol, ConnectionMode, SqlExecutor, TransactionalConnection};
-
-/// The database URL from `var`, or `None` (skipped) locally; under `CI` a missing database
-/// fails.
-fn url(var: &str) -> Option<String> {
-    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!ci, "{var} is not set and CI is: run the tests through `cargo xtask test`");
-            eprintln!("skipped: {var} is not set (run `cargo xtask test`)");
-            None
-        }
-    }
-}
 
 /// Connections the server holds on the given databases (names the fixture generated, so
 /// they need no quoting).

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,18 +14,6 @@ use serde_json::Value;
 use ucm::testing::TestDatabase;
 use ucm::web::{HttpError, RequestSession, health_routes};
 use ucm::{ConnectionManagerProtocol, ConnectionMode, UnifiedManager};
-
-fn url() -> Option<String> {
-    match std::env::var("PG_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!ci, "PG_DATABASE_URL is not set and CI is: run `cargo xtask test`");
-            eprintln!("skipped: PG_DATABASE_URL is not set (run `cargo xtask test`)");
-            None
-        }
-    }
-}
 
 async fn create(session: RequestSession, Path(id): Path<i64>) -> Result<StatusCode, HttpError> {
     session
@@ -50,7 +40,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_answer_with_the_right_statuses_and_bodies() {
-    let Some(admin) = url() else { return };
+    let Some(admin) = common::url("PG_DATABASE_URL") else { return };
     let db = TestDatabase::create(&admin).await.unwrap();
     let manager: Arc<UnifiedManager> = Arc::clone(db.manager());
     manager
@@ -115,7 +105,7 @@ async fn routes_answer_with_the_right_statuses_and_bodies() {
 /// database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_errors_are_500_without_details() {
-    let Some(admin) = url() else { return };
+    let Some(admin) = common::url("PG_DATABASE_URL") else { return };
     let db = TestDatabase::create(&admin).await.unwrap();
     let app = Router::new().route("/items", get(count)).with_state(Arc::clone(db.manager()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
