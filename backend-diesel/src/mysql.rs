@@ -41,6 +41,11 @@ impl Dialect for MySqlDialect {
             .prefer_socket(false)
             // diesel-async caches statements itself.
             .stmt_cache_size(0)
+            // Keepalive idle time in milliseconds (mysql_async sets no interval, count or
+            // TCP_USER_TIMEOUT).
+            .tcp_keepalive(
+                config.tcp_keepalive().map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            )
             .init(vec![format!("SET time_zone = {}", string_literal(config.mysql_time_zone()))]);
         Ok(builder.into())
     }

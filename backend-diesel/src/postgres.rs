@@ -35,6 +35,21 @@ impl Dialect for PgDialect {
             .application_name(config.application_name_for(url))
             .options(startup_options(config))
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        match config.tcp_keepalive() {
+            Some(idle) => {
+                options
+                    .keepalives(true)
+                    .keepalives_idle(idle)
+                    .keepalives_interval(ucm_core::config::TCP_KEEPALIVE_INTERVAL)
+                    .keepalives_retries(3);
+            }
+            None => {
+                options.keepalives(true);
+            }
+        }
+        if let Some(timeout) = config.tcp_user_timeout() {
+            options.tcp_user_timeout(timeout);
+        }
         if let Some(user) = url.user() {
             options.user(user);
         }
@@ -216,6 +231,20 @@ mod tests {
         assert_eq!(options.get_ports(), &[6543]);
         assert_eq!(options.get_application_name(), Some(config.application_name()));
         assert!(options.get_options().is_some_and(|o| o.contains("TimeZone=")));
+        assert!(options.get_keepalives());
+        assert_eq!(options.get_keepalives_idle(), ucm_core::config::DEFAULT_TCP_KEEPALIVE);
+        assert_eq!(
+            options.get_tcp_user_timeout(),
+            Some(&ucm_core::config::DEFAULT_TCP_USER_TIMEOUT)
+        );
+        let tuned = PoolConfiguration::builder(ManagerMode::McpServer)
+            .tcp_keepalive(Some(std::time::Duration::from_secs(7)))
+            .tcp_user_timeout(None)
+            .build()
+            .unwrap();
+        let options = PgDialect::options(&url, &tuned).unwrap();
+        assert_eq!(options.get_keepalives_idle(), std::time::Duration::from_secs(7));
+        assert_eq!(options.get_tcp_user_timeout(), None);
     }
 
     #[test]

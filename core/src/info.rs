@@ -91,6 +91,9 @@ pub struct EndpointInfo {
     pub in_recovery: Option<bool>,
     /// Its replay lag at the last probe, when it is a standby.
     pub lag: Option<Duration>,
+    /// Its health probes' round trip, smoothed; a replica much slower than the primary is
+    /// degraded and read from only when no faster endpoint can serve.
+    pub latency: Option<Duration>,
     /// Times it was banned or marked down.
     pub bans: u64,
     /// When the health loop last probed it.
@@ -114,6 +117,7 @@ impl EndpointInfo {
             state_reason: None,
             in_recovery: None,
             lag: None,
+            latency: None,
             bans: 0,
             last_probe: None,
             long_holds: pool.long_holds(),

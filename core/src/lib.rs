@@ -51,7 +51,7 @@ pub use error::{
 pub use health::{ComponentHealth, EndpointRole, EndpointState, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo, SlaSummary};
 pub use mode::{ConnectionMode, ManagerMode};
-pub use pool::{Connector, Pool, PoolStatus, PooledConnection};
+pub use pool::{Connector, Pool, PoolStatus, PooledConnection, StatementExpiry};
 pub use protocol::{
     BoxFuture, ConnectionManagerProtocol, ProtocolExt, SqlExecutor, TransactionOptions,
     TransactionWork, TransactionalConnection,

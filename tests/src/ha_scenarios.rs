@@ -630,6 +630,198 @@ pub async fn health_check_with_a_blackholed_replica_is_bounded<B: Backend>(clust
     m.close().await.unwrap();
 }
 
+/// One read of [`ReadLoad`]: when it started (after the load's origin), how long it took,
+/// and whether a standby served it (`None`: it failed).
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    at: Duration,
+    took: Duration,
+    standby: Option<bool>,
+}
+
+/// `readers` tasks reading `pg_is_in_recovery()` through `m` in `ReadOnly` mode, each read
+/// timed, until [`ReadLoad::finish`].
+struct ReadLoad {
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+    readers: Vec<tokio::task::JoinHandle<(Vec<Read>, Vec<String>)>>,
+}
+
+impl ReadLoad {
+    fn start<M: ConnectionManagerProtocol + 'static>(m: &Arc<M>, readers: usize) -> Self {
+        let origin = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers = (0..readers)
+            .map(|_| {
+                let (m, stop) = (Arc::clone(m), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let (mut reads, mut errors) = (Vec::new(), Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = origin.elapsed();
+                        let outcome = read_lands_on_standby(&*m).await;
+                        let took = origin.elapsed() - at;
+                        if let Err(e) = &outcome {
+                            errors.push(e.to_string());
+                        }
+                        reads.push(Read { at, took, standby: outcome.ok() });
+                    }
+                    (reads, errors)
+                })
+            })
+            .collect();
+        Self { origin, stop, readers }
+    }
+
+    /// Stops the readers; every read, and every failure's message.
+    async fn finish(self) -> (Vec<Read>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut reads, mut errors) = (Vec::new(), Vec::new());
+        for reader in self.readers {
+            let (r, e) = reader.await.unwrap();
+            reads.extend(r);
+            errors.extend(e);
+        }
+        reads.sort_by_key(|r| r.at);
+        (reads, errors)
+    }
+}
+
+/// The `q` quantile (0..1) of the reads' durations.
+fn quantile(reads: &[Read], q: f64) -> Duration {
+    let mut took: Vec<Duration> = reads.iter().map(|r| r.took).collect();
+    took.sort();
+    let index = ((took.len() as f64 * q).ceil() as usize).clamp(1, took.len().max(1)) - 1;
+    took.get(index).copied().unwrap_or_default()
+}
+
+/// The reads that started within `from..to` after the load's origin.
+fn between(reads: &[Read], from: Duration, to: Duration) -> Vec<Read> {
+    reads.iter().filter(|r| r.at >= from && r.at < to).copied().collect()
+}
+
+/// The replica is blackholed (through the fault proxy: its sockets stay open, nothing
+/// comes back) under 8 readers: no read fails, the reads stuck on it are abandoned once
+/// two probes go unanswered and run again on the primary, and the read p99 during the
+/// fault stays within twice the p99 before it.
+pub async fn a_blackholed_replica_costs_no_read<B: Backend>(cluster: &HaCluster) {
+    use crate::fault_proxy::{FaultProxy, url_target};
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let proxy = FaultProxy::start(url_target(&replica.url).await.unwrap()).await.unwrap();
+    let through = Node { url: proxy.url_through(&replica.url), ..replica.clone() };
+    // The primary behind a proxy of its own that injects nothing, so that the reads it
+    // takes over travel the same way as the replica's did and their latencies compare.
+    let primary_proxy = FaultProxy::start(url_target(&primary.url).await.unwrap()).await.unwrap();
+    let primary_through = Node { url: primary_proxy.url_through(&primary.url), ..primary.clone() };
+    let m = Arc::new(
+        manager_with::<B>(&primary_through, &through, "ucm_t_ha_blackhole_reads", |pool| {
+            pool.pool_size(8).max_overflow(4)
+        })
+        .await,
+    );
+    let load = ReadLoad::start(&m, 8);
+    let origin = load.origin;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fault_at = origin.elapsed();
+    proxy.blackhole(true);
+    let down =
+        wait_for(&*m, "the blackholed replica is marked down", Duration::from_secs(10), || async {
+            replica_state(&*m) == EndpointState::Down
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let fault_end = origin.elapsed();
+    let (reads, errors) = load.finish().await;
+    proxy.blackhole(false);
+    // Reads in flight when the fault began count as during it: they are the ones it hits.
+    let before: Vec<Read> = between(&reads, Duration::from_millis(500), fault_at)
+        .into_iter()
+        .filter(|r| r.at + r.took < fault_at)
+        .collect();
+    let during: Vec<Read> =
+        reads.iter().filter(|r| r.at + r.took >= fault_at && r.at < fault_end).copied().collect();
+    let (p99_before, p99_during) = (quantile(&before, 0.99), quantile(&during, 0.99));
+    let slowest = during.iter().map(|r| r.took).max().unwrap_or_default();
+    let on_primary = during.iter().filter(|r| r.standby == Some(false)).count();
+    eprintln!(
+        "ha figure ({}): replica blackholed under 8 readers: {} reads before (p99 {p99_before:?}), \
+         {} during the fault (p99 {p99_during:?}, p50 {:?}, slowest {slowest:?}, {on_primary} \
+         served by the primary), {} failed; marked down {down:?} after the fault",
+        B::NAME,
+        before.len(),
+        during.len(),
+        quantile(&during, 0.5),
+        errors.len()
+    );
+    assert!(errors.is_empty(), "reads failed: {errors:?}");
+    assert!(
+        before.iter().all(|r| r.standby == Some(true)),
+        "reads left the replica before the fault"
+    );
+    assert!(on_primary > 0, "the primary served no read during the fault");
+    assert!(
+        p99_during <= 2 * p99_before.max(Duration::from_millis(1)),
+        "read p99 {p99_during:?} during the fault against {p99_before:?} before"
+    );
+    m.close().await.unwrap();
+}
+
+/// The replica gets 200 ms more latency (through the fault proxy): the probes find it
+/// slow and reads move to the primary; with the latency gone, they return.
+pub async fn a_slow_replica_loses_its_reads<B: Backend>(cluster: &HaCluster) {
+    use crate::fault_proxy::{FaultProxy, url_target};
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let proxy = FaultProxy::start(url_target(&replica.url).await.unwrap()).await.unwrap();
+    let through = Node { url: proxy.url_through(&replica.url), ..replica.clone() };
+    let m = Arc::new(manager::<B>(&primary, &through, "ucm_t_ha_slow_replica").await);
+    let load = ReadLoad::start(&m, 4);
+    let origin = load.origin;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let slowed_at = origin.elapsed();
+    proxy.latency(Duration::from_millis(200));
+    let found =
+        wait_for(&*m, "the slow replica is marked degraded", Duration::from_secs(10), || async {
+            replica_state(&*m) == EndpointState::Degraded
+        })
+        .await;
+    let shifted_at = origin.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let slow_end = origin.elapsed();
+    proxy.latency(Duration::ZERO);
+    let back =
+        wait_for(&*m, "the replica, fast again, is healthy", Duration::from_secs(20), || async {
+            replica_state(&*m) == EndpointState::Healthy
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let healthy_at = origin.elapsed() - Duration::from_millis(500);
+    let (reads, errors) = load.finish().await;
+    let share_on_replica = |reads: &[Read]| {
+        reads.iter().filter(|r| r.standby == Some(true)).count() as f64 / reads.len().max(1) as f64
+    };
+    let before = between(&reads, Duration::ZERO, slowed_at);
+    let slow = between(&reads, shifted_at + Duration::from_millis(500), slow_end);
+    let after = between(&reads, healthy_at, origin.elapsed());
+    eprintln!(
+        "ha figure ({}): replica +200 ms: found slow {found:?} after the latency began; reads on \
+         the replica: {:.0}% before, {:.0}% while slow ({} reads, p50 {:?}), {:.0}% after it was \
+         healthy again ({back:?} after the latency ended); {} failed",
+        B::NAME,
+        100.0 * share_on_replica(&before),
+        100.0 * share_on_replica(&slow),
+        slow.len(),
+        quantile(&slow, 0.5),
+        100.0 * share_on_replica(&after),
+        errors.len()
+    );
+    assert!(errors.is_empty(), "reads failed: {errors:?}");
+    assert!(share_on_replica(&before) > 0.99, "reads were not on the replica before");
+    assert!(share_on_replica(&slow) < 0.05, "reads stayed on the slow replica");
+    assert!(share_on_replica(&after) > 0.9, "reads did not return to the replica");
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -706,6 +898,7 @@ macro_rules! ha_suite {
                 a_split_brain_clone_is_never_followed,
                 a_replica_whose_wal_receiver_stopped_is_banned,
                 health_check_with_a_blackholed_replica_is_bounded,
+                a_blackholed_replica_costs_no_read, a_slow_replica_loses_its_reads,
                 a_session_reads_its_own_writes);
         }
     };

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use diesel::QueryResult;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -104,17 +103,12 @@ pub struct Observed<'s, D: Dialect, F> {
     session: Option<&'s mut DieselSession<D>>,
     text: StatementText,
     statement: Option<ObservedStatement>,
-    /// The client's deadline, armed on the first poll: the future may be created outside
-    /// the runtime that drives it (a sync connection creates it, then blocks on it).
-    deadline: Deadline,
+    /// When the wait for an answer ends without one (the client's deadline, or the
+    /// endpoint abandoned); its timer starts on the first poll, since the future may be
+    /// created outside the runtime that drives it (a sync connection creates it, then
+    /// blocks on it).
+    expired: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     inner: Option<Pin<Box<F>>>,
-}
-
-/// A statement's client deadline: its length until the first poll, then its timer.
-enum Deadline {
-    None,
-    Unarmed(Duration),
-    Armed(Pin<Box<tokio::time::Sleep>>),
 }
 
 impl<D: Dialect, F> fmt::Debug for Observed<'_, D, F> {
@@ -133,7 +127,7 @@ impl<'s, D: Dialect, F> Observed<'s, D, F> {
         start: impl FnOnce() -> F,
     ) -> Self {
         let _stale = text.take();
-        let (statement, deadline) =
+        let (statement, expiry) =
             if commit { session.observe_commit_start() } else { session.observe_start() };
         let inner = {
             let _entered = statement.span().map(tracing::Span::enter);
@@ -143,7 +137,7 @@ impl<'s, D: Dialect, F> Observed<'s, D, F> {
             session: Some(session),
             text: text.clone(),
             statement: Some(statement),
-            deadline: deadline.map_or(Deadline::None, Deadline::Unarmed),
+            expired: Some(Box::pin(expiry.expired())),
             inner: Some(inner),
         }
     }
@@ -154,7 +148,7 @@ impl<'s, D: Dialect, F> Observed<'s, D, F> {
             session: None,
             text: StatementText::default(),
             statement: None,
-            deadline: Deadline::None,
+            expired: None,
             inner: None,
         }
     }
@@ -176,21 +170,18 @@ where
                 "a finished statement was polled again",
             ))));
         };
-        if let Deadline::Unarmed(limit) = this.deadline {
-            this.deadline = Deadline::Armed(Box::pin(tokio::time::sleep(limit)));
-        }
         let polled = {
             let _entered = statement.span().map(tracing::Span::enter);
             inner.as_mut().poll(cx)
         };
         let outcome = match polled {
             Poll::Ready(result) => Some(result),
-            Poll::Pending => match &mut this.deadline {
-                Deadline::Armed(deadline) => match deadline.as_mut().poll(cx) {
+            Poll::Pending => match &mut this.expired {
+                Some(expired) => match expired.as_mut().poll(cx) {
                     Poll::Ready(()) => None,
                     Poll::Pending => return Poll::Pending,
                 },
-                Deadline::None | Deadline::Unarmed(_) => return Poll::Pending,
+                None => return Poll::Pending,
             },
         };
         let Some(mut statement) = this.statement.take() else {

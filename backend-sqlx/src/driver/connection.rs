@@ -7,7 +7,7 @@ use sqlx::Database;
 use sqlx_core::transaction::TransactionManager;
 
 use super::SqlxDatabase;
-use super::observe::{finish, within};
+use super::observe::finish;
 use crate::manager::{SqlxConnection, SqlxSession};
 
 /// The sqlx connection of a ucm session. Derefs to sqlx's connection (`&mut **conn` is a
@@ -128,8 +128,8 @@ impl<DB: SqlxDatabase> SqlxTransaction<DB> {
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         let Some(mut connection) = self.connection.take() else { return Ok(()) };
         let session = &mut connection.session;
-        let (statement, deadline) = session.observe_commit_start();
-        let outcome = within(deadline, DB::TransactionManager::commit(session)).await;
+        let (statement, expiry) = session.observe_commit_start();
+        let outcome = expiry.bound(DB::TransactionManager::commit(session)).await;
         finish(session, statement, outcome)?;
         session.mark_transaction_closed();
         Ok(())

@@ -13,17 +13,6 @@ use crate::convert::NeutralValues;
 use crate::error::read_ref;
 use crate::manager::SqlxSession;
 
-/// Awaits `call`, for at most `deadline` when there is one; `None` when it passed.
-pub(super) async fn within<F: std::future::Future>(
-    deadline: Option<std::time::Duration>,
-    call: F,
-) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, call).await.ok(),
-        None => Some(call.await),
-    }
-}
-
 /// Settles an observed statement and hands the driver's own result back.
 pub(super) fn finish<D: NeutralValues, T>(
     session: &mut SqlxSession<D>,
@@ -109,16 +98,18 @@ where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
 {
     Box::pin(async_stream::try_stream! {
-        let (mut statement, deadline) = session.observe_start();
+        let (mut statement, expiry) = session.observe_start();
         let (query, sql) = capture(query);
-        let until = deadline.map(|d| tokio::time::Instant::now() + d);
+        let expired = expiry.expired();
+        tokio::pin!(expired);
         let mut failure = None;
         {
             let mut items = (&mut **session).fetch_many(query);
             loop {
-                let next = match until {
-                    Some(until) => tokio::time::timeout_at(until, items.try_next()).await.ok(),
-                    None => Some(items.try_next().await),
+                let next = tokio::select! {
+                    biased;
+                    next = items.try_next() => Some(next),
+                    () = &mut expired => None,
                 };
                 match next {
                     Some(Ok(Some(item))) => yield item,
@@ -153,7 +144,7 @@ where
     E: 'q + Execute<'q, D::Db>,
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
 {
-    let (mut statement, deadline) = session.observe_start();
+    let (mut statement, expiry) = session.observe_start();
     let (query, sql) = capture(query);
     let span = statement.span().cloned();
     let run = (&mut **session).fetch_optional(query);
@@ -163,7 +154,7 @@ where
             None => run.await,
         }
     };
-    let outcome = within(deadline, run).await;
+    let outcome = expiry.bound(run).await;
     name(&mut statement, &sql);
     finish(session, statement, outcome)
 }

@@ -10,7 +10,7 @@ use tracing::{Instrument, Span};
 use super::BackendConnector;
 use crate::error::{DriverError, Error, Phase, Result};
 use crate::mode::ConnectionMode;
-use crate::pool::PooledConnection;
+use crate::pool::{PooledConnection, StatementExpiry};
 use crate::protocol::{SqlExecutor, TransactionalConnection};
 use crate::telemetry;
 use crate::value::{Row, Value};
@@ -131,6 +131,24 @@ impl<C: BackendConnector> Session<C> {
                     _ => error,
                 })
             }
+            None if self.connection.statement_abandoned() => {
+                // The health loop found the endpoint gone (two probes unanswered) while the
+                // statement waited: nothing is coming back on this connection. A read is
+                // safe to run again elsewhere; a write's outcome is unknown.
+                self.connection.mark_lost();
+                let kind = if phase.commits() {
+                    crate::ErrorKind::AmbiguousCommit
+                } else {
+                    crate::ErrorKind::ConnectionLost
+                };
+                Err(Error::database(
+                    kind,
+                    self.endpoint_label(),
+                    None,
+                    "the endpoint stopped answering (two health probes in a row got no \
+                     answer), so the statement was abandoned without waiting out its deadline",
+                ))
+            }
             None => {
                 // The server did not answer within the client's deadline, although it was
                 // told to cancel the statement sooner: it is frozen or unreachable. The
@@ -166,36 +184,36 @@ impl<C: BackendConnector> Session<C> {
     /// `sql` may be unknown at the start (a driver that takes the text only when it runs);
     /// pass it to [`ObservedStatement::set_sql`] when it is known.
     ///
-    /// Returns the statement and the client's deadline for it (the caller bounds the
-    /// driver's call by it and reports `None` to `observe_finish` when it passed).
-    pub fn observe_start(&mut self) -> (ObservedStatement, Option<Duration>) {
+    /// Returns the statement and when the wait for its answer ends without one (the
+    /// caller bounds the driver's call with [`StatementExpiry::bound`] and reports `None`
+    /// to `observe_finish` when it ended).
+    pub fn observe_start(&mut self) -> (ObservedStatement, StatementExpiry) {
         let phase = self.statement_phase();
         self.observe_start_in(phase)
     }
 
     /// [`Self::observe_start`] for the driver's `COMMIT`: a connection lost under it leaves
     /// the outcome unknown (`AmbiguousCommit`).
-    pub fn observe_commit_start(&mut self) -> (ObservedStatement, Option<Duration>) {
+    pub fn observe_commit_start(&mut self) -> (ObservedStatement, StatementExpiry) {
         self.observe_start_in(Phase::Commit)
     }
 
-    fn observe_start_in(&mut self, phase: Phase) -> (ObservedStatement, Option<Duration>) {
+    fn observe_start_in(&mut self, phase: Phase) -> (ObservedStatement, StatementExpiry) {
         let span = self.connection.endpoint().and_then(telemetry::driver_statement_span);
-        let (_, deadline) = self.connection.statement_deadlines();
-        self.connection.statement_started();
-        (ObservedStatement { span, started: Instant::now(), phase, sql: String::new() }, deadline)
+        let expiry = self.connection.statement_started();
+        (ObservedStatement { span, started: Instant::now(), phase, sql: String::new() }, expiry)
     }
 
-    /// Finishes a statement begun with [`Self::observe_start`]: `None` when the client's
-    /// deadline passed, else the driver's outcome, its error read as a [`DriverError`].
-    /// Returns ucm's classification of the failure, if any (the caller keeps returning
+    /// Finishes a statement begun with [`Self::observe_start`]: `None` when the wait for
+    /// its answer ended without one (its [`StatementExpiry`]), else the driver's outcome,
+    /// its error read as a [`DriverError`]. Returns ucm's classification of the failure, if any (the caller keeps returning
     /// the driver's own error to its caller).
     pub fn observe_finish(
         &mut self,
         statement: ObservedStatement,
         outcome: Option<Result<(), DriverError>>,
     ) -> Option<Error> {
-        let (limit, _) = self.connection.statement_deadlines();
+        let limit = self.connection.statement_timeout();
         let ObservedStatement { span, started, phase, sql } = statement;
         self.settle(outcome, &sql, phase, true, limit, started, span.as_ref()).err()
     }
@@ -236,27 +254,19 @@ impl ObservedStatement {
 macro_rules! statement {
     ($session:ident, $sql:expr, $phase:expr, $measured:expr, |$c:ident| $call:expr) => {{
         let span = $session.span($sql);
-        let (limit, deadline) = $session.connection.statement_deadlines();
-        $session.connection.statement_started();
+        let limit = $session.connection.statement_timeout();
+        let expiry = $session.connection.statement_started();
         let started = Instant::now();
         let outcome = {
             let $c: &mut C::Connection = &mut $session.connection;
             let call = $call;
             match &span {
-                Some(span) => within(deadline, call.instrument(span.clone())).await,
-                None => within(deadline, call).await,
+                Some(span) => expiry.bound(call.instrument(span.clone())).await,
+                None => expiry.bound(call).await,
             }
         };
         $session.settle(outcome, $sql, $phase, $measured, limit, started, span.as_ref())
     }};
-}
-
-/// Awaits `call`, for at most `deadline` when there is one; `None` when it passed.
-async fn within<F: std::future::Future>(deadline: Option<Duration>, call: F) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, call).await.ok(),
-        None => Some(call.await),
-    }
 }
 
 impl<C: BackendConnector> Deref for Session<C> {

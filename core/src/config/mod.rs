@@ -5,7 +5,10 @@ mod pool;
 mod url;
 
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
-pub use pool::{PoolConfiguration, PoolConfigurationBuilder};
+pub use pool::{
+    DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
+    TCP_KEEPALIVE_INTERVAL,
+};
 pub use url::{DatabaseKind, DatabaseUrl, Secret, SslMode};
 
 /// How long a SQLite statement waits for another connection's write lock before

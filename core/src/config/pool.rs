@@ -36,7 +36,21 @@ pub struct PoolConfiguration {
     lock_timeout: Option<Duration>,
     idle_in_transaction_timeout: Option<Duration>,
     leak_detection_threshold: Option<Duration>,
+    tcp_keepalive: Option<Duration>,
+    tcp_user_timeout: Option<Duration>,
 }
+
+/// The TCP keepalive idle time of every preset: a connection idle this long is probed by
+/// the kernel (then every [`TCP_KEEPALIVE_INTERVAL`]), so a peer that vanished is noticed
+/// in well under a minute rather than the kernel's two hours.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The interval between the kernel's keepalive probes once they begin.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The `TCP_USER_TIMEOUT` of every preset: sent data unacknowledged this long closes the
+/// connection (the kernel would otherwise retransmit for about 15 minutes).
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl PoolConfiguration {
     /// The preset of DESIGN.md for `mode`:
@@ -96,6 +110,8 @@ impl PoolConfiguration {
             lock_timeout,
             idle_in_transaction_timeout,
             leak_detection_threshold: None,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
         }
     }
 
@@ -224,6 +240,23 @@ impl PoolConfiguration {
     /// MySQL has no equivalent). `None`: no limit. Preset per mode: see [`Self::for_mode`].
     pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
         self.idle_in_transaction_timeout
+    }
+    /// TCP keepalive on every connection: idle this long, the kernel probes the peer every
+    /// [`TCP_KEEPALIVE_INTERVAL`] and closes the connection after three unanswered probes,
+    /// so a server that vanished (a dead host, a partition) is found even on a connection
+    /// nobody uses. `None`: the driver's default. Default [`DEFAULT_TCP_KEEPALIVE`]. Set on
+    /// diesel's PostgreSQL and MySQL connections; sqlx 0.9 exposes no socket options, so
+    /// there ucm's statement deadlines, probes and validation do this work.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        self.tcp_keepalive
+    }
+    /// `TCP_USER_TIMEOUT` on every connection (Linux): data sent and unacknowledged for this
+    /// long closes the connection, so a statement sent to a frozen or blackholed server
+    /// fails at the socket instead of retransmitting for minutes. `None`: the kernel's
+    /// default. Default [`DEFAULT_TCP_USER_TIMEOUT`]. Set on diesel's PostgreSQL
+    /// connections (tokio-postgres); neither mysql_async nor sqlx 0.9 can set it.
+    pub fn tcp_user_timeout(&self) -> Option<Duration> {
+        self.tcp_user_timeout
     }
     /// A connection checked out for longer than this is reported once as a possible leak
     /// (a `warn` event with where it was acquired, a counter, and a line in
@@ -359,6 +392,8 @@ impl PoolConfiguration {
             ("lock_timeout", self.lock_timeout),
             ("idle_in_transaction_timeout", self.idle_in_transaction_timeout),
             ("leak_detection_threshold", self.leak_detection_threshold),
+            ("tcp_keepalive", self.tcp_keepalive),
+            ("tcp_user_timeout", self.tcp_user_timeout),
         ] {
             if value.is_some_and(|v| v < Duration::from_millis(1)) {
                 return fail(field, "must be at least 1ms; use `off` (None) for no limit".into());
@@ -415,7 +450,7 @@ impl fmt::Display for PoolConfiguration {
         writeln!(f, "pool:        preset {}", self.mode)?;
         let ryw = self.read_your_writes.map_or_else(|| "off".to_owned(), |w| format!("{w:?}"));
         let limit = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| format!("{d:?}"));
-        let rows: [(&str, String); 22] = [
+        let rows: [(&str, String); 24] = [
             ("pool_size", format!("{} connections", self.pool_size)),
             ("min_idle", format!("{} connections", self.min_idle())),
             (
@@ -441,6 +476,8 @@ impl fmt::Display for PoolConfiguration {
             ("lock_timeout", limit(self.lock_timeout)),
             ("idle_in_transaction_timeout", limit(self.idle_in_transaction_timeout)),
             ("leak_detection", limit(self.leak_detection_threshold)),
+            ("tcp_keepalive", limit(self.tcp_keepalive)),
+            ("tcp_user_timeout", limit(self.tcp_user_timeout)),
         ];
         for (name, value) in rows {
             writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
@@ -565,6 +602,16 @@ impl PoolConfigurationBuilder {
         self.config.statement_timeout = value;
         self
     }
+    /// TCP keepalive idle time (`None`: the driver's default).
+    pub fn tcp_keepalive(mut self, value: Option<Duration>) -> Self {
+        self.config.tcp_keepalive = value;
+        self
+    }
+    /// `TCP_USER_TIMEOUT` (`None`: the kernel's default).
+    pub fn tcp_user_timeout(mut self, value: Option<Duration>) -> Self {
+        self.config.tcp_user_timeout = value;
+        self
+    }
     /// How long a statement waits for a lock (`None`: the server's default).
     pub fn lock_timeout(mut self, value: Option<Duration>) -> Self {
         self.config.lock_timeout = value;
@@ -651,6 +698,8 @@ impl PoolConfigurationBuilder {
             ("UCM_LOCK_TIMEOUT", &mut c.lock_timeout),
             ("UCM_IDLE_IN_TRANSACTION_TIMEOUT", &mut c.idle_in_transaction_timeout),
             ("UCM_LEAK_DETECTION_THRESHOLD", &mut c.leak_detection_threshold),
+            ("UCM_TCP_KEEPALIVE", &mut c.tcp_keepalive),
+            ("UCM_TCP_USER_TIMEOUT", &mut c.tcp_user_timeout),
         ] {
             if let Some(v) = get(name) {
                 *slot = match v.trim().to_ascii_lowercase().as_str() {

@@ -9,6 +9,8 @@ use crate::pool::{Connector, Pool};
 
 mod observe;
 
+#[cfg(test)]
+pub(crate) use observe::probe_deadline;
 pub use observe::{Observation, observe};
 
 /// The health of one component or of the whole manager.
@@ -215,7 +217,6 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::pool::testing::MemoryConnector;
     use crate::{ManagerMode, PoolConfiguration};
-    use observe::probe_deadline;
 
     fn component(role: EndpointRole, status: HealthStatus) -> ComponentHealth {
         ComponentHealth {

@@ -25,7 +25,8 @@ pub enum Observation {
     Busy(String),
     /// It did not answer: refused, timed out, lost.
     Failed {
-        /// What kind of failure.
+        /// What kind of failure (`Timeout` when nothing answered in time, the connect
+        /// included).
         kind: ErrorKind,
         /// The error, scrubbed of any password.
         message: String,
@@ -69,7 +70,12 @@ pub async fn observe<C: Connector>(pool: &Pool<C>) -> Observation {
         }
         Err(e) => {
             pool.suspect_idle_connections();
-            Observation::Failed { kind: e.kind(), message: e.to_string() }
+            // A connect that got no answer in time is as unanswered as a query that got none.
+            let kind = match &e {
+                Error::ConnectFailed { reason: ConnectFailure::Timeout, .. } => ErrorKind::Timeout,
+                other => other.kind(),
+            };
+            Observation::Failed { kind, message: e.to_string() }
         }
     }
 }
@@ -78,6 +84,12 @@ impl Observation {
     /// Whether the endpoint answered.
     pub fn answered(&self) -> bool {
         matches!(self, Self::Answered { .. })
+    }
+
+    /// Whether the probe got no answer at all in time (as from a frozen or blackholed
+    /// server), rather than a refusal or an error.
+    pub fn unanswered(&self) -> bool {
+        matches!(self, Self::Failed { kind: ErrorKind::Timeout, .. })
     }
 
     /// What the endpoint said of its replication role, when it answered with one.

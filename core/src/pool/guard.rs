@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool::managed::Object;
 use tokio::time::{Instant, timeout};
 
+use super::abandon::StatementExpiry;
 use super::connector::Connector;
 use super::manager::Manager;
 use crate::metrics::CloseReason;
@@ -50,10 +51,20 @@ impl<C: Connector> PooledConnection<C> {
 
     /// Records that one of ucm's statements is being sent: if the guard is dropped before
     /// [`Self::statement_finished`] (the statement's future was dropped), the connection
-    /// may still be running it and is closed rather than pooled.
-    pub fn statement_started(&mut self) {
-        if let Some(object) = self.object.as_mut() {
-            object.in_statement = true;
+    /// may still be running it and is closed rather than pooled. Returns when the wait for
+    /// its answer ends without one: the client's deadline, or the endpoint abandoned by the
+    /// health loop (it stopped answering).
+    pub fn statement_started(&mut self) -> StatementExpiry {
+        match self.object.as_mut() {
+            Some(object) => {
+                object.in_statement = true;
+                object.statement_generation = object.abandon.generation();
+                StatementExpiry::new(
+                    object.client_deadline,
+                    Some((object.abandon.clone(), object.statement_generation)),
+                )
+            }
+            None => StatementExpiry::never(),
         }
     }
 
@@ -68,12 +79,20 @@ impl<C: Connector> PooledConnection<C> {
         }
     }
 
-    /// The mode's statement timeout (enforced by the server) and the client's own deadline
-    /// for one statement, a little longer; both `None` when the mode sets no limit.
-    pub fn statement_deadlines(&self) -> (Option<Duration>, Option<Duration>) {
+    /// The mode's statement timeout, enforced by the server (the client's own deadline, a
+    /// little longer, comes with [`Self::statement_started`]); `None` when the mode sets
+    /// no limit.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.object.as_ref().and_then(|object| object.statement_timeout)
+    }
+
+    /// Whether the endpoint was abandoned (it stopped answering the health loop's probes)
+    /// since the last statement started: a statement whose wait ended without an answer
+    /// was cut short by that, not by its deadline.
+    pub fn statement_abandoned(&self) -> bool {
         self.object
             .as_ref()
-            .map_or((None, None), |object| (object.statement_timeout, object.client_deadline))
+            .is_some_and(|object| object.abandon.generation() != object.statement_generation)
     }
 
     /// Records that a transaction is (or may be) open on this connection: if the guard is

@@ -8,6 +8,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use rand::Rng;
 use tokio::time::{Instant, timeout};
 
+use super::abandon::Abandon;
 use super::checkout;
 use super::connector::Connector;
 use super::leaks::LeakDetector;
@@ -48,6 +49,9 @@ pub(crate) struct Slot<T> {
     /// The client's own deadline for one statement (see
     /// [`PoolConfiguration::client_statement_deadline`]).
     pub(crate) client_deadline: Option<Duration>,
+    /// The endpoint's abandonment signal, and its count when the last statement started.
+    pub(crate) abandon: Abandon,
+    pub(crate) statement_generation: u64,
 }
 
 /// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
@@ -64,6 +68,8 @@ pub(crate) struct Manager<C> {
     /// pinged before reuse whatever their idle time, because a connection of the same
     /// endpoint was lost since.
     pub(crate) suspect_before: AtomicU64,
+    /// Raised when the endpoint stopped answering: statements in flight stop waiting.
+    pub(crate) abandon: Abandon,
 }
 
 impl<C: Connector> Manager<C> {
@@ -87,6 +93,7 @@ impl<C: Connector> Manager<C> {
             label,
             epoch: Instant::now(),
             suspect_before: 0.into(),
+            abandon: Abandon::default(),
         }
     }
 
@@ -158,6 +165,8 @@ impl<C: Connector> managed::Manager for Manager<C> {
             leaks: self.leaks.clone(),
             statement_timeout: self.config.statement_timeout(),
             client_deadline: self.config.client_statement_deadline(),
+            abandon: self.abandon.clone(),
+            statement_generation: 0,
         })
     }
 

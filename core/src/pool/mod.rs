@@ -17,6 +17,7 @@
 //! - **Circuit breaker** (optional, per pool = per endpoint): consulted before waiting,
 //!   fed by the outcome; pool exhaustion never trips it.
 
+mod abandon;
 mod checkout;
 mod connector;
 mod guard;
@@ -34,6 +35,7 @@ use deadpool::managed::{self, PoolError, QueueMode, TimeoutType, Timeouts};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+pub use abandon::StatementExpiry;
 pub use connector::Connector;
 pub use guard::PooledConnection;
 pub use leaks::LongHold;
@@ -513,6 +515,15 @@ impl<C: Connector> Pool<C> {
     /// found at checkout (and replaced) rather than by the caller's statement.
     pub fn suspect_idle_connections(&self) {
         self.inner.pool.manager().suspect_idle_connections();
+    }
+
+    /// Ends the wait of every statement in flight on this endpoint (see
+    /// [`StatementExpiry`]): the health loop found it no longer answering, so waiting out
+    /// each statement's deadline would only hold its caller. Each such statement fails
+    /// as a lost connection (an ambiguous commit where a write may have landed) and its
+    /// connection is closed.
+    pub fn abandon_in_flight(&self) {
+        self.inner.pool.manager().abandon.raise();
     }
 
     /// Runs one reaper pass now instead of waiting for the next tick.

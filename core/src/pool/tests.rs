@@ -502,14 +502,14 @@ async fn only_checkouts_that_did_io_and_completed_statements_count_as_breaker_su
     let mut connection = pool.acquire().await.unwrap();
     assert_eq!(breaker.snapshot().consecutive_failures, 4, "no I/O, no success");
     // A statement whose connection is lost under it counts as a failure: the fifth opens it.
-    connection.statement_started();
+    let _ = connection.statement_started();
     connection.mark_lost();
     drop(connection);
     assert_eq!(breaker.state(), BreakerState::Open);
     // While open, after the recovery timeout, a completed statement counts toward closing.
     advance(Duration::from_secs(2)).await;
     let mut probe = pool.acquire().await.unwrap();
-    probe.statement_started();
+    let _ = probe.statement_started();
     probe.query().await.unwrap();
     probe.statement_finished(true);
     assert_eq!(breaker.state(), BreakerState::HalfOpen);
@@ -523,7 +523,7 @@ async fn a_connection_whose_statement_was_dropped_is_closed_not_reused() {
     let mut connection = pool.acquire().await.unwrap();
     let first = connection.id();
     connector.set_latency(Duration::from_secs(5));
-    connection.statement_started();
+    let _ = connection.statement_started();
     // The statement's future is dropped mid-flight (a caller's timeout, a cancelled task).
     let statement = timeout(Duration::from_millis(10), connection.query()).await;
     assert!(statement.is_err());

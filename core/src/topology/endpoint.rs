@@ -20,6 +20,20 @@ pub const PROBES_TO_RECOVER: u32 = 2;
 /// as lag; a real lag is still there at the next probe.
 pub const PROBES_TO_BAN_FOR_LAG: u32 = 2;
 
+/// Consecutive probes that got no answer at all in time (a frozen or blackholed server)
+/// before the statements in flight on the endpoint are abandoned: one missed deadline may
+/// be a busy server, two in a row are a server that is gone.
+pub const PROBES_TO_ABANDON: u32 = 2;
+
+/// A replica whose probes take more than this many times the primary's, plus
+/// [`SLOW_MARGIN`], is slow: reads go to the faster endpoints (the primary included)
+/// first, and to it only when none of them can serve.
+pub const SLOW_FACTOR: u32 = 3;
+
+/// See [`SLOW_FACTOR`]: the absolute part of the bound, so that a replica a few
+/// milliseconds further away (another zone) is not taken for a slow one.
+pub const SLOW_MARGIN: Duration = Duration::from_millis(50);
+
 /// One endpoint: its pool, the state routing reads (one atomic load), and the record the
 /// health loop keeps.
 #[derive(Debug)]
@@ -50,8 +64,21 @@ pub(crate) struct Record {
     pub(crate) last_position: Option<u64>,
     /// Consecutive probes that found its replay stalled behind the primary.
     pub(crate) stall_streak: u32,
+    /// Consecutive probes that got no answer in time.
+    pub(crate) unanswered_streak: u32,
+    /// Its probes' round trip, smoothed (each probe weighs half).
+    pub(crate) latency: Option<Duration>,
     /// Times it was banned or marked down.
     pub(crate) bans: u64,
+}
+
+/// What the primary showed in the same probe round, for judging the replicas against it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PrimaryView {
+    /// Its WAL position, when it answered as a primary.
+    pub(crate) position: Option<u64>,
+    /// Its smoothed probe latency.
+    pub(crate) latency: Option<Duration>,
 }
 
 /// How a ban for lag starts its reason.
@@ -112,8 +139,9 @@ impl Record {
         observation: Observation,
         is_primary: bool,
         max_lag: Duration,
-        primary_position: Option<u64>,
+        primary: PrimaryView,
     ) -> Option<Change> {
+        let PrimaryView { position: primary_position, latency: primary_latency } = primary;
         self.last_probe = Some(Utc::now());
         let before = self.state;
         let stalled = self.stalled(&observation, is_primary, primary_position);
@@ -122,7 +150,14 @@ impl Record {
                 self.last = Some(observation);
                 return None;
             }
-            Observation::Failed { message, .. } => Some((EndpointState::Down, message.clone())),
+            Observation::Failed { message, .. } => {
+                self.unanswered_streak = if observation.unanswered() {
+                    self.unanswered_streak.saturating_add(1)
+                } else {
+                    0
+                };
+                Some((EndpointState::Down, message.clone()))
+            }
             Observation::Answered { replication, .. } => {
                 replication.and_then(|r| self.unfit(r, is_primary, max_lag))
             }
@@ -141,8 +176,10 @@ impl Record {
             }
             (unfit, _) => unfit,
         };
-        let slow =
-            matches!(&observation, Observation::Answered { latency, .. } if *latency > SLOW_PROBE);
+        if observation.answered() {
+            self.unanswered_streak = 0;
+        }
+        let slow = self.slowness(is_primary, primary_latency);
         match match &observation {
             Observation::Answered { replication, .. } => *replication,
             _ => None,
@@ -182,11 +219,40 @@ impl Record {
                     ));
                     return None;
                 }
-                self.state = if slow { EndpointState::Degraded } else { EndpointState::Healthy };
-                self.reason = None;
+                self.state =
+                    if slow.is_some() { EndpointState::Degraded } else { EndpointState::Healthy };
+                self.reason = slow;
                 was_out.then_some(Change::Recovered)
             }
         }
+    }
+
+    /// Folds one probe's round trip into [`Record::latency`] (run before
+    /// [`Self::observe`], so that the round compares every endpoint's smoothed latency).
+    pub(crate) fn time(&mut self, observation: &Observation) {
+        if let Observation::Answered { latency, .. } = observation {
+            self.latency = Some(match self.latency {
+                Some(smoothed) => (smoothed + *latency) / 2,
+                None => *latency,
+            });
+        }
+    }
+
+    /// Why the endpoint counts as slow, if it does: its smoothed probe latency is over
+    /// [`SLOW_PROBE`], or, for a replica, over [`SLOW_FACTOR`] times the primary's plus
+    /// [`SLOW_MARGIN`].
+    fn slowness(&self, is_primary: bool, primary_latency: Option<Duration>) -> Option<String> {
+        let latency = self.latency?;
+        if latency > SLOW_PROBE {
+            return Some(format!("slow: its probes take {latency:.1?}"));
+        }
+        let primary = primary_latency.filter(|_| !is_primary)?;
+        (latency > primary * SLOW_FACTOR + SLOW_MARGIN).then(|| {
+            format!(
+                "slow: its probes take {latency:.1?} against the primary's {primary:.1?}; \
+                 reads go to faster endpoints first"
+            )
+        })
     }
 
     /// Whether this probe finds the standby's replay stalled behind the primary (see
@@ -286,6 +352,10 @@ mod tests {
         }
     }
 
+    fn at_position(position: u64) -> PrimaryView {
+        PrimaryView { position: Some(position), latency: None }
+    }
+
     fn failed() -> Observation {
         Observation::Failed { kind: ErrorKind::ConnectFailed, message: "connection refused".into() }
     }
@@ -313,7 +383,7 @@ mod tests {
         ];
         let mut record = Record::default();
         for (i, (observation, state, change)) in steps.into_iter().enumerate() {
-            let got = record.observe(observation, false, max, None);
+            let got = record.observe(observation, false, max, PrimaryView::default());
             assert_eq!(record.state, state, "step {i}");
             let name = got.map(|c| match c {
                 Change::Down(_) => "down",
@@ -331,16 +401,19 @@ mod tests {
         let max = Duration::from_secs(5);
         // A logical replica, or the same server under another name: never in recovery.
         let mut logical = Record::default();
-        assert_eq!(logical.observe(answered(false, None), false, max, None), None);
+        assert_eq!(
+            logical.observe(answered(false, None), false, max, PrimaryView::default()),
+            None
+        );
         assert_eq!(logical.state, EndpointState::Healthy);
         // A physical standby promoted while the primary still answers: split brain.
         let mut promoted = Record::default();
-        promoted.observe(answered(true, Some(0.0)), false, max, None);
-        let change = promoted.observe(answered(false, None), false, max, None);
+        promoted.observe(answered(true, Some(0.0)), false, max, PrimaryView::default());
+        let change = promoted.observe(answered(false, None), false, max, PrimaryView::default());
         assert!(matches!(change, Some(Change::Banned(ref r)) if r.contains("no longer a standby")));
         // The old primary back as a primary after a failover: split brain too.
         let mut old_primary = Record { was_primary: true, ..Record::default() };
-        old_primary.observe(answered(false, None), false, max, None);
+        old_primary.observe(answered(false, None), false, max, PrimaryView::default());
         assert_eq!(old_primary.state, EndpointState::Banned);
     }
 
@@ -348,19 +421,25 @@ mod tests {
     fn the_primary_recovers_at_once_and_is_banned_when_in_recovery() {
         let max = Duration::from_secs(5);
         let mut primary = Record::default();
-        assert!(matches!(primary.observe(failed(), true, max, None), Some(Change::Down(_))));
+        assert!(matches!(
+            primary.observe(failed(), true, max, PrimaryView::default()),
+            Some(Change::Down(_))
+        ));
         assert_eq!(
-            primary.observe(answered(false, None), true, max, None),
+            primary.observe(answered(false, None), true, max, PrimaryView::default()),
             Some(Change::Recovered)
         );
         assert_eq!(primary.state, EndpointState::Healthy);
         assert!(matches!(
-            primary.observe(answered(true, None), true, max, None),
+            primary.observe(answered(true, None), true, max, PrimaryView::default()),
             Some(Change::Banned(_))
         ));
         // Lag never bans a primary: it has none.
         let mut fresh = Record::default();
-        assert_eq!(fresh.observe(answered(false, Some(100.0)), true, max, None), None);
+        assert_eq!(
+            fresh.observe(answered(false, Some(100.0)), true, max, PrimaryView::default()),
+            None
+        );
     }
 
     #[test]
@@ -387,20 +466,23 @@ mod tests {
         let mut record = Record::default();
         // Caught up with an idle primary: never stalled, however long it stays there.
         for _ in 0..4 {
-            assert_eq!(record.observe(at(100, 0.0), false, max, Some(100)), None);
+            assert_eq!(record.observe(at(100, 0.0), false, max, at_position(100)), None);
         }
         // Replay paused (it received more than it replayed: its lag shows): not a stall.
         for _ in 0..4 {
-            record.observe(at(100, 3.0), false, max, Some(500));
+            record.observe(at(100, 3.0), false, max, at_position(500));
         }
         assert_eq!(record.state, Healthy);
         // Receiving nothing while the primary moves on: banned at the second such probe.
-        assert_eq!(record.observe(at(100, 0.0), false, max, Some(600)), None);
-        let change = record.observe(at(100, 0.0), false, max, Some(700));
+        assert_eq!(record.observe(at(100, 0.0), false, max, at_position(600)), None);
+        let change = record.observe(at(100, 0.0), false, max, at_position(700));
         assert!(matches!(&change, Some(Change::Banned(r)) if r.contains("stalled")), "{change:?}");
         assert_eq!(record.state, Banned);
         // Streaming again: it catches up and is let back after two good probes.
-        record.observe(at(800, 0.0), false, max, Some(800));
-        assert_eq!(record.observe(at(900, 0.0), false, max, Some(900)), Some(Change::Recovered));
+        record.observe(at(800, 0.0), false, max, at_position(800));
+        assert_eq!(
+            record.observe(at(900, 0.0), false, max, at_position(900)),
+            Some(Change::Recovered)
+        );
     }
 }

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use tokio::time::Instant;
 
-use super::endpoint::PROBES_TO_RECOVER;
+use super::endpoint::{PROBES_TO_ABANDON, PROBES_TO_RECOVER, PrimaryView};
 use super::{CONFIRM_INTERVAL, Shared, status_index};
 use crate::config::DatabaseKind;
 use crate::error::ErrorKind;
@@ -58,8 +58,18 @@ pub(super) async fn run<C: Connector>(shared: Weak<Shared<C>>, wake: Arc<Notify>
 /// not delay the others), follows a promotion in modes with high availability (deciding
 /// the roles before judging anyone, so the promoted endpoint is judged as the primary it
 /// now is), applies each observation to its record, and caches and returns the aggregate.
+///
+/// One round runs at a time: a caller that finds one in flight waits for it and takes its
+/// report (joins it) rather than queueing a round of its own behind it, so a
+/// `health_check()` takes at most about one probe deadline however often it is called.
 pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
-    let _one_at_a_time = shared.round.lock().await;
+    let seen = shared.rounds_done.load(Ordering::Acquire);
+    let mut last = shared.round.lock().await;
+    if shared.rounds_done.load(Ordering::Acquire) != seen
+        && let Some(report) = last.as_ref()
+    {
+        return report.clone();
+    }
     let mut probes = JoinSet::new();
     for (index, endpoint) in shared.endpoints.iter().enumerate() {
         let pool = endpoint.pool.clone();
@@ -98,17 +108,28 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
         }
     }
     let max_lag = shared.config.pool().max_replica_lag();
-    let primary_position = match &observations[primary] {
-        Observation::Answered { replication: Some(status), .. } if !status.in_recovery => {
-            status.position
-        }
-        _ => None,
+    for (endpoint, observation) in shared.endpoints.iter().zip(&observations) {
+        endpoint.update(|r| r.time(observation));
+    }
+    let primary_view = PrimaryView {
+        position: match &observations[primary] {
+            Observation::Answered { replication: Some(status), .. } if !status.in_recovery => {
+                status.position
+            }
+            _ => None,
+        },
+        latency: shared.endpoints[primary].record().latency,
     };
     for (index, (endpoint, observation)) in shared.endpoints.iter().zip(observations).enumerate() {
-        let (change, good_streak) = endpoint.update(|r| {
-            let change = r.observe(observation, index == primary, max_lag, primary_position);
-            (change, r.good_streak)
+        let (change, good_streak, unanswered) = endpoint.update(|r| {
+            let change = r.observe(observation, index == primary, max_lag, primary_view);
+            (change, r.good_streak, r.unanswered_streak)
         });
+        if unanswered >= PROBES_TO_ABANDON {
+            // Gone, whatever its pool says: statements waiting on it would wait out their
+            // deadlines for nothing. Reads among them are run again elsewhere.
+            endpoint.pool.abandon_in_flight();
+        }
         if good_streak >= PROBES_TO_RECOVER
             && let Some(breaker) = endpoint.pool.breaker()
         {
@@ -124,6 +145,8 @@ pub(super) async fn round<C: Connector>(shared: &Shared<C>) -> HealthReport {
     let report = shared.report();
     shared.health.store(status_index(report.status), Ordering::Relaxed);
     *shared.last_round.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    *last = Some(report.clone());
+    shared.rounds_done.fetch_add(1, Ordering::Release);
     report
 }
 

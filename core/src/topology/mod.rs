@@ -4,17 +4,22 @@
 //! here exists once for all backends.
 //!
 //! - **Routing**: writes and `ReadWrite`/`Batch`/`Transactional` go to the primary;
-//!   `ReadOnly` goes to the replicas in turn, skipping any that is banned or down, and
-//!   moves on within the same call past one whose checkout fails (marking it down), then
-//!   falls back to the primary: a replica dying costs the caller latency, not an error.
+//!   `ReadOnly` goes to the healthy replicas in turn, without waiting on a full one,
+//!   skipping any that is banned, down or slow (degraded), and moves on within the same
+//!   call past one whose checkout fails (marking it down), then falls back to the primary,
+//!   then, if the primary cannot serve either, to a slow replica: a replica dying costs
+//!   the caller latency, not an error.
 //! - **Health loop** (`health_loop.rs`): a background task probes every endpoint every
-//!   `health_interval` (every second while one is down or banned): reachability,
+//!   `health_interval` (every second while one is down, banned or slow): reachability,
 //!   `pg_is_in_recovery()` and replay lag. It bans a replica lagging past
 //!   `max_replica_lag` on two probes in a row, lets a down or banned one back after two good probes, and, in
 //!   modes with high availability, follows a promotion: when the primary is unreachable or
 //!   reports it is a standby and a former standby reports it is not, that endpoint becomes
-//!   the primary. ucm never promotes a server itself. The task stops with `close()` and
-//!   when the topology is dropped.
+//!   the primary. ucm never promotes a server itself. It marks a replica slow (degraded)
+//!   when its probes take far longer than the primary's, and abandons the statements in
+//!   flight on an endpoint that left two probes in a row unanswered (frozen, blackholed):
+//!   they fail at once as lost connections, and reads among them are run again elsewhere.
+//!   The task stops with `close()` and when the topology is dropped.
 
 mod endpoint;
 mod health_loop;
@@ -31,13 +36,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use endpoint::{PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER};
+pub use endpoint::{
+    PROBES_TO_ABANDON, PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER, SLOW_FACTOR, SLOW_MARGIN,
+};
 pub use replication::ReplicationStatus;
 
 use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
 use crate::error::{Error, ErrorKind, Result};
-use crate::health::{EndpointRole, HealthReport, HealthStatus};
+use crate::health::{EndpointRole, EndpointState, HealthReport, HealthStatus};
 use crate::info::{ConnectionInfo, EndpointInfo, SlaSummary};
 use crate::mode::ConnectionMode;
 use crate::pool::{Connector, Pool, PooledConnection};
@@ -79,8 +86,11 @@ pub(crate) struct Shared<C: Connector> {
     last_failover: Mutex<Option<DateTime<Utc>>>,
     /// Wakes the health loop early (a read saw a replica fail).
     wake: Arc<Notify>,
-    /// One probe round at a time (the loop's and `health_check()`'s).
-    round: tokio::sync::Mutex<()>,
+    /// One probe round at a time (the loop's and `health_check()`'s), with the last
+    /// round's report for callers that join a round in flight.
+    round: tokio::sync::Mutex<Option<HealthReport>>,
+    /// Rounds completed so far.
+    rounds_done: AtomicU64,
     /// When the last round ended.
     last_round: Mutex<tokio::time::Instant>,
 }
@@ -130,7 +140,8 @@ impl<C: Connector> Topology<C> {
             failovers: AtomicU64::new(0),
             last_failover: Mutex::new(None),
             wake: Arc::clone(&wake),
-            round: tokio::sync::Mutex::new(()),
+            round: tokio::sync::Mutex::new(None),
+            rounds_done: AtomicU64::new(0),
             last_round: Mutex::new(tokio::time::Instant::now()),
         });
         let weak = Arc::downgrade(&shared);
@@ -185,7 +196,9 @@ impl<C: Connector> Topology<C> {
 
     /// Probes every endpoint now (as the health loop does: reachability, role, lag),
     /// applies what it finds (bans, recoveries, a failover), caches the aggregate for
-    /// [`Self::is_healthy`] and reports it.
+    /// [`Self::is_healthy`] and reports it. When a round is already in flight (the loop's,
+    /// or another caller's), waits for it and reports it instead: bounded by one probe
+    /// deadline, never queued behind a round.
     pub async fn health_check(&self) -> HealthReport {
         health_loop::round(&self.shared).await
     }
@@ -306,36 +319,11 @@ impl<C: Connector> Shared<C> {
             return Err(Error::Closed { what: "manager".into() });
         }
         let primary = self.primary.load(Ordering::Acquire);
-        let count = self.endpoints.len();
-        if mode.is_read_only() && !primary_only && count > 1 {
-            let replicas = count - 1;
-            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
-            for offset in 0..replicas {
-                // The replicas are every endpoint but the primary, taken in turn.
-                let index = (primary + 1 + (start % replicas + offset) % replicas) % count;
-                let replica = &self.endpoints[index];
-                if !replica.state().serves_reads() {
-                    continue;
-                }
-                // No queueing on a replica: a full one is passed over (the next replica, then
-                // the primary serve), so a saturated replica never costs a read the whole
-                // acquire timeout; only the primary, the last resort, is waited on.
-                match replica.pool.try_acquire_for(mode).await {
-                    Ok(connection) => return Ok(connection),
-                    Err(e) => {
-                        #[cfg(feature = "otel")]
-                        crate::telemetry::otel::read_fallback(replica.pool.label());
-                        tracing::debug!(replica = %replica.pool.label(), "read moves on from replica: {e}");
-                        if says_endpoint_is_down(&e) {
-                            let change = replica.update(|record| record.fail(e.to_string()));
-                            if let Some(change) = change {
-                                self.log_change(replica, &change);
-                                self.wake.notify_one();
-                            }
-                        }
-                    }
-                }
-            }
+        let reads_replicas = mode.is_read_only() && !primary_only && self.endpoints.len() > 1;
+        if reads_replicas
+            && let Some(connection) = self.try_replicas(mode, primary, EndpointState::Healthy).await
+        {
+            return Ok(connection);
         }
         let result = self.endpoints[primary].pool.acquire_for(mode).await;
         if let Err(e) = &result
@@ -346,7 +334,54 @@ impl<C: Connector> Shared<C> {
             // promotion is followed (or the primary's recovery seen) as soon as it happens.
             self.wake.notify_one();
         }
+        if result.is_err()
+            && reads_replicas
+            && let Some(connection) =
+                self.try_replicas(mode, primary, EndpointState::Degraded).await
+        {
+            // A slow replica is better than no answer.
+            return Ok(connection);
+        }
         result
+    }
+
+    /// A connection on one of the replicas in `state`, taken in turn, without waiting: a
+    /// full one is passed over (the next replica, then the primary serve), so a saturated
+    /// replica never costs a read the whole acquire timeout; only the primary, the last
+    /// resort, is waited on. One whose checkout says it is gone is marked down.
+    async fn try_replicas(
+        &self,
+        mode: ConnectionMode,
+        primary: usize,
+        state: EndpointState,
+    ) -> Option<PooledConnection<C>> {
+        let count = self.endpoints.len();
+        let replicas = count - 1;
+        let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..replicas {
+            // The replicas are every endpoint but the primary, taken in turn.
+            let index = (primary + 1 + (start % replicas + offset) % replicas) % count;
+            let replica = &self.endpoints[index];
+            if replica.state() != state {
+                continue;
+            }
+            match replica.pool.try_acquire_for(mode).await {
+                Ok(connection) => return Some(connection),
+                Err(e) => {
+                    #[cfg(feature = "otel")]
+                    crate::telemetry::otel::read_fallback(replica.pool.label());
+                    tracing::debug!(replica = %replica.pool.label(), "read moves on from replica: {e}");
+                    if says_endpoint_is_down(&e) {
+                        let change = replica.update(|record| record.fail(e.to_string()));
+                        if let Some(change) = change {
+                            self.log_change(replica, &change);
+                            self.wake.notify_one();
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn role(&self, index: usize, primary: usize) -> EndpointRole {
@@ -364,6 +399,7 @@ impl<C: Connector> Shared<C> {
             state_reason: record.reason,
             in_recovery: replication.map(|r| r.in_recovery),
             lag: replication.and_then(|r| r.lag),
+            latency: record.latency,
             bans: record.bans,
             last_probe: record.last_probe,
             ..EndpointInfo::from_pool(&endpoint.pool, role)
@@ -392,8 +428,10 @@ impl<C: Connector> Shared<C> {
         let awaiting_confirmation = self.endpoints.iter().any(|e| {
             breaker_open(e) && (1..endpoint::PROBES_TO_RECOVER).contains(&e.record().good_streak)
         });
+        // A slow endpoint is probed as often as one that is out, so that its return to
+        // speed is seen within seconds.
         let someone_out =
-            self.endpoints.iter().any(|e| !e.state().serves_reads() || breaker_open(e));
+            self.endpoints.iter().any(|e| e.state() != EndpointState::Healthy || breaker_open(e));
         if awaiting_confirmation {
             interval.min(CONFIRM_INTERVAL)
         } else if someone_out {

@@ -401,3 +401,88 @@ async fn a_saturated_replica_passes_reads_to_the_primary_without_waiting() {
     assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Healthy);
     drop((held, read));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_replica_is_read_from_only_when_no_faster_endpoint_can_serve() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["replica1"].set_latency(Duration::from_millis(200));
+    topology.health_check().await;
+    let replica = &topology.info("memory").endpoints[1];
+    assert_eq!(replica.state, EndpointState::Degraded, "{replica:?}");
+    assert!(replica.state_reason.as_deref().unwrap_or_default().contains("slow"), "{replica:?}");
+    let before = (c["primary"].read_only_changes(), c["replica1"].read_only_changes());
+    drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    assert_eq!(c["primary"].read_only_changes(), before.0 + 1, "the primary served the read");
+    assert_eq!(c["replica1"].read_only_changes(), before.1, "the slow replica did not");
+    // With the primary gone, the slow replica serves rather than nobody.
+    c["primary"].refuse_connections(true);
+    c["primary"].break_existing_connections();
+    let read = topology.acquire(ConnectionMode::ReadOnly).await.unwrap();
+    assert_eq!(c["replica1"].read_only_changes(), before.1 + 1, "the slow replica served it");
+    drop(read);
+    c["primary"].refuse_connections(false);
+    // Fast again: the smoothed latency falls back under the bound within a few probes.
+    c["replica1"].set_latency(Duration::ZERO);
+    let mut probes = 0;
+    while topology.info("memory").endpoints[1].state != EndpointState::Healthy {
+        topology.health_check().await;
+        probes += 1;
+        assert!(probes <= 4, "still slow after {probes} fast probes");
+    }
+    let before = c["replica1"].read_only_changes();
+    drop(topology.acquire(ConnectionMode::ReadOnly).await.unwrap());
+    assert_eq!(c["replica1"].read_only_changes(), before + 1, "reads are back on the replica");
+}
+
+#[tokio::test(start_paused = true)]
+async fn statements_on_an_endpoint_that_stopped_answering_are_abandoned_after_two_probes() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    let mut held = topology.acquire(ConnectionMode::ReadOnly).await.unwrap();
+    // The replica freezes: nothing it is asked is answered, new connections included.
+    c["replica1"].set_latency(Duration::from_secs(3600));
+    c["replica1"].set_connect_delay(Duration::from_secs(3600));
+    let started = tokio::time::Instant::now();
+    let expiry = held.statement_started();
+    let statement = expiry.bound(held.query());
+    let probes = async {
+        topology.health_check().await;
+        assert_eq!(topology.info("memory").endpoints[1].state, EndpointState::Down);
+        topology.health_check().await;
+    };
+    let (outcome, ()) = tokio::join!(statement, probes);
+    assert!(outcome.is_none(), "the statement was answered: {outcome:?}");
+    assert!(held.statement_abandoned(), "it ended by abandonment, not by its deadline");
+    let deadline = crate::health::probe_deadline(&topology.shared.endpoints[1].pool);
+    assert!(started.elapsed() <= 2 * deadline, "abandoned after {:?}", started.elapsed());
+    // The primary, which answers, keeps its statements.
+    let mut write = topology.acquire(ConnectionMode::ReadWrite).await.unwrap();
+    let expiry = write.statement_started();
+    assert_eq!(expiry.bound(write.query()).await.map(|r| r.is_ok()), Some(true));
+    assert!(!write.statement_abandoned());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_joins_the_round_in_flight_instead_of_queueing_behind_it() {
+    let (topology, c) = topology(1).await;
+    let topology = topology.unwrap();
+    c["replica1"].set_latency(Duration::from_secs(3600));
+    c["replica1"].set_connect_delay(Duration::from_secs(3600));
+    let deadline = crate::health::probe_deadline(&topology.shared.endpoints[1].pool);
+    let first = async {
+        let started = tokio::time::Instant::now();
+        let report = topology.health_check().await;
+        (started.elapsed(), report)
+    };
+    let second = async {
+        tokio::time::sleep(deadline / 2).await;
+        let started = tokio::time::Instant::now();
+        let report = topology.health_check().await;
+        (started.elapsed(), report)
+    };
+    let ((first_took, first), (second_took, second)) = tokio::join!(first, second);
+    assert_eq!(first_took, deadline, "one probe deadline for the blackholed replica");
+    assert_eq!(second_took, deadline / 2, "the second call joined the first's round");
+    assert_eq!(first, second);
+}
