@@ -822,6 +822,59 @@ pub async fn a_slow_replica_loses_its_reads<B: Backend>(cluster: &HaCluster) {
     m.close().await.unwrap();
 }
 
+/// The replica's breaker, from the manager's cached info.
+fn replica_breaker<M: ConnectionManagerProtocol>(
+    m: &M,
+) -> ucm_core::circuit_breaker::BreakerSnapshot {
+    let info = m.connection_info();
+    let replica = info.endpoints.iter().find(|e| e.role == EndpointRole::Replica).unwrap();
+    replica.breaker.clone().expect("HighAvailability has a breaker")
+}
+
+/// The replica flaps (refused and its connections cut, then back, three times) under
+/// readers: each time its breaker opens again soon after closing, its recovery timeout
+/// grows instead of starting over, and no read fails.
+pub async fn a_flapping_replica_is_backed_off_more_each_time<B: Backend>(cluster: &HaCluster) {
+    use crate::fault_proxy::{FaultProxy, url_target};
+    use ucm_core::circuit_breaker::BreakerState;
+    let _serial = HaCluster::lock();
+    let (primary, replica) = cluster.ensure_pair();
+    let proxy = FaultProxy::start(url_target(&replica.url).await.unwrap()).await.unwrap();
+    let through = Node { url: proxy.url_through(&replica.url), ..replica.clone() };
+    let m = Arc::new(manager::<B>(&primary, &through, "ucm_t_ha_flapping").await);
+    let load = ReadLoad::start(&m, 2);
+    let mut timeouts = Vec::new();
+    for _ in 0..3 {
+        let opened = replica_breaker(&*m).times_opened;
+        proxy.refuse(true);
+        proxy.cut_all();
+        wait_for(&*m, "the flapping replica's breaker opens", Duration::from_secs(20), || async {
+            replica_breaker(&*m).times_opened > opened
+        })
+        .await;
+        timeouts.push(replica_breaker(&*m).current_recovery_timeout);
+        proxy.refuse(false);
+        wait_for(&*m, "the replica's breaker closes again", Duration::from_secs(60), || async {
+            replica_breaker(&*m).state == BreakerState::Closed
+                && replica_state(&*m) == EndpointState::Healthy
+        })
+        .await;
+    }
+    let (reads, errors) = load.finish().await;
+    eprintln!(
+        "ha figure ({}): replica flapping three times: recovery timeouts {timeouts:?}; {} reads, {} failed",
+        B::NAME,
+        reads.len(),
+        errors.len()
+    );
+    assert!(errors.is_empty(), "reads failed: {errors:?}");
+    assert!(
+        timeouts.windows(2).all(|w| w[1] > w[0]),
+        "the recovery timeout did not grow: {timeouts:?}"
+    );
+    m.close().await.unwrap();
+}
+
 /// A session reads its own writes from the primary within the read-your-writes window,
 /// while the replica (its replay paused) does not have them yet and other reads still go
 /// there.
@@ -899,6 +952,7 @@ macro_rules! ha_suite {
                 a_replica_whose_wal_receiver_stopped_is_banned,
                 health_check_with_a_blackholed_replica_is_bounded,
                 a_blackholed_replica_costs_no_read, a_slow_replica_loses_its_reads,
+                a_flapping_replica_is_backed_off_more_each_time,
                 a_session_reads_its_own_writes);
         }
     };
