@@ -29,6 +29,9 @@ pub struct DieselConnector<D: Dialect> {
     options: D::Options,
     /// Run on every new connection (MySQL's deadlines).
     session_statements: Vec<Vec<String>>,
+    /// Behind a transaction pooler: no statement cache (its named statements would not
+    /// outlive the transaction's server connection).
+    pooled: bool,
 }
 
 impl<D: Dialect> std::fmt::Debug for DieselConnector<D> {
@@ -54,6 +57,9 @@ impl<D: Dialect> Connector for DieselConnector<D> {
             Ok(connection) => TrackedConnection::new(connection),
             Err(e) => return Err(e.into_error(&self.url, Phase::Connect)),
         };
+        if self.pooled {
+            connection.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
         ucm_core::backend::apply_session_statements(
             self,
             &mut connection,
@@ -84,6 +90,10 @@ impl<D: Dialect> Connector for DieselConnector<D> {
             .map_err(|e| self.error(e, Phase::Statement))
     }
 
+    fn transaction_pooled(&self) -> bool {
+        self.pooled
+    }
+
     fn is_broken(&self, connection: &mut Conn<D>) -> bool {
         // An interrupted connection may still be in use by the driver: its inner state is
         // not touched (SQLite's wrapper would refuse), it is simply closed.
@@ -105,7 +115,8 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         Ok(Self {
             url: url.clone(),
             options: D::options(url, config)?,
-            session_statements: config.session_statements(D::KIND),
+            session_statements: config.session_statements(url),
+            pooled: config.pooler().is_transaction_pooled(url),
         })
     }
 
@@ -136,6 +147,10 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
 
     async fn begin(connection: &mut Conn<D>, mode: ConnectionMode) -> Result<(), DriverError> {
         connection.guarded(|c| D::begin(c, mode)).await.map_err(|e| read::<D>(&e))
+    }
+
+    async fn begin_with(connection: &mut Conn<D>, statement: &str) -> Result<(), DriverError> {
+        connection.guarded(|c| D::begin_with(c, statement)).await.map_err(|e| read::<D>(&e))
     }
 
     async fn commit(connection: &mut Conn<D>) -> Result<(), DriverError> {

@@ -72,6 +72,13 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
         <Self::Connection as AsyncConnection>::TransactionManager::begin_transaction(connection)
     }
 
+    /// Opens a transaction with `statement` (a script of the database's own, run in one
+    /// round trip), through diesel's transaction manager like [`Self::begin`].
+    fn begin_with<'a>(
+        connection: &'a mut Self::Connection,
+        statement: &'a str,
+    ) -> impl Future<Output = QueryResult<()>> + Send + 'a;
+
     /// How to read a database error diesel left `Unknown`: the first entry whose fragment
     /// the message contains gives the kind (otherwise it is a plain query error).
     const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)];

@@ -59,6 +59,13 @@ impl Dialect for MySqlDialect {
 
     neutral_statements!(AsyncMysqlConnection);
 
+    fn begin_with<'a>(
+        connection: &'a mut AsyncMysqlConnection,
+        statement: &'a str,
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send + 'a {
+        diesel_async::AnsiTransactionManager::begin_transaction_sql(connection, statement)
+    }
+
     // diesel-async keeps only the server's message of an error it does not map to a
     // kind, and the text of a client-side (I/O, driver) error.
     const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[

@@ -14,6 +14,19 @@ use ucm_core::{
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::{Dialect, refuse_tls};
 
+/// tokio-postgres's connect settings, and whether a transaction pooler is in between.
+pub struct PgOptions {
+    config: tokio_postgres::Config,
+    pooled: bool,
+}
+
+impl std::fmt::Debug for PgOptions {
+    /// Never the settings: they hold the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions").field("pooled", &self.pooled).finish_non_exhaustive()
+    }
+}
+
 /// PostgreSQL through diesel-async's `AsyncPgConnection` (tokio-postgres, pure Rust).
 #[derive(Debug, Clone, Copy)]
 pub struct PgDialect;
@@ -23,18 +36,23 @@ impl crate::dialect::sealed::Sealed for PgDialect {}
 impl Dialect for PgDialect {
     type Backend = Pg;
     type Connection = AsyncPgConnection;
-    type Options = tokio_postgres::Config;
+    type Options = PgOptions;
     const KIND: DatabaseKind = DatabaseKind::Postgres;
 
-    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<tokio_postgres::Config> {
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgOptions> {
         refuse_tls(url, "PostgreSQL", "sslmode=disable")?;
         let mut options = tokio_postgres::Config::new();
         options
             .host(url.host().unwrap_or("localhost"))
             .port(url.port().unwrap_or(5432))
             .application_name(config.application_name_for(url))
-            .options(startup_options(config))
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        // A transaction pooler refuses (or drops) startup options: there the settings go in
+        // each transaction's BEGIN instead.
+        let pooled = config.pooler().is_transaction_pooled(url);
+        if !pooled {
+            options.options(startup_options(config));
+        }
         match config.tcp_keepalive() {
             Some(idle) => {
                 options
@@ -59,18 +77,44 @@ impl Dialect for PgDialect {
         if let Some(database) = url.database() {
             options.dbname(database);
         }
-        Ok(options)
+        Ok(PgOptions { config: options, pooled })
     }
 
-    async fn connect(options: &tokio_postgres::Config) -> Result<AsyncPgConnection, DriverError> {
+    async fn connect(options: &PgOptions) -> Result<AsyncPgConnection, DriverError> {
         let (client, connection) =
-            options.connect(tokio_postgres::NoTls).await.map_err(read_connect)?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection)
+            options.config.connect(tokio_postgres::NoTls).await.map_err(read_connect)?;
+        if !options.pooled {
+            return AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(|e| DriverError::Other(e.to_string()));
+        }
+        // diesel-async's setup runs its `SET`s as prepared statements, whose parse and
+        // execute round trips a transaction pooler may send to two different servers: in
+        // one transaction they stay on one. The client needs its connection driven to send
+        // that BEGIN, so the connection runs on a task of its own (it ends with the client).
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("a pooled PostgreSQL connection ended: {e}");
+            }
+        });
+        client.batch_execute("BEGIN").await.map_err(read_connect)?;
+        let mut connection = AsyncPgConnection::try_from(client)
             .await
-            .map_err(|e| DriverError::Other(e.to_string()))
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut connection, "COMMIT")
+            .await
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        Ok(connection)
     }
 
     neutral_statements!(AsyncPgConnection);
+
+    fn begin_with<'a>(
+        connection: &'a mut AsyncPgConnection,
+        statement: &'a str,
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send + 'a {
+        diesel_async::AnsiTransactionManager::begin_transaction_sql(connection, statement)
+    }
 
     // diesel-async keeps the SQLSTATE only as the kind; the rest are read from the
     // server's (English) message.
@@ -225,7 +269,7 @@ mod tests {
     fn options_carry_the_session_settings() {
         let url = DatabaseUrl::parse("postgres://app:secret@db.example:6543/app").unwrap();
         let config = PoolConfiguration::for_mode(ManagerMode::McpServer);
-        let options = PgDialect::options(&url, &config).unwrap();
+        let options = PgDialect::options(&url, &config).unwrap().config;
         assert_eq!(options.get_dbname(), Some("app"));
         assert_eq!(options.get_user(), Some("app"));
         assert_eq!(options.get_ports(), &[6543]);
@@ -242,7 +286,7 @@ mod tests {
             .tcp_user_timeout(None)
             .build()
             .unwrap();
-        let options = PgDialect::options(&url, &tuned).unwrap();
+        let options = PgDialect::options(&url, &tuned).unwrap().config;
         assert_eq!(options.get_keepalives_idle(), std::time::Duration::from_secs(7));
         assert_eq!(options.get_tcp_user_timeout(), None);
     }

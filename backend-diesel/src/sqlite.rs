@@ -85,6 +85,18 @@ impl Dialect for SqliteDialect {
             .await
     }
 
+    async fn begin_with(
+        connection: &mut AsyncSqliteConnection,
+        statement: &str,
+    ) -> QueryResult<()> {
+        let statement = statement.to_owned();
+        connection
+            .spawn_blocking(move |c| {
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(c, &statement)
+            })
+            .await
+    }
+
     const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)] = &[
         // SQLITE_BUSY, SQLITE_LOCKED: another connection holds the lock; re-running
         // the transaction is the remedy, like a serialization failure.

@@ -38,6 +38,8 @@ pub struct SqlxConnector<D: Dialect> {
     options: Options<D>,
     /// Run on every new connection (MySQL's deadlines).
     session_statements: Vec<Vec<String>>,
+    /// Behind a transaction pooler (see `ucm_core::Pooler`).
+    pooled: bool,
     dialect: PhantomData<D>,
 }
 
@@ -90,6 +92,10 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
     ) -> Result<Option<ReplicationStatus>> {
         ucm_core::backend::replication_status(self, connection).await
     }
+
+    fn transaction_pooled(&self) -> bool {
+        self.pooled
+    }
 }
 
 impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
@@ -97,7 +103,8 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         Ok(Self {
             url: url.clone(),
             options: D::options(url, config)?,
-            session_statements: config.session_statements(D::KIND),
+            session_statements: config.session_statements(url),
+            pooled: config.pooler().is_transaction_pooled(url),
             dialect: PhantomData,
         })
     }
@@ -132,6 +139,15 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         Tm::<D>::begin(connection, begin_statement::<D>(mode))
             .await
             .map_err(|e| read(e, D::classify))
+    }
+
+    async fn begin_with(
+        connection: &mut DriverConnection<D>,
+        statement: &str,
+    ) -> Result<(), DriverError> {
+        // Built by ucm from its own configuration (values quoted), not from user input.
+        let statement = sqlx::AssertSqlSafe(statement.to_owned()).into_sql_str();
+        Tm::<D>::begin(connection, Some(statement)).await.map_err(|e| read(e, D::classify))
     }
 
     async fn commit(connection: &mut DriverConnection<D>) -> Result<(), DriverError> {

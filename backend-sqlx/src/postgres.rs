@@ -34,8 +34,8 @@ const SQLX_PARAMS: [&str; 17] = [
     "options",
 ];
 
-/// Parameters ucm reads itself and applies to the options (the TLS mode's other spelling).
-const UCM_PARAMS: [&str; 1] = ["ssl_mode"];
+/// Parameters ucm reads itself: the TLS mode's other spelling, and the pooler mode.
+const UCM_PARAMS: [&str; 2] = ["ssl_mode", "pooler"];
 
 /// PostgreSQL through sqlx's pure-Rust driver.
 #[derive(Debug, Clone, Copy)]
@@ -61,18 +61,26 @@ impl Dialect for PgDialect {
         });
         let options = PgConnectOptions::from_str(&known.expose_url())
             .map_err(|e| Error::config("DATABASE_URL", url.scrub(&e.to_string())))?;
-        Ok(options
-            .application_name(config.application_name_for(url))
-            .options([("TimeZone", config.time_zone())])
-            .options(config.postgres_deadline_settings())
-            .ssl_mode(match url.ssl_mode() {
-                SslMode::Disable => PgSslMode::Disable,
-                SslMode::Allow => PgSslMode::Allow,
-                SslMode::Prefer => PgSslMode::Prefer,
-                SslMode::Require => PgSslMode::Require,
-                SslMode::VerifyCa => PgSslMode::VerifyCa,
-                SslMode::VerifyFull => PgSslMode::VerifyFull,
-            }))
+        let options = options.application_name(config.application_name_for(url));
+        // Behind a transaction pooler nothing may rest on the session: no startup options
+        // (a pooler refuses or drops them; each transaction's BEGIN carries the settings)
+        // and no cache of named statements (they would stay on a server connection that
+        // goes to another client after the transaction).
+        let options = if config.pooler().is_transaction_pooled(url) {
+            options.statement_cache_capacity(0)
+        } else {
+            options
+                .options([("TimeZone", config.time_zone())])
+                .options(config.postgres_deadline_settings())
+        };
+        Ok(options.ssl_mode(match url.ssl_mode() {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Allow => PgSslMode::Allow,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }))
     }
 
     fn classify(_error: &dyn DatabaseError) -> Option<Classified> {

@@ -42,7 +42,7 @@ pub use backend::{
 pub use circuit_breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
     DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
-    PoolConfigurationBuilder, Secret, SslMode,
+    PoolConfigurationBuilder, Pooler, Secret, SslMode,
 };
 pub use error::{
     BoxError, Classified, ConnectFailure, DriverError, Error, ErrorKind, Phase, Result,

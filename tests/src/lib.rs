@@ -77,6 +77,27 @@ impl Target {
         }
     }
 
+    /// PostgreSQL through PgBouncer in transaction mode (`PGBOUNCER_DATABASE_URL`, which
+    /// `cargo xtask services` exports); `None` (the test passes vacuously) when it is not
+    /// set, and a failure under `CI`, as for [`Self::find`].
+    pub fn pgbouncer() -> Option<Self> {
+        const VAR: &str = "PGBOUNCER_DATABASE_URL";
+        match std::env::var(VAR).ok().filter(|v| !v.is_empty()) {
+            Some(url) => Some(Self { kind: DatabaseKind::Postgres, url }),
+            None => {
+                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+                assert!(
+                    !ci,
+                    "{VAR} is not set and CI is: run the tests through `cargo xtask test`"
+                );
+                eprintln!(
+                    "skipped: {VAR} is not set (run `cargo xtask test`, which starts PgBouncer)"
+                );
+                None
+            }
+        }
+    }
+
     /// A manager configuration for this target in `mode`, with `pool` overrides.
     pub fn config(&self, mode: ManagerMode, pool: PoolConfiguration) -> ManagerConfig {
         ManagerConfig::builder(mode).primary(&self.url).pool(pool).build().unwrap()
@@ -107,28 +128,32 @@ pub fn unique_table(prefix: &str) -> String {
     format!("ucm_{prefix}_{}_{n}_{nanos}", std::process::id())
 }
 
-/// Generates one `#[tokio::test]` per scenario for `$backend` on `$kind`.
+/// Generates one `#[tokio::test]` per scenario for `$backend` on `$kind`, against the
+/// database `Target::find($kind)` gives, or the one a fourth argument gives (PgBouncer).
 #[macro_export]
 macro_rules! conformance_suite {
     ($module:ident, $backend:ty, $kind:expr) => {
+        $crate::conformance_suite!($module, $backend, $kind, $crate::Target::find($kind));
+    };
+    ($module:ident, $backend:ty, $kind:expr, $target:expr) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
             use $crate::scenarios;
-            $crate::conformance_suite!(@tests $backend, $kind;
+            $crate::conformance_suite!(@tests $backend, $target;
                 protocol_methods, values_round_trip, presets_reach_the_pool, read_only_is_enforced,
                 transactions_commit_and_roll_back, a_panic_rolls_back, serialization_failures_are_retried,
                 pool_exhaustion_is_its_own_error, connect_failures_say_why, bad_credentials_say_so,
                 dropped_futures_leak_nothing, close_drains, statement_timeouts_are_enforced,
                 a_cancelled_statement_is_not_inherited, a_silent_server_meets_the_client_deadline,
-                a_configured_time_zone_reaches_the_session);
+                a_configured_time_zone_reaches_the_session, no_session_state_reaches_another_client);
         }
     };
-    (@tests $backend:ty, $kind:expr; $($scenario:ident),+) => {
+    (@tests $backend:ty, $target:expr; $($scenario:ident),+) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() {
-                if let Some(target) = $crate::Target::find($kind) {
+                if let Some(target) = $target {
                     scenarios::$scenario::<$backend>(&target).await;
                 }
             }

@@ -20,6 +20,7 @@ impl Backend for Diesel {
     }
 }
 
+conformance_suite!(pgbouncer, Diesel, DatabaseKind::Postgres, ucm_tests::Target::pgbouncer());
 conformance_suite!(postgres, Diesel, DatabaseKind::Postgres);
 conformance_suite!(mysql, Diesel, DatabaseKind::MySql);
 conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);

@@ -20,6 +20,7 @@ impl Backend for Sqlx {
     }
 }
 
+conformance_suite!(pgbouncer, Sqlx, DatabaseKind::Postgres, ucm_tests::Target::pgbouncer());
 conformance_suite!(postgres, Sqlx, DatabaseKind::Postgres);
 conformance_suite!(mysql, Sqlx, DatabaseKind::MySql);
 conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);

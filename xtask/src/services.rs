@@ -6,6 +6,7 @@
 //! that need it skip with a printed reason).
 
 mod ha;
+mod pgbouncer;
 mod postgres;
 
 use std::{
@@ -37,6 +38,8 @@ pub(crate) struct Options {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Services {
     pub(crate) postgres: Option<String>,
+    /// PgBouncer in transaction mode in front of `postgres`.
+    pub(crate) pgbouncer: Option<String>,
     pub(crate) mysql: Option<String>,
     pub(crate) sqlite: Option<String>,
     pub(crate) redis: Option<String>,
@@ -50,8 +53,13 @@ pub(crate) struct Services {
 /// been printed so one run shows everything that is wrong.
 pub(crate) fn run(options: Options) -> Result<Services> {
     let ctx = Ctx::new(options)?;
+    let postgres = Report::new("PostgreSQL", "PG_DATABASE_URL", || postgres::discover(&ctx));
+    let pgbouncer = Report::new("PgBouncer", "PGBOUNCER_DATABASE_URL", || {
+        pgbouncer::discover(&ctx, postgres.url())
+    });
     let reports = [
-        Report::new("PostgreSQL", "PG_DATABASE_URL", || postgres::discover(&ctx)),
+        postgres,
+        pgbouncer,
         Report::new("MariaDB", "MYSQL_DATABASE_URL", || mariadb(&ctx)),
         Report::new("Redis", "REDIS_URL", || redis(&ctx)),
         Report::new("SQLite", "SQLITE_DATABASE_URL", || sqlite(&ctx)),
@@ -77,9 +85,9 @@ pub(crate) fn run(options: Options) -> Result<Services> {
             missing.join(", ")
         );
     }
-    let [postgres, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
+    let [postgres, pgbouncer, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
     let ha = ha.and_then(Result::ok);
-    Ok(Services { postgres, mysql, sqlite, redis, ha })
+    Ok(Services { postgres, pgbouncer, mysql, sqlite, redis, ha })
 }
 
 /// The HA pair's name in the report.
@@ -115,6 +123,7 @@ impl Services {
     pub(crate) fn env(&self) -> Vec<(&'static str, &str)> {
         let urls = [
             ("PG_DATABASE_URL", &self.postgres),
+            ("PGBOUNCER_DATABASE_URL", &self.pgbouncer),
             ("MYSQL_DATABASE_URL", &self.mysql),
             ("SQLITE_DATABASE_URL", &self.sqlite),
             ("REDIS_URL", &self.redis),
@@ -324,9 +333,9 @@ fn print_reports(reports: &[Report], ha: Option<&Result<ha::HaPair>>, ctx: &Ctx)
         for report in reports {
             let (state, detail) = match &report.outcome {
                 Outcome::FromEnv(url) => ("from env", format!("{} (${})", redact(url), report.var)),
-                Outcome::Found { url, note } => ("found", format!("{url} ({note})")),
+                Outcome::Found { url, note } => ("found", format!("{} ({note})", redact(url))),
                 Outcome::Started { url, note, stop } => {
-                    ("started", format!("{url} ({note})\n{:23}stop with: {stop}", ""))
+                    ("started", format!("{} ({note})\n{:23}stop with: {stop}", redact(url), ""))
                 }
                 Outcome::Missing(reason) => ("MISSING", reason.clone()),
             };
@@ -425,6 +434,7 @@ mod tests {
     fn services_env_lists_only_available_urls() {
         let services = Services {
             postgres: Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            pgbouncer: None,
             mysql: None,
             sqlite: Some("sqlite:///tmp/test.db".to_owned()),
             redis: None,

@@ -97,12 +97,26 @@ impl<D: DieselDialect> DieselPoolConnection<D> {
         };
         let result = match step {
             Step::Begin => {
+                // Behind a transaction pooler the outermost BEGIN carries the mode and the
+                // deadlines; nested ones are savepoints as usual.
+                let pooled =
+                    session.pooled().pooled_begin().filter(|_| !session.pooled().in_transaction());
                 // Marked first: if this future is dropped mid-BEGIN, the pool still rolls back.
                 session.mark_transaction_open();
-                Observed::start(session, text, false, || {
-                    DriverTm::<D>::begin_transaction(connection)
-                })
-                .await
+                match pooled {
+                    Some(begin) => {
+                        Observed::start(session, text, false, || {
+                            D::begin_with(&mut *connection, &begin)
+                        })
+                        .await
+                    }
+                    None => {
+                        Observed::start(session, text, false, || {
+                            DriverTm::<D>::begin_transaction(connection)
+                        })
+                        .await
+                    }
+                }
             }
             Step::Commit => {
                 Observed::start(session, text, true, || {

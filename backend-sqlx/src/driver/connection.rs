@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::Database;
+use sqlx::{Database, SqlSafeStr};
 use sqlx_core::transaction::TransactionManager;
 
 use super::SqlxDatabase;
@@ -83,7 +83,11 @@ impl<DB: SqlxDatabase> SqlxPoolConnection<DB> {
         let session = &mut self.connection.session;
         // Marked first: a transaction dropped mid-`BEGIN` is rolled back before reuse.
         session.mark_transaction_open();
-        let statement = crate::connector::begin_statement::<DB::Dialect>(mode);
+        // Behind a transaction pooler the BEGIN carries the mode and the deadlines.
+        let statement = match session.pooled().pooled_begin() {
+            Some(begin) => Some(sqlx::AssertSqlSafe(begin.to_string()).into_sql_str()),
+            None => crate::connector::begin_statement::<DB::Dialect>(mode),
+        };
         DB::TransactionManager::begin(session, statement).await?;
         Ok(SqlxTransaction { connection: Some(self.connection) })
     }

@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use sqlx::{Database, Describe, Either, Execute, Executor, SqlStr};
 use ucm_core::ObservedStatement;
 
+use super::pool::into_sqlx_error;
 use super::{ObservedConnection, SqlxDatabase, SqlxPoolConnection, SqlxTransaction};
 use crate::convert::NeutralValues;
 use crate::error::read_ref;
@@ -98,6 +99,7 @@ where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
 {
     Box::pin(async_stream::try_stream! {
+        let pooled = session.open_pooled_autocommit().await.map_err(into_sqlx_error)?;
         let (mut statement, expiry) = session.observe_start();
         let (query, sql) = capture(query);
         let expired = expiry.expired();
@@ -126,11 +128,14 @@ where
             }
         }
         name(&mut statement, &sql);
-        match failure {
-            None => finish::<D, ()>(session, statement, Some(Ok(())))?,
-            Some(Some(error)) => finish::<D, ()>(session, statement, Some(Err(error)))?,
-            Some(None) => finish::<D, ()>(session, statement, None)?,
-        }
+        let ok = failure.is_none();
+        let finished = match failure {
+            None => finish::<D, ()>(session, statement, Some(Ok(()))),
+            Some(Some(error)) => finish::<D, ()>(session, statement, Some(Err(error))),
+            Some(None) => finish::<D, ()>(session, statement, None),
+        };
+        session.close_pooled_autocommit(pooled, ok).await.map_err(into_sqlx_error)?;
+        finished?;
     })
 }
 
@@ -144,6 +149,7 @@ where
     E: 'q + Execute<'q, D::Db>,
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
 {
+    let pooled = session.open_pooled_autocommit().await.map_err(into_sqlx_error)?;
     let (mut statement, expiry) = session.observe_start();
     let (query, sql) = capture(query);
     let span = statement.span().cloned();
@@ -156,7 +162,9 @@ where
     };
     let outcome = expiry.bound(run).await;
     name(&mut statement, &sql);
-    finish(session, statement, outcome)
+    let finished = finish(session, statement, outcome);
+    session.close_pooled_autocommit(pooled, finished.is_ok()).await.map_err(into_sqlx_error)?;
+    finished
 }
 
 /// The executor methods every handle shares: `$this` turns `self` into the session to run on

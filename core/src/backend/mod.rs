@@ -80,6 +80,14 @@ pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
         mode: ConnectionMode,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
 
+    /// Opens a transaction with `statement`, a script of the database's own (behind a
+    /// transaction pooler: `BEGIN READ ONLY; SET LOCAL ...`), run in one simple-protocol
+    /// round trip, and recorded as the driver's transaction like [`Self::begin`]'s.
+    fn begin_with(
+        connection: &mut Self::Connection,
+        statement: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
     /// Commits the open transaction.
     fn commit(
         connection: &mut Self::Connection,
@@ -141,6 +149,10 @@ impl BackendConnector for Disabled {
     }
 
     async fn begin(connection: &mut Disabled, _: ConnectionMode) -> Result<(), DriverError> {
+        match *connection {}
+    }
+
+    async fn begin_with(connection: &mut Disabled, _: &str) -> Result<(), DriverError> {
         match *connection {}
     }
 

@@ -1,7 +1,7 @@
 //! `replication_status`: a backend connector's answer to the health loop (standby or not, replay lag), written once over the neutral SQL surface.
 
 use super::BackendConnector;
-use crate::error::{Phase, Result};
+use crate::error::{DriverError, Phase, Result};
 use crate::topology::ReplicationStatus;
 
 /// Runs the database's [`replication_query`](crate::DatabaseKind::replication_query) on
@@ -17,8 +17,18 @@ pub async fn replication_status<C: BackendConnector>(
     connection: &mut C::Connection,
 ) -> Result<Option<ReplicationStatus>> {
     let Some(sql) = connector.url().kind().replication_query() else { return Ok(None) };
-    let rows = C::fetch_all(connection, sql, &[])
-        .await
-        .map_err(|e| e.into_error(connector.url(), Phase::Statement))?;
-    ReplicationStatus::from_row(rows.first()).map(Some)
+    let read = |e: DriverError| e.into_error(connector.url(), Phase::Statement);
+    // Behind a transaction pooler, the query's round trips must share one server
+    // connection: a transaction of its own keeps them together.
+    let pooled = connector.transaction_pooled();
+    if pooled {
+        C::begin_with(connection, "BEGIN READ ONLY").await.map_err(read)?;
+    }
+    let rows = C::fetch_all(connection, sql, &[]).await.map_err(read);
+    if pooled {
+        let end =
+            if rows.is_ok() { C::commit(connection).await } else { C::rollback(connection).await };
+        end.map_err(read)?;
+    }
+    ReplicationStatus::from_row(rows?.first()).map(Some)
 }

@@ -289,16 +289,66 @@ impl<C: BackendConnector> fmt::Debug for Session<C> {
     }
 }
 
+impl<C: BackendConnector> Session<C> {
+    /// Behind a transaction pooler, opens the short transaction a statement run outside
+    /// any transaction needs there (the driver's parse and bind round trips must reach the
+    /// same server connection, and the mode and deadlines travel in its `BEGIN`); returns
+    /// whether it opened one, to hand to [`Self::close_pooled_autocommit`]. Does nothing
+    /// on a direct connection or inside a transaction.
+    ///
+    /// # Errors
+    /// The `BEGIN`'s error.
+    pub async fn open_pooled_autocommit(&mut self) -> Result<bool> {
+        if self.connection.in_transaction() {
+            return Ok(false);
+        }
+        let Some(begin) = self.connection.pooled_begin() else { return Ok(false) };
+        self.connection.mark_transaction_open();
+        statement!(self, "BEGIN", Phase::Statement, false, |c| C::begin_with(c, &begin))?;
+        Ok(true)
+    }
+
+    /// Ends the transaction [`Self::open_pooled_autocommit`] opened (when `opened`):
+    /// commits when the statement succeeded (`ok`), else rolls back. A connection lost
+    /// under the statement is left to its pool, which closes it.
+    ///
+    /// # Errors
+    /// The `COMMIT`'s error (an ambiguous commit when the connection is lost under it).
+    pub async fn close_pooled_autocommit(&mut self, opened: bool, ok: bool) -> Result<()> {
+        if !opened || self.connection.is_broken() {
+            return Ok(());
+        }
+        if ok {
+            statement!(self, "COMMIT", Phase::Commit, false, |c| C::commit(c))?;
+        } else {
+            statement!(self, "ROLLBACK", Phase::Statement, false, |c| C::rollback(c))?;
+        }
+        self.connection.mark_transaction_closed();
+        Ok(())
+    }
+
+    /// Settles a statement run in [`Self::open_pooled_autocommit`]'s transaction.
+    async fn pooled_outcome<T>(&mut self, opened: bool, result: Result<T>) -> Result<T> {
+        let closed = self.close_pooled_autocommit(opened, result.is_ok()).await;
+        let value = result?;
+        closed.map(|()| value)
+    }
+}
+
 #[async_trait]
 impl<C: BackendConnector> SqlExecutor for Session<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let opened = self.open_pooled_autocommit().await?;
         let phase = self.statement_phase();
-        statement!(self, sql, phase, true, |c| C::execute(c, sql, params))
+        let result = statement!(self, sql, phase, true, |c| C::execute(c, sql, params));
+        self.pooled_outcome(opened, result).await
     }
 
     async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let opened = self.open_pooled_autocommit().await?;
         let phase = self.statement_phase();
-        statement!(self, sql, phase, true, |c| C::fetch_all(c, sql, params))
+        let result = statement!(self, sql, phase, true, |c| C::fetch_all(c, sql, params));
+        self.pooled_outcome(opened, result).await
     }
 }
 
@@ -306,8 +356,14 @@ impl<C: BackendConnector> SqlExecutor for Session<C> {
 impl<C: BackendConnector> TransactionalConnection for Session<C> {
     async fn begin(&mut self, mode: ConnectionMode) -> Result<()> {
         // Marked first: if this future is dropped mid-BEGIN, the pool still rolls back.
-        // The read-only setting was made for the session at checkout, so BEGIN inherits it.
+        // The read-only setting was made for the session at checkout, so BEGIN inherits it;
+        // behind a transaction pooler, the BEGIN carries it (and the deadlines).
         self.connection.mark_transaction_open();
+        if let Some(begin) = self.connection.pooled_begin() {
+            return statement!(self, "BEGIN", Phase::Statement, false, |c| C::begin_with(
+                c, &begin
+            ));
+        }
         statement!(self, "BEGIN", Phase::Statement, false, |c| C::begin(c, mode))
     }
 

@@ -2,6 +2,7 @@
 
 mod manager;
 mod pool;
+mod pooler;
 mod url;
 
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
@@ -9,6 +10,7 @@ pub use pool::{
     DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
     TCP_KEEPALIVE_INTERVAL,
 };
+pub use pooler::Pooler;
 pub use url::{DatabaseKind, DatabaseUrl, Secret, SslMode};
 
 /// How long a SQLite statement waits for another connection's write lock before

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, Pooler};
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 
@@ -38,6 +38,7 @@ pub struct PoolConfiguration {
     leak_detection_threshold: Option<Duration>,
     tcp_keepalive: Option<Duration>,
     tcp_user_timeout: Option<Duration>,
+    pooler: Pooler,
 }
 
 /// The TCP keepalive idle time of every preset: a connection idle this long is probed by
@@ -112,6 +113,7 @@ impl PoolConfiguration {
             leak_detection_threshold: None,
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
+            pooler: Pooler::Auto,
         }
     }
 
@@ -258,6 +260,24 @@ impl PoolConfiguration {
     pub fn tcp_user_timeout(&self) -> Option<Duration> {
         self.tcp_user_timeout
     }
+    /// Whether PostgreSQL is reached through a transaction pooler (see [`Pooler`]). Default
+    /// [`Pooler::Auto`]: recognised from the URL.
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+    /// Behind a transaction pooler, the statement that opens each transaction in `mode`:
+    /// `BEGIN` (`BEGIN READ ONLY` for a read-only mode) followed by the session settings as
+    /// `SET LOCAL` (time zone, statement, lock and idle-in-transaction timeouts), in one
+    /// simple-protocol round trip, since nothing set on the session survives the
+    /// transaction there.
+    pub fn pooled_begin(&self, mode: crate::ConnectionMode) -> String {
+        let begin = if mode.is_read_only() { "BEGIN READ ONLY" } else { "BEGIN" };
+        let mut begin = format!("{begin}; SET LOCAL TIME ZONE {}", self.postgres_time_zone());
+        for (name, value) in self.postgres_deadline_settings() {
+            begin.push_str(&format!("; SET LOCAL {name} = '{value}'"));
+        }
+        begin
+    }
     /// A connection checked out for longer than this is reported once as a possible leak
     /// (a `warn` event with where it was acquired, a counter, and a line in
     /// `connection_info()`); it is not taken back. Default `None` (off), as in HikariCP:
@@ -306,10 +326,18 @@ impl PoolConfiguration {
         }
         statements
     }
-    /// The session statements a new connection to a `kind` server runs before it is
-    /// pooled (see [`crate::backend::apply_session_statements`]): MySQL's deadlines; none
-    /// for PostgreSQL (its settings travel in the startup packet) or SQLite.
-    pub fn session_statements(&self, kind: crate::DatabaseKind) -> Vec<Vec<String>> {
+    /// The session statements a new connection to `url` runs before it is pooled (see
+    /// [`crate::backend::apply_session_statements`]): MySQL's deadlines; none for
+    /// PostgreSQL (its settings travel in the startup packet) or SQLite; a time zone other
+    /// than UTC. None at all behind a transaction pooler, where the session keeps nothing
+    /// (each transaction's `BEGIN` sets what is needed).
+    pub fn session_statements(&self, url: &DatabaseUrl) -> Vec<Vec<String>> {
+        if self.pooler.is_transaction_pooled(url) {
+            return Vec::new();
+        }
+        self.session_statements_for(url.kind())
+    }
+    fn session_statements_for(&self, kind: crate::DatabaseKind) -> Vec<Vec<String>> {
         let mut statements = match kind {
             crate::DatabaseKind::MySql => self.mysql_deadline_statements(),
             crate::DatabaseKind::Postgres | crate::DatabaseKind::Sqlite => Vec::new(),
@@ -331,16 +359,24 @@ impl PoolConfiguration {
         if matches!(zone, "UTC" | "utc" | "Etc/UTC" | "+00:00") {
             return None;
         }
-        let offset = zone.starts_with(['+', '-']);
         match kind {
-            crate::DatabaseKind::Postgres if offset => {
-                Some(format!("SET TIME ZONE INTERVAL '{zone}' HOUR TO MINUTE"))
+            crate::DatabaseKind::Postgres => {
+                Some(format!("SET TIME ZONE {}", self.postgres_time_zone()))
             }
-            crate::DatabaseKind::Postgres => Some(format!("SET TIME ZONE '{zone}'")),
             crate::DatabaseKind::MySql => {
                 Some(format!("SET time_zone = '{}'", self.mysql_time_zone()))
             }
             crate::DatabaseKind::Sqlite => None,
+        }
+    }
+    /// The time zone as PostgreSQL's `SET TIME ZONE` takes it: a quoted name, or an
+    /// offset as an `INTERVAL` (a bare `'+05:30'` is read with POSIX's inverted sign).
+    fn postgres_time_zone(&self) -> String {
+        let zone = self.time_zone.as_str();
+        if zone.starts_with(['+', '-']) {
+            format!("INTERVAL '{zone}' HOUR TO MINUTE")
+        } else {
+            format!("'{zone}'")
         }
     }
     /// The application name a session to `url` announces: the URL's `application_name`
@@ -450,7 +486,7 @@ impl fmt::Display for PoolConfiguration {
         writeln!(f, "pool:        preset {}", self.mode)?;
         let ryw = self.read_your_writes.map_or_else(|| "off".to_owned(), |w| format!("{w:?}"));
         let limit = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| format!("{d:?}"));
-        let rows: [(&str, String); 24] = [
+        let rows: [(&str, String); 25] = [
             ("pool_size", format!("{} connections", self.pool_size)),
             ("min_idle", format!("{} connections", self.min_idle())),
             (
@@ -478,6 +514,7 @@ impl fmt::Display for PoolConfiguration {
             ("leak_detection", limit(self.leak_detection_threshold)),
             ("tcp_keepalive", limit(self.tcp_keepalive)),
             ("tcp_user_timeout", limit(self.tcp_user_timeout)),
+            ("pooler", self.pooler.to_string()),
         ];
         for (name, value) in rows {
             writeln!(f, "  {:<22} {value}", format!("{name}:"))?;
@@ -612,6 +649,12 @@ impl PoolConfigurationBuilder {
         self.config.tcp_user_timeout = value;
         self
     }
+    /// Whether PostgreSQL is reached through a transaction pooler (default: recognised from
+    /// the URL).
+    pub fn pooler(mut self, value: Pooler) -> Self {
+        self.config.pooler = value;
+        self
+    }
     /// How long a statement waits for a lock (`None`: the server's default).
     pub fn lock_timeout(mut self, value: Option<Duration>) -> Self {
         self.config.lock_timeout = value;
@@ -691,6 +734,14 @@ impl PoolConfigurationBuilder {
         }
         if let Some(v) = get("UCM_TIME_ZONE") {
             c.time_zone = v;
+        }
+        if let Some(v) = get("UCM_POOLER") {
+            c.pooler = v.parse().map_err(|_| {
+                Error::config(
+                    "UCM_POOLER",
+                    format!("{v:?} is not a pooler mode; use auto, none or transaction"),
+                )
+            })?;
         }
         for (name, slot) in [
             ("UCM_READ_YOUR_WRITES", &mut c.read_your_writes),

@@ -278,24 +278,24 @@ fn deadlines_become_server_settings() {
 fn a_zone_other_than_utc_is_set_after_the_drivers_defaults() {
     use crate::DatabaseKind;
     let utc = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
-    assert!(utc.session_statements(DatabaseKind::Postgres).is_empty());
+    assert!(utc.session_statements_for(DatabaseKind::Postgres).is_empty());
     let paris = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .time_zone("Europe/Paris")
         .build()
         .unwrap();
     assert_eq!(
-        paris.session_statements(DatabaseKind::Postgres),
+        paris.session_statements_for(DatabaseKind::Postgres),
         [vec!["SET TIME ZONE 'Europe/Paris'".to_owned()]]
     );
     assert_eq!(
-        paris.session_statements(DatabaseKind::MySql).last().unwrap(),
+        paris.session_statements_for(DatabaseKind::MySql).last().unwrap(),
         &vec!["SET time_zone = 'Europe/Paris'".to_owned()]
     );
-    assert!(paris.session_statements(DatabaseKind::Sqlite).is_empty());
+    assert!(paris.session_statements_for(DatabaseKind::Sqlite).is_empty());
     let india =
         PoolConfiguration::builder(ManagerMode::AsyncModern).time_zone("+05:30").build().unwrap();
     assert_eq!(
-        india.session_statements(DatabaseKind::Postgres),
+        india.session_statements_for(DatabaseKind::Postgres),
         [vec!["SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE".to_owned()]]
     );
 }

@@ -97,6 +97,8 @@ impl DriverError {
                     let reason = classified
                         .and_then(|c| c.connect)
                         .or_else(|| sqlstate.as_deref().map(classify_connect_sqlstate))
+                        .filter(|reason| *reason != ConnectFailure::Other)
+                        .or_else(|| connect_failure_in_message(&message))
                         .unwrap_or(ConnectFailure::Other);
                     return connect_failed(endpoint, reason, message, None);
                 }
@@ -226,6 +228,14 @@ fn io_reason(error: &io::Error) -> ConnectFailure {
             }
         }
     }
+}
+
+/// The reason a connect failure's message gives where its SQLSTATE does not say: PgBouncer
+/// answers a wrong password with SQLSTATE 08P01 and PostgreSQL's own words.
+fn connect_failure_in_message(message: &str) -> Option<ConnectFailure> {
+    let message = message.to_ascii_lowercase();
+    (message.contains("password authentication failed") || message.contains("auth failed"))
+        .then_some(ConnectFailure::Authentication)
 }
 
 #[cfg(test)]

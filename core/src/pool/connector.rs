@@ -58,6 +58,14 @@ pub trait Connector: Send + Sync + 'static {
         read_only: bool,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Whether the connections reach the server through a transaction pooler (see
+    /// [`Pooler`](crate::Pooler)): then the pool never switches read-only mode on the
+    /// session (each transaction's `BEGIN` carries it) and sessions wrap statements run
+    /// outside a transaction in one of their own. Defaults to `false`.
+    fn transaction_pooled(&self) -> bool {
+        false
+    }
+
     /// A synchronous check, without I/O, run before a pooled connection is handed out:
     /// the driver already knows the connection is dead (its socket closed) or in a state
     /// nobody else may inherit (a driver-level transaction left open). Defaults to `false`.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::Object;
@@ -84,6 +85,19 @@ impl<C: Connector> PooledConnection<C> {
     /// no limit.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.object.as_ref().and_then(|object| object.statement_timeout)
+    }
+
+    /// Behind a transaction pooler, the statement that opens a transaction on this
+    /// connection in its current mode (`BEGIN [READ ONLY]; SET LOCAL ...`); `None` for a
+    /// direct connection, whose session keeps its settings.
+    pub fn pooled_begin(&self) -> Option<Arc<str>> {
+        let object = self.object.as_ref()?;
+        let begin = object.pooled_begin.as_ref()?;
+        Some(if object.read_only == Some(true) {
+            Arc::clone(&begin.read_only)
+        } else {
+            Arc::clone(&begin.read_write)
+        })
     }
 
     /// Whether the endpoint was abandoned (it stopped answering the health loop's probes)

@@ -52,6 +52,16 @@ pub(crate) struct Slot<T> {
     /// The endpoint's abandonment signal, and its count when the last statement started.
     pub(crate) abandon: Abandon,
     pub(crate) statement_generation: u64,
+    /// Behind a transaction pooler, each transaction's opening statement for a read-write
+    /// and a read-only session (see `PoolConfiguration::pooled_begin`).
+    pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
+}
+
+/// The `BEGIN` statements of a session behind a transaction pooler.
+#[derive(Debug)]
+pub(crate) struct PooledBegin {
+    pub(crate) read_write: Arc<str>,
+    pub(crate) read_only: Arc<str>,
 }
 
 /// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
@@ -70,6 +80,8 @@ pub(crate) struct Manager<C> {
     pub(crate) suspect_before: AtomicU64,
     /// Raised when the endpoint stopped answering: statements in flight stop waiting.
     pub(crate) abandon: Abandon,
+    /// Set when the connector is behind a transaction pooler.
+    pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
 }
 
 impl<C: Connector> Manager<C> {
@@ -84,7 +96,14 @@ impl<C: Connector> Manager<C> {
         let leaks = config
             .leak_detection_threshold()
             .map(|threshold| Arc::new(LeakDetector::new(threshold, Arc::clone(&label))));
+        let pooled_begin = connector.transaction_pooled().then(|| {
+            Arc::new(PooledBegin {
+                read_write: config.pooled_begin(crate::ConnectionMode::ReadWrite).into(),
+                read_only: config.pooled_begin(crate::ConnectionMode::ReadOnly).into(),
+            })
+        });
         Self {
+            pooled_begin,
             connector,
             config,
             metrics,
@@ -167,6 +186,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
             client_deadline: self.config.client_statement_deadline(),
             abandon: self.abandon.clone(),
             statement_generation: 0,
+            pooled_begin: self.pooled_begin.clone(),
         })
     }
 

@@ -344,7 +344,11 @@ impl<C: Connector> Pool<C> {
     async fn checkout_for(&self, mode: ConnectionMode, wait: bool) -> Result<PooledConnection<C>> {
         let mut connection = self.checkout(wait).await?;
         let wanted = mode.is_read_only();
-        if connection.read_only() != Some(wanted) {
+        if connection.pooled_begin().is_some() {
+            // Behind a transaction pooler the session keeps nothing: each transaction's
+            // BEGIN carries the mode instead.
+            connection.set_read_only_state(Some(wanted));
+        } else if connection.read_only() != Some(wanted) {
             connection.set_read_only_state(None);
             // Boxed: a mode change is rare, and its future would otherwise grow every
             // checkout's.

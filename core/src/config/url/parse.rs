@@ -138,6 +138,9 @@ impl Parser<'_> {
             }));
         };
         let socket = kind == DatabaseKind::MySql && params.iter().any(|(k, _)| k == "socket");
+        if let Some((_, pooler)) = params.iter().rev().find(|(k, _)| k == "pooler") {
+            pooler.parse::<crate::config::Pooler>()?;
+        }
         let ssl_mode = match self.explicit_ssl_mode(&params)? {
             Some(mode) => mode,
             None if socket || is_local_host(&host) => SslMode::Disable,
