@@ -838,6 +838,13 @@ pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
     create_counter_table(&writer, &table).await;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({}, {})", t.p(1), t.p(2));
     let read = format!("SELECT COUNT(*) AS n FROM {table} WHERE n >= {}", t.p(1));
+    // What the writer's server session defaults to, whatever its transaction says: a
+    // read-only setting left on a shared server connection (a pooler's) shows here. Read on
+    // PostgreSQL, the database poolers serve; elsewhere the inserts alone tell.
+    let session_default = match t.kind {
+        DatabaseKind::Postgres => "SELECT current_setting('default_transaction_read_only') AS v",
+        DatabaseKind::MySql | DatabaseKind::Sqlite => "SELECT 'off' AS v",
+    };
     for i in 0..40_i64 {
         let rows =
             reader.fetch_all(ConnectionMode::ReadOnly, &read, &[0_i64.into()]).await.unwrap();
@@ -846,6 +853,12 @@ pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
             .execute(ConnectionMode::ReadWrite, &insert, &[i.into(), (i * 10).into()])
             .await
             .unwrap_or_else(|e| panic!("insert {i} after a read-only statement: {e}"));
+        let rows = writer.fetch_all(ConnectionMode::ReadWrite, session_default, &[]).await.unwrap();
+        let default = rows[0].try_get::<String>("v").unwrap();
+        assert!(
+            matches!(default.as_str(), "off" | "0"),
+            "the writer's session defaults to read-only ({default}) after read {i}"
+        );
         let params = [(1000 + i).into(), 0_i64.into()];
         let in_transaction = writer.transaction(ConnectionMode::ReadWrite, |tx| {
             let (insert, params) = (insert.clone(), params.clone());

@@ -266,12 +266,14 @@ impl PoolConfiguration {
         self.pooler
     }
     /// Behind a transaction pooler, the statement that opens each transaction in `mode`:
-    /// `BEGIN` (`BEGIN READ ONLY` for a read-only mode) followed by the session settings as
+    /// `BEGIN READ WRITE` (`BEGIN READ ONLY` for a read-only mode) followed by the session settings as
     /// `SET LOCAL` (time zone, statement, lock and idle-in-transaction timeouts), in one
     /// simple-protocol round trip, since nothing set on the session survives the
     /// transaction there.
     pub fn pooled_begin(&self, mode: crate::ConnectionMode) -> String {
-        let begin = if mode.is_read_only() { "BEGIN READ ONLY" } else { "BEGIN" };
+        // Both ways said outright: a server connection may come with a session default
+        // another client of the pooler left behind.
+        let begin = if mode.is_read_only() { "BEGIN READ ONLY" } else { "BEGIN READ WRITE" };
         let mut begin = format!("{begin}; SET LOCAL TIME ZONE {}", self.postgres_time_zone());
         for (name, value) in self.postgres_deadline_settings() {
             begin.push_str(&format!("; SET LOCAL {name} = '{value}'"));

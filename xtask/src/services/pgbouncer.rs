@@ -35,7 +35,10 @@ pub(super) fn discover(ctx: &Ctx, postgres: Option<&str>) -> Outcome {
             note,
             stop: format!("kill $(cat {})", dir.join("pgbouncer.pid").display()),
         },
-        Ok(None) => Outcome::Found { url, note: format!("transaction mode on 127.0.0.1:{PORT}") },
+        Ok(None) => Outcome::Found {
+            url,
+            note: format!("a PgBouncer ucm did not start answers on 127.0.0.1:{PORT}"),
+        },
         Err(e) => Outcome::Missing(format!("{e:#}")),
     }
 }
@@ -51,10 +54,21 @@ fn endpoint(url: &str) -> Option<(String, u16, String)> {
     Some((user, port, database))
 }
 
-/// Starts PgBouncer unless ours already runs; `Some(note)` when it was started now.
+/// Starts PgBouncer afresh; `Some(note)` when it was started now, `None` when another
+/// PgBouncer (not ours) already listens on the port.
+///
+/// Ours is restarted when it runs, so that every run begins with fresh server connections:
+/// PgBouncer in transaction mode keeps what a client left on a server session (no reset
+/// query there), and the tests prove that ucm leaves nothing, which state left by an
+/// earlier run (a client of another configuration) would blur.
 fn start(ctx: &Ctx, dir: &Path, user: &str, postgres_port: u16) -> Result<Option<String>> {
+    let pid_file = dir.join("pgbouncer.pid");
     if port_open(PORT) {
-        return Ok(None);
+        let Ok(pid) = fs::read_to_string(&pid_file) else { return Ok(None) };
+        ctx.cmd("kill").arg(pid.trim()).run().context("stopping our earlier pgbouncer")?;
+        if !wait_for_port_closed(PORT) {
+            bail!("our earlier pgbouncer (pid {}) still listens on {PORT}", pid.trim());
+        }
     }
     let binary = match find() {
         Some(binary) => binary,
@@ -102,6 +116,18 @@ fn start(ctx: &Ctx, dir: &Path, user: &str, postgres_port: u16) -> Result<Option
         );
     }
     Ok(Some(format!("started {} in transaction mode", binary.display())))
+}
+
+/// Waits up to the start timeout for nothing to listen on 127.0.0.1:`port`.
+fn wait_for_port_closed(port: u16) -> bool {
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while port_open(port) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
 }
 
 /// The pgbouncer binary: Debian puts it in /usr/sbin, which a user's PATH may lack.
