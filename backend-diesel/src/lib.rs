@@ -67,6 +67,8 @@ mod mysql;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "postgres")]
+mod tls;
 
 pub use connection::TrackedConnection;
 pub use connector::DieselConnector;

@@ -7,7 +7,7 @@ use diesel::sql_types::{self, Unsigned};
 use diesel_async::AsyncMysqlConnection;
 use ucm_core::{
     Classified, ConnectFailure, DatabaseKind, DatabaseUrl, DriverError, ErrorKind,
-    PoolConfiguration, Result, Value,
+    PoolConfiguration, Result, SslMode, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
@@ -27,6 +27,16 @@ impl Dialect for MySqlDialect {
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<mysql_async::Opts> {
         refuse_tls(url, "MySQL", "ssl-mode=disabled")?;
+        if url.ssl_mode() != SslMode::Disable {
+            // `prefer` (the default for a host that is not local) would try TLS first; this
+            // backend cannot, so it says so rather than downgrading in silence.
+            tracing::warn!(
+                endpoint = %url.label(),
+                "ucm-diesel has no TLS to MySQL yet: ssl-mode={} connects in plaintext (use the \
+                 sqlx backend for TLS, or ssl-mode=disabled to say so)",
+                url.ssl_mode()
+            );
+        }
         let builder = mysql_async::OptsBuilder::default()
             .ip_or_hostname(url.host().unwrap_or("localhost"))
             .tcp_port(url.port().unwrap_or(3306))

@@ -8,22 +8,27 @@ use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::AsyncPgConnection;
 use ucm_core::{
-    DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, Value,
+    DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, SslMode, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
-use crate::dialect::{Dialect, refuse_tls};
+use crate::dialect::Dialect;
 
 /// tokio-postgres's connect settings, and whether a transaction pooler is in between.
 pub struct PgOptions {
     config: tokio_postgres::Config,
     pooled: bool,
+    /// `None` for `sslmode=disable`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgOptions {
     /// Never the settings: they hold the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgOptions").field("pooled", &self.pooled).finish_non_exhaustive()
+        f.debug_struct("PgOptions")
+            .field("pooled", &self.pooled)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,13 +45,23 @@ impl Dialect for PgDialect {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgOptions> {
-        refuse_tls(url, "PostgreSQL", "sslmode=disable")?;
+        let tls =
+            crate::tls::client_config(url)?.map(tokio_postgres_rustls::MakeRustlsConnect::new);
         let mut options = tokio_postgres::Config::new();
         options
             .host(url.host().unwrap_or("localhost"))
             .port(url.port().unwrap_or(5432))
             .application_name(config.application_name_for(url))
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            // libpq's modes on tokio-postgres's three: `allow` and `prefer` try TLS and fall
+            // back to plaintext when the server has none; the rest insist on it. What is
+            // checked of the certificate is the TLS configuration's (`crate::tls`).
+            .ssl_mode(match url.ssl_mode() {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                    tokio_postgres::config::SslMode::Require
+                }
+            });
         // A transaction pooler refuses (or drops) startup options: there the settings go in
         // each transaction's BEGIN instead.
         let pooled = config.pooler().is_transaction_pooled(url);
@@ -77,34 +92,22 @@ impl Dialect for PgDialect {
         if let Some(database) = url.database() {
             options.dbname(database);
         }
-        Ok(PgOptions { config: options, pooled })
+        Ok(PgOptions { config: options, pooled, tls })
     }
 
     async fn connect(options: &PgOptions) -> Result<AsyncPgConnection, DriverError> {
-        let (client, connection) =
-            options.config.connect(tokio_postgres::NoTls).await.map_err(read_connect)?;
-        if !options.pooled {
-            return AsyncPgConnection::try_from_client_and_connection(client, connection)
-                .await
-                .map_err(|e| DriverError::Other(e.to_string()));
-        }
-        // diesel-async's setup runs its `SET`s as prepared statements, whose parse and
-        // execute round trips a transaction pooler may send to two different servers: in
-        // one transaction they stay on one. The client needs its connection driven to send
-        // that BEGIN, so the connection runs on a task of its own (it ends with the client).
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("a pooled PostgreSQL connection ended: {e}");
+        match &options.tls {
+            Some(tls) => {
+                let (client, connection) =
+                    options.config.connect(tls.clone()).await.map_err(read_connect)?;
+                finish_connect(client, connection, options.pooled).await
             }
-        });
-        client.batch_execute("BEGIN").await.map_err(read_connect)?;
-        let mut connection = AsyncPgConnection::try_from(client)
-            .await
-            .map_err(|e| DriverError::Other(e.to_string()))?;
-        diesel_async::SimpleAsyncConnection::batch_execute(&mut connection, "COMMIT")
-            .await
-            .map_err(|e| DriverError::Other(e.to_string()))?;
-        Ok(connection)
+            None => {
+                let (client, connection) =
+                    options.config.connect(tokio_postgres::NoTls).await.map_err(read_connect)?;
+                finish_connect(client, connection, options.pooled).await
+            }
+        }
     }
 
     neutral_statements!(AsyncPgConnection);
@@ -171,6 +174,38 @@ fn startup_options(config: &PoolConfiguration) -> String {
         .join(" ")
 }
 
+/// Hands a connected client to diesel-async. Behind a transaction pooler, diesel-async's
+/// setup runs its `SET`s as prepared statements, whose parse and execute round trips the
+/// pooler may send to two different servers: in one transaction they stay on one (the
+/// client needs its connection driven to send that `BEGIN`, so the connection runs on a
+/// task of its own, which ends with the client).
+async fn finish_connect<S>(
+    client: tokio_postgres::Client,
+    connection: tokio_postgres::Connection<tokio_postgres::Socket, S>,
+    pooled: bool,
+) -> Result<AsyncPgConnection, DriverError>
+where
+    S: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+{
+    let other = |e: diesel::ConnectionError| DriverError::Other(e.to_string());
+    if !pooled {
+        return AsyncPgConnection::try_from_client_and_connection(client, connection)
+            .await
+            .map_err(other);
+    }
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("a pooled PostgreSQL connection ended: {e}");
+        }
+    });
+    client.batch_execute("BEGIN").await.map_err(read_connect)?;
+    let mut connection = AsyncPgConnection::try_from(client).await.map_err(other)?;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut connection, "COMMIT")
+        .await
+        .map_err(|e| DriverError::Other(e.to_string()))?;
+    Ok(connection)
+}
+
 /// Reads a tokio-postgres error raised while connecting, keeping its SQLSTATE and I/O kind.
 fn read_connect(error: tokio_postgres::Error) -> DriverError {
     if let Some(db) = error.as_db_error() {
@@ -185,8 +220,24 @@ fn read_connect(error: tokio_postgres::Error) -> DriverError {
         .map(|io| std::io::Error::new(io.kind(), io.to_string()));
     match io {
         Some(io) => DriverError::Io(io),
-        None => DriverError::Broken(error.to_string()),
+        None => DriverError::Broken(with_sources(&error)),
     }
+}
+
+/// The error's text followed by its sources': tokio-postgres says only "error performing
+/// TLS handshake" and keeps why (say, "server does not support TLS") in the source.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A parameter type with OID 0 ("unspecified"): the server infers a NULL's type from the
@@ -257,12 +308,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_is_refused_with_the_way_out() {
-        let url = DatabaseUrl::parse("postgres://app@db.example/app?sslmode=require").unwrap();
+    fn tls_options_follow_sslmode_and_unreadable_files_are_named() {
         let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
-        let error = PgDialect::options(&url, &config).unwrap_err();
+        let options = |url: &str| PgDialect::options(&DatabaseUrl::parse(url).unwrap(), &config);
+        let local = options("postgres://app@127.0.0.1/app").unwrap();
+        assert!(local.tls.is_none(), "a local host defaults to disable");
+        let remote = options("postgres://app@db.example/app").unwrap();
+        assert!(remote.tls.is_some(), "prefer tries TLS first, as libpq does");
+        assert_eq!(remote.config.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
+        let full = options("postgres://app@db.example/app?sslmode=verify-full").unwrap();
+        assert_eq!(full.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let error = options(
+            "postgres://app@db.example/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        )
+        .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);
-        assert!(error.to_string().contains("sqlx backend"), "{error}");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+        let half =
+            options("postgres://app@db.example/app?sslmode=require&sslcert=/c.pem").unwrap_err();
+        assert!(half.to_string().contains("sslkey"), "{half}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ha;
 pub mod ha_scenarios;
 pub mod scenarios;
 pub mod secrets;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -63,17 +64,7 @@ impl Target {
             .filter(|v| ucm_core::DatabaseUrl::parse(v).is_ok_and(|u| u.kind() == kind));
         match from_var.or(fallback) {
             Some(url) => Some(Self { kind, url }),
-            None => {
-                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-                assert!(
-                    !ci,
-                    "{var} is not set and CI is: run the tests through `cargo xtask test`"
-                );
-                eprintln!(
-                    "skipped: {var} is not set (run `cargo xtask test`, which finds or starts the databases)"
-                );
-                None
-            }
+            None => skip_unless_ci(var),
         }
     }
 
@@ -84,17 +75,7 @@ impl Target {
         const VAR: &str = "PGBOUNCER_DATABASE_URL";
         match std::env::var(VAR).ok().filter(|v| !v.is_empty()) {
             Some(url) => Some(Self { kind: DatabaseKind::Postgres, url }),
-            None => {
-                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-                assert!(
-                    !ci,
-                    "{VAR} is not set and CI is: run the tests through `cargo xtask test`"
-                );
-                eprintln!(
-                    "skipped: {VAR} is not set (run `cargo xtask test`, which starts PgBouncer)"
-                );
-                None
-            }
+            None => skip_unless_ci(VAR),
         }
     }
 
@@ -115,6 +96,17 @@ impl Target {
     pub fn placeholders(&self, n: usize) -> String {
         (1..=n).map(|i| self.p(i)).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// A missing service variable `var`: `None` (the test passes vacuously) with the reason
+/// printed, or a failure under `CI`, where everything must run.
+pub fn skip_unless_ci<T>(var: &str) -> Option<T> {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(!ci, "{var} is not set and CI is: run the tests through `cargo xtask test`");
+    eprintln!(
+        "skipped: {var} is not set (run `cargo xtask test`, which finds or starts the services)"
+    );
+    None
 }
 
 /// A table name no other test (or test run) uses: tests run in parallel on one database.

@@ -2,7 +2,7 @@
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_diesel::DieselManager;
-use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite};
+use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
 
 struct Diesel;
 
@@ -27,3 +27,4 @@ conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);
 ha_suite!(ha, Diesel);
 chaos_suite!(chaos, Diesel);
 secrets_suite!(secrets, Diesel);
+tls_suite!(tls, Diesel);

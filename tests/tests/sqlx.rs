@@ -2,7 +2,7 @@
 
 use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_sqlx::SqlxManager;
-use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite};
+use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
 
 struct Sqlx;
 
@@ -27,3 +27,4 @@ conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);
 ha_suite!(ha, Sqlx);
 chaos_suite!(chaos, Sqlx);
 secrets_suite!(secrets, Sqlx);
+tls_suite!(tls, Sqlx);

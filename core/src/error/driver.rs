@@ -120,20 +120,28 @@ impl DriverError {
                         // The source keeps the I/O kind but carries the scrubbed text: the
                         // error's `Debug` and any report walking `source()` print it.
                         let source = io::Error::new(error.kind(), message.clone());
+                        if let Some(advised) = tls_failure(&message) {
+                            return connect_failed(endpoint, ConnectFailure::Tls, advised, None);
+                        }
                         connect_failed(endpoint, io_reason(&error), message, Some(Box::new(source)))
                     }
                     _ => lost(phase, endpoint, message),
                 }
             }
             Self::Tls(message) => {
-                connect_failed(endpoint, ConnectFailure::Tls, url.scrub(&message), None)
+                let message = url.scrub(&message);
+                let message = tls_failure(&message).unwrap_or(message);
+                connect_failed(endpoint, ConnectFailure::Tls, message, None)
             }
             Self::Broken(message) => {
                 let message = url.scrub(&message);
                 match phase {
-                    Phase::Connect => {
-                        connect_failed(endpoint, ConnectFailure::Other, message, None)
-                    }
+                    Phase::Connect => match tls_failure(&message) {
+                        Some(advised) => {
+                            connect_failed(endpoint, ConnectFailure::Tls, advised, None)
+                        }
+                        None => connect_failed(endpoint, ConnectFailure::Other, message, None),
+                    },
                     _ => lost(phase, endpoint, message),
                 }
             }
@@ -143,7 +151,13 @@ impl DriverError {
             }
             Self::Other(message) => match phase {
                 Phase::Connect => {
-                    connect_failed(endpoint, ConnectFailure::Other, url.scrub(&message), None)
+                    let message = url.scrub(&message);
+                    match tls_failure(&message) {
+                        Some(advised) => {
+                            connect_failed(endpoint, ConnectFailure::Tls, advised, None)
+                        }
+                        None => connect_failed(endpoint, ConnectFailure::Other, message, None),
+                    }
                 }
                 _ => Error::Other { message: url.scrub(&message), source: None },
             },
@@ -228,6 +242,35 @@ fn io_reason(error: &io::Error) -> ConnectFailure {
             }
         }
     }
+}
+
+/// A driver's TLS failure, told in its words and followed by what to change: `None` when
+/// `message` is not about TLS. The drivers (rustls through sqlx and tokio-postgres, the
+/// servers' own refusals) word these differently; each pattern below is one of theirs.
+fn tls_failure(message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let advice = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        "the server's certificate is not signed by a CA this client trusts: give the CA's \
+         certificate with sslrootcert=/path/to/ca.pem (or sslmode=require to encrypt without \
+         checking the certificate)"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the server's certificate does not name the host in the URL: connect by a name the \
+         certificate lists, or use sslmode=verify-ca to check the CA alone"
+    } else if lower.contains("expired") && lower.contains("certificate") {
+        "the server's certificate has expired: renew it on the server"
+    } else if lower.contains("does not support tls")
+        || lower.contains("does not support ssl")
+        || lower.contains("server does not support")
+    {
+        "the server does not accept TLS: turn ssl on at the server, or use sslmode=prefer (TLS \
+         when the server offers it) or sslmode=disable on a trusted network"
+    } else if lower.contains("tls") || lower.contains("certificate") || lower.contains("handshake")
+    {
+        "check sslmode, sslrootcert and the server's TLS configuration"
+    } else {
+        return None;
+    };
+    Some(format!("{message} ({advice})"))
 }
 
 /// The reason a connect failure's message gives where its SQLSTATE does not say: PgBouncer

@@ -26,6 +26,8 @@ use crate::cmd::{Cmd, shell_quote};
 pub(crate) const PRIMARY_PORT: u16 = 54330;
 /// The replica's port.
 pub(crate) const REPLICA_PORT: u16 = 54331;
+/// The port of the TLS server: TLS on, with a certificate of a test CA made here.
+pub(crate) const TLS_PORT: u16 = 54332;
 
 /// A running primary/replica pair: what the HA tests need to find and control it.
 #[derive(Debug, Clone)]
@@ -65,8 +67,10 @@ pub(crate) fn start(ctx: &Ctx) -> Result<HaPair> {
     let mut done = Vec::new();
     ensure_primary(&pg, &primary, &mut done)?;
     ensure_replica(&pg, &primary, &replica, &mut done)?;
+    let mut tls = Node::new(ctx, as_root, "pg-tls", TLS_PORT)?;
+    let ca = ensure_tls_server(&pg, &mut tls, &mut done)?;
 
-    let stop = [&replica, &primary]
+    let stop = [&tls, &replica, &primary]
         .map(|node| pg.pg_ctl(node).args(["-m", "fast", "stop"]).display())
         .join("; ");
     let url = |port: u16| format!("postgres://postgres@127.0.0.1:{port}/test");
@@ -80,6 +84,9 @@ pub(crate) fn start(ctx: &Ctx) -> Result<HaPair> {
         // Whom the tests run the server programs as: PostgreSQL refuses root, so root hands
         // them to `postgres`; empty means whoever runs the tests.
         ("HA_RUN_AS", if as_root { "postgres" } else { "" }.to_owned()),
+        // The TLS server answers to `localhost` (the only name its certificate lists).
+        ("TLS_DATABASE_URL", format!("postgres://postgres@localhost:{TLS_PORT}/test")),
+        ("TLS_CA_FILE", path(&ca)),
     ];
     let changed = !done.is_empty();
     let note = if changed { done.join("; ") } else { "both running, replica streaming".to_owned() };
@@ -90,6 +97,8 @@ pub(crate) fn start(ctx: &Ctx) -> Result<HaPair> {
 struct Node {
     port: u16,
     dir: PathBuf,
+    /// Further `-c name=value` server settings.
+    settings: String,
 }
 
 /// Runs the server's programs, as `postgres` when we are root.
@@ -105,7 +114,7 @@ impl Node {
         // The tests get this path and may run from another directory.
         let dir = fs::canonicalize(&dir)
             .with_context(|| format!("could not resolve {}", dir.display()))?;
-        Ok(Self { port, dir })
+        Ok(Self { port, dir, settings: String::new() })
     }
 }
 
@@ -139,13 +148,7 @@ fn lock_pair(primary_dir: &Path) -> Result<fs::File> {
 fn ensure_primary(pg: &Pg<'_>, primary: &Node, done: &mut Vec<String>) -> Result<()> {
     if !primary.dir.join("PG_VERSION").is_file() {
         // Never made, or emptied by a rebuild that did not finish: start afresh.
-        empty(&primary.dir).context("emptying the primary's data directory")?;
-        pg.server("initdb")
-            .arg("-D")
-            .arg(&primary.dir)
-            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
-            .dir(&primary.dir)
-            .run()?;
+        pg.initdb(primary)?;
         // Streaming replication: WAL for a replica, senders for it; initdb's pg_hba.conf
         // already trusts replication connections from 127.0.0.1. A base backup copies these
         // settings, so either server can later be the primary.
@@ -169,6 +172,91 @@ fn ensure_primary(pg: &Pg<'_>, primary: &Node, done: &mut Vec<String>) -> Result
         done.push(format!("promoted {PRIMARY_PORT}, which a test had left a standby"));
     }
     ensure_test_database(pg.ctx, PRIMARY_PORT, Some(&pg.bin))
+}
+
+/// Makes 54332 a running server with TLS on: a test CA and a server certificate for
+/// `localhost` (made with openssl beside its data directory, kept once made), the
+/// certificate and key in its data directory; returns the CA certificate's path.
+fn ensure_tls_server(pg: &Pg<'_>, node: &mut Node, done: &mut Vec<String>) -> Result<PathBuf> {
+    if !node.dir.join("PG_VERSION").is_file() {
+        pg.initdb(node)?;
+        done.push(format!("made the TLS server in {}", node.dir.display()));
+    }
+    let certs = node.dir.parent().context("the TLS server's directory has no parent")?.join("tls");
+    let ca = make_certificates(pg.ctx, &certs)?;
+    for (name, mode) in [("server.crt", 0o644), ("server.key", 0o600)] {
+        let target = node.dir.join(name);
+        fs::copy(certs.join(name), &target)
+            .with_context(|| format!("copying {name} into {}", node.dir.display()))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+        if pg.as_root {
+            pg.ctx.cmd("chown").arg("postgres:postgres").arg(&target).run()?;
+        }
+    }
+    node.settings = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned();
+    if pg.start(node)? {
+        done.push(format!("started the TLS server on {TLS_PORT}"));
+    }
+    ensure_test_database(pg.ctx, TLS_PORT, Some(&pg.bin))?;
+    Ok(ca)
+}
+
+/// A test CA and a server certificate it signed for `localhost` only (so that 127.0.0.1
+/// fails `verify-full`), in `dir`, made with openssl unless there; returns the CA's path.
+fn make_certificates(ctx: &Ctx, dir: &Path) -> Result<PathBuf> {
+    let ca = dir.join("ca.crt");
+    if ca.is_file() && dir.join("server.crt").is_file() && dir.join("server.key").is_file() {
+        return Ok(ca);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    fs::write(dir.join("server.ext"), "subjectAltName = DNS:localhost\n")?;
+    let openssl = |args: &[&str]| ctx.cmd("openssl").args(args).dir(dir).run();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=ucm test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ])
+    .context("making the test CA with openssl (is openssl installed?)")?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    Ok(ca)
 }
 
 /// Makes 54331 a running replica streaming from 54330, keeping it when it already is one and
@@ -378,6 +466,17 @@ impl Pg<'_> {
         }
     }
 
+    /// Makes a cluster in the node's (emptied) data directory: `postgres` trusted, UTF-8.
+    fn initdb(&self, node: &Node) -> Result<()> {
+        empty(&node.dir).with_context(|| format!("emptying {}", node.dir.display()))?;
+        self.server("initdb")
+            .arg("-D")
+            .arg(&node.dir)
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
+            .dir(&node.dir)
+            .run()
+    }
+
     /// `pg_ctl -D <node's directory>`.
     fn pg_ctl(&self, node: &Node) -> Cmd {
         self.server("pg_ctl").arg("-D").arg(&node.dir).dir(&node.dir)
@@ -407,9 +506,10 @@ impl Pg<'_> {
         // default; the HA tests restart primaries often and wait for the standby each time.
         // `ucm_tests::ha` starts the servers with the same options.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c wal_retrieve_retry_interval=500ms",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c wal_retrieve_retry_interval=500ms{}",
             node.port,
-            shell_quote(&node.dir.to_string_lossy())
+            shell_quote(&node.dir.to_string_lossy()),
+            node.settings
         );
         let started =
             self.pg_ctl(node).arg("-l").arg(&log).args(["-o", &options, "-w", "start"]).run();

@@ -1,0 +1,190 @@
+//! TLS for diesel's PostgreSQL connections (tokio-postgres): rustls (ring) with libpq's `sslmode` meanings, `sslrootcert`, `sslcert` and `sslkey`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use ucm_core::{DatabaseUrl, Error, Result, SslMode};
+
+/// How a connection checks the server's certificate, from `sslmode` and `sslrootcert` as
+/// libpq reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Encrypt, check nothing (`allow`, `prefer`, `require` without a root certificate).
+    Nothing,
+    /// The chain up to a trusted root, not the host name (`verify-ca`, and `require` or
+    /// `prefer` given `sslrootcert`, as libpq does).
+    Chain,
+    /// The chain and the host name (`verify-full`).
+    ChainAndName,
+}
+
+/// The rustls configuration for a connection to `url`, `None` for `sslmode=disable`.
+///
+/// # Errors
+/// `Configuration` naming the parameter when a certificate or key file cannot be read.
+pub(crate) fn client_config(url: &DatabaseUrl) -> Result<Option<ClientConfig>> {
+    let root_file = url.param("sslrootcert").filter(|v| !v.is_empty());
+    let check = match url.ssl_mode() {
+        SslMode::Disable => return Ok(None),
+        SslMode::VerifyFull => Check::ChainAndName,
+        SslMode::VerifyCa => Check::Chain,
+        SslMode::Allow | SslMode::Prefer | SslMode::Require if root_file.is_some() => Check::Chain,
+        SslMode::Allow | SslMode::Prefer | SslMode::Require => Check::Nothing,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config("sslmode", format!("no TLS protocol version available: {e}")))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match check {
+        Check::Nothing => Arc::new(Unchecked(provider.signature_verification_algorithms)),
+        Check::Chain | Check::ChainAndName => {
+            let roots = roots(root_file)?;
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| {
+                    Error::config("sslrootcert", format!("no usable root certificate: {e}"))
+                })?;
+            if check == Check::Chain { Arc::new(ChainOnly(inner)) } else { inner }
+        }
+    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let config = match (url.param("sslcert"), url.param("sslkey")) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| unreadable("sslcert", cert, &e))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable("sslkey", key, &e))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                Error::config("sslkey", format!("the client certificate and key do not match: {e}"))
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::config(
+                "sslcert",
+                "a client certificate needs both sslcert= and sslkey=",
+            ));
+        }
+    };
+    Ok(Some(config))
+}
+
+/// The trusted roots: the PEM file `sslrootcert` names (`system` for the public web
+/// roots), else the public web roots.
+fn roots(file: Option<&str>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match file {
+        None | Some("system") => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| unreadable("sslrootcert", file, &e))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::config(
+                    "sslrootcert",
+                    format!("{file} holds no certificate rustls can use (PEM expected)"),
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn unreadable(parameter: &str, file: &str, error: &dyn std::fmt::Display) -> Error {
+    let name = Path::new(file).display();
+    Error::config(parameter, format!("could not read {name}: {error}"))
+}
+
+/// `verify-ca`: the chain must reach a trusted root; the host name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `prefer` and `require` without a root certificate: encrypted, but the certificate is
+/// not checked (libpq's meaning); the handshake's signatures still are.
+#[derive(Debug)]
+struct Unchecked(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
