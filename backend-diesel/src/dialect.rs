@@ -90,23 +90,6 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Refuses a URL that asks for TLS to MySQL, which ucm-diesel does not do yet, naming the
-/// way out: the sqlx backend, or `plain` (the URL setting for an unencrypted connection).
-#[cfg(feature = "mysql")]
-pub(crate) fn refuse_tls(url: &DatabaseUrl, database: &str, plain: &str) -> Result<()> {
-    if !url.ssl_mode().requires_tls() {
-        return Ok(());
-    }
-    Err(ucm_core::Error::config(
-        "DATABASE_URL",
-        format!(
-            "the URL asks for TLS ({}), which ucm-diesel does not do to {database} yet; use the \
-             sqlx backend for TLS to it, or {plain} on a trusted network",
-            url.ssl_mode()
-        ),
-    ))
-}
-
 pub(crate) mod sealed {
     /// Keeps [`Dialect`](super::Dialect) implementable only inside this crate; each
     /// dialect's file implements it.

@@ -11,7 +11,7 @@ use ucm_core::{
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
-use crate::dialect::{Dialect, refuse_tls};
+use crate::dialect::Dialect;
 
 /// MySQL and MariaDB through diesel-async's `AsyncMysqlConnection` (mysql_async, pure Rust).
 #[derive(Debug, Clone, Copy)]
@@ -19,24 +19,73 @@ pub struct MySqlDialect;
 
 impl crate::dialect::sealed::Sealed for MySqlDialect {}
 
+/// mysql_async's connect settings: the first attempt's (with TLS unless `ssl-mode` is
+/// `disabled`), and, for `allow` and `prefer`, the plaintext ones to fall back on when the
+/// server has no TLS. `Debug` never shows them: they hold the password.
+pub struct MysqlOptions {
+    first: mysql_async::Opts,
+    plain: Option<mysql_async::Opts>,
+}
+
+impl std::fmt::Debug for MysqlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlOptions")
+            .field("tls", &self.first.ssl_opts().is_some())
+            .field("falls_back_to_plaintext", &self.plain.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS settings for `url`, with libpq's `sslmode` meanings (see docs/tls.md): `None`
+/// for `disabled`; the certificate unchecked for `allow`, `prefer` and `require` unless a
+/// CA is given (`sslrootcert` or MySQL's `ssl-ca`); the chain and the host name for
+/// `verify-full` (`VERIFY_IDENTITY`). mysql_async 0.36 cannot check the chain without the
+/// name (its "skip domain validation" misses rustls 0.23's name error), so a given CA
+/// checks both, and `verify-ca` is refused with the ways out. `sslcert`/`ssl-cert` and
+/// `sslkey`/`ssl-key` give a client certificate.
+///
+/// # Errors
+/// `Configuration` for `verify-ca`.
+fn ssl_opts(url: &DatabaseUrl) -> Result<Option<mysql_async::SslOpts>> {
+    let param =
+        |names: [&str; 2]| names.into_iter().find_map(|n| url.param(n)).filter(|v| !v.is_empty());
+    let ca = param(["sslrootcert", "ssl-ca"]);
+    let check = match url.ssl_mode() {
+        SslMode::Disable => return Ok(None),
+        SslMode::VerifyFull => true,
+        SslMode::VerifyCa => {
+            return Err(ucm_core::Error::config(
+                "sslmode",
+                "ucm-diesel cannot check a MySQL server's CA without its host name (mysql_async \
+                 checks both or neither): use ssl-mode=VERIFY_IDENTITY with a host name the \
+                 certificate lists, or the sqlx backend for VERIFY_CA",
+            ));
+        }
+        SslMode::Allow | SslMode::Prefer | SslMode::Require => ca.is_some(),
+    };
+    let mut opts = mysql_async::SslOpts::default()
+        .with_danger_accept_invalid_certs(!check)
+        .with_danger_skip_domain_validation(!check);
+    if let Some(ca) = ca.filter(|ca| *ca != "system") {
+        opts = opts.with_root_certs(vec![std::path::PathBuf::from(ca).into()]);
+    }
+    if let (Some(cert), Some(key)) = (param(["sslcert", "ssl-cert"]), param(["sslkey", "ssl-key"]))
+    {
+        opts = opts.with_client_identity(Some(mysql_async::ClientIdentity::new(
+            std::path::PathBuf::from(cert).into(),
+            std::path::PathBuf::from(key).into(),
+        )));
+    }
+    Ok(Some(opts))
+}
+
 impl Dialect for MySqlDialect {
     type Backend = Mysql;
     type Connection = AsyncMysqlConnection;
-    type Options = mysql_async::Opts;
+    type Options = MysqlOptions;
     const KIND: DatabaseKind = DatabaseKind::MySql;
 
-    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<mysql_async::Opts> {
-        refuse_tls(url, "MySQL", "ssl-mode=disabled")?;
-        if url.ssl_mode() != SslMode::Disable {
-            // `prefer` (the default for a host that is not local) would try TLS first; this
-            // backend cannot, so it says so rather than downgrading in silence.
-            tracing::warn!(
-                endpoint = %url.label(),
-                "ucm-diesel has no TLS to MySQL yet: ssl-mode={} connects in plaintext (use the \
-                 sqlx backend for TLS, or ssl-mode=disabled to say so)",
-                url.ssl_mode()
-            );
-        }
+    fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<MysqlOptions> {
         let builder = mysql_async::OptsBuilder::default()
             .ip_or_hostname(url.host().unwrap_or("localhost"))
             .tcp_port(url.port().unwrap_or(3306))
@@ -57,11 +106,28 @@ impl Dialect for MySqlDialect {
                 config.tcp_keepalive().map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             )
             .init(vec![format!("SET time_zone = {}", string_literal(config.mysql_time_zone()))]);
-        Ok(builder.into())
+        let tls = ssl_opts(url)?;
+        // `allow` and `prefer` try TLS first and fall back to plaintext when the server has
+        // none, as libpq does; the other modes insist.
+        let plain = match url.ssl_mode() {
+            SslMode::Disable => None,
+            SslMode::Allow | SslMode::Prefer => Some(builder.clone().into()),
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => None,
+        };
+        Ok(MysqlOptions { first: builder.ssl_opts(tls).into(), plain })
     }
 
-    async fn connect(options: &mysql_async::Opts) -> Result<AsyncMysqlConnection, DriverError> {
-        let connection = mysql_async::Conn::new(options.clone()).await.map_err(read_connect)?;
+    async fn connect(options: &MysqlOptions) -> Result<AsyncMysqlConnection, DriverError> {
+        let connection = match mysql_async::Conn::new(options.first.clone()).await {
+            Ok(connection) => connection,
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if options.plain.is_some() => {
+                let plain = options.plain.clone().unwrap_or_else(|| options.first.clone());
+                mysql_async::Conn::new(plain).await.map_err(read_connect)?
+            }
+            Err(e) => return Err(read_connect(e)),
+        };
         AsyncMysqlConnection::try_from(connection)
             .await
             .map_err(|e| DriverError::Other(e.to_string()))

@@ -27,4 +27,5 @@ conformance_suite!(sqlite, Diesel, DatabaseKind::Sqlite);
 ha_suite!(ha, Diesel);
 chaos_suite!(chaos, Diesel);
 secrets_suite!(secrets, Diesel);
-tls_suite!(tls, Diesel);
+tls_suite!(tls_postgres, Diesel, DatabaseKind::Postgres);
+tls_suite!(tls_mysql, Diesel, DatabaseKind::MySql);

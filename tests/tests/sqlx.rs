@@ -27,4 +27,5 @@ conformance_suite!(sqlite, Sqlx, DatabaseKind::Sqlite);
 ha_suite!(ha, Sqlx);
 chaos_suite!(chaos, Sqlx);
 secrets_suite!(secrets, Sqlx);
-tls_suite!(tls, Sqlx);
+tls_suite!(tls_postgres, Sqlx, DatabaseKind::Postgres);
+tls_suite!(tls_mysql, Sqlx, DatabaseKind::MySql);

@@ -5,7 +5,9 @@
 //! is reported; under `CI` a missing service is an error, locally it is a warning (the tests
 //! that need it skip with a printed reason).
 
+mod certificates;
 mod ha;
+mod mariadb_tls;
 mod pgbouncer;
 mod postgres;
 
@@ -41,6 +43,8 @@ pub(crate) struct Services {
     /// PgBouncer in transaction mode in front of `postgres`.
     pub(crate) pgbouncer: Option<String>,
     pub(crate) mysql: Option<String>,
+    /// A MariaDB of our own with TLS (a certificate of the test CA).
+    pub(crate) mysql_tls: Option<String>,
     pub(crate) sqlite: Option<String>,
     pub(crate) redis: Option<String>,
     /// The HA primary/replica pair, when it was asked for and is running.
@@ -61,6 +65,7 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         postgres,
         pgbouncer,
         Report::new("MariaDB", "MYSQL_DATABASE_URL", || mariadb(&ctx)),
+        Report::new("MariaDB TLS", "TLS_MYSQL_DATABASE_URL", || mariadb_tls::discover(&ctx)),
         Report::new("Redis", "REDIS_URL", || redis(&ctx)),
         Report::new("SQLite", "SQLITE_DATABASE_URL", || sqlite(&ctx)),
     ];
@@ -85,9 +90,10 @@ pub(crate) fn run(options: Options) -> Result<Services> {
             missing.join(", ")
         );
     }
-    let [postgres, pgbouncer, mysql, redis, sqlite] = reports.map(|r| r.url().map(str::to_owned));
+    let [postgres, pgbouncer, mysql, mysql_tls, redis, sqlite] =
+        reports.map(|r| r.url().map(str::to_owned));
     let ha = ha.and_then(Result::ok);
-    Ok(Services { postgres, pgbouncer, mysql, sqlite, redis, ha })
+    Ok(Services { postgres, pgbouncer, mysql, mysql_tls, sqlite, redis, ha })
 }
 
 /// The HA pair's name in the report.
@@ -125,6 +131,7 @@ impl Services {
             ("PG_DATABASE_URL", &self.postgres),
             ("PGBOUNCER_DATABASE_URL", &self.pgbouncer),
             ("MYSQL_DATABASE_URL", &self.mysql),
+            ("TLS_MYSQL_DATABASE_URL", &self.mysql_tls),
             ("SQLITE_DATABASE_URL", &self.sqlite),
             ("REDIS_URL", &self.redis),
         ]
@@ -436,6 +443,7 @@ mod tests {
             postgres: Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
             pgbouncer: None,
             mysql: None,
+            mysql_tls: None,
             sqlite: Some("sqlite:///tmp/test.db".to_owned()),
             redis: None,
             ha: None,

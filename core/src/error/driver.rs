@@ -261,6 +261,7 @@ fn tls_failure(message: &str) -> Option<String> {
     } else if lower.contains("does not support tls")
         || lower.contains("does not support ssl")
         || lower.contains("server does not support")
+        || (lower.contains("asked for ssl") && lower.contains("does not have this capability"))
     {
         "the server does not accept TLS: turn ssl on at the server, or use sslmode=prefer (TLS \
          when the server offers it) or sslmode=disable on a trusted network"

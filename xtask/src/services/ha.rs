@@ -182,8 +182,8 @@ fn ensure_tls_server(pg: &Pg<'_>, node: &mut Node, done: &mut Vec<String>) -> Re
         pg.initdb(node)?;
         done.push(format!("made the TLS server in {}", node.dir.display()));
     }
-    let certs = node.dir.parent().context("the TLS server's directory has no parent")?.join("tls");
-    let ca = make_certificates(pg.ctx, &certs)?;
+    let certs = super::certificates::dir(pg.ctx);
+    let ca = super::certificates::make(pg.ctx, &certs)?;
     for (name, mode) in [("server.crt", 0o644), ("server.key", 0o600)] {
         let target = node.dir.join(name);
         fs::copy(certs.join(name), &target)
@@ -198,64 +198,6 @@ fn ensure_tls_server(pg: &Pg<'_>, node: &mut Node, done: &mut Vec<String>) -> Re
         done.push(format!("started the TLS server on {TLS_PORT}"));
     }
     ensure_test_database(pg.ctx, TLS_PORT, Some(&pg.bin))?;
-    Ok(ca)
-}
-
-/// A test CA and a server certificate it signed for `localhost` only (so that 127.0.0.1
-/// fails `verify-full`), in `dir`, made with openssl unless there; returns the CA's path.
-fn make_certificates(ctx: &Ctx, dir: &Path) -> Result<PathBuf> {
-    let ca = dir.join("ca.crt");
-    if ca.is_file() && dir.join("server.crt").is_file() && dir.join("server.key").is_file() {
-        return Ok(ca);
-    }
-    fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
-    fs::write(dir.join("server.ext"), "subjectAltName = DNS:localhost\n")?;
-    let openssl = |args: &[&str]| ctx.cmd("openssl").args(args).dir(dir).run();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=ucm test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ])
-    .context("making the test CA with openssl (is openssl installed?)")?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ])?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ])?;
     Ok(ca)
 }
 
