@@ -1,4 +1,4 @@
-//! `cargo xtask services --ha`: a PostgreSQL primary (54330) and a streaming replica of it (54331) for the high-availability tests, repaired from whatever state the last test run left.
+//! `cargo xtask services --ha`: a PostgreSQL primary (54330) and a streaming replica of it (54331) for the high-availability tests, repaired from whatever state the last test run left, and a PostgreSQL with TLS (54332) for the TLS tests.
 //!
 //! The HA tests stop, promote and rebuild these two servers (through `ucm_tests::ha`), so a
 //! start checks the pair instead of trusting it: 54330 must be a running primary and 54331 a
@@ -33,7 +33,8 @@ pub(crate) const TLS_PORT: u16 = 54332;
 #[derive(Debug, Clone)]
 pub(crate) struct HaPair {
     /// The variables the HA tests read, in the order they are printed: `HA_PRIMARY_URL`,
-    /// `HA_REPLICA_URL`, `HA_PG_BIN`, `HA_PRIMARY_DIR`, `HA_REPLICA_DIR`, `HA_RUN_AS`.
+    /// `HA_REPLICA_URL`, `HA_PG_BIN`, `HA_PRIMARY_DIR`, `HA_REPLICA_DIR`, `HA_RUN_AS`; then
+    /// the TLS server's `TLS_DATABASE_URL` and `TLS_CA_FILE`.
     pub(crate) env: Vec<(&'static str, String)>,
     /// How to stop both, for the report.
     pub(crate) stop: String,
