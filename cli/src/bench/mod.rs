@@ -66,6 +66,8 @@ pub(crate) struct Table {
 /// Every measurement of one run.
 pub(crate) struct Results {
     pub(crate) url: String,
+    /// The TLS mode every contender connected with (deadpool-postgres excepted: plaintext).
+    pub(crate) transport: &'static str,
     pub(crate) seconds: f64,
     pub(crate) rounds: u32,
     pub(crate) throughput: Vec<Table>,
@@ -109,6 +111,17 @@ pub(crate) async fn profile_load(
     Ok(())
 }
 
+/// `raw` with `sslmode=` set to the mode ucm resolved for it (`url`), unless it names one.
+fn with_ssl_mode(raw: &str, url: &DatabaseUrl) -> String {
+    let named =
+        url.params().iter().any(|(k, _)| matches!(k.as_str(), "sslmode" | "ssl-mode" | "ssl_mode"));
+    if named {
+        return raw.to_owned();
+    }
+    let joiner = if raw.contains('?') { '&' } else { '?' };
+    format!("{raw}{joiner}sslmode={}", url.ssl_mode().as_str())
+}
+
 /// See [`checkout::profile`].
 pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow::Result<()> {
     checkout::profile(contender, iterations).await
@@ -126,6 +139,11 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if url.kind() != DatabaseKind::Postgres {
         bail!("ucm bench compares against raw PostgreSQL pools: give it a postgres:// URL");
     }
+    // One transport for every contender: the TLS mode ucm resolves for the URL (`disable`
+    // for a local host unless the URL says otherwise), written into the URL the raw pools
+    // read, which would otherwise apply their own default (sqlx: `prefer`, so TLS where the
+    // server has it).
+    let database_url = with_ssl_mode(&database_url, &url);
     if args.seconds <= 0.0 || args.rounds == 0 || args.concurrency.is_empty() {
         bail!("--seconds must be positive, --rounds at least 1 and --concurrency non-empty");
     }
@@ -150,6 +168,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let checkout = checkout::run(args.checkouts).await?;
     let storm = storm::run(&database_url).await?;
     let results = Results {
+        transport: url.ssl_mode().as_str(),
         url: url.to_string(),
         seconds: args.seconds,
         rounds: args.rounds,
@@ -251,4 +270,24 @@ fn progress(len: u64) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contender_gets_the_tls_mode_ucm_resolved() {
+        let with = |raw: &str| with_ssl_mode(raw, &DatabaseUrl::parse(raw).unwrap());
+        assert_eq!(
+            with("postgres://u@127.0.0.1:5432/db"),
+            "postgres://u@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            with("postgres://u@db.example/db?application_name=x"),
+            "postgres://u@db.example/db?application_name=x&sslmode=prefer"
+        );
+        let named = "postgres://u@127.0.0.1/db?sslmode=require";
+        assert_eq!(with(named), named, "a mode the URL names is kept");
+    }
 }

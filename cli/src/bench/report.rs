@@ -22,8 +22,8 @@ pub(crate) fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# ucm bench\n\nAgainst {}; {} round(s) of {:.1}s per contender, contenders interleaved; two reads with their values decoded: a prepared `SELECT 1`, and a primary-key lookup in a 10 000-row table (`indexed read`); every pool holds at most 20 connections; ucm reads in `ReadOnly` mode.\n",
-        r.url, r.rounds, r.seconds
+        "# ucm bench\n\nAgainst {}; {} round(s) of {:.1}s per contender, contenders interleaved; two reads with their values decoded: a prepared `SELECT 1`, and a primary-key lookup in a 10 000-row table (`indexed read`); every pool holds at most 20 connections; ucm reads in `ReadOnly` mode. Transport: `sslmode={}` for every contender (deadpool-postgres always plaintext, `NoTls`).\n",
+        r.url, r.rounds, r.seconds, r.transport
     );
     for table in &r.throughput {
         let pgbench = (table.workload == WORKLOADS[0]).then(|| {
@@ -153,7 +153,7 @@ pub(crate) fn json(r: &Results) -> serde_json::Value {
         })
     };
     serde_json::json!({
-        "url": r.url, "seconds": r.seconds, "rounds": r.rounds,
+        "url": r.url, "transport": r.transport, "seconds": r.seconds, "rounds": r.rounds,
         "throughput": r.throughput.iter().map(table).collect::<Vec<_>>(),
         "pgbench_select1_tps": r.pgbench.iter().map(|(tasks, tps)| serde_json::json!({"tasks": tasks, "tps": tps})).collect::<Vec<_>>(),
         "ha": table(&r.ha),
