@@ -25,15 +25,27 @@ pub(crate) struct Telemetry {
     providers: Option<(SdkTracerProvider, SdkMeterProvider)>,
 }
 
-/// Installs logging to standard error, filtered by `RUST_LOG` (default `warn`), and with
+/// The log filter without `RUST_LOG`: warnings, but not sqlx's per-statement ones.
+const DEFAULT_LOG_FILTER: &str = "warn,sqlx::query=error";
+
+/// Installs logging to standard error, filtered by `RUST_LOG` (default: warnings, sqlx's
+/// slow-statement warnings excepted), uncoloured unless standard error is a terminal, and with
 /// `otel` the OpenTelemetry exporters for ucm's spans (targets `ucm::*` at INFO) and metrics.
 ///
 /// # Errors
 /// When a subscriber is already installed or an exporter cannot be built.
 pub(crate) fn install(otel: Option<OtelExport>) -> anyhow::Result<Telemetry> {
+    // Colours only for a terminal: piped into a file or another program, escape codes are
+    // noise. sqlx's own "slow statement" warnings are left out by default: ucm times every
+    // statement itself (the SLA share, `db.client.operation.duration`), and the demo's
+    // deliberate lock waits would interleave them with its tables. `RUST_LOG` overrides.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        );
     let Some(export) = otel else {
         registry().with(logs).try_init().context("installing the log subscriber")?;
         return Ok(Telemetry { providers: None });

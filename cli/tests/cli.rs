@@ -44,6 +44,22 @@ fn text(output: &Output) -> (String, String) {
 }
 
 #[test]
+fn piped_logs_carry_no_colour_codes() {
+    // Debug logging makes sure something is logged; piped, it must be plain text.
+    let output = ucm_with_env(
+        &["demo", "--seconds", "0.2", "--tasks", "2", "--accounts", "4"],
+        &[("RUST_LOG", "debug")],
+    );
+    let (_, stderr) = text(&output);
+    assert!(!stderr.is_empty(), "nothing was logged at debug");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in piped logs: {}",
+        &stderr[..stderr.len().min(300)]
+    );
+}
+
+#[test]
 fn demo_runs_with_no_server_and_no_environment() {
     let output = ucm(&["demo", "--seconds", "0.5", "--tasks", "4", "--accounts", "10"]);
     let (stdout, stderr) = text(&output);
