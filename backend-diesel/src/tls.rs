@@ -43,8 +43,9 @@ pub(crate) fn client_config(url: &DatabaseUrl) -> Result<Option<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config("sslmode", format!("no TLS protocol version available: {e}")))?;
+    let algorithms = provider.signature_verification_algorithms;
     let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::Nothing => Arc::new(Unchecked(provider.signature_verification_algorithms)),
+        Check::Nothing => Arc::new(Lenient { chain: None, algorithms }),
         Check::Chain | Check::ChainAndName => {
             let roots = roots(root_file)?;
             let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -52,7 +53,11 @@ pub(crate) fn client_config(url: &DatabaseUrl) -> Result<Option<ClientConfig>> {
                 .map_err(|e| {
                     Error::config("sslrootcert", format!("no usable root certificate: {e}"))
                 })?;
-            if check == Check::Chain { Arc::new(ChainOnly(inner)) } else { inner }
+            if check == Check::Chain {
+                Arc::new(Lenient { chain: Some(inner), algorithms })
+            } else {
+                inner
+            }
         }
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
@@ -105,11 +110,17 @@ fn unreadable(parameter: &str, file: &str, error: &dyn std::fmt::Display) -> Err
     Error::config(parameter, format!("could not read {name}: {error}"))
 }
 
-/// `verify-ca`: the chain must reach a trusted root; the host name is not checked.
+/// The modes short of `verify-full`: `verify-ca` (`chain`: the chain must reach a trusted
+/// root, the host name is not checked) and, with no `chain`, `prefer` and `require`
+/// without a root certificate (encrypted, the certificate unchecked: libpq's meaning).
+/// The handshake's signatures are checked either way.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -118,7 +129,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -132,7 +144,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -141,50 +153,10 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate: encrypted, but the certificate is
-/// not checked (libpq's meaning); the handshake's signatures still are.
-#[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }

@@ -759,9 +759,14 @@ pub async fn a_blackholed_replica_costs_no_read<B: Backend>(cluster: &HaCluster)
         "reads left the replica before the fault"
     );
     assert!(on_primary > 0, "the primary served no read during the fault");
+    // Only reads already on the replica's connections when it went dark wait for it (a
+    // probe deadline and more, until abandoned); every later one goes elsewhere at once, so
+    // at most as many as its pool holds wait. (The p99s above are figures, not asserted.)
+    let probe_deadline = m.connection_info().pool.validation_timeout().max(Duration::from_secs(1));
+    let waited = during.iter().filter(|r| r.took >= probe_deadline).count();
     assert!(
-        p99_during <= 2 * p99_before.max(Duration::from_millis(1)),
-        "read p99 {p99_during:?} during the fault against {p99_before:?} before"
+        waited <= 12,
+        "{waited} reads waited on the dark replica, more than its 12 connections could hold"
     );
     m.close().await.unwrap();
 }
