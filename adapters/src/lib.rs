@@ -151,8 +151,8 @@
 //! idle connection, so a suite with a database per test holds few server connections),
 //! dropped at the end even when the test panics; `TestDatabase::transaction` pins one
 //! connection with a transaction rolled back when dropped. The feature also adds
-//! [`pool::testing::MemoryConnector`](crate::pool), a scriptable in-memory connector for
-//! fault tests without a database (slow or refused connects, broken connections, latency).
+//! `ucm::testing::MemoryConnector`, a scriptable in-memory connector for fault tests
+//! without a database (slow or refused connects, broken connections, latency).
 //! [`DatabaseTestAdapter`] hands out a production session (through the unified manager)
 //! and a direct, unpooled connection to compare against.
 //!
@@ -168,6 +168,44 @@
 //! `Retry-After` while the database is unavailable, 409 for a constraint, 500 otherwise,
 //! never SQL or a server message in the body), and `health_routes()` (`/health/ready` from
 //! the cached health, `/health/live`).
+//!
+//! # What `ucm` exports
+//!
+//! Everything an application names is at the root, each under one path; what only a
+//! backend author needs (the connector contract, `DriverError`) is in `ucm-kernel`'s
+//! `backend` module instead.
+//!
+//! - The manager and the registry: [`UnifiedManager`], [`UnifiedConnection`],
+//!   [`SelectedBackend`], [`Manager`], [`Connection`], [`DirectConnection`],
+//!   [`RoutingSession`], [`get_unified_manager`], [`unified_manager_for`],
+//!   [`install_config`], [`install_manager`], [`close_manager`], [`shutdown_all`],
+//!   [`DatabaseTestAdapter`].
+//! - Modes: [`ManagerMode`], [`ConnectionMode`].
+//! - Configuration: [`ManagerConfig`], [`ManagerConfigBuilder`], [`PoolConfiguration`],
+//!   [`PoolConfigurationBuilder`], [`DatabaseUrl`], [`DatabaseKind`], [`SslMode`],
+//!   [`Pooler`], [`Secret`], [`CircuitBreakerConfig`], [`RetryPolicy`], [`Backoff`],
+//!   [`RetryBudget`].
+//! - Errors: [`Error`], [`ErrorKind`], [`ConnectFailure`], [`Result`], [`BoxError`].
+//! - Values and rows: [`Value`], [`Row`], [`FromValue`], [`ConversionError`], and the
+//!   crates whose types they carry, [`chrono`], [`serde_json`], [`uuid`].
+//! - The protocol: [`ConnectionManagerProtocol`], [`ProtocolExt`], [`SqlExecutor`],
+//!   [`TransactionalConnection`], [`TransactionOptions`], [`TransactionWork`],
+//!   [`BoxFuture`].
+//! - Info and health: [`ConnectionInfo`], [`EndpointInfo`], [`HealthReport`],
+//!   [`HealthStatus`], [`ComponentHealth`], [`EndpointRole`], [`EndpointState`],
+//!   [`PoolStatus`], [`SlaSummary`], [`PoolMetricsSnapshot`], [`HistogramSnapshot`],
+//!   [`BreakerState`], [`BreakerSnapshot`], [`LongHold`].
+//! - The sqlx handles (with the sqlx feature), for code written against sqlx's pool:
+//!   `SqlxPool`, `SqlxPoolConnection`, `SqlxTransaction`, `SqlxTransactionError`,
+//!   `SqlxManager`, `SqlxConnection`, `Sqlx`; and `ucm_sqlx`, the backend crate, for the
+//!   rest (its dialects, the sqlx crate it was built with).
+//! - The diesel handles (with the diesel feature), for code written against a diesel pool:
+//!   `DieselPool`, `DieselPoolConnection`, `DieselBlockingPool`,
+//!   `DieselBlockingConnection`, `DieselTransactionError`, `DieselManager`,
+//!   `DieselConnection`, `Diesel`; and `ucm_diesel`, the backend crate.
+//! - Modules: `testing` (with the testing feature), `web` (with the axum feature).
+//!
+//! `cargo xtask tidy` checks that this list and the code's exports are the same.
 //!
 //! # Features
 //! - `sqlx` (default), `diesel`: the backend.
@@ -194,16 +232,46 @@ pub mod testing;
 #[cfg(feature = "axum")]
 pub mod web;
 
+// The manager and the process-wide registry.
 pub use registry::{
     close_manager, get_unified_manager, install_config, install_manager, shutdown_all,
     unified_manager_for,
 };
 pub use test_adapter::DatabaseTestAdapter;
-pub use ucm_core::*;
+pub use ucm_kernel::{Connection, DirectConnection, Manager, RoutingSession};
+// Modes.
+pub use ucm_kernel::{ConnectionMode, ManagerMode};
+// Configuration.
+pub use ucm_kernel::{
+    Backoff, CircuitBreakerConfig, DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder,
+    PoolConfiguration, PoolConfigurationBuilder, Pooler, RetryBudget, RetryPolicy, Secret, SslMode,
+};
+// Errors.
+pub use ucm_kernel::{BoxError, ConnectFailure, Error, ErrorKind, Result};
+// Values and rows, and the crates whose types appear in them.
+pub use ucm_kernel::{ConversionError, FromValue, Row, Value, chrono, serde_json, uuid};
+// The protocol.
+pub use ucm_kernel::{
+    BoxFuture, ConnectionManagerProtocol, ProtocolExt, SqlExecutor, TransactionOptions,
+    TransactionWork, TransactionalConnection,
+};
+// Info and health.
+pub use ucm_kernel::{
+    BreakerSnapshot, BreakerState, ComponentHealth, ConnectionInfo, EndpointInfo, EndpointRole,
+    EndpointState, HealthReport, HealthStatus, HistogramSnapshot, LongHold, PoolMetricsSnapshot,
+    PoolStatus, SlaSummary,
+};
+// The driver handles, and each backend crate for the rest of its API.
 #[cfg(feature = "diesel")]
-pub use ucm_diesel::{self, Diesel, DieselConnection, DieselManager};
+pub use ucm_diesel::{
+    self, Diesel, DieselBlockingConnection, DieselBlockingPool, DieselConnection, DieselManager,
+    DieselPool, DieselPoolConnection, DieselTransactionError,
+};
 #[cfg(feature = "sqlx")]
-pub use ucm_sqlx::{self, Sqlx, SqlxConnection, SqlxManager};
+pub use ucm_sqlx::{
+    self, Sqlx, SqlxConnection, SqlxManager, SqlxPool, SqlxPoolConnection, SqlxTransaction,
+    SqlxTransactionError,
+};
 
 /// The backend `UnifiedManager` runs on: sqlx when its feature is on, else diesel.
 #[cfg(feature = "sqlx")]

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::OnceCell;
-use ucm_core::{ConnectionManagerProtocol, Error, ManagerConfig, ManagerMode, Result};
+use ucm_kernel::{ConnectionManagerProtocol, Error, ManagerConfig, ManagerMode, Result};
 
 use crate::UnifiedManager;
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, ConnectionMode, DirectConnection, ManagerConfig, ManagerMode, Result,
 };
 

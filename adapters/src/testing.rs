@@ -29,12 +29,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OnceCell;
-use ucm_core::{
+use ucm_kernel::{
     BoxFuture, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error,
     ManagerConfig, ManagerMode, PoolConfiguration, Result, SqlExecutor, TransactionalConnection,
 };
 
 use crate::{UnifiedConnection, UnifiedManager};
+
+/// The scriptable in-memory connector, for fault tests without a database.
+pub use ucm_kernel::pool::testing::MemoryConnector;
 
 /// A database created for one test, with a manager on it; dropped (the database too) when
 /// the value is, even when the test panics.
@@ -211,7 +214,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Some(cleanup) = self.cleanup.take() else { return };
         let name = self.name.clone();
-        match ucm_core::blocking::block_on(clean(cleanup)) {
+        match ucm_kernel::blocking::block_on(clean(cleanup)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) | Err(e) => {
                 tracing::warn!(database = %name, "could not drop the test database: {e}");
@@ -359,7 +362,7 @@ fn drop_statement(kind: DatabaseKind, name: &str) -> String {
 async fn create_on_server(admin: &DatabaseUrl, statement: &str) -> Result<()> {
     let statement = statement.to_owned();
     let admin = admin.clone();
-    ucm_core::blocking::spawn(async move {
+    ucm_kernel::blocking::spawn(async move {
         let manager = UnifiedManager::connect(admin_config(admin)?).await?;
         let outcome = async {
             let mut connection = manager.direct_connection().await?;
@@ -398,7 +401,7 @@ async fn clean(cleanup: Cleanup) -> Result<()> {
 /// transactions: end the sessions on `name` first (PostgreSQL's `FORCE` does this itself).
 async fn end_mysql_sessions(admin: &DatabaseUrl, name: &str) -> Result<()> {
     let (admin, name) = (admin.clone(), name.to_owned());
-    ucm_core::blocking::spawn(async move {
+    ucm_kernel::blocking::spawn(async move {
         let manager = UnifiedManager::connect(admin_config(admin)?).await?;
         let outcome = async {
             let mut connection = manager.direct_connection().await?;
@@ -437,5 +440,5 @@ fn admin_config(url: DatabaseUrl) -> Result<ManagerConfig> {
 /// Builds a manager on ucm's runtime, so its connections and background tasks belong to a
 /// runtime that outlives the test's.
 async fn connect_on_ucm_runtime(config: ManagerConfig) -> Result<UnifiedManager> {
-    ucm_core::blocking::spawn(async move { UnifiedManager::connect(config).await }).await
+    ucm_kernel::blocking::spawn(async move { UnifiedManager::connect(config).await }).await
 }

@@ -39,7 +39,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use ucm_core::{ConnectionManagerProtocol, Error, ErrorKind, RoutingSession};
+use ucm_kernel::{ConnectionManagerProtocol, Error, ErrorKind, RoutingSession};
 
 use crate::{SelectedBackend, UnifiedManager};
 

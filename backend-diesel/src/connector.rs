@@ -3,11 +3,9 @@
 use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
-use ucm_core::pool::Connector;
-use ucm_core::{
-    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Error, Phase, PoolConfiguration,
-    ReplicationStatus, Result, Row, Value,
-};
+use ucm_kernel::backend::Connector;
+use ucm_kernel::backend::{BackendConnector, DriverError, Phase, ReplicationStatus};
+use ucm_kernel::{ConnectionMode, DatabaseUrl, Error, PoolConfiguration, Result, Row, Value};
 
 use crate::connection::TrackedConnection;
 use crate::convert::rows;
@@ -60,7 +58,7 @@ impl<D: Dialect> Connector for DieselConnector<D> {
         if self.pooled {
             connection.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
         }
-        ucm_core::backend::apply_session_statements(
+        ucm_kernel::backend::apply_session_statements(
             self,
             &mut connection,
             &self.session_statements,
@@ -106,7 +104,7 @@ impl<D: Dialect> Connector for DieselConnector<D> {
         &self,
         connection: &mut Self::Connection,
     ) -> Result<Option<ReplicationStatus>> {
-        ucm_core::backend::replication_status(self, connection).await
+        ucm_kernel::backend::replication_status(self, connection).await
     }
 }
 

@@ -6,7 +6,7 @@ use diesel::backend::Backend;
 use diesel::deserialize::{self, QueryableByName};
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::row::{Field, NamedRow};
-use ucm_core::{Row, Value};
+use ucm_kernel::{Row, Value};
 
 /// A diesel backend whose values ucm can bind and read without knowing the query's types.
 pub trait NeutralBackend: Backend + Sized {
@@ -70,7 +70,7 @@ impl<DB: NeutralBackend> QueryableByName<DB> for NeutralRow {
 }
 
 /// Neutral rows sharing one column list.
-pub(crate) fn rows(loaded: Vec<NeutralRow>) -> ucm_core::Result<Vec<Row>> {
+pub(crate) fn rows(loaded: Vec<NeutralRow>) -> ucm_kernel::Result<Vec<Row>> {
     let Some(first) = loaded.first() else { return Ok(Vec::new()) };
     let columns: Arc<[String]> = first.columns.iter().cloned().collect();
     loaded.into_iter().map(|row| Row::new(Arc::clone(&columns), row.values)).collect()
@@ -106,7 +106,7 @@ macro_rules! bind_value {
         json($json:ident) => $json_bind:expr $(,)?
     }) => {{
         use diesel::sql_types as t;
-        use ucm_core::Value;
+        use ucm_kernel::Value;
         Ok(match $value {
             Value::Null => $null,
             Value::Bool(v) => $query.bind::<t::Bool, _>(v),
@@ -133,7 +133,7 @@ macro_rules! neutral_statements {
         async fn execute(
             connection: &mut $connection,
             sql: &str,
-            params: &[ucm_core::Value],
+            params: &[ucm_kernel::Value],
         ) -> diesel::QueryResult<usize> {
             let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
                 sql, params,
@@ -144,7 +144,7 @@ macro_rules! neutral_statements {
         async fn load(
             connection: &mut $connection,
             sql: &str,
-            params: &[ucm_core::Value],
+            params: &[ucm_kernel::Value],
         ) -> diesel::QueryResult<Vec<$crate::convert::NeutralRow>> {
             let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
                 sql, params,

@@ -9,9 +9,8 @@ use diesel::QueryResult;
 use diesel::result::DatabaseErrorKind;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, TransactionManager};
-use ucm_core::{
-    ConnectionMode, DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result,
-};
+use ucm_kernel::backend::DriverError;
+use ucm_kernel::{ConnectionMode, DatabaseKind, DatabaseUrl, ErrorKind, PoolConfiguration, Result};
 
 pub use crate::convert::{BoxError, NeutralBackend, NeutralRow};
 
@@ -52,14 +51,14 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     fn execute(
         connection: &mut Self::Connection,
         sql: &str,
-        params: &[ucm_core::Value],
+        params: &[ucm_kernel::Value],
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 
     /// Runs a query with neutral parameters; returns every row, decoded.
     fn load(
         connection: &mut Self::Connection,
         sql: &str,
-        params: &[ucm_core::Value],
+        params: &[ucm_kernel::Value],
     ) -> impl Future<Output = QueryResult<Vec<NeutralRow>>> + Send;
 
     /// Opens a transaction through diesel's transaction manager, so the diesel DSL and

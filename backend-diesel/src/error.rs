@@ -1,7 +1,8 @@
 //! Reads diesel's errors into core's neutral `DriverError`; each dialect reads what diesel leaves `Unknown`.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use ucm_core::{Classified, DriverError, ErrorKind};
+use ucm_kernel::ErrorKind;
+use ucm_kernel::backend::{Classified, DriverError};
 
 use crate::dialect::Dialect;
 
@@ -66,7 +67,8 @@ fn unknown(message: &str, table: &[(&str, ErrorKind)]) -> Option<Classified> {
 #[cfg(all(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod tests {
     use diesel::result::{DatabaseErrorKind as K, Error as DieselError};
-    use ucm_core::{DatabaseUrl, Error, ErrorKind, Phase};
+    use ucm_kernel::backend::Phase;
+    use ucm_kernel::{DatabaseUrl, Error, ErrorKind};
 
     use super::read;
     use crate::{MySqlDialect, PgDialect, SqliteDialect};

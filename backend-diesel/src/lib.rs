@@ -1,4 +1,4 @@
-//! ucm's diesel backend: `ConnectionManagerProtocol` on diesel-async connections pooled by `ucm-core`'s pool.
+//! ucm's diesel backend: `ConnectionManagerProtocol` on diesel-async connections pooled by `ucm-kernel`'s pool.
 //!
 //! The crate holds only driver glue. [`DieselConnector`] is core's `BackendConnector` for
 //! any diesel-async connection (connect with the preset's session settings, ping, roll
@@ -7,7 +7,7 @@
 //! (tokio-postgres), `AsyncMysqlConnection` (mysql_async) and SQLite through
 //! `SyncConnectionWrapper`. [`DieselManager`] is core's `Manager` over the [`Diesel`]
 //! backend: pools, breaker, retry, routing, health, metrics and error mapping all come
-//! from `ucm-core`.
+//! from `ucm-kernel`.
 //!
 //! The diesel DSL stays available: a [`DieselSession`] derefs to a [`TrackedConnection`],
 //! which derefs to the diesel-async connection (`&mut **session`). For code written against
@@ -84,4 +84,4 @@ pub use mysql::MySqlDialect;
 pub use postgres::PgDialect;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{AsyncSqliteConnection, SqliteDialect, SqliteOptions};
-pub use ucm_core as core;
+pub use ucm_kernel as core;

@@ -1,6 +1,7 @@
 //! `Diesel`: the diesel backend's connectors per database; `DieselManager` is core's `Manager` over them.
 
-use ucm_core::{Backend, Connection, Manager, Session};
+use ucm_kernel::backend::{Backend, Session};
+use ucm_kernel::{Connection, Manager};
 
 use crate::connector::DieselConnector;
 #[cfg(feature = "mysql")]
@@ -19,15 +20,15 @@ impl Backend for Diesel {
     #[cfg(feature = "postgres")]
     type Postgres = DieselConnector<PgDialect>;
     #[cfg(not(feature = "postgres"))]
-    type Postgres = ucm_core::Disabled;
+    type Postgres = ucm_kernel::backend::Disabled;
     #[cfg(feature = "mysql")]
     type MySql = DieselConnector<MySqlDialect>;
     #[cfg(not(feature = "mysql"))]
-    type MySql = ucm_core::Disabled;
+    type MySql = ucm_kernel::backend::Disabled;
     #[cfg(feature = "sqlite")]
     type Sqlite = DieselConnector<SqliteDialect>;
     #[cfg(not(feature = "sqlite"))]
-    type Sqlite = ucm_core::Disabled;
+    type Sqlite = ucm_kernel::backend::Disabled;
 }
 
 /// The connection manager on diesel-async: one pool per endpoint (core's pool), breaker,

@@ -5,9 +5,9 @@ use diesel::mysql::{Mysql, MysqlType, MysqlValue};
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{self, Unsigned};
 use diesel_async::AsyncMysqlConnection;
-use ucm_core::{
-    Classified, ConnectFailure, DatabaseKind, DatabaseUrl, DriverError, ErrorKind,
-    PoolConfiguration, Result, SslMode, Value,
+use ucm_kernel::backend::{Classified, DriverError};
+use ucm_kernel::{
+    ConnectFailure, DatabaseKind, DatabaseUrl, ErrorKind, PoolConfiguration, Result, SslMode, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
@@ -54,7 +54,7 @@ fn ssl_opts(url: &DatabaseUrl) -> Result<Option<mysql_async::SslOpts>> {
         SslMode::Disable => return Ok(None),
         SslMode::VerifyFull => true,
         SslMode::VerifyCa => {
-            return Err(ucm_core::Error::config(
+            return Err(ucm_kernel::Error::config(
                 "sslmode",
                 "ucm-diesel cannot check a MySQL server's CA without its host name (mysql_async \
                  checks both or neither): use ssl-mode=VERIFY_IDENTITY with a host name the \
@@ -238,7 +238,7 @@ impl NeutralBackend for Mysql {
 
 #[cfg(test)]
 mod tests {
-    use ucm_core::ManagerMode;
+    use ucm_kernel::ManagerMode;
 
     use super::*;
 
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn debug_of_the_connector_never_shows_the_password() {
-        use ucm_core::BackendConnector;
+        use ucm_kernel::backend::BackendConnector;
         let url = DatabaseUrl::parse("mysql://app:s3cr3t-UNIT-77@db.example:3306/app").unwrap();
         let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
         let connector = crate::DieselConnector::<MySqlDialect>::new(&url, &config).unwrap();

@@ -7,9 +7,8 @@ use diesel::result::DatabaseErrorKind;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::AsyncPgConnection;
-use ucm_core::{
-    DatabaseKind, DatabaseUrl, DriverError, ErrorKind, PoolConfiguration, Result, SslMode, Value,
-};
+use ucm_kernel::backend::DriverError;
+use ucm_kernel::{DatabaseKind, DatabaseUrl, ErrorKind, PoolConfiguration, Result, SslMode, Value};
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
 use crate::dialect::Dialect;
@@ -73,7 +72,7 @@ impl Dialect for PgDialect {
                 options
                     .keepalives(true)
                     .keepalives_idle(idle)
-                    .keepalives_interval(ucm_core::config::TCP_KEEPALIVE_INTERVAL)
+                    .keepalives_interval(ucm_kernel::config::TCP_KEEPALIVE_INTERVAL)
                     .keepalives_retries(3);
             }
             None => {
@@ -303,7 +302,7 @@ impl NeutralBackend for Pg {
 
 #[cfg(test)]
 mod tests {
-    use ucm_core::ManagerMode;
+    use ucm_kernel::ManagerMode;
 
     use super::*;
 
@@ -340,10 +339,10 @@ mod tests {
         assert_eq!(options.get_application_name(), Some(config.application_name()));
         assert!(options.get_options().is_some_and(|o| o.contains("TimeZone=")));
         assert!(options.get_keepalives());
-        assert_eq!(options.get_keepalives_idle(), ucm_core::config::DEFAULT_TCP_KEEPALIVE);
+        assert_eq!(options.get_keepalives_idle(), ucm_kernel::config::DEFAULT_TCP_KEEPALIVE);
         assert_eq!(
             options.get_tcp_user_timeout(),
-            Some(&ucm_core::config::DEFAULT_TCP_USER_TIMEOUT)
+            Some(&ucm_kernel::config::DEFAULT_TCP_USER_TIMEOUT)
         );
         let tuned = PoolConfiguration::builder(ManagerMode::McpServer)
             .tcp_keepalive(Some(std::time::Duration::from_secs(7)))
@@ -367,7 +366,7 @@ mod tests {
 
     #[test]
     fn debug_of_the_connector_never_shows_the_password() {
-        use ucm_core::BackendConnector;
+        use ucm_kernel::backend::BackendConnector;
         let url = DatabaseUrl::parse("postgres://app:s3cr3t-UNIT-78@db.example/app").unwrap();
         let config = PoolConfiguration::for_mode(ManagerMode::AsyncModern);
         let connector = crate::DieselConnector::<PgDialect>::new(&url, &config).unwrap();

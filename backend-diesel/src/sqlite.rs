@@ -7,10 +7,10 @@ use diesel::sqlite::{Sqlite, SqliteConnection, SqliteType, SqliteValue};
 use diesel::{ConnectionError, QueryResult};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-use ucm_core::config::SQLITE_BUSY_TIMEOUT;
-use ucm_core::{
-    ConnectionMode, DatabaseKind, DatabaseUrl, DriverError, Error, ErrorKind, PoolConfiguration,
-    Result, Value,
+use ucm_kernel::backend::DriverError;
+use ucm_kernel::config::SQLITE_BUSY_TIMEOUT;
+use ucm_kernel::{
+    ConnectionMode, DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result, Value,
 };
 
 use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use ucm_core::{DatabaseUrl, Error, Result, SslMode};
+use ucm_kernel::{DatabaseUrl, Error, Result, SslMode};
 
 /// How a connection checks the server's certificate, from `sslmode` and `sslrootcert` as
 /// libpq reads them.

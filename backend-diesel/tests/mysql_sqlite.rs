@@ -7,8 +7,8 @@ mod common;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use ucm_core::{ConnectionMode, ManagerMode};
 use ucm_diesel::{DieselBlockingPool, MySqlDialect, SqliteDialect};
+use ucm_kernel::{ConnectionMode, ManagerMode};
 
 diesel::table! {
     diesel_other_items (id) {

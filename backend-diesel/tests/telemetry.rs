@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use ucm_core::ConnectionManagerProtocol;
+use ucm_kernel::ConnectionManagerProtocol;
 
 diesel::table! {
     diesel_telemetry_items (id) {
@@ -109,13 +109,13 @@ fn dsl_statements_get_ucm_spans_and_metrics() {
     // The mode's statement timeout reaches DSL statements: the server cancels, the error
     // stays diesel's, and ucm reads it as a timeout.
     let fast = ucm_diesel::DieselBlockingPool::<ucm_diesel::PgDialect>::connect(
-        common::config(&url, ucm_core::ManagerMode::McpServer),
-        ucm_core::ConnectionMode::ReadOnly,
+        common::config(&url, ucm_kernel::ManagerMode::McpServer),
+        ucm_kernel::ConnectionMode::ReadOnly,
     )
     .unwrap();
     let mut conn = fast.get().unwrap();
     let started = std::time::Instant::now();
     let error = diesel::sql_query("SELECT pg_sleep(3)").execute(&mut *conn).unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "cut short by the mode's limit");
-    assert_eq!(fast.classify(error).kind(), ucm_core::ErrorKind::Timeout);
+    assert_eq!(fast.classify(error).kind(), ucm_kernel::ErrorKind::Timeout);
 }

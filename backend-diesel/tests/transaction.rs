@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use ucm_core::ErrorKind;
 use ucm_diesel::DieselTransactionError;
+use ucm_kernel::ErrorKind;
 
 diesel::table! {
     diesel_retry_counters (id) {
@@ -247,7 +247,7 @@ fn a_failed_checkout_is_classified_by_ucm() {
     // (not retried) and `classify` gives back.
     let Some(url) = common::url("PG_DATABASE_URL") else { return };
     let pool = common::blocking_pool(&url);
-    ucm_core::blocking::block_on(ucm_core::ConnectionManagerProtocol::close(&**pool.manager()))
+    ucm_kernel::blocking::block_on(ucm_kernel::ConnectionManagerProtocol::close(&**pool.manager()))
         .unwrap()
         .unwrap();
     let error = pool.transaction(|_| Ok::<_, diesel::result::Error>(())).unwrap_err();

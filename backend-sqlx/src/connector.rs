@@ -4,11 +4,9 @@ use std::marker::PhantomData;
 
 use sqlx::{Connection, Database, SqlSafeStr};
 use sqlx_core::transaction::TransactionManager;
-use ucm_core::pool::Connector;
-use ucm_core::{
-    BackendConnector, ConnectionMode, DatabaseUrl, DriverError, Phase, PoolConfiguration,
-    ReplicationStatus, Result, Row, Value,
-};
+use ucm_kernel::backend::Connector;
+use ucm_kernel::backend::{BackendConnector, DriverError, Phase, ReplicationStatus};
+use ucm_kernel::{ConnectionMode, DatabaseUrl, PoolConfiguration, Result, Row, Value};
 
 use crate::convert::NeutralValues;
 use crate::dialect::Dialect;
@@ -38,7 +36,7 @@ pub struct SqlxConnector<D: Dialect> {
     options: Options<D>,
     /// Run on every new connection (MySQL's deadlines).
     session_statements: Vec<Vec<String>>,
-    /// Behind a transaction pooler (see `ucm_core::Pooler`).
+    /// Behind a transaction pooler (see `ucm_kernel::Pooler`).
     pooled: bool,
     dialect: PhantomData<D>,
 }
@@ -59,7 +57,7 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
         let mut connection = <Self::Connection as Connection>::connect_with(&self.options)
             .await
             .map_err(|e| map_error(e, &self.url, Phase::Connect, D::classify))?;
-        ucm_core::backend::apply_session_statements(
+        ucm_kernel::backend::apply_session_statements(
             self,
             &mut connection,
             &self.session_statements,
@@ -90,7 +88,7 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
         &self,
         connection: &mut Self::Connection,
     ) -> Result<Option<ReplicationStatus>> {
-        ucm_core::backend::replication_status(self, connection).await
+        ucm_kernel::backend::replication_status(self, connection).await
     }
 
     fn transaction_pooled(&self) -> bool {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sqlx::Database;
 use sqlx::query::Query;
-use ucm_core::{BoxFuture, Row, Value};
+use ucm_kernel::{BoxFuture, Row, Value};
 
 use crate::dialect::Dialect;
 
@@ -80,9 +80,9 @@ macro_rules! neutral_values {
         impl $crate::convert::NeutralValues for $dialect {
             fn bind<'q>(
                 query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
-                value: &ucm_core::Value,
+                value: &ucm_kernel::Value,
             ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
-                use ucm_core::Value;
+                use ucm_kernel::Value;
                 match value {
                     Value::Null => <$dialect as $crate::dialect::Dialect>::bind_null(query),
                     Value::Bool(v) => query.bind(*v),
@@ -104,8 +104,8 @@ macro_rules! neutral_values {
             fn execute<'c>(
                 connection: &'c mut <$db as sqlx::Database>::Connection,
                 sql: &'c str,
-                params: &'c [ucm_core::Value],
-            ) -> ucm_core::BoxFuture<'c, Result<u64, sqlx::Error>> {
+                params: &'c [ucm_kernel::Value],
+            ) -> ucm_kernel::BoxFuture<'c, Result<u64, sqlx::Error>> {
                 Box::pin(async move {
                     let query = $crate::convert::bind_all::<$dialect>(
                         sqlx::query(sqlx::AssertSqlSafe(sql)),
@@ -118,8 +118,8 @@ macro_rules! neutral_values {
             fn fetch_all<'c>(
                 connection: &'c mut <$db as sqlx::Database>::Connection,
                 sql: &'c str,
-                params: &'c [ucm_core::Value],
-            ) -> ucm_core::BoxFuture<'c, Result<Vec<ucm_core::Row>, sqlx::Error>> {
+                params: &'c [ucm_kernel::Value],
+            ) -> ucm_kernel::BoxFuture<'c, Result<Vec<ucm_kernel::Row>, sqlx::Error>> {
                 Box::pin(async move {
                     let query = $crate::convert::bind_all::<$dialect>(
                         sqlx::query(sqlx::AssertSqlSafe(sql)),
@@ -133,7 +133,7 @@ macro_rules! neutral_values {
             fn raw<'c>(
                 connection: &'c mut <$db as sqlx::Database>::Connection,
                 sql: &'static str,
-            ) -> ucm_core::BoxFuture<'c, Result<(), sqlx::Error>> {
+            ) -> ucm_kernel::BoxFuture<'c, Result<(), sqlx::Error>> {
                 Box::pin(async move {
                     use sqlx::Executor as _;
                     connection.execute(sqlx::raw_sql(sql)).await.map(|_| ())
@@ -142,7 +142,7 @@ macro_rules! neutral_values {
 
             fn decode_rows(
                 rows: &[<$db as sqlx::Database>::Row],
-            ) -> Result<Vec<ucm_core::Row>, sqlx::Error> {
+            ) -> Result<Vec<ucm_kernel::Row>, sqlx::Error> {
                 use sqlx::{Row as _, ValueRef as _};
                 use $crate::dialect::{ColumnKind, Dialect};
                 let Some(first) = rows.first() else { return Ok(Vec::new()) };
@@ -152,53 +152,53 @@ macro_rules! neutral_values {
                     let mut values = Vec::with_capacity(columns.len());
                     for $index in 0..columns.len() {
                         if $row.try_get_raw($index)?.is_null() {
-                            values.push(ucm_core::Value::Null);
+                            values.push(ucm_kernel::Value::Null);
                             continue;
                         }
                         let type_name: String = $type_name;
                         let value = match <$dialect as Dialect>::column_kind(&type_name) {
-                            ColumnKind::Bool => ucm_core::Value::Bool($row.try_get($index)?),
+                            ColumnKind::Bool => ucm_kernel::Value::Bool($row.try_get($index)?),
                             ColumnKind::Int8 => {
-                                ucm_core::Value::Int($row.try_get::<i8, _>($index)?.into())
+                                ucm_kernel::Value::Int($row.try_get::<i8, _>($index)?.into())
                             }
                             ColumnKind::Int16 => {
-                                ucm_core::Value::Int($row.try_get::<i16, _>($index)?.into())
+                                ucm_kernel::Value::Int($row.try_get::<i16, _>($index)?.into())
                             }
                             ColumnKind::Int32 => {
-                                ucm_core::Value::Int($row.try_get::<i32, _>($index)?.into())
+                                ucm_kernel::Value::Int($row.try_get::<i32, _>($index)?.into())
                             }
                             ColumnKind::Int64 => {
-                                ucm_core::Value::Int($row.try_get::<i64, _>($index)?)
+                                ucm_kernel::Value::Int($row.try_get::<i64, _>($index)?)
                             }
-                            ColumnKind::Decimal => ucm_core::Value::Text(
+                            ColumnKind::Decimal => ucm_kernel::Value::Text(
                                 <$dialect as Dialect>::decode_decimal($row, $index)?,
                             ),
-                            ColumnKind::UnsignedInt => ucm_core::Value::Int(
+                            ColumnKind::UnsignedInt => ucm_kernel::Value::Int(
                                 <$dialect as Dialect>::decode_unsigned($row, $index)?,
                             ),
                             ColumnKind::Float32 => {
-                                ucm_core::Value::Float($row.try_get::<f32, _>($index)?.into())
+                                ucm_kernel::Value::Float($row.try_get::<f32, _>($index)?.into())
                             }
                             ColumnKind::Float64 => {
-                                ucm_core::Value::Float($row.try_get::<f64, _>($index)?)
+                                ucm_kernel::Value::Float($row.try_get::<f64, _>($index)?)
                             }
-                            ColumnKind::Text => ucm_core::Value::Text($row.try_get($index)?),
-                            ColumnKind::Bytes => ucm_core::Value::Bytes($row.try_get($index)?),
+                            ColumnKind::Text => ucm_kernel::Value::Text($row.try_get($index)?),
+                            ColumnKind::Bytes => ucm_kernel::Value::Bytes($row.try_get($index)?),
                             ColumnKind::Timestamp => {
-                                ucm_core::Value::Timestamp($row.try_get($index)?)
+                                ucm_kernel::Value::Timestamp($row.try_get($index)?)
                             }
                             ColumnKind::TimestampTz => {
-                                ucm_core::Value::TimestampTz($row.try_get($index)?)
+                                ucm_kernel::Value::TimestampTz($row.try_get($index)?)
                             }
-                            ColumnKind::Date => ucm_core::Value::Date($row.try_get($index)?),
-                            ColumnKind::Time => ucm_core::Value::Time($row.try_get($index)?),
-                            ColumnKind::Uuid => ucm_core::Value::Uuid($row.try_get($index)?),
+                            ColumnKind::Date => ucm_kernel::Value::Date($row.try_get($index)?),
+                            ColumnKind::Time => ucm_kernel::Value::Time($row.try_get($index)?),
+                            ColumnKind::Uuid => ucm_kernel::Value::Uuid($row.try_get($index)?),
                             ColumnKind::Json => {
                                 let sqlx::types::Json(v) = $row.try_get($index)?;
-                                ucm_core::Value::Json(v)
+                                ucm_kernel::Value::Json(v)
                             }
                             ColumnKind::Other => match $row.try_get::<String, _>($index) {
-                                Ok(text) => ucm_core::Value::Text(text),
+                                Ok(text) => ucm_kernel::Value::Text(text),
                                 Err(_) => {
                                     return Err($crate::convert::unsupported($index, &type_name));
                                 }
@@ -207,7 +207,7 @@ macro_rules! neutral_values {
                         values.push(value);
                     }
                     out.push(
-                        ucm_core::Row::new(std::sync::Arc::clone(&columns), values)
+                        ucm_kernel::Row::new(std::sync::Arc::clone(&columns), values)
                             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
                     );
                 }

@@ -6,10 +6,10 @@
 use sqlx::Database;
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
-use ucm_core::{DatabaseKind, DatabaseUrl, PoolConfiguration};
+use ucm_kernel::{DatabaseKind, DatabaseUrl, PoolConfiguration};
 
 pub use crate::convert::NeutralValues;
-pub use ucm_core::Classified;
+pub use ucm_kernel::backend::Classified;
 
 /// The neutral value a column decodes to, chosen from its type name.
 #[allow(missing_docs)] // Each variant is the `Value` variant (or width) of the same name.
@@ -52,7 +52,7 @@ pub trait Dialect: sealed::Sealed + Send + Sync + 'static {
     fn options(
         url: &DatabaseUrl,
         config: &PoolConfiguration,
-    ) -> ucm_core::Result<<<Self::Db as Database>::Connection as sqlx::Connection>::Options>;
+    ) -> ucm_kernel::Result<<<Self::Db as Database>::Connection as sqlx::Connection>::Options>;
 
     /// Reads database-specific error codes; `None` falls back to the SQLSTATE.
     fn classify(error: &dyn DatabaseError) -> Option<Classified>;

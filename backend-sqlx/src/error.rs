@@ -1,7 +1,8 @@
 //! Reads a `sqlx::Error` into core's neutral `DriverError`; databases add their own codes through `Dialect::classify`.
 
 use sqlx::error::DatabaseError;
-use ucm_core::{Classified, DatabaseUrl, DriverError, Error, Phase};
+use ucm_kernel::backend::{Classified, DriverError, Phase};
+use ucm_kernel::{DatabaseUrl, Error};
 
 /// The per-database hook: returns `Some` for codes the SQLSTATE alone does not tell
 /// (MySQL error numbers, SQLite result codes), `None` to fall back to the SQLSTATE.
@@ -64,7 +65,7 @@ pub(crate) fn map_error(
 mod tests {
     use std::io;
 
-    use ucm_core::{ConnectFailure, ErrorKind};
+    use ucm_kernel::{ConnectFailure, ErrorKind};
 
     use super::*;
 

@@ -1,11 +1,11 @@
-//! ucm's sqlx backend: `ConnectionManagerProtocol` on sqlx connections pooled by `ucm-core`'s pool.
+//! ucm's sqlx backend: `ConnectionManagerProtocol` on sqlx connections pooled by `ucm-kernel`'s pool.
 //!
 //! The crate holds only driver glue. [`SqlxConnector`] is core's `Connector` for any sqlx
 //! database (connect with the preset's session settings, ping, roll back on return,
 //! switch the session's read-only setting); a `Dialect` per database says what differs
 //! (connect options, type names, error codes). [`SqlxManager`] is core's `Manager` over
 //! the [`Sqlx`] backend: pools, breaker, retry, routing, health, metrics and error mapping
-//! all come from `ucm-core`.
+//! all come from `ucm-kernel`.
 //!
 //! # Features
 //! - `postgres` (default): PostgreSQL.
@@ -28,7 +28,7 @@ mod sqlite;
 pub use connector::SqlxConnector;
 pub use driver::{
     ObservedConnection, SqlxDatabase, SqlxPool, SqlxPoolConnection, SqlxTransaction,
-    TransactionError, into_sqlx_error,
+    SqlxTransactionError, into_sqlx_error,
 };
 pub use manager::{Sqlx, SqlxConnection, SqlxManager, SqlxSession};
 #[cfg(feature = "mysql")]
@@ -41,4 +41,4 @@ pub use scoped_futures;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDialect;
 pub use sqlx;
-pub use ucm_core as core;
+pub use ucm_kernel as core;

@@ -1,6 +1,7 @@
 //! `Sqlx`: the sqlx backend's connectors per database; `SqlxManager` is core's `Manager` over them.
 
-use ucm_core::{Backend, Connection, Manager, Session};
+use ucm_kernel::backend::{Backend, Session};
+use ucm_kernel::{Connection, Manager};
 
 use crate::connector::SqlxConnector;
 #[cfg(feature = "mysql")]
@@ -19,15 +20,15 @@ impl Backend for Sqlx {
     #[cfg(feature = "postgres")]
     type Postgres = SqlxConnector<PgDialect>;
     #[cfg(not(feature = "postgres"))]
-    type Postgres = ucm_core::Disabled;
+    type Postgres = ucm_kernel::backend::Disabled;
     #[cfg(feature = "mysql")]
     type MySql = SqlxConnector<MySqlDialect>;
     #[cfg(not(feature = "mysql"))]
-    type MySql = ucm_core::Disabled;
+    type MySql = ucm_kernel::backend::Disabled;
     #[cfg(feature = "sqlite")]
     type Sqlite = SqlxConnector<SqliteDialect>;
     #[cfg(not(feature = "sqlite"))]
-    type Sqlite = ucm_core::Disabled;
+    type Sqlite = ucm_kernel::backend::Disabled;
 }
 
 /// The connection manager on sqlx: one pool per endpoint (core's pool), breaker, retry,

@@ -6,13 +6,13 @@ use sqlx::Database;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode};
 use sqlx::query::Query;
-use ucm_core::{
+use ucm_kernel::{
     ConnectFailure, DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result, SslMode,
 };
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use ucm_core::Classified;
+use ucm_kernel::backend::Classified;
 
 /// MySQL and MariaDB through sqlx's pure-Rust driver.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +133,7 @@ crate::driver::sqlx_database!(sqlx::MySql, MySqlDialect, MySql);
 
 #[cfg(test)]
 mod tests {
-    use ucm_core::ManagerMode;
+    use ucm_kernel::ManagerMode;
 
     use super::*;
 

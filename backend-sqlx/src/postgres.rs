@@ -7,11 +7,11 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgSslMode, PgTypeInfo, Postgres};
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
-use ucm_core::{DatabaseKind, DatabaseUrl, Error, PoolConfiguration, Result, SslMode};
+use ucm_kernel::{DatabaseKind, DatabaseUrl, Error, PoolConfiguration, Result, SslMode};
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use ucm_core::Classified;
+use ucm_kernel::backend::Classified;
 
 /// The URL parameters sqlx's PostgreSQL driver reads (besides `options[NAME]`).
 const SQLX_PARAMS: [&str; 17] = [
@@ -155,7 +155,7 @@ crate::driver::sqlx_database!(sqlx::Postgres, PgDialect, Postgres);
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use ucm_core::ManagerMode;
+    use ucm_kernel::ManagerMode;
 
     use super::*;
 

@@ -6,12 +6,12 @@ use sqlx::Database;
 use sqlx::error::DatabaseError;
 use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode};
-use ucm_core::config::SQLITE_BUSY_TIMEOUT;
-use ucm_core::{DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result};
+use ucm_kernel::config::SQLITE_BUSY_TIMEOUT;
+use ucm_kernel::{DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result};
 
 use crate::convert::neutral_values;
 use crate::dialect::{ColumnKind, Dialect};
-use ucm_core::Classified;
+use ucm_kernel::backend::Classified;
 
 /// SQLite through sqlx, with the library bundled.
 #[derive(Debug, Clone, Copy)]

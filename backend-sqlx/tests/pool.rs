@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use sqlx::{Acquire, Postgres};
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, ConnectionMode, ErrorKind, ManagerConfig, ManagerMode,
     PoolConfiguration, TransactionalConnection,
 };
@@ -184,7 +184,7 @@ async fn sqlx_and_ucm_agree_on_a_transactions_depth() {
     // savepoint, whose commit releases it without ending ucm's transaction.
     let mut connection = pool.manager().get_connection(ConnectionMode::ReadWrite).await.unwrap();
     connection.begin(ConnectionMode::ReadWrite).await.unwrap();
-    let ucm_core::Connection::Postgres(session) = &mut connection else { panic!("postgres") };
+    let ucm_kernel::Connection::Postgres(session) = &mut connection else { panic!("postgres") };
     let mut inner = sqlx::Connection::begin(&mut **session).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES (1)")))
         .execute(&mut *inner)
@@ -206,7 +206,7 @@ enum AppError {
     Refused(i64),
 }
 
-impl ucm_sqlx::TransactionError for AppError {}
+impl ucm_sqlx::SqlxTransactionError for AppError {}
 
 #[tokio::test]
 async fn typed_transactions_are_rerun_on_conflicts_and_lost_connections_and_borrow_the_callers_data()

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use sqlx::Acquire;
-use ucm_core::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
+use ucm_kernel::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
 use ucm_sqlx::{SqlxDatabase, SqlxManager, SqlxPool};
 
 async fn pool<DB: SqlxDatabase>(url: &str) -> SqlxPool<DB> {

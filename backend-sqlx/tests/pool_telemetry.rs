@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Postgres;
-use ucm_core::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
+use ucm_kernel::{ConnectionMode, ErrorKind, ManagerConfig, ManagerMode, PoolConfiguration};
 use ucm_sqlx::{SqlxManager, SqlxPool};
 
 async fn pool_for(

@@ -12,11 +12,12 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
 use crate::backend::BackendChoice;
-use ucm::metrics::Histogram;
 use ucm::{
-    Backend, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error, Manager,
+    ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error, Manager,
     ManagerConfig, ManagerMode, ProtocolExt, Value,
 };
+use ucm_kernel::backend::Backend;
+use ucm_kernel::telemetry::metrics::Histogram;
 
 /// `ucm demo` options.
 #[derive(Debug, clap::Args)]

@@ -1,9 +1,9 @@
 //! `ucm health`: the topology as the manager sees it: each endpoint's role, state (healthy, degraded, banned, down), standby or not, replication lag, probe latency, breaker and pool counts; exits non-zero when unhealthy.
 
 use ucm::{
-    Backend, ConnectionManagerProtocol, DatabaseUrl, Manager, ManagerConfig, ManagerMode,
-    PoolConfiguration,
+    ConnectionManagerProtocol, DatabaseUrl, Manager, ManagerConfig, ManagerMode, PoolConfiguration,
 };
+use ucm_kernel::backend::Backend;
 
 use crate::backend::BackendChoice;
 use crate::url_arg;

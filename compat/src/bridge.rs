@@ -1,6 +1,6 @@
-//! Sync over async: the sync adapter's futures run on ucm's runtime for blocking calls (`ucm_core::blocking`), from plain threads and from inside any tokio runtime, without "cannot start a runtime from within a runtime" and without deadlock.
+//! Sync over async: the sync adapter's futures run on ucm's runtime for blocking calls (`ucm_kernel::blocking`), from plain threads and from inside any tokio runtime, without "cannot start a runtime from within a runtime" and without deadlock.
 //!
-//! How (the logic lives once, in `ucm_core::blocking`, shared with ucm-diesel's blocking
+//! How (the logic lives once, in `ucm_kernel::blocking`, shared with ucm-diesel's blocking
 //! pool): ucm owns one small multi-thread runtime, created on first use and kept for the
 //! life of the process; its workers drive the sockets and timers of every connection the
 //! sync adapter opens. [`block_on`] polls a future in that runtime's context from any
@@ -13,7 +13,7 @@ use ucm::Result;
 
 /// The runtime the sync adapter's work runs on: ucm's runtime for blocking calls.
 pub(crate) fn runtime() -> Result<&'static Runtime> {
-    ucm::blocking::runtime()
+    ucm_kernel::blocking::runtime()
 }
 
 /// Runs `future` to completion on ucm's runtime and returns its output, from any thread
@@ -25,7 +25,7 @@ pub(crate) fn block_on<F, T>(future: F) -> Result<T>
 where
     F: Future<Output = Result<T>>,
 {
-    ucm::blocking::block_on(future)?
+    ucm_kernel::blocking::block_on(future)?
 }
 
 /// Drops `value` on ucm's runtime, so that a pooled connection dropped from a plain
@@ -40,7 +40,7 @@ pub(crate) fn drop_on_runtime<T: Send + 'static>(value: T) {
 }
 
 /// Runs `future` on ucm's runtime from async code and awaits it: see
-/// [`ucm::blocking::spawn`].
+/// [`ucm_kernel::blocking::spawn`].
 ///
 /// # Errors
 /// When ucm's runtime cannot be started; otherwise whatever `future` returns.
@@ -49,7 +49,7 @@ where
     F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    ucm::blocking::spawn(future).await
+    ucm_kernel::blocking::spawn(future).await
 }
 
 /// A sqlx-shaped pool over `manager` whose checkouts run on ucm-compat's runtime, where the

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 
 use crate::circuit_breaker::BreakerSnapshot;
 use crate::config::PoolConfiguration;
+use crate::connector::Connector;
 use crate::health::{EndpointRole, EndpointState, HealthStatus};
-use crate::metrics::PoolMetricsSnapshot;
 use crate::mode::ManagerMode;
-use crate::pool::{Connector, LongHold, Pool, PoolStatus};
+use crate::pool::{LongHold, Pool};
+use crate::telemetry::metrics::PoolMetricsSnapshot;
+use crate::telemetry::metrics::{PoolStatus, SlaSummary};
 
 /// What `connection_info()` returns: everything known without touching the network.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,42 +33,6 @@ pub struct ConnectionInfo {
     pub last_failover: Option<DateTime<Utc>>,
     /// Operations against the mode's latency target, over every endpoint.
     pub sla: SlaSummary,
-}
-
-/// How many operations met the mode's latency target (`PoolConfiguration::sla_target`),
-/// their wait for a connection included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SlaSummary {
-    /// The target.
-    pub target: Duration,
-    /// Operations measured.
-    pub operations: u64,
-    /// Of those, how many finished within the target.
-    pub within_target: u64,
-}
-
-impl SlaSummary {
-    /// The share of operations within the target (0 to 1), when there were any.
-    pub fn share(&self) -> Option<f64> {
-        #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
-        (self.operations > 0).then(|| self.within_target as f64 / self.operations as f64)
-    }
-}
-
-impl std::fmt::Display for SlaSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.share() {
-            Some(share) => write!(
-                f,
-                "{:.2}% of {} operations within {:?}",
-                share * 100.0,
-                self.operations,
-                self.target
-            ),
-            None => write!(f, "no operations yet (target {:?})", self.target),
-        }
-    }
 }
 
 /// The cached state of one endpoint.

@@ -237,7 +237,7 @@ pub trait ProtocolExt: ConnectionManagerProtocol {
     /// [`ConnectionManagerProtocol::run_transaction`]. `f` may run more than once.
     ///
     /// ```
-    /// use ucm_core::{ConnectionManagerProtocol, ConnectionMode, Error, ProtocolExt, Result};
+    /// use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, Error, ProtocolExt, Result};
     ///
     /// async fn debit<M: ConnectionManagerProtocol>(manager: &M, id: i64) -> Result<i64> {
     ///     manager
@@ -314,5 +314,8 @@ where
     }
 }
 
+mod rerun;
 #[cfg(test)]
 mod tests;
+
+pub use rerun::rerun_transaction;

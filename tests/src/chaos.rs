@@ -13,7 +13,7 @@ pub use ledger::ledger_survives_killed_backends_and_a_restart;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ErrorKind, ManagerMode,
     PoolConfiguration,
 };
@@ -56,7 +56,10 @@ fn small_pool(size: usize, app: &str) -> PoolConfiguration {
         .unwrap()
 }
 
-fn outcome<T>(result: ucm_core::Result<T>, check: impl FnOnce(T) -> Result<(), String>) -> Outcome {
+fn outcome<T>(
+    result: ucm_kernel::Result<T>,
+    check: impl FnOnce(T) -> Result<(), String>,
+) -> Outcome {
     match result {
         Ok(value) => match check(value) {
             Ok(()) => Outcome::Ok,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, ConnectionMode, EndpointRole, EndpointState, ErrorKind,
     ManagerConfig, ManagerMode, PoolConfiguration, Value,
 };
@@ -32,7 +32,7 @@ async fn manager_with<B: Backend>(
     primary: &Node,
     replica: &Node,
     app: &str,
-    tune: impl FnOnce(ucm_core::PoolConfigurationBuilder) -> ucm_core::PoolConfigurationBuilder,
+    tune: impl FnOnce(ucm_kernel::PoolConfigurationBuilder) -> ucm_kernel::PoolConfigurationBuilder,
 ) -> B::Manager {
     let pool = PoolConfiguration::builder(ManagerMode::HighAvailability)
         .pool_size(4)
@@ -55,7 +55,7 @@ async fn manager_with<B: Backend>(
 }
 
 /// Whether the read landed on a standby: `pg_is_in_recovery()` through the connection.
-async fn read_lands_on_standby<M: ConnectionManagerProtocol>(m: &M) -> ucm_core::Result<bool> {
+async fn read_lands_on_standby<M: ConnectionManagerProtocol>(m: &M) -> ucm_kernel::Result<bool> {
     let rows =
         m.fetch_all(ConnectionMode::ReadOnly, "SELECT pg_is_in_recovery() AS standby", &[]).await?;
     rows[0].try_get("standby")
@@ -122,7 +122,7 @@ pub async fn reads_go_to_the_replica_and_writes_to_the_primary<B: Backend>(clust
     assert_eq!(err.kind(), ErrorKind::ReadOnlyViolation, "{err}");
     assert!(err.to_string().contains("ReadWrite"), "the error says what to do: {err}");
     let report = m.health_check().await;
-    assert_eq!(report.status, ucm_core::HealthStatus::Healthy, "{report:?}");
+    assert_eq!(report.status, ucm_kernel::HealthStatus::Healthy, "{report:?}");
     let standby = report.components.iter().find(|c| c.role == EndpointRole::Replica).unwrap();
     assert_eq!(standby.in_recovery, Some(true));
     assert!(standby.lag.is_some(), "{standby:?}");
@@ -603,7 +603,7 @@ pub async fn health_check_with_a_blackholed_replica_is_bounded<B: Backend>(clust
     let through = Node { url: proxy.url_through(&replica.url), ..replica.clone() };
     let m = manager::<B>(&primary, &through, "ucm_t_ha_blackhole").await;
     let deadline = m.connection_info().pool.validation_timeout().max(Duration::from_secs(1));
-    assert_eq!(m.health_check().await.status, ucm_core::HealthStatus::Healthy);
+    assert_eq!(m.health_check().await.status, ucm_kernel::HealthStatus::Healthy);
     proxy.blackhole(true);
     let mut slowest = Duration::ZERO;
     for _ in 0..3 {
@@ -830,7 +830,7 @@ pub async fn a_slow_replica_loses_its_reads<B: Backend>(cluster: &HaCluster) {
 /// The replica's breaker, from the manager's cached info.
 fn replica_breaker<M: ConnectionManagerProtocol>(
     m: &M,
-) -> ucm_core::circuit_breaker::BreakerSnapshot {
+) -> ucm_kernel::circuit_breaker::BreakerSnapshot {
     let info = m.connection_info();
     let replica = info.endpoints.iter().find(|e| e.role == EndpointRole::Replica).unwrap();
     replica.breaker.clone().expect("HighAvailability has a breaker")
@@ -841,7 +841,7 @@ fn replica_breaker<M: ConnectionManagerProtocol>(
 /// grows instead of starting over, and no read fails.
 pub async fn a_flapping_replica_is_backed_off_more_each_time<B: Backend>(cluster: &HaCluster) {
     use crate::fault_proxy::{FaultProxy, url_target};
-    use ucm_core::circuit_breaker::BreakerState;
+    use ucm_kernel::circuit_breaker::BreakerState;
     let _serial = HaCluster::lock();
     let (primary, replica) = cluster.ensure_pair();
     let proxy = FaultProxy::start(url_target(&replica.url).await.unwrap()).await.unwrap();
@@ -899,7 +899,7 @@ pub async fn a_session_reads_its_own_writes<B: Backend>(cluster: &HaCluster) {
     cluster.wait_caught_up(&primary, &replica);
     cluster.psql(&replica, "SELECT pg_wal_replay_pause()");
     let count = format!("SELECT COUNT(*) AS n, pg_is_in_recovery() AS standby FROM {table}");
-    let read = |rows: Vec<ucm_core::Row>| -> (i64, bool) {
+    let read = |rows: Vec<ucm_kernel::Row>| -> (i64, bool) {
         (rows[0].try_get("n").unwrap(), rows[0].try_get("standby").unwrap())
     };
     let session = B::session(&m);

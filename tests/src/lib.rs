@@ -19,7 +19,7 @@ pub mod tls;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, DatabaseKind, ManagerConfig, ManagerMode, PoolConfiguration,
 };
 
@@ -28,15 +28,15 @@ pub trait Backend: 'static {
     /// The manager type.
     type Manager: ConnectionManagerProtocol + 'static;
     /// The backend as core names it.
-    type Core: ucm_core::Backend;
+    type Core: ucm_kernel::backend::Backend;
     /// The backend's name, for messages.
     const NAME: &'static str;
     /// Connects a manager.
     fn connect(
         config: ManagerConfig,
-    ) -> impl Future<Output = ucm_core::Result<Self::Manager>> + Send;
+    ) -> impl Future<Output = ucm_kernel::Result<Self::Manager>> + Send;
     /// A read-your-writes session on `manager`.
-    fn session(manager: &Self::Manager) -> ucm_core::RoutingSession<'_, Self::Core>;
+    fn session(manager: &Self::Manager) -> ucm_kernel::RoutingSession<'_, Self::Core>;
 }
 
 /// One database a scenario runs against, with its URL.
@@ -61,7 +61,7 @@ impl Target {
         let from_var = std::env::var(var).ok().filter(|v| !v.is_empty());
         let fallback = std::env::var("DATABASE_URL")
             .ok()
-            .filter(|v| ucm_core::DatabaseUrl::parse(v).is_ok_and(|u| u.kind() == kind));
+            .filter(|v| ucm_kernel::DatabaseUrl::parse(v).is_ok_and(|u| u.kind() == kind));
         match from_var.or(fallback) {
             Some(url) => Some(Self { kind, url }),
             None => skip_unless_ci(var),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime};
 use tokio::sync::Notify;
-use ucm_core::{
+use ucm_kernel::{
     ConnectFailure, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, Error, ErrorKind,
     HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt, SqlExecutor,
     TransactionalConnection, Value,
@@ -531,7 +531,7 @@ pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
         ),
         DatabaseKind::MySql => {
             let m = connect::<B>(t, 1, "ucm_t_credentials").await;
-            let database = ucm_core::DatabaseUrl::parse(&t.url)
+            let database = ucm_kernel::DatabaseUrl::parse(&t.url)
                 .unwrap()
                 .database()
                 .unwrap_or("test")
@@ -570,7 +570,7 @@ pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
 
 /// Uses the target's host and port in a URL written for the defaults.
 fn replace_host_port(url: &str, target: &str) -> String {
-    let target = ucm_core::DatabaseUrl::parse(target).unwrap();
+    let target = ucm_kernel::DatabaseUrl::parse(target).unwrap();
     let (Some(host), Some(port)) = (target.host(), target.port()) else { return url.to_owned() };
     let default = if url.starts_with("postgres") { "127.0.0.1:5432" } else { "127.0.0.1:3306" };
     url.replace(default, &format!("{host}:{port}"))

@@ -11,10 +11,10 @@
 use std::fmt::{Debug, Display};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ucm_core::{
-    BackendConnector, Connection, ConnectionManagerProtocol, ConnectionMode, DatabaseKind,
-    DatabaseUrl, Error, ErrorKind, Manager, ManagerConfig, ManagerMode, PoolConfiguration,
-    SqlExecutor,
+use ucm_kernel::backend::BackendConnector;
+use ucm_kernel::{
+    Connection, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, DatabaseUrl, Error,
+    ErrorKind, Manager, ManagerConfig, ManagerMode, PoolConfiguration, SqlExecutor,
 };
 
 use crate::{Backend, Target, unique_table};
@@ -182,9 +182,9 @@ pub async fn nothing_shows_the_password<B: Backend>(t: &Target) {
     // with a configuration error, which is rendered instead).
     for text in [&connected, &dead] {
         let url = DatabaseUrl::parse(text).unwrap();
-        connector::<<B::Core as ucm_core::Backend>::Postgres>(&mut out, &url);
-        connector::<<B::Core as ucm_core::Backend>::MySql>(&mut out, &url);
-        connector::<<B::Core as ucm_core::Backend>::Sqlite>(&mut out, &url);
+        connector::<<B::Core as ucm_kernel::backend::Backend>::Postgres>(&mut out, &url);
+        connector::<<B::Core as ucm_kernel::backend::Backend>::MySql>(&mut out, &url);
+        connector::<<B::Core as ucm_kernel::backend::Backend>::Sqlite>(&mut out, &url);
     }
 
     // The manager and everything reachable from it; the replica at the dead port starts
@@ -262,7 +262,7 @@ pub async fn hostile_settings_never_run<B: Backend>(t: &Target) {
         PoolConfiguration::builder(ManagerMode::Admin).time_zone(hostile.as_str()).build(),
         PoolConfiguration::builder(ManagerMode::Admin)
             .env_overrides(lookup)
-            .and_then(ucm_core::config::PoolConfigurationBuilder::build),
+            .and_then(ucm_kernel::config::PoolConfigurationBuilder::build),
         PoolConfiguration::builder(ManagerMode::Admin)
             .time_zone("UTC -c default_transaction_read_only=on")
             .build(),
@@ -349,12 +349,12 @@ macro_rules! secrets_suite {
             #[allow(unused_imports)]
             use super::*;
             $crate::secrets_suite!(@tests $backend;
-                (postgres_nothing_shows_the_password, nothing_shows_the_password, ::ucm_core::DatabaseKind::Postgres),
-                (mysql_nothing_shows_the_password, nothing_shows_the_password, ::ucm_core::DatabaseKind::MySql),
-                (sqlite_nothing_shows_the_password, nothing_shows_the_password, ::ucm_core::DatabaseKind::Sqlite),
-                (postgres_hostile_settings_never_run, hostile_settings_never_run, ::ucm_core::DatabaseKind::Postgres),
-                (mysql_hostile_settings_never_run, hostile_settings_never_run, ::ucm_core::DatabaseKind::MySql),
-                (sqlite_hostile_settings_never_run, hostile_settings_never_run, ::ucm_core::DatabaseKind::Sqlite));
+                (postgres_nothing_shows_the_password, nothing_shows_the_password, ::ucm_kernel::DatabaseKind::Postgres),
+                (mysql_nothing_shows_the_password, nothing_shows_the_password, ::ucm_kernel::DatabaseKind::MySql),
+                (sqlite_nothing_shows_the_password, nothing_shows_the_password, ::ucm_kernel::DatabaseKind::Sqlite),
+                (postgres_hostile_settings_never_run, hostile_settings_never_run, ::ucm_kernel::DatabaseKind::Postgres),
+                (mysql_hostile_settings_never_run, hostile_settings_never_run, ::ucm_kernel::DatabaseKind::MySql),
+                (sqlite_hostile_settings_never_run, hostile_settings_never_run, ::ucm_kernel::DatabaseKind::Sqlite));
         }
     };
     (@tests $backend:ty; $(($name:ident, $scenario:ident, $kind:expr)),+) => {

@@ -1,6 +1,6 @@
 //! TLS against real servers, PostgreSQL and MariaDB each with a certificate for `localhost` from a test CA (`cargo xtask services --ha`), and each beside a server without TLS (PgBouncer, the machine's MariaDB), on every backend; `tls_suite!` instantiates them.
 
-use ucm_core::{
+use ucm_kernel::{
     ConnectFailure, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, Error, ManagerConfig,
     ManagerMode,
 };
@@ -65,7 +65,7 @@ fn mysql_mode(mode: &str) -> &'static str {
     }
 }
 
-async fn connect<B: Backend>(url: &str) -> ucm_core::Result<B::Manager> {
+async fn connect<B: Backend>(url: &str) -> ucm_kernel::Result<B::Manager> {
     let config = ManagerConfig::builder(ManagerMode::AsyncModern).primary(url).build()?;
     B::connect(config).await
 }

@@ -1,7 +1,7 @@
 //! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
-use ucm_core::{DatabaseKind, ManagerConfig};
 use ucm_diesel::DieselManager;
+use ucm_kernel::{DatabaseKind, ManagerConfig};
 use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
 
 struct Diesel;
@@ -11,11 +11,11 @@ impl Backend for Diesel {
     type Core = ucm_diesel::Diesel;
     const NAME: &'static str = "diesel";
 
-    async fn connect(config: ManagerConfig) -> ucm_core::Result<DieselManager> {
+    async fn connect(config: ManagerConfig) -> ucm_kernel::Result<DieselManager> {
         DieselManager::connect(config).await
     }
 
-    fn session(manager: &DieselManager) -> ucm_core::RoutingSession<'_, ucm_diesel::Diesel> {
+    fn session(manager: &DieselManager) -> ucm_kernel::RoutingSession<'_, ucm_diesel::Diesel> {
         manager.session()
     }
 }

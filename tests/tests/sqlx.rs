@@ -1,6 +1,6 @@
 //! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
-use ucm_core::{DatabaseKind, ManagerConfig};
+use ucm_kernel::{DatabaseKind, ManagerConfig};
 use ucm_sqlx::SqlxManager;
 use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
 
@@ -11,11 +11,11 @@ impl Backend for Sqlx {
     type Core = ucm_sqlx::Sqlx;
     const NAME: &'static str = "sqlx";
 
-    async fn connect(config: ManagerConfig) -> ucm_core::Result<SqlxManager> {
+    async fn connect(config: ManagerConfig) -> ucm_kernel::Result<SqlxManager> {
         SqlxManager::connect(config).await
     }
 
-    fn session(manager: &SqlxManager) -> ucm_core::RoutingSession<'_, ucm_sqlx::Sqlx> {
+    fn session(manager: &SqlxManager) -> ucm_kernel::RoutingSession<'_, ucm_sqlx::Sqlx> {
         manager.session()
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     let report = root.join("target").join("bench").join("report.md");
     // Release build: the figures are meant to be compared with other release builds.
     Cmd::cargo()
-        .args(["run", "--release", "--package", "ucm-cli", "--", "bench", "--report"])
+        .args(["run", "--release", "--package", "ucm-tool", "--", "bench", "--report"])
         .arg(&report)
         .args(extra)
         .hidden_env("PG_DATABASE_URL", postgres)

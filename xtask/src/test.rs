@@ -304,13 +304,13 @@ mod tests {
                 ],
             ),
             (
-                &["-p", "ucm-core"],
+                &["-p", "ucm-kernel"],
                 &[
-                    &["--all-targets", "--no-fail-fast", "-p", "ucm-core"],
-                    &["--doc", "--no-fail-fast", "-p", "ucm-core"],
+                    &["--all-targets", "--no-fail-fast", "-p", "ucm-kernel"],
+                    &["--doc", "--no-fail-fast", "-p", "ucm-kernel"],
                 ],
             ),
-            (&["-pucm-core", "--lib"], &[&["--no-fail-fast", "-pucm-core", "--lib"]]),
+            (&["-pucm-kernel", "--lib"], &[&["--no-fail-fast", "-pucm-kernel", "--lib"]]),
             (&["--doc"], &[&["--workspace", "--no-fail-fast", "--doc"]]),
             (
                 &["--test=conformance", "--", "--nocapture"],

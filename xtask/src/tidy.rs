@@ -1,4 +1,7 @@
-//! `cargo xtask tidy`: formatting, clippy, doc links and the `//!` header on every file.
+//! `cargo xtask tidy`: formatting, clippy, doc links, the `//!` header on every file, no import cycle between core's modules, and `ucm`'s export list.
+
+mod exports;
+mod module_cycles;
 
 use std::{env, fs, path::Path};
 
@@ -40,6 +43,10 @@ pub(crate) fn run() -> Result<()> {
     }
     eprintln!("\n== tidy: file headers ==");
     record("file headers", check_file_headers(&root));
+    eprintln!("\n== tidy: core module cycles ==");
+    record("core module cycles", module_cycles::check(&root.join("core/src")));
+    eprintln!("\n== tidy: ucm's export list ==");
+    record("export list", exports::check(&root.join("adapters/src/lib.rs")));
     if !failed.is_empty() {
         bail!("tidy failed: {}", failed.join(", "));
     }

@@ -9,8 +9,9 @@ use diesel::connection::{Connection, TransactionManager};
 use diesel::result::Error as DieselError;
 use diesel_async::async_connection_wrapper::{AsyncConnectionWrapper, BlockOn};
 use tokio::runtime::Runtime;
-use ucm_core::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode, Phase};
-use ucm_core::{TransactionOptions, blocking};
+use ucm_kernel::backend::Phase;
+use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, ManagerConfig, ManagerMode};
+use ucm_kernel::{TransactionOptions, blocking};
 
 use super::into_diesel_error;
 use super::{DieselDialect, DieselPool, DieselPoolConnection, DieselTransactionError};
@@ -24,7 +25,7 @@ use crate::manager::DieselManager;
 pub type DieselSyncConnection<D> = AsyncConnectionWrapper<DieselPoolConnection<D>, BlockingRuntime>;
 
 /// How a [`DieselSyncConnection`] waits for its futures: on ucm's runtime for blocking
-/// calls (`ucm_core::blocking`), from a plain thread or from inside any tokio runtime
+/// calls (`ucm_kernel::blocking`), from a plain thread or from inside any tokio runtime
 /// (there, through `block_in_place` on a multi-thread runtime), never starting a runtime
 /// inside a runtime.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +81,7 @@ impl<D: DieselDialect> DieselBlockingPool<D> {
     ///
     /// # Errors
     /// As `Manager::connect`, and when ucm's runtime cannot start.
-    pub fn connect(config: ManagerConfig, mode: ConnectionMode) -> ucm_core::Result<Self> {
+    pub fn connect(config: ManagerConfig, mode: ConnectionMode) -> ucm_kernel::Result<Self> {
         let manager = blocking::block_on(DieselManager::connect(config))??;
         Ok(Self::new(Arc::new(manager), mode))
     }
@@ -90,7 +91,7 @@ impl<D: DieselDialect> DieselBlockingPool<D> {
     ///
     /// # Errors
     /// As `Manager::from_env`, and when ucm's runtime cannot start.
-    pub fn from_env(manager_mode: ManagerMode, mode: ConnectionMode) -> ucm_core::Result<Self> {
+    pub fn from_env(manager_mode: ManagerMode, mode: ConnectionMode) -> ucm_kernel::Result<Self> {
         let manager = blocking::block_on(DieselManager::from_env(manager_mode))??;
         Ok(Self::new(Arc::new(manager), mode))
     }
@@ -120,14 +121,14 @@ impl<D: DieselDialect> DieselBlockingPool<D> {
     ///
     /// # Errors
     /// As [`DieselPool::get`], and when ucm's runtime cannot start.
-    pub fn get(&self) -> ucm_core::Result<DieselBlockingConnection<D>> {
+    pub fn get(&self) -> ucm_kernel::Result<DieselBlockingConnection<D>> {
         let connection = blocking::block_on(self.pool.get())??;
         Ok(DieselBlockingConnection { connection: AsyncConnectionWrapper::from(connection) })
     }
 
     /// ucm's classified reading of a diesel error from this pool (see
     /// [`DieselPool::classify`]).
-    pub fn classify(&self, error: DieselError) -> ucm_core::Error {
+    pub fn classify(&self, error: DieselError) -> ucm_kernel::Error {
         self.pool.classify(error)
     }
 
@@ -184,7 +185,7 @@ impl<D: DieselDialect> DieselBlockingPool<D> {
         let pool = &self.pool;
         let policy = pool.manager().retry_policy();
         let mut state = (pool, work);
-        let rerun = ucm_core::retry::rerun_transaction(
+        let rerun = ucm_kernel::backend::rerun_transaction(
             policy,
             options,
             &mut state,

@@ -83,7 +83,9 @@ impl<D: DieselDialect> DieselPoolConnection<D> {
     }
 
     /// The pooled connection underneath, for its state (`in_transaction`, `held_for`...).
-    pub fn pooled(&self) -> Option<&ucm_core::PooledConnection<crate::DieselConnector<D>>> {
+    pub fn pooled(
+        &self,
+    ) -> Option<&ucm_kernel::backend::PooledConnection<crate::DieselConnector<D>>> {
         self.lent.as_ref().map(|lent| lent.session.pooled())
     }
 
@@ -173,7 +175,7 @@ impl<D: DieselDialect> Drop for DieselPoolConnection<D> {
         // calls, so the connection is rolled back and reused rather than closed.
         let _context = match tokio::runtime::Handle::try_current() {
             Ok(_) => None,
-            Err(_) => ucm_core::blocking::runtime().ok().map(|runtime| runtime.enter()),
+            Err(_) => ucm_kernel::blocking::runtime().ok().map(|runtime| runtime.enter()),
         };
         drop(session);
     }

@@ -7,7 +7,7 @@
 //!   to a [`DieselSyncConnection`], diesel-async's `AsyncConnectionWrapper` over a pool
 //!   connection: a sync `diesel::Connection`, so `diesel::RunQueryDsl` code and diesel's
 //!   `Connection::transaction` run on `&mut *conn` as on an r2d2 pooled connection. Its
-//!   futures run on ucm's runtime for blocking calls (`ucm_core::blocking`), from a plain
+//!   futures run on ucm's runtime for blocking calls (`ucm_kernel::blocking`), from a plain
 //!   thread or from inside any tokio runtime.
 //! - Both have `transaction`: a typed closure re-run under the manager's retry policy
 //!   ([`DieselTransactionError`] finds the diesel error in the application's error).
@@ -57,7 +57,7 @@ pub trait DieselDialect: Dialect + Sized {
     fn session(connection: DieselConnection) -> Result<DieselSession<Self>, DieselConnection>;
 }
 
-/// Implements [`DieselDialect`] for a dialect and the variant of `ucm_core::Connection`
+/// Implements [`DieselDialect`] for a dialect and the variant of `ucm_kernel::Connection`
 /// that holds its sessions.
 macro_rules! diesel_dialect {
     ($dialect:ty, $variant:ident) => {
@@ -66,7 +66,7 @@ macro_rules! diesel_dialect {
                 connection: DieselConnection,
             ) -> Result<DieselSession<Self>, DieselConnection> {
                 match connection {
-                    ucm_core::Connection::$variant(session) => Ok(session),
+                    ucm_kernel::Connection::$variant(session) => Ok(session),
                     #[allow(unreachable_patterns)] // a build with this database alone
                     other => Err(other),
                 }

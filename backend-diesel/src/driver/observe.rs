@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use diesel::QueryResult;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
-use ucm_core::ObservedStatement;
+use ucm_kernel::backend::ObservedStatement;
 
 use super::pool::into_diesel_error;
 use crate::dialect::Dialect;
@@ -166,7 +166,7 @@ where
             return Poll::Ready(Err(super::connection::lent_out()));
         };
         let Some(statement) = &this.statement else {
-            return Poll::Ready(Err(into_diesel_error(ucm_core::Error::other(
+            return Poll::Ready(Err(into_diesel_error(ucm_kernel::Error::other(
                 "a finished statement was polled again",
             ))));
         };
@@ -201,7 +201,7 @@ where
             }
             None => {
                 let error = session.observe_finish(statement, None).unwrap_or_else(|| {
-                    ucm_core::Error::other("the client's statement deadline passed")
+                    ucm_kernel::Error::other("the client's statement deadline passed")
                 });
                 Err(into_diesel_error(error))
             }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use diesel::result::Error as DieselError;
 use diesel_async::TransactionManager;
 use scoped_futures::ScopedBoxFuture;
-use ucm_core::{ConnectionManagerProtocol, ConnectionMode, Phase, TransactionOptions};
+use ucm_kernel::backend::Phase;
+use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, TransactionOptions};
 
 use super::{DieselDialect, DieselPoolConnection, ObservedTransactionManager};
 use crate::error::read;
@@ -51,10 +52,10 @@ impl<D: DieselDialect> DieselPool<D> {
     /// ucm's classified error when no connection could be had (pool exhausted, circuit
     /// open, connect failed, closed), or `Configuration` when the manager serves another
     /// database than `D`.
-    pub async fn get(&self) -> ucm_core::Result<DieselPoolConnection<D>> {
+    pub async fn get(&self) -> ucm_kernel::Result<DieselPoolConnection<D>> {
         let connection = self.manager.get_connection(self.mode).await?;
         DieselPoolConnection::from_connection(connection).map_err(|_| {
-            ucm_core::Error::config(
+            ucm_kernel::Error::config(
                 "DATABASE_URL",
                 format!(
                     "this diesel pool is for {}, but its manager serves {}; build the pool for \
@@ -69,12 +70,12 @@ impl<D: DieselDialect> DieselPool<D> {
     /// ucm's classified reading of a diesel error from this pool's connections: its
     /// `ErrorKind` says whether retrying can help, and its message never contains the
     /// password. A failure to get a connection gives back ucm's own error.
-    pub fn classify(&self, error: DieselError) -> ucm_core::Error {
+    pub fn classify(&self, error: DieselError) -> ucm_kernel::Error {
         match error {
-            DieselError::QueryBuilderError(inner) if inner.is::<ucm_core::Error>() => {
-                match inner.downcast::<ucm_core::Error>() {
+            DieselError::QueryBuilderError(inner) if inner.is::<ucm_kernel::Error>() => {
+                match inner.downcast::<ucm_kernel::Error>() {
                     Ok(ucm) => *ucm,
-                    Err(_) => ucm_core::Error::other("a pool error could not be read"),
+                    Err(_) => ucm_kernel::Error::other("a pool error could not be read"),
                 }
             }
             other => self.read(&other, Phase::Statement),
@@ -87,17 +88,17 @@ impl<D: DieselDialect> DieselPool<D> {
         &self,
         error: &DieselError,
         phase: Phase,
-        decide: impl FnOnce(&ucm_core::Error) -> R,
+        decide: impl FnOnce(&ucm_kernel::Error) -> R,
     ) -> R {
         if let DieselError::QueryBuilderError(inner) = error
-            && let Some(ucm) = inner.downcast_ref::<ucm_core::Error>()
+            && let Some(ucm) = inner.downcast_ref::<ucm_kernel::Error>()
         {
             return decide(ucm);
         }
         decide(&self.read(error, phase))
     }
 
-    fn read(&self, error: &DieselError, phase: Phase) -> ucm_core::Error {
+    fn read(&self, error: &DieselError, phase: Phase) -> ucm_kernel::Error {
         read::<D>(error).into_error(self.manager.config().primary(), phase)
     }
 
@@ -171,7 +172,7 @@ impl<D: DieselDialect> DieselPool<D> {
     {
         let policy = self.manager.retry_policy();
         let mut state = (self, work);
-        ucm_core::retry::rerun_transaction(
+        ucm_kernel::backend::rerun_transaction(
             policy,
             options,
             &mut state,
@@ -255,7 +256,7 @@ impl DieselTransactionError for DieselError {}
 /// ucm's error as a diesel error, for `?` in code whose error type converts from diesel's:
 /// a `QueryBuilderError` whose source is ucm's error ([`DieselPool::classify`] gives it
 /// back, and the retry policy reads it).
-pub fn into_diesel_error(error: ucm_core::Error) -> DieselError {
+pub fn into_diesel_error(error: ucm_kernel::Error) -> DieselError {
     DieselError::QueryBuilderError(Box::new(error))
 }
 

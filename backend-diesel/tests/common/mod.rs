@@ -2,12 +2,12 @@
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
-use ucm_core::{ManagerConfig, ManagerMode, PoolConfiguration};
+use ucm_kernel::{ManagerConfig, ManagerMode, PoolConfiguration};
 #[cfg(feature = "postgres")]
 use {
     std::sync::Arc,
-    ucm_core::ConnectionMode,
     ucm_diesel::{DieselBlockingPool, DieselManager, DieselPool, PgDialect},
+    ucm_kernel::ConnectionMode,
 };
 
 /// The URL in `var`, or `None` (the test then passes vacuously, printing why) unless `CI` is

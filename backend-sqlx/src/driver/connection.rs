@@ -78,7 +78,7 @@ impl<DB: SqlxDatabase> SqlxPoolConnection<DB> {
     /// it.
     pub(super) async fn into_transaction(
         mut self,
-        mode: ucm_core::ConnectionMode,
+        mode: ucm_kernel::ConnectionMode,
     ) -> Result<SqlxTransaction<DB>, sqlx::Error> {
         let session = &mut self.connection.session;
         // Marked first: a transaction dropped mid-`BEGIN` is rolled back before reuse.

@@ -12,7 +12,7 @@
 //!   the transaction's depth), and rolls back when dropped uncommitted.
 //!
 //! Errors stay `sqlx::Error`, so `?` and an application's `From<sqlx::Error>` keep working;
-//! [`SqlxPool::classify`] turns one into ucm's classified [`ucm_core::Error`]. A failure to
+//! [`SqlxPool::classify`] turns one into ucm's classified [`ucm_kernel::Error`]. A failure to
 //! get a connection carries ucm's error as its source (an I/O error of kind `Other`, or
 //! `PoolTimedOut`/`PoolClosed` for exhaustion and a closed manager).
 
@@ -21,7 +21,7 @@ mod observe;
 mod pool;
 
 pub use connection::{ObservedConnection, SqlxPoolConnection, SqlxTransaction};
-pub use pool::{SqlxPool, TransactionError, into_sqlx_error};
+pub use pool::{SqlxPool, SqlxTransactionError, into_sqlx_error};
 
 use sqlx::Database;
 
@@ -49,7 +49,7 @@ pub trait SqlxDatabase: Database {
 }
 
 /// Implements [`SqlxDatabase`] for a sqlx database, its ucm dialect and the variant of
-/// `ucm_core::Connection` that holds its sessions.
+/// `ucm_kernel::Connection` that holds its sessions.
 macro_rules! sqlx_database {
     ($database:ty, $dialect:ty, $variant:ident) => {
         impl $crate::driver::SqlxDatabase for $database {
@@ -59,14 +59,14 @@ macro_rules! sqlx_database {
                 connection: $crate::SqlxConnection,
             ) -> Result<$crate::SqlxSession<$dialect>, $crate::SqlxConnection> {
                 match connection {
-                    ucm_core::Connection::$variant(session) => Ok(session),
+                    ucm_kernel::Connection::$variant(session) => Ok(session),
                     #[allow(unreachable_patterns)] // a build with this database alone
                     other => Err(other),
                 }
             }
 
             fn connection(session: $crate::SqlxSession<$dialect>) -> $crate::SqlxConnection {
-                ucm_core::Connection::$variant(session)
+                ucm_kernel::Connection::$variant(session)
             }
         }
     };

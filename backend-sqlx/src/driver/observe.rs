@@ -6,7 +6,7 @@ use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use sqlx::{Database, Describe, Either, Execute, Executor, SqlStr};
-use ucm_core::ObservedStatement;
+use ucm_kernel::backend::ObservedStatement;
 
 use super::pool::into_sqlx_error;
 use super::{ObservedConnection, SqlxDatabase, SqlxPoolConnection, SqlxTransaction};

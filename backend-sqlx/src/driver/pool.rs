@@ -8,7 +8,8 @@ use futures_core::future::BoxFuture;
 use futures_util::TryStreamExt;
 use scoped_futures::ScopedBoxFuture;
 use sqlx::{Describe, Execute, Executor, SqlStr};
-use ucm_core::{ConnectionManagerProtocol, ConnectionMode, ErrorKind, Phase, TransactionOptions};
+use ucm_kernel::backend::Phase;
+use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, ErrorKind, TransactionOptions};
 
 use super::observe::Items;
 use super::{ObservedConnection, SqlxDatabase, SqlxPoolConnection, SqlxTransaction};
@@ -73,7 +74,9 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
                 // straight back to the pool.
                 match runtime.spawn(async move { manager.get_connection(mode).await }).await {
                     Ok(result) => result,
-                    Err(e) => Err(ucm_core::Error::other(format!("the checkout task failed: {e}"))),
+                    Err(e) => {
+                        Err(ucm_kernel::Error::other(format!("the checkout task failed: {e}")))
+                    }
                 }
             }
         }
@@ -104,12 +107,12 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// ucm's classified reading of a sqlx error from this pool: its [`ErrorKind`] decides
     /// whether retrying can help, and its message never contains the password. A failure
     /// to get a connection gives back ucm's own error.
-    pub fn classify(&self, error: sqlx::Error) -> ucm_core::Error {
+    pub fn classify(&self, error: sqlx::Error) -> ucm_kernel::Error {
         match error {
-            sqlx::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<ucm_core::Error>()) => {
-                match io.into_inner().map(|e| e.downcast::<ucm_core::Error>()) {
+            sqlx::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<ucm_kernel::Error>()) => {
+                match io.into_inner().map(|e| e.downcast::<ucm_kernel::Error>()) {
                     Some(Ok(ucm)) => *ucm,
-                    _ => ucm_core::Error::other("a pool error could not be read"),
+                    _ => ucm_kernel::Error::other("a pool error could not be read"),
                 }
             }
             other => self.read(&other, Phase::Statement),
@@ -122,17 +125,17 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
         &self,
         error: &sqlx::Error,
         phase: Phase,
-        decide: impl FnOnce(&ucm_core::Error) -> R,
+        decide: impl FnOnce(&ucm_kernel::Error) -> R,
     ) -> R {
         if let sqlx::Error::Io(io) = error
-            && let Some(ucm) = io.get_ref().and_then(|e| e.downcast_ref::<ucm_core::Error>())
+            && let Some(ucm) = io.get_ref().and_then(|e| e.downcast_ref::<ucm_kernel::Error>())
         {
             return decide(ucm);
         }
         decide(&self.read(error, phase))
     }
 
-    fn read(&self, error: &sqlx::Error, phase: Phase) -> ucm_core::Error {
+    fn read(&self, error: &sqlx::Error, phase: Phase) -> ucm_kernel::Error {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
                 // Produced by `into_sqlx_error` from ucm's own kinds.
@@ -141,7 +144,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
                 } else {
                     ErrorKind::PoolExhausted
                 };
-                ucm_core::Error::database(
+                ucm_kernel::Error::database(
                     kind,
                     self.manager.config().primary().label(),
                     None,
@@ -161,7 +164,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     /// `work` gets the transaction (`&mut *tx` is the sqlx connection, for `query!`) and may
     /// borrow the caller's data; it may run more than once. Its error type is the caller's,
     /// as with sqlx's `Connection::transaction`: `sqlx::Error` or an application error that
-    /// implements [`TransactionError`] (say which type where `?` leaves it open, e.g.
+    /// implements [`SqlxTransactionError`] (say which type where `?` leaves it open, e.g.
     /// `Ok::<_, AppError>(..)`). An application error that carries no database error ends
     /// the transaction (rolled back) and is returned at once.
     ///
@@ -193,7 +196,7 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     pub async fn transaction<'a, T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'a,
-        E: TransactionError + Send + 'a,
+        E: SqlxTransactionError + Send + 'a,
         F: for<'c> FnMut(&'c mut SqlxTransaction<DB>) -> ScopedBoxFuture<'a, 'c, Result<T, E>>
             + Send
             + 'a,
@@ -213,14 +216,14 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
     ) -> Result<T, E>
     where
         T: Send + 'a,
-        E: TransactionError + Send + 'a,
+        E: SqlxTransactionError + Send + 'a,
         F: for<'c> FnMut(&'c mut SqlxTransaction<DB>) -> ScopedBoxFuture<'a, 'c, Result<T, E>>
             + Send
             + 'a,
     {
         let policy = self.manager.retry_policy();
         let mut state = (self, work);
-        ucm_core::retry::rerun_transaction(
+        ucm_kernel::backend::rerun_transaction(
             policy,
             options,
             &mut state,
@@ -269,12 +272,12 @@ impl<DB: SqlxDatabase> SqlxPool<DB> {
 ///     InvalidAmount(i64),
 /// }
 ///
-/// impl ucm_sqlx::TransactionError for AppError {}
+/// impl ucm_sqlx::SqlxTransactionError for AppError {}
 /// ```
 ///
 /// An error that hides its source (thiserror's `#[error(transparent)]`, `anyhow`) overrides
 /// [`Self::as_sqlx_error`] with a `match` or a `downcast_ref`.
-pub trait TransactionError: From<sqlx::Error> + std::error::Error + 'static {
+pub trait SqlxTransactionError: From<sqlx::Error> + std::error::Error + 'static {
     /// The database error this error carries, if any.
     fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
@@ -288,7 +291,7 @@ pub trait TransactionError: From<sqlx::Error> + std::error::Error + 'static {
     }
 }
 
-impl TransactionError for sqlx::Error {}
+impl SqlxTransactionError for sqlx::Error {}
 
 impl<DB: SqlxDatabase> Clone for SqlxPool<DB> {
     fn clone(&self) -> Self {
@@ -313,7 +316,7 @@ impl<DB: SqlxDatabase> fmt::Debug for SqlxPool<DB> {
 /// ucm's error as sqlx reports a pool's failures: exhaustion is `PoolTimedOut`, a closed
 /// manager `PoolClosed`, anything else an I/O error of kind `Other` whose source is ucm's
 /// error ([`SqlxPool::classify`] gives it back).
-pub fn into_sqlx_error(error: ucm_core::Error) -> sqlx::Error {
+pub fn into_sqlx_error(error: ucm_kernel::Error) -> sqlx::Error {
     match error.kind() {
         ErrorKind::PoolExhausted => sqlx::Error::PoolTimedOut,
         ErrorKind::Closed => sqlx::Error::PoolClosed,

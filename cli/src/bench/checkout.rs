@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use sqlx::sqlite::SqlitePoolOptions;
-use ucm::pool::testing::MemoryConnector;
-use ucm::topology::Topology;
 use ucm::{ConnectionMode, ManagerConfig, ManagerMode, PoolConfiguration};
+use ucm_kernel::pool::testing::MemoryConnector;
+use ucm_kernel::topology::Topology;
 
 /// Connections in each pool: fewer than the 16 contending tasks, so they wait on each other.
 const POOL: usize = 4;

@@ -12,10 +12,11 @@ use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::AsyncPgConnection;
 use sqlx::postgres::PgPoolOptions;
 use ucm::{
-    Backend, ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Manager, ManagerConfig,
-    ManagerMode, PoolConfiguration, Value,
+    ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Manager, ManagerConfig, ManagerMode,
+    PoolConfiguration, Value,
 };
 use ucm_diesel::{Diesel, DieselConnection};
+use ucm_kernel::backend::Backend;
 use ucm_sqlx::{Sqlx, SqlxConnection, SqlxManager};
 
 use super::load::Op;

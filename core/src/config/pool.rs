@@ -329,7 +329,7 @@ impl PoolConfiguration {
         statements
     }
     /// The session statements a new connection to `url` runs before it is pooled (see
-    /// [`crate::backend::apply_session_statements`]): MySQL's deadlines; none for
+    /// [`crate::connector::apply_session_statements`]): MySQL's deadlines; none for
     /// PostgreSQL (its settings travel in the startup packet) or SQLite; a time zone other
     /// than UTC. None at all behind a transaction pooler, where the session keeps nothing
     /// (each transaction's `BEGIN` sets what is needed).

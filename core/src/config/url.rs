@@ -70,7 +70,7 @@ impl DatabaseKind {
     }
 
     /// The query that tells where a server stands in replication, read by
-    /// [`ReplicationStatus::from_row`](crate::topology::ReplicationStatus::from_row):
+    /// [`ReplicationStatus::from_row`](crate::connector::ReplicationStatus::from_row):
     /// `in_recovery` (a PostgreSQL standby, or a MySQL server with `read_only` set) and
     /// `lag_seconds` (how far a standby's replay is behind what it received, as the age of
     /// its last replayed commit, or of the server's start when it has replayed none since;

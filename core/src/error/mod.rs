@@ -4,10 +4,6 @@
 //! password: endpoints are carried as redacted labels (`host:port/db`), and driver text is
 //! scrubbed by the backend (see `DatabaseUrl::scrub`) before it reaches an [`Error`].
 
-mod driver;
-
-pub use driver::{Classified, DriverError, Phase};
-
 use std::fmt;
 use std::time::Duration;
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::pool::{Connector, Pool};
+use crate::connector::Connector;
+use crate::pool::Pool;
 
 mod observe;
 
@@ -138,7 +139,7 @@ pub struct HealthReport {
     pub checked_at: DateTime<Utc>,
     /// The share of operations within the mode's SLA target, when the report comes from a
     /// manager that has run operations.
-    pub sla: Option<crate::info::SlaSummary>,
+    pub sla: Option<crate::telemetry::metrics::SlaSummary>,
 }
 
 /// A probe slower than this marks the endpoint degraded rather than healthy.

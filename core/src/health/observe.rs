@@ -6,9 +6,10 @@ use tokio::time::{Instant, timeout};
 
 use super::{ComponentHealth, EndpointRole, EndpointState, SLOW_PROBE};
 use crate::circuit_breaker::BreakerState;
+use crate::connector::Connector;
+use crate::connector::ReplicationStatus;
 use crate::error::{ConnectFailure, Error, ErrorKind, Result};
-use crate::pool::{Connector, Pool};
-use crate::topology::ReplicationStatus;
+use crate::pool::Pool;
 
 /// What one probe of an endpoint found.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,9 @@ use deadpool::managed::Object;
 use tokio::time::{Instant, timeout};
 
 use super::abandon::StatementExpiry;
-use super::connector::Connector;
 use super::manager::Manager;
-use crate::metrics::CloseReason;
+use crate::connector::Connector;
+use crate::telemetry::metrics::CloseReason;
 
 /// A connection checked out of a [`Pool`](super::Pool); derefs to the driver connection.
 ///

@@ -139,7 +139,7 @@ fn first_caller_frame(stack: &str) -> String {
         "src/registry.rs",
     ];
     const UCM_SYMBOLS: [&str; 6] =
-        ["ucm_core::", "ucm_sqlx::", "ucm_diesel::", "ucm_compat::", "ucm::", "std::"];
+        ["ucm_kernel::", "ucm_sqlx::", "ucm_diesel::", "ucm_compat::", "ucm::", "std::"];
     let mut lines = stack.lines().map(str::trim).peekable();
     while let Some(line) = lines.next() {
         // A frame is `N: symbol`, then optionally `at file:line:column`.
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn the_callers_frame_is_picked() {
-        let stack = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/abc/library/std/src/backtrace.rs:331:13\n   1: ucm_core::pool::leaks::LeakDetector::register\n             at ./src/pool/leaks.rs:60:40\n   2: <ucm_core::pool::Pool<C>>::acquire::{{closure}}\n             at ./src/pool/mod.rs:1:1\n   3: deadpool::x\n             at /root/.cargo/registry/src/index/deadpool-0.13.1/src/managed/pool.rs:1:1\n   4: app::handler::{{closure}}\n             at ./src/handler.rs:42:9\n";
+        let stack = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/abc/library/std/src/backtrace.rs:331:13\n   1: ucm_kernel::pool::leaks::LeakDetector::register\n             at ./src/pool/leaks.rs:60:40\n   2: <ucm_kernel::pool::Pool<C>>::acquire::{{closure}}\n             at ./src/pool/mod.rs:1:1\n   3: deadpool::x\n             at /root/.cargo/registry/src/index/deadpool-0.13.1/src/managed/pool.rs:1:1\n   4: app::handler::{{closure}}\n             at ./src/handler.rs:42:9\n";
         assert_eq!(first_caller_frame(stack), "./src/handler.rs:42:9");
         assert_eq!(first_caller_frame("disabled backtrace"), "unknown");
     }

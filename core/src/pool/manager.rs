@@ -10,12 +10,12 @@ use tokio::time::{Instant, timeout};
 
 use super::abandon::Abandon;
 use super::checkout;
-use super::connector::Connector;
 use super::leaks::LeakDetector;
 use crate::circuit_breaker::CircuitBreaker;
 use crate::config::PoolConfiguration;
+use crate::connector::Connector;
 use crate::error::{ConnectFailure, Error};
-use crate::metrics::{CloseReason, PoolMetrics};
+use crate::telemetry::metrics::{CloseReason, PoolMetrics};
 
 /// One pooled connection and the pool's bookkeeping about it.
 #[derive(Debug)]

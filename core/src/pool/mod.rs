@@ -19,7 +19,6 @@
 
 mod abandon;
 mod checkout;
-mod connector;
 mod guard;
 mod leaks;
 mod manager;
@@ -36,16 +35,16 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use abandon::StatementExpiry;
-pub use connector::Connector;
 pub use guard::PooledConnection;
 pub use leaks::LongHold;
 
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::config::PoolConfiguration;
+use crate::connector::Connector;
 use crate::error::{Error, Result};
-use crate::metrics::{CloseReason, PoolMetrics};
 use crate::mode::ConnectionMode;
 use crate::telemetry::Endpoint;
+use crate::telemetry::metrics::{CloseReason, PoolMetrics, PoolStatus};
 use manager::Manager;
 
 /// Deadpool's non-blocking checkout: a zero wait tries the semaphore without a timer.
@@ -54,24 +53,6 @@ const NO_WAIT: Timeouts = Timeouts { wait: Some(Duration::ZERO), create: None, r
 /// A pool of connections to one endpoint. Cheap to clone; clones share the pool.
 pub struct Pool<C: Connector> {
     inner: Arc<Inner<C>>,
-}
-
-/// Connection counts of a pool at one moment, for `connection_info()` and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct PoolStatus {
-    /// Connections open now (idle plus in use).
-    pub size: usize,
-    /// Open connections waiting in the pool.
-    pub idle: usize,
-    /// Connections checked out.
-    pub in_use: usize,
-    /// Tasks waiting for a connection.
-    pub waiting: usize,
-    /// Connections kept (the configured pool size).
-    pub pool_size: usize,
-    /// The most connections allowed (pool size plus overflow).
-    pub max_size: usize,
 }
 
 pub(crate) struct Inner<C: Connector> {

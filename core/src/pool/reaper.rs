@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use super::connector::Connector;
 use super::{Inner, manager::Slot};
-use crate::metrics::CloseReason;
+use crate::connector::Connector;
+use crate::telemetry::metrics::CloseReason;
 
 /// How often the reaper looks: often enough that an overflow connection lives at most
 /// about 1.25× its idle timeout, rarely enough to cost nothing (never more than 10 Hz).

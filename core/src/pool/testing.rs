@@ -5,9 +5,9 @@
 //! assert on them. Delays use tokio's clock, so tests run on paused time.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> ucm_core::Result<()> {
-//! use ucm_core::pool::{Pool, testing::MemoryConnector};
-//! use ucm_core::{ManagerMode, PoolConfiguration};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> ucm_kernel::Result<()> {
+//! use ucm_kernel::pool::{Pool, testing::MemoryConnector};
+//! use ucm_kernel::{ManagerMode, PoolConfiguration};
 //!
 //! let connector = MemoryConnector::new();
 //! let pool = Pool::new("memory", connector.clone(), PoolConfiguration::for_mode(ManagerMode::Admin), None)?;
@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Connector;
+use crate::connector::ReplicationStatus;
 use crate::error::{ConnectFailure, Error, ErrorKind, Result};
-use crate::topology::ReplicationStatus;
 
 /// A connector whose behaviour a test scripts; clones share the script and the counters.
 #[derive(Debug, Clone, Default)]

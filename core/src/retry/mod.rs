@@ -10,11 +10,9 @@
 mod backoff;
 mod budget;
 mod policy;
-mod rerun;
 #[cfg(test)]
 mod tests;
 
 pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use policy::RetryPolicy;
-pub use rerun::rerun_transaction;

@@ -7,6 +7,7 @@
 //! `error.type` (ucm's error kind) and `db.response.status_code` (the SQLSTATE). Parameter
 //! values and passwords are never recorded; the SQL text is reduced to its summary.
 
+pub mod metrics;
 #[cfg(feature = "otel")]
 pub(crate) mod otel;
 mod summary;

@@ -8,7 +8,7 @@ use opentelemetry::{KeyValue, global};
 
 use super::Endpoint;
 use crate::error::Error;
-use crate::pool::PoolStatus;
+use crate::telemetry::metrics::PoolStatus;
 
 /// The conventions' bucket boundaries for `db.client.operation.duration`, in seconds.
 const OPERATION_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::connector::Connector;
+use crate::connector::ReplicationStatus;
 use crate::health::{EndpointState, Observation, SLOW_PROBE};
-use crate::pool::{Connector, Pool};
-use crate::topology::ReplicationStatus;
+use crate::pool::Pool;
 
 /// Consecutive good probes a down or banned endpoint needs before it takes reads again:
 /// one good answer after a failure may be a flap, two a second apart are a recovery.

@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use super::endpoint::{PROBES_TO_ABANDON, PROBES_TO_RECOVER, PrimaryView};
 use super::{CONFIRM_INTERVAL, Shared, status_index};
 use crate::config::DatabaseKind;
+use crate::connector::Connector;
 use crate::error::ErrorKind;
 use crate::health::{EndpointRole, HealthReport, Observation, observe};
-use crate::pool::Connector;
 
 /// The background task: a probe round at start (unless the pool is lazy), then one every
 /// `health_interval` (every [`RECHECK_INTERVAL`](super::RECHECK_INTERVAL) while an

@@ -23,7 +23,6 @@
 
 mod endpoint;
 mod health_loop;
-mod replication;
 #[cfg(test)]
 mod tests;
 
@@ -39,16 +38,17 @@ use tracing::Instrument;
 pub use endpoint::{
     PROBES_TO_ABANDON, PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER, SLOW_FACTOR, SLOW_MARGIN,
 };
-pub use replication::ReplicationStatus;
 
 use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
+use crate::connector::Connector;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::{EndpointRole, EndpointState, HealthReport, HealthStatus};
-use crate::info::{ConnectionInfo, EndpointInfo, SlaSummary};
+use crate::info::{ConnectionInfo, EndpointInfo};
 use crate::mode::ConnectionMode;
-use crate::pool::{Connector, Pool, PooledConnection};
+use crate::pool::{Pool, PooledConnection};
 use crate::telemetry::Endpoint as TelemetryEndpoint;
+use crate::telemetry::metrics::SlaSummary;
 use endpoint::{Change, Endpoint};
 
 /// How long [`Topology::close`] waits for checked-out connections before giving up.

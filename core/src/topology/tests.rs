@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::connector::ReplicationStatus;
 use crate::error::ErrorKind;
 use crate::health::EndpointState;
 use crate::mode::ManagerMode;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ucm_core::{
+use ucm_kernel::{
     ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ErrorKind, ManagerMode,
     PoolConfiguration, ProtocolExt, TransactionOptions,
 };

@@ -350,12 +350,12 @@ fn the_sniffer_recognises_postgres_startups() {
 /// The cut against a real PostgreSQL: the write's reply is lost, yet the row is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_postgres_write_is_committed_and_its_reply_lost() {
-    use ucm_core::{ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ManagerMode};
+    use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ManagerMode};
     let Some(target) = crate::Target::find(DatabaseKind::Postgres) else {
         return;
     };
     let pool = |app: &str| {
-        ucm_core::PoolConfiguration::builder(ManagerMode::AsyncModern)
+        ucm_kernel::PoolConfiguration::builder(ManagerMode::AsyncModern)
             .pool_size(1)
             .max_overflow(0)
             .application_name(app)

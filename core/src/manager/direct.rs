@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use super::{Backend, BackendConnector};
 use crate::config::DatabaseUrl;
-use crate::error::{ConnectFailure, Error, Phase, Result};
+use crate::connector::Phase;
+use crate::error::{ConnectFailure, Error, Result};
 use crate::protocol::SqlExecutor;
 use crate::value::{Row, Value};
 

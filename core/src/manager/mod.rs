@@ -1,11 +1,19 @@
 //! `Manager<B>`: `ConnectionManagerProtocol` for any backend, over one `Topology` per database kind picked from the URL at run time.
 
+mod direct;
+mod routing_session;
+mod session;
+
 use std::fmt;
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendConnector, Direct, DirectConnection, Session};
+pub use direct::{Direct, DirectConnection};
+pub use routing_session::RoutingSession;
+pub use session::{ObservedStatement, Session};
+
 use crate::config::{DatabaseKind, ManagerConfig};
+use crate::connector::{Backend, BackendConnector};
 use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::info::ConnectionInfo;

@@ -1,7 +1,8 @@
 //! `apply_session_statements`: the session settings a server takes only as statements (MySQL's deadlines), run once per new connection, written once for every backend.
 
 use super::BackendConnector;
-use crate::error::{Error, Phase, Result};
+use crate::connector::Phase;
+use crate::error::{Error, Result};
 
 /// Runs each entry of `statements` on a new `connection`, trying its alternatives in order
 /// until one succeeds (MariaDB and MySQL name the same limit differently).

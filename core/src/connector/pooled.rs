@@ -2,15 +2,15 @@
 
 use std::future::Future;
 
+use crate::connector::ReplicationStatus;
 use crate::error::Result;
-use crate::topology::ReplicationStatus;
 
 /// How a backend opens, checks and cleans one kind of connection.
 ///
 /// The pool owns sizing, lifetimes, timeouts, the breaker and metrics; a connector only
 /// talks to the driver. Every method returns ucm's [`Error`](crate::Error), so the
 /// connector is also where driver errors are classified (SQLSTATE via
-/// [`classify_sqlstate`](crate::classify_sqlstate), connect failures via
+/// [`classify_sqlstate`](crate::backend::classify_sqlstate), connect failures via
 /// [`ConnectFailure`](crate::ConnectFailure)) and scrubbed of secrets.
 ///
 /// The pool bounds every call with its own timeout (connect: the connect timeout;
@@ -77,7 +77,7 @@ pub trait Connector: Send + Sync + 'static {
     /// Where the server stands in replication (standby or not, replay lag), for the
     /// topology's health loop: banning lagging replicas and following a promotion. Backends
     /// answer with [`DatabaseKind::replication_query`](crate::DatabaseKind::replication_query)
-    /// through `crate::backend::replication_status`. Defaults to `Ok(None)`: the server
+    /// through `crate::connector::replication_status`. Defaults to `Ok(None)`: the server
     /// reports no replication role, and the configured roles stand.
     ///
     /// # Errors

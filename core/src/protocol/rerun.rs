@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::RetryPolicy;
-use crate::error::{Error, Phase};
+use crate::connector::Phase;
+use crate::error::Error;
 use crate::protocol::{BoxFuture, TransactionOptions};
 
 /// Runs a transaction under `policy` until it succeeds or the policy gives up, and returns
@@ -60,7 +61,8 @@ pub async fn rerun_transaction<S, T, E>(
 #[cfg(test)]
 mod tests {
     use super::rerun_transaction;
-    use crate::error::{Error, ErrorKind, Phase};
+    use crate::connector::Phase;
+    use crate::error::{Error, ErrorKind};
     use crate::protocol::TransactionOptions;
     use crate::retry::RetryPolicy;
 

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span};
 
 use super::BackendConnector;
-use crate::error::{DriverError, Error, Phase, Result};
+use crate::connector::{DriverError, Phase};
+use crate::error::{Error, Result};
 use crate::mode::ConnectionMode;
 use crate::pool::{PooledConnection, StatementExpiry};
 use crate::protocol::{SqlExecutor, TransactionalConnection};

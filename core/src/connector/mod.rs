@@ -1,33 +1,30 @@
-//! What a backend supplies (`Backend`, `BackendConnector`) to get the whole manager; the manager, its connection and session are written once here.
+//! For backend authors: what a backend implements to get the whole manager (`Backend`, `BackendConnector`, `Connector`), the errors it reports (`DriverError`), and what it answers the health loop (`ReplicationStatus`).
 //!
-//! A backend (sqlx, diesel) implements [`BackendConnector`] once per database: core's
-//! [`Connector`] (open, ping, roll back, read-only switch) plus the neutral SQL surface
-//! (run a statement, fetch rows, `BEGIN`/`COMMIT`/`ROLLBACK`), each reporting the driver's
-//! errors as a [`DriverError`]. A [`Backend`] names its three connectors, [`Disabled`] for
-//! a database whose feature is off. [`Manager<B>`] is then the complete
-//! `ConnectionManagerProtocol` for that backend: the topology of pools, routing, retry,
-//! health, info and drain, error mapping and metrics are the same code for every backend.
+//! Application code never needs this module. A backend (sqlx, diesel) implements
+//! [`BackendConnector`] once per database: the pool's [`Connector`] (open, ping, roll back,
+//! read-only switch) plus the neutral SQL surface (run a statement, fetch rows,
+//! `BEGIN`/`COMMIT`/`ROLLBACK`), each reporting the driver's errors as a [`DriverError`],
+//! which [`DriverError::into_error`] reads into ucm's `Error` by [`Phase`]. A [`Backend`]
+//! names its three connectors, [`Disabled`] for a database whose feature is off.
+//! `Manager<B>` is then the complete `ConnectionManagerProtocol` for that backend: the
+//! topology of pools, routing, retry, health, info and drain, error mapping and metrics
+//! are the same code for every backend.
 
-mod direct;
-mod manager;
+mod driver_error;
+mod pooled;
 mod replication;
-mod routing_session;
-mod session;
 mod session_settings;
 
 use std::future::Future;
 
-pub use direct::{Direct, DirectConnection};
-pub use manager::{Connection, Manager};
-pub use replication::replication_status;
-pub use routing_session::RoutingSession;
-pub use session::{ObservedStatement, Session};
+pub use driver_error::{Classified, DriverError, Phase};
+pub use pooled::Connector;
+pub use replication::{ReplicationStatus, replication_status};
 pub use session_settings::apply_session_statements;
 
 use crate::config::{DatabaseUrl, PoolConfiguration};
-use crate::error::{DriverError, Error, Result};
+use crate::error::{Error, Result};
 use crate::mode::ConnectionMode;
-use crate::pool::Connector;
 use crate::value::{Row, Value};
 
 /// A backend: its name and its connector for each database.
@@ -44,7 +41,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A backend's connector for one database: core's [`Connector`] plus the neutral SQL
 /// surface on the driver connection. Errors are the driver's, read into a
-/// [`DriverError`]; [`Session`] maps them (with the endpoint, scrubbed), records metrics
+/// [`DriverError`]; [`Session`](crate::backend::Session) maps them (with the endpoint, scrubbed), records metrics
 /// and evicts broken connections.
 pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
     /// `false` only for [`Disabled`]: the database's feature is off.
@@ -100,7 +97,7 @@ pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
 }
 
 /// The connector of a database whose feature is off: it cannot be built, so no value of
-/// it (or of its connection) ever exists. [`Manager::connect`] refuses such a URL with a
+/// it (or of its connection) ever exists. [`Manager::connect`](crate::Manager::connect) refuses such a URL with a
 /// message naming the feature to enable.
 #[derive(Debug, Clone, Copy)]
 pub enum Disabled {}

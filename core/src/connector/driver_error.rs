@@ -7,8 +7,10 @@
 
 use std::{fmt, io};
 
-use super::{ConnectFailure, Error, ErrorKind, classify_connect_sqlstate, classify_sqlstate};
 use crate::config::DatabaseUrl;
+use crate::error::{
+    ConnectFailure, Error, ErrorKind, classify_connect_sqlstate, classify_sqlstate,
+};
 
 /// Where an error happened; decides how a broken connection is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +208,7 @@ fn connect_failed(
     endpoint: String,
     reason: ConnectFailure,
     message: String,
-    source: Option<super::BoxError>,
+    source: Option<crate::error::BoxError>,
 ) -> Error {
     Error::ConnectFailed { endpoint, reason, attempts: 1, message, source }
 }

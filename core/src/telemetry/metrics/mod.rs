@@ -6,11 +6,13 @@
 //! `.use_time`, `.timeouts`, `db.client.operation.duration`).
 
 mod histogram;
+mod status;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use histogram::{Histogram, HistogramSnapshot};
+pub use status::{PoolStatus, SlaSummary};
 
 use crate::error::ErrorKind;
 use crate::telemetry::Endpoint;
