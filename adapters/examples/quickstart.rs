@@ -1,4 +1,4 @@
-//! The quick start as a program: `DATABASE_URL` (or a throwaway SQLite file), a table, a write, a transaction, a read, health, shutdown; run by `cargo xtask test` with the default features and with `diesel` + `postgres`.
+//! The quick start as a program: `DATABASE_URL` (or, with the `sqlite` feature, a throwaway SQLite file), a table, a write, a transaction, a read, health, shutdown; run by `cargo xtask test` with the default features and with `diesel` + `postgres`.
 
 use ucm::{
     ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ManagerConfig, ManagerMode,
@@ -9,7 +9,16 @@ use ucm::{
 async fn main() -> ucm::Result<()> {
     let url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => format!("sqlite://{}/ucm-quickstart.db", std::env::temp_dir().display()),
+        _ if cfg!(feature = "sqlite") => {
+            format!("sqlite://{}/ucm-quickstart.db", std::env::temp_dir().display())
+        }
+        _ => {
+            return Err(ucm::Error::config(
+                "DATABASE_URL",
+                "set DATABASE_URL (e.g. postgres://user@localhost/db), or run with \
+                 `--features sqlite` for a throwaway SQLite file",
+            ));
+        }
     };
     let config = ManagerConfig::builder(ManagerMode::AsyncModern).primary(&url).build()?;
     let p = |n: usize| {

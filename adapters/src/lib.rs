@@ -84,7 +84,8 @@
 //!
 //! | `Cargo.toml` | `UnifiedManager` is |
 //! |---|---|
-//! | `ucm = "0.1"` | sqlx's, with PostgreSQL, MySQL and SQLite |
+//! | `ucm = "0.1"` | sqlx's, with PostgreSQL |
+//! | `ucm = { version = "0.1", features = ["mysql", "sqlite"] }` | sqlx's, with PostgreSQL, MySQL and SQLite |
 //! | `ucm = { version = "0.1", default-features = false, features = ["diesel", "postgres"] }` | diesel-async's, PostgreSQL only |
 //!
 //! Both backends pass the same conformance suite. The backend's own API stays available on
@@ -209,7 +210,9 @@
 //!
 //! # Features
 //! - `sqlx` (default), `diesel`: the backend.
-//! - `postgres`, `mysql`, `sqlite` (all default): the databases compiled in.
+//! - `postgres` (default), `mysql`, `sqlite`: the databases compiled in. One by default,
+//!   as sqlx's and diesel's users pick theirs: PostgreSQL, where replica routing and
+//!   failover apply; SQLite is a bundled C library, so it is never built unasked.
 //! - `otel` (default): OpenTelemetry metrics through the global meter provider.
 //! - `testing`: test fixtures (`ucm::testing`) and the in-memory connector.
 //! - `axum`: web integration (`ucm::web`).
@@ -286,7 +289,12 @@ pub type UnifiedManager = Manager<SelectedBackend>;
 /// A connection from a [`UnifiedManager`].
 pub type UnifiedConnection = Connection<SelectedBackend>;
 
-/// The README's example, compiled and run as a doctest so that it cannot drift.
+/// The project README's examples, compiled and run as doctests so that they cannot drift.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// This crate's README (its crates.io page), compiled as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

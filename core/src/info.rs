@@ -16,6 +16,7 @@ use crate::telemetry::metrics::{PoolStatus, SlaSummary};
 /// What `connection_info()` returns: everything known without touching the network.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The manager's mode.
     pub mode: ManagerMode,
@@ -38,6 +39,7 @@ pub struct ConnectionInfo {
 /// The cached state of one endpoint.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct EndpointInfo {
     /// The endpoint's redacted label.
     pub label: String,

@@ -52,6 +52,7 @@ impl fmt::Display for ConnectionMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ManagerMode {
     /// Many short requests with a tight latency budget (0.2 s acquire timeout).
     McpServer,

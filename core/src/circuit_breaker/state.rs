@@ -6,6 +6,7 @@ use std::time::Duration;
 /// Where a circuit breaker is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Calls flow normally; consecutive counted failures are being counted.
     Closed,
@@ -18,6 +19,7 @@ pub enum BreakerState {
 /// A consistent picture of one breaker at one instant; costs a lock, so not for the hot path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct BreakerSnapshot {
     /// The state. An open breaker whose recovery timeout has passed still reads `Open`
     /// until the next acquire attempt moves it to `HalfOpen`.

@@ -38,6 +38,7 @@ pub async fn replication_status<C: BackendConnector>(
 /// Where one server stands in replication, as its probe read it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ReplicationStatus {
     /// The server is a standby (PostgreSQL: `pg_is_in_recovery()`; MySQL: `read_only`):
     /// it refuses writes and follows a primary.

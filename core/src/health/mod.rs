@@ -18,6 +18,7 @@ pub use observe::{Observation, observe};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// Everything answers in time.
     Healthy,
@@ -31,6 +32,7 @@ pub enum HealthStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum EndpointRole {
     /// Takes writes (and reads when no replica is healthy).
     Primary,
@@ -42,6 +44,7 @@ pub enum EndpointRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum EndpointState {
     /// Answers in time; a replica in this state takes reads.
     #[default]
@@ -106,6 +109,7 @@ impl fmt::Display for EndpointState {
 /// The result of probing one endpoint.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ComponentHealth {
     /// The endpoint's redacted label.
     pub name: String,
@@ -129,6 +133,7 @@ pub struct ComponentHealth {
 /// An active health check of every endpoint, aggregated.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct HealthReport {
     /// The aggregate: unhealthy when no primary is healthy or degraded; degraded when the
     /// primary is degraded or any replica is not healthy; else healthy.

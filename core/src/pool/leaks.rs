@@ -16,6 +16,7 @@ use tokio::time::Instant;
 /// A connection checked out for longer than the leak detection threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct LongHold {
     /// How long it has been checked out.
     pub held_for: Duration,

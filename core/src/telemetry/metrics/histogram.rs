@@ -21,6 +21,7 @@ pub struct Histogram {
 /// A point-in-time copy of a [`Histogram`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct HistogramSnapshot {
     /// How many durations were recorded.
     pub count: u64,

@@ -19,6 +19,7 @@ use crate::telemetry::Endpoint;
 
 /// Why the pool closed a connection; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// It outlived its (jittered) max lifetime.
     Lifetime,
@@ -84,6 +85,7 @@ pub struct PoolMetrics {
 /// A point-in-time copy of a [`PoolMetrics`].
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct PoolMetricsSnapshot {
     /// Successful acquires.
     pub acquires: u64,

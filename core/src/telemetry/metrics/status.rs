@@ -5,6 +5,7 @@ use std::time::Duration;
 /// Connection counts of a pool at one moment, for `connection_info()` and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct PoolStatus {
     /// Connections open now (idle plus in use).
     pub size: usize,
@@ -24,6 +25,7 @@ pub struct PoolStatus {
 /// their wait for a connection included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct SlaSummary {
     /// The target.
     pub target: Duration,
