@@ -15,6 +15,7 @@ fn ucm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_REPLICA_URLS")
+        .env_remove("RUST_LOG")
         .env_remove("PG_DATABASE_URL");
     for (name, value) in env {
         command.env(name, value);
@@ -57,6 +58,24 @@ fn piped_logs_carry_no_colour_codes() {
         "escape codes in piped logs: {}",
         &stderr[..stderr.len().min(300)]
     );
+}
+
+#[test]
+fn demo_output_to_a_file_is_its_report_alone() {
+    // Standard output and error both piped, as `ucm demo > report.txt 2>&1` would be: no
+    // progress bar, no colour, no log line (RUST_LOG unset), only the report.
+    let output = ucm(&["demo", "--seconds", "0.5", "--tasks", "4", "--accounts", "10"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("money conserved"), "no report:\n{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "escape codes:\n{stdout}{stderr}"
+    );
+    assert_eq!(stderr, "", "standard error carries more than the report");
+    for level in [" TRACE ", " DEBUG ", " INFO ", " WARN ", " ERROR "] {
+        assert!(!stdout.contains(level), "a log line in the report:\n{stdout}");
+    }
 }
 
 #[test]

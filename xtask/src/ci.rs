@@ -1,36 +1,37 @@
-//! `cargo xtask ci`: what CI runs (`.ci/run` mirrors it): `tidy`, then `test`.
+//! `cargo xtask ci`: what CI runs (`.ci/run` mirrors it): `tidy`, `package`, then `test`.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{test::seconds, tidy};
+use crate::{package, test::seconds, tidy};
 
-/// Runs `tidy`, then `test` (skipped when `tidy` failed, as `.ci/run` stops there too), and
-/// prints how long each took.
+/// One step of CI.
+type Step = fn() -> Result<()>;
+
+/// Runs `tidy`, `package` and `test`, each skipped once one before it failed (as `.ci/run`
+/// stops there too), and prints how long each took.
 pub(crate) fn run() -> Result<()> {
-    let started = Instant::now();
-    let tidy = tidy::run();
-    let tidy_time = started.elapsed();
-
-    let started = Instant::now();
-    let test = match &tidy {
-        Ok(()) => Some(crate::test::run(&[])),
-        Err(_) => None,
-    };
-    let test_time = started.elapsed();
-
+    let steps: [(&str, Step); 3] =
+        [("tidy", tidy::run), ("package", package::run), ("test", || crate::test::run(&[]))];
+    let mut results = Vec::new();
+    for (name, step) in steps {
+        if results.iter().any(|(_, result, _): &(_, Result<()>, _)| result.is_err()) {
+            results.push((name, Ok(()), None));
+            continue;
+        }
+        let started = Instant::now();
+        let result = step();
+        results.push((name, result, Some(started.elapsed())));
+    }
     eprintln!("\nci summary:");
-    eprintln!("  {}  tidy  {}", verdict(&tidy), seconds(tidy_time));
-    match &test {
-        Some(test) => eprintln!("  {}  test  {}", verdict(test), seconds(test_time)),
-        None => eprintln!("  SKIP  test  (tidy failed)"),
+    for (name, result, took) in &results {
+        match took {
+            Some(took) => eprintln!("  {}  {name:<7}  {}", verdict(result), seconds(*took)),
+            None => eprintln!("  SKIP  {name:<7}  (a step before it failed)"),
+        }
     }
-    tidy?;
-    if let Some(test) = test {
-        test?;
-    }
-    Ok(())
+    results.into_iter().try_for_each(|(_, result, _)| result)
 }
 
 fn verdict(result: &Result<()>) -> &'static str {

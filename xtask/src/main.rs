@@ -1,4 +1,4 @@
-//! `cargo xtask`: ucm's project automation (services, test, tidy, ci, bench); see `cargo xtask help`.
+//! `cargo xtask`: ucm's project automation (services, test, tidy, package, ci, bench); see `cargo xtask help`.
 //!
 //! Modelled on rust-analyzer's xtask: plain Rust instead of shell scripts, one module per
 //! task, and every external command printed before it runs so any step can be replayed by hand.
@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod package;
 mod services;
 mod test;
 mod tidy;
@@ -36,9 +37,12 @@ tasks:
   test [-- <cargo test args>] services --ha, then every test run with the URLs exported; package
                               (-p) and target (--lib, --test x) selections replace the
                               defaults, and args after a second `--` go to the test binaries
-  tidy                        cargo fmt --check, clippy -D warnings, doc -D warnings, and a
-                              `//!` first line in every .rs file
-  ci                          tidy, then test: what .ci/run does
+  tidy                        cargo fmt --check, clippy -D warnings, doc -D warnings, a `//!`
+                              first line in every .rs file, no import cycle between core's
+                              modules, and ucm's export list as its crate docs give it
+  package                     cargo publish --workspace --dry-run: every published crate
+                              packaged and built from its package alone
+  ci                          tidy, package, then test: what .ci/run does
   bench [-- <ucm bench args>] services, then `ucm bench` from a release build: ucm beside raw
                               sqlx, deadpool-postgres and pgbench, as ratios; the report goes
                               to target/bench/report.md and report.json
@@ -101,6 +105,7 @@ fn run() -> Result<()> {
             }
         },
         "tidy" => no_options(task, rest).and_then(|()| tidy::run()),
+        "package" => no_options(task, rest).and_then(|()| package::run()),
         "ci" => no_options(task, rest).and_then(|()| ci::run()),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
