@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::pool::PoolConfiguration;
-use super::url::{DatabaseKind, DatabaseUrl};
+use super::{DatabaseKind, DatabaseUrl};
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 

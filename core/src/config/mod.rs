@@ -1,17 +1,23 @@
 //! Configuration: pool presets and overrides, database URLs, and the manager's endpoint set.
 
+mod database_kind;
 mod manager;
 mod pool;
 mod pooler;
+mod secret;
+mod ssl_mode;
 mod url;
 
+pub use database_kind::DatabaseKind;
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
 pub use pool::{
     DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
     TCP_KEEPALIVE_INTERVAL,
 };
 pub use pooler::Pooler;
-pub use url::{DatabaseKind, DatabaseUrl, Secret, SslMode};
+pub use secret::Secret;
+pub use ssl_mode::SslMode;
+pub use url::DatabaseUrl;
 
 /// How long a SQLite statement waits for another connection's write lock before
 /// `SQLITE_BUSY`, on every backend.

@@ -93,7 +93,7 @@ impl Parser<'_> {
                     userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
                 let user = self.decode_nonempty("the user name", user)?;
                 let password = match password {
-                    Some(p) => self.decode_nonempty("the password", p)?.map(Secret),
+                    Some(p) => self.decode_nonempty("the password", p)?.map(Secret::from),
                     None => None,
                 };
                 (user, password)
