@@ -109,6 +109,8 @@ impl<D: Dialect> Connector for DieselConnector<D> {
 }
 
 impl<D: Dialect> BackendConnector for DieselConnector<D> {
+    const READS_DECLARED_TYPES: bool = D::READS_DECLARED_TYPES;
+
     fn new(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<Self> {
         Ok(Self {
             url: url.clone(),

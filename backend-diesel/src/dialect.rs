@@ -36,6 +36,11 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     /// Which database: its read-only switch comes from core.
     const KIND: DatabaseKind;
 
+    /// [`BackendConnector::READS_DECLARED_TYPES`](ucm_kernel::backend::BackendConnector::READS_DECLARED_TYPES):
+    /// values are read by the type the driver reports for each (`NeutralRow`), which is the
+    /// column's declared type on PostgreSQL only.
+    const READS_DECLARED_TYPES: bool;
+
     /// Builds the connect settings: host, credentials, application name, time zone.
     ///
     /// # Errors

@@ -84,6 +84,8 @@ impl Dialect for MySqlDialect {
     type Connection = AsyncMysqlConnection;
     type Options = MysqlOptions;
     const KIND: DatabaseKind = DatabaseKind::MySql;
+    // MySQL's BOOLEAN is reported as the TINYINT it is.
+    const READS_DECLARED_TYPES: bool = false;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<MysqlOptions> {
         let builder = mysql_async::OptsBuilder::default()

@@ -42,6 +42,7 @@ impl Dialect for PgDialect {
     type Connection = AsyncPgConnection;
     type Options = PgOptions;
     const KIND: DatabaseKind = DatabaseKind::Postgres;
+    const READS_DECLARED_TYPES: bool = true;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgOptions> {
         let tls =

@@ -37,6 +37,8 @@ impl Dialect for SqliteDialect {
     type Connection = AsyncSqliteConnection;
     type Options = SqliteOptions;
     const KIND: DatabaseKind = DatabaseKind::Sqlite;
+    // SQLite values come by storage class (integer, real, text, blob).
+    const READS_DECLARED_TYPES: bool = false;
 
     fn options(url: &DatabaseUrl, _config: &PoolConfiguration) -> Result<SqliteOptions> {
         let target = match (url.sqlite_path(), url.param("mode")) {

@@ -22,7 +22,7 @@ pub use pooled::Connector;
 pub use replication::{ReplicationStatus, replication_status};
 pub use session_settings::apply_session_statements;
 
-use crate::config::{DatabaseUrl, PoolConfiguration};
+use crate::config::{DatabaseKind, DatabaseUrl, PoolConfiguration};
 use crate::error::{Error, Result};
 use crate::mode::ConnectionMode;
 use crate::value::{Row, Value};
@@ -37,6 +37,15 @@ pub trait Backend: Send + Sync + 'static {
     type MySql: BackendConnector;
     /// The SQLite connector, or [`Disabled`].
     type Sqlite: BackendConnector;
+
+    /// [`BackendConnector::READS_DECLARED_TYPES`] of this backend's connector for `kind`.
+    fn reads_declared_types(kind: DatabaseKind) -> bool {
+        match kind {
+            DatabaseKind::Postgres => Self::Postgres::READS_DECLARED_TYPES,
+            DatabaseKind::MySql => Self::MySql::READS_DECLARED_TYPES,
+            DatabaseKind::Sqlite => Self::Sqlite::READS_DECLARED_TYPES,
+        }
+    }
 }
 
 /// A backend's connector for one database: core's [`Connector`] plus the neutral SQL
@@ -46,6 +55,13 @@ pub trait Backend: Send + Sync + 'static {
 pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
     /// `false` only for [`Disabled`]: the database's feature is off.
     const ENABLED: bool = true;
+
+    /// Whether a fetched value takes the column's declared type (a MySQL `BOOLEAN` reads as
+    /// `Value::Bool`, a SQLite `DATETIME` as `Value::Timestamp`), or, when `false`, the type
+    /// the driver reports for the value itself (a MySQL `BOOLEAN` is the `TINYINT` it is
+    /// stored as; a SQLite value comes by its storage class: integer, real, text or blob).
+    /// Typed reads (`Row::try_get::<bool>`) give the same answer either way.
+    const READS_DECLARED_TYPES: bool = true;
 
     /// A connector for `url` with the preset's session settings (application name, time
     /// zone, read-only switch).
