@@ -1,6 +1,6 @@
 //! `Diesel`: the diesel backend's connectors per database; `DieselManager` is core's `Manager` over them.
 
-use ucm_kernel::backend::{Backend, Session};
+use ucm_kernel::backend::{Backend, PooledSession};
 use ucm_kernel::{Connection, Manager};
 
 use crate::connector::DieselConnector;
@@ -40,4 +40,4 @@ pub type DieselConnection = Connection<Diesel>;
 
 /// A checked-out diesel connection of dialect `D`; `&mut **session` is the diesel-async
 /// connection, for the diesel DSL.
-pub type DieselSession<D> = Session<DieselConnector<D>>;
+pub type DieselSession<D> = PooledSession<DieselConnector<D>>;

@@ -1,6 +1,6 @@
 //! `Sqlx`: the sqlx backend's connectors per database; `SqlxManager` is core's `Manager` over them.
 
-use ucm_kernel::backend::{Backend, Session};
+use ucm_kernel::backend::{Backend, PooledSession};
 use ucm_kernel::{Connection, Manager};
 
 use crate::connector::SqlxConnector;
@@ -40,4 +40,4 @@ pub type SqlxConnection = Connection<Sqlx>;
 
 /// A checked-out sqlx connection of dialect `D`; derefs to the sqlx connection, for sqlx's
 /// own executors and types.
-pub type SqlxSession<D> = Session<SqlxConnector<D>>;
+pub type SqlxSession<D> = PooledSession<SqlxConnector<D>>;

@@ -11,7 +11,7 @@
 //! The helpers here keep backends to driver glue: [`replication_status`] answers the
 //! health loop over the neutral surface, [`apply_session_statements`] runs the settings a
 //! server takes only as statements, [`classify_sqlstate`] reads a server's error code,
-//! [`Session`] and [`ObservedStatement`] run a driver-shaped handle's statements through
+//! [`PooledSession`] and [`ObservedStatement`] run a driver-shaped handle's statements through
 //! the pool's deadlines, metrics and breaker, and [`rerun_transaction`] is the retried
 //! transaction loop those handles share.
 
@@ -20,6 +20,6 @@ pub use crate::connector::{
     ReplicationStatus, apply_session_statements, replication_status,
 };
 pub use crate::error::{SqlStateClass, classify_connect_sqlstate, classify_sqlstate};
-pub use crate::manager::{ObservedStatement, Session};
+pub use crate::manager::{ObservedStatement, PooledSession};
 pub use crate::pool::{Pool, PooledConnection, StatementExpiry};
 pub use crate::protocol::rerun_transaction;

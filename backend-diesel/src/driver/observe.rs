@@ -1,4 +1,4 @@
-//! How the diesel handles observe the statements diesel runs: ucm's diesel `Instrumentation` keeps each statement's text, and `Observed` runs the driver's future through core's `Session::observe_start`/`observe_finish` (in flight, client deadline, span, metrics, breaker, eviction).
+//! How the diesel handles observe the statements diesel runs: ucm's diesel `Instrumentation` keeps each statement's text, and `Observed` runs the driver's future through core's `PooledSession::observe_start`/`observe_finish` (in flight, client deadline, span, metrics, breaker, eviction).
 
 use std::fmt;
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! How the handles observe a statement sqlx runs: the query's text captured when sqlx takes it, the client deadline, the span, and the settling through core's `Session::observe_finish`; and the executor implementations built on that.
+//! How the handles observe a statement sqlx runs: the query's text captured when sqlx takes it, the client deadline, the span, and the settling through core's `PooledSession::observe_finish`; and the executor implementations built on that.
 
 use std::sync::Arc;
 

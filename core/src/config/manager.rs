@@ -242,12 +242,12 @@ impl fmt::Display for ManagerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "mode:        {}", self.mode)?;
         writeln!(f, "database:    {}", self.kind())?;
-        writeln!(f, "primary:     {}", Endpoint(&self.primary))?;
+        writeln!(f, "primary:     {}", EndpointLine(&self.primary))?;
         if self.replicas.is_empty() {
             writeln!(f, "replicas:    none (reads go to the primary)")?;
         }
         for (i, replica) in self.replicas.iter().enumerate() {
-            writeln!(f, "replica[{i}]:  {}", Endpoint(replica))?;
+            writeln!(f, "replica[{i}]:  {}", EndpointLine(replica))?;
         }
         write!(f, "{}", self.pool)
     }
@@ -271,9 +271,9 @@ const ENV_NAMES: FieldNames = FieldNames {
 };
 
 /// One endpoint line of the report: the redacted URL and its TLS mode.
-struct Endpoint<'a>(&'a DatabaseUrl);
+struct EndpointLine<'a>(&'a DatabaseUrl);
 
-impl fmt::Display for Endpoint<'_> {
+impl fmt::Display for EndpointLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.kind() {
             DatabaseKind::Sqlite => write!(f, "{} (file, no tls)", self.0),

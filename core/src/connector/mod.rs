@@ -50,7 +50,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A backend's connector for one database: core's [`Connector`] plus the neutral SQL
 /// surface on the driver connection. Errors are the driver's, read into a
-/// [`DriverError`]; [`Session`](crate::backend::Session) maps them (with the endpoint, scrubbed), records metrics
+/// [`DriverError`]; [`PooledSession`](crate::backend::PooledSession) maps them (with the endpoint, scrubbed), records metrics
 /// and evicts broken connections.
 pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
     /// `false` only for [`Disabled`]: the database's feature is off.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 pub use direct::{Direct, DirectConnection};
 pub use routing_session::RoutingSession;
-pub use session::{ObservedStatement, Session};
+pub use session::{ObservedStatement, PooledSession};
 
 use crate::config::{DatabaseKind, ManagerConfig};
 use crate::connector::{Backend, BackendConnector};
@@ -31,15 +31,15 @@ pub struct Manager<B: Backend> {
 }
 
 /// A connection from a [`Manager`], for whichever database the URL named; derefs through
-/// its [`Session`] to the driver's connection.
+/// its [`PooledSession`] to the driver's connection.
 #[non_exhaustive]
 pub enum Connection<B: Backend> {
     /// A PostgreSQL session.
-    Postgres(Session<B::Postgres>),
+    Postgres(PooledSession<B::Postgres>),
     /// A MySQL or MariaDB session.
-    MySql(Session<B::MySql>),
+    MySql(PooledSession<B::MySql>),
     /// A SQLite session.
-    Sqlite(Session<B::Sqlite>),
+    Sqlite(PooledSession<B::Sqlite>),
 }
 
 enum Endpoints<B: Backend> {
@@ -132,13 +132,13 @@ impl<B: Backend> Manager<B> {
     pub async fn get_connection_on_primary(&self, mode: ConnectionMode) -> Result<Connection<B>> {
         Ok(match &self.endpoints {
             Endpoints::Postgres(t) => {
-                Connection::Postgres(Session::new(t.acquire_on_primary(mode).await?))
+                Connection::Postgres(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
             Endpoints::MySql(t) => {
-                Connection::MySql(Session::new(t.acquire_on_primary(mode).await?))
+                Connection::MySql(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
             Endpoints::Sqlite(t) => {
-                Connection::Sqlite(Session::new(t.acquire_on_primary(mode).await?))
+                Connection::Sqlite(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
         })
     }
@@ -220,9 +220,11 @@ impl<B: Backend> ConnectionManagerProtocol for Manager<B> {
 
     async fn get_connection(&self, mode: ConnectionMode) -> Result<Connection<B>> {
         Ok(match &self.endpoints {
-            Endpoints::Postgres(t) => Connection::Postgres(Session::new(t.acquire(mode).await?)),
-            Endpoints::MySql(t) => Connection::MySql(Session::new(t.acquire(mode).await?)),
-            Endpoints::Sqlite(t) => Connection::Sqlite(Session::new(t.acquire(mode).await?)),
+            Endpoints::Postgres(t) => {
+                Connection::Postgres(PooledSession::new(t.acquire(mode).await?))
+            }
+            Endpoints::MySql(t) => Connection::MySql(PooledSession::new(t.acquire(mode).await?)),
+            Endpoints::Sqlite(t) => Connection::Sqlite(PooledSession::new(t.acquire(mode).await?)),
         })
     }
 

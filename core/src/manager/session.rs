@@ -1,4 +1,4 @@
-//! `Session<C>`: a pooled connection of any backend running the neutral SQL surface and explicit transactions, with metrics and eviction written once.
+//! `PooledSession<C>`: a pooled connection of any backend running the neutral SQL surface and explicit transactions, with metrics and eviction written once.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -24,11 +24,11 @@ use crate::value::{Row, Value};
 /// Every statement is timed into the pool's `db.client.operation.duration`; a driver
 /// error is mapped into ucm's [`Error`] (scrubbed, with the endpoint) and, when it says
 /// the connection is broken, the connection is closed instead of pooled.
-pub struct Session<C: BackendConnector> {
+pub struct PooledSession<C: BackendConnector> {
     connection: PooledConnection<C>,
 }
 
-impl<C: BackendConnector> Session<C> {
+impl<C: BackendConnector> PooledSession<C> {
     /// Wraps a pooled connection.
     pub fn new(connection: PooledConnection<C>) -> Self {
         Self { connection }
@@ -220,9 +220,9 @@ impl<C: BackendConnector> Session<C> {
     }
 }
 
-/// A statement run through the driver's own API, observed by its [`Session`].
+/// A statement run through the driver's own API, observed by its [`PooledSession`].
 #[derive(Debug)]
-#[must_use = "finish it with Session::observe_finish, or the connection is closed on return"]
+#[must_use = "finish it with PooledSession::observe_finish, or the connection is closed on return"]
 pub struct ObservedStatement {
     span: Option<Span>,
     started: Instant,
@@ -270,7 +270,7 @@ macro_rules! statement {
     }};
 }
 
-impl<C: BackendConnector> Deref for Session<C> {
+impl<C: BackendConnector> Deref for PooledSession<C> {
     type Target = C::Connection;
 
     fn deref(&self) -> &C::Connection {
@@ -278,19 +278,19 @@ impl<C: BackendConnector> Deref for Session<C> {
     }
 }
 
-impl<C: BackendConnector> DerefMut for Session<C> {
+impl<C: BackendConnector> DerefMut for PooledSession<C> {
     fn deref_mut(&mut self) -> &mut C::Connection {
         &mut self.connection
     }
 }
 
-impl<C: BackendConnector> fmt::Debug for Session<C> {
+impl<C: BackendConnector> fmt::Debug for PooledSession<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("connection", &self.connection).finish()
+        f.debug_struct("PooledSession").field("connection", &self.connection).finish()
     }
 }
 
-impl<C: BackendConnector> Session<C> {
+impl<C: BackendConnector> PooledSession<C> {
     /// Behind a transaction pooler, opens the short transaction a statement run outside
     /// any transaction needs there (the driver's parse and bind round trips must reach the
     /// same server connection, and the mode and deadlines travel in its `BEGIN`); returns
@@ -337,7 +337,7 @@ impl<C: BackendConnector> Session<C> {
 }
 
 #[async_trait]
-impl<C: BackendConnector> SqlExecutor for Session<C> {
+impl<C: BackendConnector> SqlExecutor for PooledSession<C> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let opened = self.open_pooled_autocommit().await?;
         let phase = self.statement_phase();
@@ -354,7 +354,7 @@ impl<C: BackendConnector> SqlExecutor for Session<C> {
 }
 
 #[async_trait]
-impl<C: BackendConnector> TransactionalConnection for Session<C> {
+impl<C: BackendConnector> TransactionalConnection for PooledSession<C> {
     async fn begin(&mut self, mode: ConnectionMode) -> Result<()> {
         // Marked first: if this future is dropped mid-BEGIN, the pool still rolls back.
         // The read-only setting was made for the session at checkout, so BEGIN inherits it;

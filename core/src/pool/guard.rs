@@ -9,7 +9,7 @@ use deadpool::managed::Object;
 use tokio::time::{Instant, timeout};
 
 use super::abandon::StatementExpiry;
-use super::manager::Manager;
+use super::slots::SlotManager;
 use crate::connector::Connector;
 use crate::telemetry::metrics::CloseReason;
 
@@ -20,7 +20,7 @@ use crate::telemetry::metrics::CloseReason;
 /// (so drop never blocks and never leaks an open transaction into the next user), and
 /// closed if the rollback fails or no tokio runtime is available to run it.
 pub struct PooledConnection<C: Connector> {
-    object: Option<Object<Manager<C>>>,
+    object: Option<Object<SlotManager<C>>>,
     checked_out: Instant,
     /// How long the checkout waited; counted into the SLA of the first statement only.
     waited: std::time::Duration,
@@ -32,7 +32,7 @@ pub struct PooledConnection<C: Connector> {
 
 impl<C: Connector> PooledConnection<C> {
     pub(crate) fn new(
-        object: Object<Manager<C>>,
+        object: Object<SlotManager<C>>,
         checked_out: Instant,
         waited: std::time::Duration,
     ) -> Self {
@@ -194,7 +194,7 @@ impl<C: Connector> PooledConnection<C> {
     }
 
     /// Who the connection talks to, as telemetry names it (`None` only after drop).
-    pub fn endpoint(&self) -> Option<&crate::telemetry::Endpoint> {
+    pub fn endpoint(&self) -> Option<&crate::telemetry::EndpointAttributes> {
         self.object.as_ref().map(|object| object.metrics.endpoint())
     }
 
@@ -286,7 +286,7 @@ impl<C: Connector> Drop for PooledConnection<C> {
 
 /// Rolls back the transaction left open on `object`, then returns it to the pool; closes it
 /// if the rollback fails or takes longer than the connect timeout.
-async fn reset_then_return<C: Connector>(mut object: Object<Manager<C>>) {
+async fn reset_then_return<C: Connector>(mut object: Object<SlotManager<C>>) {
     let Some(pool) = Object::pool(&object) else { return };
     let manager = pool.manager();
     let slot = &mut *object;

@@ -21,8 +21,8 @@ mod abandon;
 mod checkout;
 mod guard;
 mod leaks;
-mod manager;
 mod reaper;
+mod slots;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -43,9 +43,9 @@ use crate::config::PoolConfiguration;
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::mode::ConnectionMode;
-use crate::telemetry::Endpoint;
+use crate::telemetry::EndpointAttributes;
 use crate::telemetry::metrics::{CloseReason, PoolMetrics, PoolStatus};
-use manager::Manager;
+use slots::SlotManager;
 
 /// Deadpool's non-blocking checkout: a zero wait tries the semaphore without a timer.
 const NO_WAIT: Timeouts = Timeouts { wait: Some(Duration::ZERO), create: None, recycle: None };
@@ -56,7 +56,7 @@ pub struct Pool<C: Connector> {
 }
 
 pub(crate) struct Inner<C: Connector> {
-    pool: managed::Pool<Manager<C>>,
+    pool: managed::Pool<SlotManager<C>>,
     label: Arc<str>,
     config: PoolConfiguration,
     metrics: Arc<PoolMetrics>,
@@ -97,7 +97,7 @@ impl<C: Connector> Pool<C> {
         config: PoolConfiguration,
         breaker: Option<CircuitBreakerConfig>,
     ) -> Result<Self> {
-        Self::for_endpoint(Endpoint::unnamed(&label.into()), connector, config, breaker)
+        Self::for_endpoint(EndpointAttributes::unnamed(&label.into()), connector, config, breaker)
     }
 
     /// [`Self::new`] for a pool whose telemetry names `endpoint` (database system, name,
@@ -106,7 +106,7 @@ impl<C: Connector> Pool<C> {
     /// # Errors
     /// As [`Self::new`].
     pub fn for_endpoint(
-        endpoint: Endpoint,
+        endpoint: EndpointAttributes,
         connector: C,
         config: PoolConfiguration,
         breaker: Option<CircuitBreakerConfig>,
@@ -126,7 +126,7 @@ impl<C: Connector> Pool<C> {
             None => None,
         };
         let metrics = Arc::new(PoolMetrics::new(endpoint).with_sla_target(config.sla_target()));
-        let manager = Manager::new(
+        let manager = SlotManager::new(
             connector,
             config.clone(),
             Arc::clone(&metrics),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use super::{Inner, manager::Slot};
+use super::{Inner, slots::Slot};
 use crate::connector::Connector;
 use crate::telemetry::metrics::CloseReason;
 

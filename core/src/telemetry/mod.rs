@@ -22,7 +22,7 @@ use crate::error::Error;
 
 /// Who a pool talks to, as telemetry names it; built once per pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct EndpointAttributes {
     /// `db.system.name`: `postgresql`, `mysql`, `mariadb`, `sqlite`, or `other_sql`.
     pub system: &'static str,
     /// `db.namespace`: the database name (the file for SQLite).
@@ -35,7 +35,7 @@ pub struct Endpoint {
     pub pool: String,
 }
 
-impl Endpoint {
+impl EndpointAttributes {
     /// The endpoint `url` names, its pool labelled `pool`.
     pub fn from_url(url: &DatabaseUrl, pool: &str) -> Self {
         let system = match url.kind() {
@@ -71,7 +71,7 @@ impl Endpoint {
 
 /// The span of one statement on `endpoint`, `None` when no subscriber wants it (then no
 /// summary is computed); [`record_failure`] completes it on error.
-pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Option<Span> {
+pub(crate) fn statement_span(endpoint: &EndpointAttributes, sql: &str) -> Option<Span> {
     if !tracing::enabled!(target: "ucm::db", tracing::Level::INFO) {
         return None;
     }
@@ -101,7 +101,7 @@ pub(crate) fn statement_span(endpoint: &Endpoint, sql: &str) -> Option<Span> {
 /// The span of one statement run through a driver's own API, whose text is known only once
 /// the driver takes it: named by [`name_statement_span`] then. `None` when no subscriber
 /// wants it.
-pub(crate) fn driver_statement_span(endpoint: &Endpoint) -> Option<Span> {
+pub(crate) fn driver_statement_span(endpoint: &EndpointAttributes) -> Option<Span> {
     if !tracing::enabled!(target: "ucm::db", tracing::Level::INFO) {
         return None;
     }
@@ -137,7 +137,7 @@ pub(crate) fn name_statement_span(span: &Span, sql: &str) {
 
 /// The span of one checkout from the pool of `endpoint`; `None` when no subscriber wants it,
 /// so the hot path then neither builds a span nor wraps the checkout future in one.
-pub(crate) fn acquire_span(endpoint: &Endpoint, mode: &'static str) -> Option<Span> {
+pub(crate) fn acquire_span(endpoint: &EndpointAttributes, mode: &'static str) -> Option<Span> {
     if !tracing::enabled!(target: "ucm::pool", tracing::Level::INFO) {
         return None;
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 use opentelemetry::{KeyValue, global};
 
-use super::Endpoint;
+use super::EndpointAttributes;
 use crate::error::Error;
 use crate::telemetry::metrics::PoolStatus;
 
@@ -62,7 +62,7 @@ fn seconds_histogram(
 }
 
 impl Instruments {
-    pub(crate) fn new(endpoint: &Endpoint) -> Self {
+    pub(crate) fn new(endpoint: &EndpointAttributes) -> Self {
         let meter = meter();
         let mut operation = vec![KeyValue::new("db.system.name", endpoint.system)];
         if let Some(namespace) = &endpoint.namespace {
@@ -191,7 +191,7 @@ fn counters() -> &'static Counters {
             topology_changes: meter
                 .u64_counter("ucm.topology.changes")
                 .with_unit("{change}")
-                .with_description("Endpoint state changes seen by the health loop (down, banned, recovered) and failovers followed, by endpoint and change.")
+                .with_description("EndpointAttributes state changes seen by the health loop (down, banned, recovered) and failovers followed, by endpoint and change.")
                 .build(),
             long_holds: meter
                 .u64_counter("ucm.pool.long_holds")
@@ -259,7 +259,7 @@ impl std::fmt::Debug for Observed {
 /// Registers the `db.client.connection.*` up-down counters for the pool whose status
 /// `status` reads (through `source`, weakly held).
 pub(crate) fn observe<S: Send + Sync + 'static>(
-    endpoint: &Endpoint,
+    endpoint: &EndpointAttributes,
     source: Weak<S>,
     status: fn(&S) -> PoolStatus,
 ) -> Observed {

@@ -47,7 +47,7 @@ use crate::health::{EndpointRole, EndpointState, HealthReport, HealthStatus};
 use crate::info::{ConnectionInfo, EndpointInfo};
 use crate::mode::ConnectionMode;
 use crate::pool::{Pool, PooledConnection};
-use crate::telemetry::Endpoint as TelemetryEndpoint;
+use crate::telemetry::EndpointAttributes;
 use crate::telemetry::metrics::SlaSummary;
 use endpoint::{Change, Endpoint};
 
@@ -114,7 +114,7 @@ impl<C: Connector> Topology<C> {
             .endpoints()
             .map(|url| {
                 Pool::for_endpoint(
-                    TelemetryEndpoint::from_url(url, &url.label()),
+                    EndpointAttributes::from_url(url, &url.label()),
                     connector_for(url, &pool_config)?,
                     pool_config.clone(),
                     breaker.clone(),

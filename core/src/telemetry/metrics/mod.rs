@@ -15,7 +15,7 @@ pub use histogram::{Histogram, HistogramSnapshot};
 pub use status::{PoolStatus, SlaSummary};
 
 use crate::error::ErrorKind;
-use crate::telemetry::Endpoint;
+use crate::telemetry::EndpointAttributes;
 
 /// Why the pool closed a connection; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ impl CloseReason {
 /// feature, every measurement also goes to the OpenTelemetry instruments of the same name.
 #[derive(Debug)]
 pub struct PoolMetrics {
-    endpoint: Endpoint,
+    endpoint: EndpointAttributes,
     #[cfg(feature = "otel")]
     otel: crate::telemetry::otel::Instruments,
     acquire_timeouts: AtomicU64,
@@ -116,13 +116,13 @@ pub struct PoolMetricsSnapshot {
 
 impl Default for PoolMetrics {
     fn default() -> Self {
-        Self::new(Endpoint::unnamed("pool"))
+        Self::new(EndpointAttributes::unnamed("pool"))
     }
 }
 
 impl PoolMetrics {
     /// Empty metrics for the pool of `endpoint`.
-    pub fn new(endpoint: Endpoint) -> Self {
+    pub fn new(endpoint: EndpointAttributes) -> Self {
         Self {
             #[cfg(feature = "otel")]
             otel: crate::telemetry::otel::Instruments::new(&endpoint),
@@ -150,7 +150,7 @@ impl PoolMetrics {
     }
 
     /// Who the pool talks to, as telemetry names it.
-    pub fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &EndpointAttributes {
         &self.endpoint
     }
 

@@ -1,4 +1,4 @@
-//! The deadpool `Manager` that adapts a `Connector`: lifetimes with jitter, validation only after idle, bounded I/O.
+//! `SlotManager`, the deadpool `Manager` that adapts a `Connector` (lifetimes with jitter, validation only after idle, bounded I/O), and `Slot`, one pooled connection with its bookkeeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +65,7 @@ pub(crate) struct PooledBegin {
 }
 
 /// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
-pub(crate) struct Manager<C> {
+pub(crate) struct SlotManager<C> {
     pub(crate) connector: C,
     pub(crate) config: PoolConfiguration,
     pub(crate) metrics: Arc<PoolMetrics>,
@@ -84,7 +84,7 @@ pub(crate) struct Manager<C> {
     pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
 }
 
-impl<C: Connector> Manager<C> {
+impl<C: Connector> SlotManager<C> {
     /// A manager for `connector`, suspecting nothing yet.
     pub(crate) fn new(
         connector: C,
@@ -147,7 +147,7 @@ impl<C: Connector> Manager<C> {
     }
 }
 
-impl<C: Connector> managed::Manager for Manager<C> {
+impl<C: Connector> managed::Manager for SlotManager<C> {
     type Type = Slot<C::Connection>;
     type Error = Error;
 
