@@ -8,11 +8,11 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio::sync::Notify;
 use ucm_kernel::{
     ConnectFailure, ConnectionManagerProtocol, ConnectionMode, DatabaseKind, Error, ErrorKind,
-    HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt, SqlExecutor,
+    HealthStatus, ManagerConfig, ManagerMode, PoolConfiguration, ProtocolExt, Result, SqlExecutor,
     TransactionalConnection, Value,
 };
 
-use crate::{Backend, Target, unique_table};
+use crate::{Backend, Outcome, Target, unique_table};
 
 /// A small pool with its own application name, so tests can find their own sessions.
 fn small_pool(size: usize, app: &str) -> PoolConfiguration {
@@ -32,41 +32,36 @@ async fn connect<B: Backend>(target: &Target, size: usize, app: &str) -> B::Mana
         .unwrap_or_else(|e| panic!("{} could not connect to {}: {e}", B::NAME, target.kind))
 }
 
-async fn create_counter_table<M: ConnectionManagerProtocol>(m: &M, table: &str) {
+async fn create_counter_table<M: ConnectionManagerProtocol>(m: &M, table: &str) -> Outcome {
     let sql = format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)");
-    m.execute(ConnectionMode::ReadWrite, &sql, &[]).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &sql, &[]).await?;
+    Ok(())
 }
 
-async fn drop_table<M: ConnectionManagerProtocol>(m: &M, table: &str) {
-    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE IF EXISTS {table}"), &[])
-        .await
-        .unwrap();
+async fn drop_table<M: ConnectionManagerProtocol>(m: &M, table: &str) -> Outcome {
+    m.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE IF EXISTS {table}"), &[]).await?;
+    Ok(())
 }
 
-async fn count<M: ConnectionManagerProtocol>(m: &M, table: &str) -> i64 {
+async fn count<M: ConnectionManagerProtocol>(m: &M, table: &str) -> Result<i64> {
     let rows = m
         .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT COUNT(*) AS c FROM {table}"), &[])
-        .await
-        .unwrap();
-    rows[0].try_get("c").unwrap()
+        .await?;
+    rows[0].try_get("c")
 }
 
 /// Every protocol method, end to end.
-pub async fn protocol_methods<B: Backend>(t: &Target) {
+pub async fn protocol_methods<B: Backend>(t: &Target) -> Outcome {
     let m = connect::<B>(t, 2, "ucm_t_protocol").await;
     let table = unique_table("proto");
-    create_counter_table(&m, &table).await;
+    create_counter_table(&m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n, note) VALUES ({})", t.placeholders(3));
     assert_eq!(
-        m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 10.into(), "one".into()])
-            .await
-            .unwrap(),
+        m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 10.into(), "one".into()]).await?,
         1
     );
     assert_eq!(
-        m.execute(ConnectionMode::Batch, &insert, &[2.into(), 20.into(), Value::Null])
-            .await
-            .unwrap(),
+        m.execute(ConnectionMode::Batch, &insert, &[2.into(), 20.into(), Value::Null]).await?,
         1
     );
     let rows = m
@@ -75,12 +70,11 @@ pub async fn protocol_methods<B: Backend>(t: &Target) {
             &format!("SELECT id, n, note FROM {table} ORDER BY id"),
             &[],
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 10);
-    assert_eq!(rows[0].try_get::<String>("note").unwrap(), "one");
-    assert_eq!(rows[1].try_get::<Option<String>>("note").unwrap(), None);
+    assert_eq!(rows[0].try_get::<i64>("n")?, 10);
+    assert_eq!(rows[0].try_get::<String>("note")?, "one");
+    assert_eq!(rows[1].try_get::<Option<String>>("note")?, None);
     let select = format!("SELECT n FROM {table} ORDER BY id");
     let update = format!("UPDATE {table} SET n = n + 1");
     let total: i64 = m
@@ -92,8 +86,7 @@ pub async fn protocol_methods<B: Backend>(t: &Target) {
                 rows.iter().map(|r| r.try_get::<i64>("n")).sum()
             })
         })
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(total, 32);
     let report = m.health_check().await;
     assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
@@ -110,16 +103,17 @@ pub async fn protocol_methods<B: Backend>(t: &Target) {
         "statements are timed: {:?}",
         primary.metrics.operations
     );
-    drop_table(&m, &table).await;
-    m.close().await.unwrap();
+    drop_table(&m, &table).await?;
+    m.close().await?;
     assert!(!m.is_healthy());
     let err = m.execute(ConnectionMode::ReadWrite, "SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    Ok(())
 }
 
 /// Every neutral value type goes in as a parameter and comes back as the same value (or,
 /// where the database has no such type, as its documented stand-in).
-pub async fn values_round_trip<B: Backend>(t: &Target) {
+pub async fn values_round_trip<B: Backend>(t: &Target) -> Outcome {
     let m = connect::<B>(t, 1, "ucm_t_values").await;
     let table = unique_table("values");
     let ddl = match t.kind {
@@ -138,8 +132,7 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
         &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, {ddl})"),
         &[],
     )
-    .await
-    .unwrap();
+    .await?;
     let date = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
     let time = NaiveTime::from_hms_micro_opt(7, 30, 1, 123_456).unwrap();
     let ts = date.and_time(time);
@@ -176,11 +169,11 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
     }
     let list = columns.join(", ");
     let insert = format!("INSERT INTO {table} ({list}) VALUES ({placeholders})");
-    m.execute(ConnectionMode::ReadWrite, &insert, &values).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &insert, &values).await?;
     // A row of NULLs: an untyped NULL must be accepted by every column type.
     let nulls: Vec<Value> =
         std::iter::once(Value::Int(2)).chain((1..values.len()).map(|_| Value::Null)).collect();
-    m.execute(ConnectionMode::ReadWrite, &insert, &nulls).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &insert, &nulls).await?;
 
     let rows = m
         .fetch_all(
@@ -188,8 +181,7 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
             &format!("SELECT {list} FROM {table} ORDER BY id"),
             &[],
         )
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(rows[0].columns(), columns, "columns come back in the order selected");
     // What each column should give back, by name.
     let mut expected: Vec<(&str, Value)> = columns.into_iter().zip(values).collect();
@@ -199,7 +191,7 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
     };
     // Where a database lacks a type, the stand-in it stores is what comes back; JSON
     // stored as text (SQLite) or binary-collated text (MariaDB) still reads as the document.
-    assert_eq!(rows[0].try_get::<serde_json::Value>("v_json").unwrap(), json, "{}", t.kind);
+    assert_eq!(rows[0].try_get::<serde_json::Value>("v_json")?, json, "{}", t.kind);
     let as_stored = |column: &str| rows[0].get(column).cloned().unwrap_or(Value::Null);
     match t.kind {
         DatabaseKind::MySql => {
@@ -233,24 +225,24 @@ pub async fn values_round_trip<B: Backend>(t: &Target) {
     }
     // Whatever a database stores them as, typed reads give the values written.
     let r = &rows[0];
-    assert!(r.try_get::<bool>("v_bool").unwrap());
-    assert_eq!(r.try_get::<chrono::NaiveDateTime>("v_ts").unwrap(), ts);
-    assert_eq!(r.try_get::<chrono::DateTime<chrono::Utc>>("v_tz").unwrap(), ts.and_utc());
-    assert_eq!(r.try_get::<NaiveDate>("v_date").unwrap(), date);
-    assert_eq!(r.try_get::<NaiveTime>("v_time").unwrap(), time);
-    assert_eq!(r.try_get::<uuid::Uuid>("v_uuid").unwrap(), uuid);
+    assert!(r.try_get::<bool>("v_bool")?);
+    assert_eq!(r.try_get::<chrono::NaiveDateTime>("v_ts")?, ts);
+    assert_eq!(r.try_get::<chrono::DateTime<chrono::Utc>>("v_tz")?, ts.and_utc());
+    assert_eq!(r.try_get::<NaiveDate>("v_date")?, date);
+    assert_eq!(r.try_get::<NaiveTime>("v_time")?, time);
+    assert_eq!(r.try_get::<uuid::Uuid>("v_uuid")?, uuid);
     assert!(rows[1].values()[1..].iter().all(Value::is_null), "{:?}", rows[1]);
-    drop_table(&m, &table).await;
+    drop_table(&m, &table).await?;
+    Ok(())
 }
 
 /// Each mode's preset reaches the pool: prefilled to the pool size, the max and the
 /// session settings (application name, UTC) as the preset says.
-pub async fn presets_reach_the_pool<B: Backend>(t: &Target) {
+pub async fn presets_reach_the_pool<B: Backend>(t: &Target) -> Outcome {
     for mode in ManagerMode::ALL {
         let preset = PoolConfiguration::for_mode(mode);
-        let config =
-            ManagerConfig::builder(mode).primary(&t.url).pool(preset.clone()).build().unwrap();
-        let m = B::connect(config).await.unwrap();
+        let config = ManagerConfig::builder(mode).primary(&t.url).pool(preset.clone()).build()?;
+        let m = B::connect(config).await?;
         let info = m.connection_info();
         assert_eq!(info.mode, mode);
         let status = info.primary().unwrap().status;
@@ -265,42 +257,40 @@ pub async fn presets_reach_the_pool<B: Backend>(t: &Target) {
                         "SELECT current_setting('application_name') AS app, current_setting('TimeZone') AS tz",
                         &[],
                     )
-                    .await
-                    .unwrap();
-                assert_eq!(rows[0].try_get::<String>("app").unwrap(), preset.application_name());
-                assert_eq!(rows[0].try_get::<String>("tz").unwrap(), "UTC");
+                    .await?;
+                assert_eq!(rows[0].try_get::<String>("app")?, preset.application_name());
+                assert_eq!(rows[0].try_get::<String>("tz")?, "UTC");
                 let rows = m
                     .fetch_all(
                         ConnectionMode::ReadOnly,
                         "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = $1",
                         &[preset.application_name().into()],
                     )
-                    .await
-                    .unwrap();
+                    .await?;
                 // Behind a transaction pooler the server sees the pooler's connections,
                 // not the manager's.
-                let open: i64 = rows[0].try_get("n").unwrap();
+                let open: i64 = rows[0].try_get("n")?;
                 let pooled = t.url.contains("pooler=transaction");
                 assert!(pooled || open >= preset.pool_size() as i64, "{mode}: {open} sessions");
             }
             DatabaseKind::MySql => {
                 let rows = m
                     .fetch_all(ConnectionMode::ReadOnly, "SELECT @@session.time_zone AS tz", &[])
-                    .await
-                    .unwrap();
-                assert_eq!(rows[0].try_get::<String>("tz").unwrap(), "+00:00");
+                    .await?;
+                assert_eq!(rows[0].try_get::<String>("tz")?, "+00:00");
             }
             _ => {}
         }
-        m.close().await.unwrap();
+        m.close().await?;
     }
+    Ok(())
 }
 
 /// `ReadOnly` is enforced by the database, and the same pool serves writes afterwards.
-pub async fn read_only_is_enforced<B: Backend>(t: &Target) {
+pub async fn read_only_is_enforced<B: Backend>(t: &Target) -> Outcome {
     let m = connect::<B>(t, 1, "ucm_t_readonly").await;
     let table = unique_table("ro");
-    create_counter_table(&m, &table).await;
+    create_counter_table(&m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
     let err =
         m.execute(ConnectionMode::ReadOnly, &insert, &[1.into(), 1.into()]).await.unwrap_err();
@@ -313,18 +303,19 @@ pub async fn read_only_is_enforced<B: Backend>(t: &Target) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ReadOnlyViolation, "{err}");
-    assert_eq!(count(&m, &table).await, 0);
+    assert_eq!(count(&m, &table).await?, 0);
     // The one connection switches back for writes.
-    m.execute(ConnectionMode::ReadWrite, &insert, &[3.into(), 3.into()]).await.unwrap();
-    assert_eq!(count(&m, &table).await, 1);
-    drop_table(&m, &table).await;
+    m.execute(ConnectionMode::ReadWrite, &insert, &[3.into(), 3.into()]).await?;
+    assert_eq!(count(&m, &table).await?, 1);
+    drop_table(&m, &table).await?;
+    Ok(())
 }
 
 /// Commit on `Ok`, roll back on `Err`.
-pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) {
+pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) -> Outcome {
     let m = connect::<B>(t, 2, "ucm_t_tx").await;
     let table = unique_table("tx");
-    create_counter_table(&m, &table).await;
+    create_counter_table(&m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
     let sql = insert.clone();
     m.transaction(ConnectionMode::Transactional, |tx| {
@@ -334,9 +325,8 @@ pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) {
             tx.execute(&sql, &[2.into(), 2.into()]).await
         })
     })
-    .await
-    .unwrap();
-    assert_eq!(count(&m, &table).await, 2);
+    .await?;
+    assert_eq!(count(&m, &table).await?, 2);
     let sql = insert.clone();
     let err = m
         .transaction(ConnectionMode::Transactional, |tx| {
@@ -349,7 +339,7 @@ pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Other);
-    assert_eq!(count(&m, &table).await, 2, "rolled back");
+    assert_eq!(count(&m, &table).await?, 2, "rolled back");
     // A constraint violation inside is reported as such and rolls back the whole unit.
     let err = m
         .transaction(ConnectionMode::Transactional, |tx| {
@@ -362,15 +352,16 @@ pub async fn transactions_commit_and_roll_back<B: Backend>(t: &Target) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Constraint, "{err}");
-    assert_eq!(count(&m, &table).await, 2);
-    drop_table(&m, &table).await;
+    assert_eq!(count(&m, &table).await?, 2);
+    drop_table(&m, &table).await?;
+    Ok(())
 }
 
 /// A panic inside a transaction rolls it back before the connection is reused.
-pub async fn a_panic_rolls_back<B: Backend>(t: &Target) {
+pub async fn a_panic_rolls_back<B: Backend>(t: &Target) -> Outcome {
     let m = Arc::new(connect::<B>(t, 1, "ucm_t_panic").await);
     let table = unique_table("panic");
-    create_counter_table(&*m, &table).await;
+    create_counter_table(&*m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
     let task = {
         let m = Arc::clone(&m);
@@ -389,27 +380,28 @@ pub async fn a_panic_rolls_back<B: Backend>(t: &Target) {
     };
     assert!(task.await.unwrap_err().is_panic());
     // The rollback runs on a spawned task; the pool's only connection must come back clean.
-    let mut connection = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
-    assert_no_open_transaction::<B, _>(t, "ucm_t_panic", &mut connection).await;
+    let mut connection = m.get_connection(ConnectionMode::ReadWrite).await?;
+    assert_no_open_transaction::<B, _>(t, "ucm_t_panic", &mut connection).await?;
     drop(connection);
-    assert_eq!(count(&*m, &table).await, 0, "the insert was rolled back");
-    drop_table(&*m, &table).await;
+    assert_eq!(count(&*m, &table).await?, 0, "the insert was rolled back");
+    drop_table(&*m, &table).await?;
+    Ok(())
 }
 
 /// Two real conflicting transactions: the loser fails with a serialization failure (or,
 /// on MySQL, a deadlock, SQLSTATE 40001 too) and is re-run from the start; both commit.
 /// SQLite is exempt: its writers take the lock at `BEGIN IMMEDIATE` and queue, so they
 /// never conflict this way.
-pub async fn serialization_failures_are_retried<B: Backend>(t: &Target) {
+pub async fn serialization_failures_are_retried<B: Backend>(t: &Target) -> Outcome {
     if t.kind == DatabaseKind::Sqlite {
-        return;
+        return Ok(());
     }
     let m = Arc::new(connect::<B>(t, 3, "ucm_t_conflict").await);
     let table = unique_table("conflict");
-    create_counter_table(&*m, &table).await;
+    create_counter_table(&*m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
-    m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 0.into()]).await.unwrap();
-    m.execute(ConnectionMode::ReadWrite, &insert, &[2.into(), 0.into()]).await.unwrap();
+    m.execute(ConnectionMode::ReadWrite, &insert, &[1.into(), 0.into()]).await?;
+    m.execute(ConnectionMode::ReadWrite, &insert, &[2.into(), 0.into()]).await?;
     let attempts = Arc::new(AtomicU32::new(0));
     let first_locked = Arc::new(Notify::new());
     let second_locked = Arc::new(Notify::new());
@@ -475,24 +467,23 @@ pub async fn serialization_failures_are_retried<B: Backend>(t: &Target) {
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "exactly one transaction was re-run");
     let rows = m
         .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT id, n FROM {table} ORDER BY id"), &[])
-        .await
-        .unwrap();
-    let counts: Vec<i64> = rows.iter().map(|r| r.try_get("n").unwrap()).collect();
+        .await?;
+    let counts: Vec<i64> = rows.iter().map(|r| r.try_get("n")).collect::<Result<_>>()?;
     let expected = if kind == DatabaseKind::Postgres { vec![1, 2] } else { vec![2, 2] };
     assert_eq!(counts, expected, "both transactions' effects, once each");
-    drop_table(&*m, &table).await;
+    drop_table(&*m, &table).await?;
+    Ok(())
 }
 
 /// Exhaustion is `PoolExhausted` with the numbers, distinct from a connect failure.
-pub async fn pool_exhaustion_is_its_own_error<B: Backend>(t: &Target) {
+pub async fn pool_exhaustion_is_its_own_error<B: Backend>(t: &Target) -> Outcome {
     let pool = PoolConfiguration::builder(ManagerMode::McpServer)
         .pool_size(1)
         .max_overflow(0)
         .application_name("ucm_t_exhaust")
-        .build()
-        .unwrap();
-    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await.unwrap();
-    let held = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+        .build()?;
+    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await?;
+    let held = m.get_connection(ConnectionMode::ReadWrite).await?;
     let err = m.get_connection(ConnectionMode::ReadWrite).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
     let text = err.to_string();
@@ -501,11 +492,12 @@ pub async fn pool_exhaustion_is_its_own_error<B: Backend>(t: &Target) {
         "{text}"
     );
     drop(held);
-    m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    m.get_connection(ConnectionMode::ReadWrite).await?;
+    Ok(())
 }
 
 /// A closed port and an unknown host fail at construction with the reason.
-pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
+pub async fn connect_failures_say_why<B: Backend>(t: &Target) -> Outcome {
     let cases: Vec<(String, ConnectFailure)> = match t.kind {
         DatabaseKind::Postgres => vec![
             ("postgres://postgres@127.0.0.1:1/test".into(), ConnectFailure::Refused),
@@ -518,7 +510,7 @@ pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
         _ => vec![("sqlite:///nonexistent-ucm-dir/sub/db.sqlite".into(), ConnectFailure::Other)],
     };
     for (url, expected) in cases {
-        let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build().unwrap();
+        let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build()?;
         match B::connect(config).await {
             Err(Error::ConnectFailed { reason, message, .. }) => {
                 assert_eq!(reason, expected, "{url}: {message}")
@@ -527,6 +519,7 @@ pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
             Ok(_) => panic!("{url}: connected?"),
         }
     }
+    Ok(())
 }
 
 /// Wrong credentials are an authentication failure, and the password appears nowhere.
@@ -534,7 +527,7 @@ pub async fn connect_failures_say_why<B: Backend>(t: &Target) {
 /// and a wrong one (authentication failed) are tried. PostgreSQL here uses trust
 /// authentication, which admits any password, so a role that does not exist stands in.
 /// SQLite has no credentials.
-pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
+pub async fn bad_credentials_say_so<B: Backend>(t: &Target) -> Outcome {
     let url = match t.kind {
         DatabaseKind::Postgres => replace_host_port(
             "postgres://ucm_no_such_role:Sup3r%40Secret@127.0.0.1:5432/test",
@@ -542,31 +535,27 @@ pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
         ),
         DatabaseKind::MySql => {
             let m = connect::<B>(t, 1, "ucm_t_credentials").await;
-            let database = ucm_kernel::DatabaseUrl::parse(&t.url)
-                .unwrap()
-                .database()
-                .unwrap_or("test")
-                .to_owned();
+            let database =
+                ucm_kernel::DatabaseUrl::parse(&t.url)?.database().unwrap_or("test").to_owned();
             for sql in [
                 "CREATE USER IF NOT EXISTS 'ucm_pw_user'@'%' IDENTIFIED BY 'Right%Pass'".to_owned(),
                 "ALTER USER 'ucm_pw_user'@'%' IDENTIFIED BY 'Right%Pass'".to_owned(),
                 format!("GRANT SELECT ON `{database}`.* TO 'ucm_pw_user'@'%'"),
             ] {
-                m.execute(ConnectionMode::ReadWrite, &sql, &[]).await.unwrap();
+                m.execute(ConnectionMode::ReadWrite, &sql, &[]).await?;
             }
-            m.close().await.unwrap();
+            m.close().await?;
             let right =
                 replace_host_port("mysql://ucm_pw_user:Right%25Pass@127.0.0.1:3306/", &t.url)
                     + &database;
-            let config =
-                ManagerConfig::builder(ManagerMode::Admin).primary(&right).build().unwrap();
+            let config = ManagerConfig::builder(ManagerMode::Admin).primary(&right).build()?;
             B::connect(config).await.map(|_| ()).expect("the right password connects");
             replace_host_port("mysql://ucm_pw_user:Sup3r%40Secret@127.0.0.1:3306/", &t.url)
                 + &database
         }
-        _ => return,
+        _ => return Ok(()),
     };
-    let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build().unwrap();
+    let config = ManagerConfig::builder(ManagerMode::Admin).primary(&url).build()?;
     let err = B::connect(config).await.map(|_| ()).unwrap_err();
     let text = err.to_string();
     match &err {
@@ -577,11 +566,12 @@ pub async fn bad_credentials_say_so<B: Backend>(t: &Target) {
     }
     assert!(!text.contains("Sup3r") && !format!("{err:?}").contains("Sup3r"), "{text}");
     assert!(text.contains("check the user name and password"), "{text}");
+    Ok(())
 }
 
 /// Uses the target's host and port in a URL written for the defaults.
 fn replace_host_port(url: &str, target: &str) -> String {
-    let target = ucm_kernel::DatabaseUrl::parse(target).unwrap();
+    let target = ucm_kernel::DatabaseUrl::parse(target).expect("a valid URL");
     let (Some(host), Some(port)) = (target.host(), target.port()) else { return url.to_owned() };
     let default = if url.starts_with("postgres") { "127.0.0.1:5432" } else { "127.0.0.1:3306" };
     url.replace(default, &format!("{host}:{port}"))
@@ -589,10 +579,10 @@ fn replace_host_port(url: &str, target: &str) -> String {
 
 /// Dropping acquire and transaction futures at many points leaves the pool whole and no
 /// transaction open on the server.
-pub async fn dropped_futures_leak_nothing<B: Backend>(t: &Target) {
+pub async fn dropped_futures_leak_nothing<B: Backend>(t: &Target) -> Outcome {
     let m = connect::<B>(t, 3, "ucm_t_cancel").await;
     let table = unique_table("cancel");
-    create_counter_table(&m, &table).await;
+    create_counter_table(&m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({})", t.placeholders(2));
     let pause = match t.kind {
         DatabaseKind::Postgres => "SELECT pg_sleep(0.005)",
@@ -621,13 +611,14 @@ pub async fn dropped_futures_leak_nothing<B: Backend>(t: &Target) {
     // Hold every connection of the pool and check each is clean.
     let mut all = Vec::new();
     for _ in 0..3 {
-        all.push(m.get_connection(ConnectionMode::ReadWrite).await.unwrap());
+        all.push(m.get_connection(ConnectionMode::ReadWrite).await?);
     }
     for connection in &mut all {
-        assert_no_open_transaction::<B, _>(t, "ucm_t_cancel", connection).await;
+        assert_no_open_transaction::<B, _>(t, "ucm_t_cancel", connection).await?;
     }
     drop(all);
-    drop_table(&m, &table).await;
+    drop_table(&m, &table).await?;
+    Ok(())
 }
 
 /// Asserts that no transaction is open on `connection` (of a pool whose sessions carry
@@ -636,7 +627,7 @@ async fn assert_no_open_transaction<B: Backend, C: TransactionalConnection>(
     t: &Target,
     app: &str,
     connection: &mut C,
-) {
+) -> Outcome {
     match t.kind {
         DatabaseKind::Postgres => {
             // Asked from outside: the server's own view of every session of that pool.
@@ -647,27 +638,27 @@ async fn assert_no_open_transaction<B: Backend, C: TransactionalConnection>(
                     "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
                     &[app.into()],
                 )
-                .await
-                .unwrap();
-            assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 0, "a transaction was left open");
-            observer.close().await.unwrap();
+                .await?;
+            assert_eq!(rows[0].try_get::<i64>("n")?, 0, "a transaction was left open");
+            observer.close().await?;
         }
         DatabaseKind::MySql => {
-            let rows = connection.fetch_all("SELECT @@in_transaction AS t", &[]).await.unwrap();
-            assert_eq!(rows[0].try_get::<i64>("t").unwrap(), 0, "a transaction was left open");
+            let rows = connection.fetch_all("SELECT @@in_transaction AS t", &[]).await?;
+            assert_eq!(rows[0].try_get::<i64>("t")?, 0, "a transaction was left open");
         }
         _ => {
             // BEGIN fails inside an open transaction on SQLite.
             connection.begin(ConnectionMode::ReadWrite).await.expect("a transaction was left open");
-            connection.rollback().await.unwrap();
+            connection.rollback().await?;
         }
     }
+    Ok(())
 }
 
 /// `close()` waits for checked-out connections, then refuses new work.
-pub async fn close_drains<B: Backend>(t: &Target) {
+pub async fn close_drains<B: Backend>(t: &Target) -> Outcome {
     let m = Arc::new(connect::<B>(t, 2, "ucm_t_close").await);
-    let held = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let held = m.get_connection(ConnectionMode::ReadWrite).await?;
     let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let holder = {
         let released = Arc::clone(&released);
@@ -677,33 +668,33 @@ pub async fn close_drains<B: Backend>(t: &Target) {
             drop(held);
         })
     };
-    m.close().await.unwrap();
+    m.close().await?;
     // close() may return only once the checked-out connection has come back and been closed.
     assert!(
         released.load(Ordering::SeqCst),
         "close returned while a connection was still checked out"
     );
     assert_eq!(m.connection_info().primary().unwrap().status.size, 0);
-    holder.await.unwrap();
+    holder.await.expect("the holding task ran to its end");
     let err = m.get_connection(ConnectionMode::ReadOnly).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
+    Ok(())
 }
 
 /// `McpServer`'s statement timeout (150 ms) is enforced by the server: a 3 s statement is
 /// cancelled, the error names the limit and how to raise it, and the session stays usable.
-pub async fn statement_timeouts_are_enforced<B: Backend>(t: &Target) {
+pub async fn statement_timeouts_are_enforced<B: Backend>(t: &Target) -> Outcome {
     let sleep = match t.kind {
         DatabaseKind::Postgres => "SELECT 1 FROM pg_sleep(3)",
         DatabaseKind::MySql => "SELECT SLEEP(3)",
-        DatabaseKind::Sqlite => return, // No server to cancel a statement.
+        DatabaseKind::Sqlite => return Ok(()), // No server to cancel a statement.
     };
     let pool = PoolConfiguration::builder(ManagerMode::McpServer)
         .pool_size(1)
         .max_overflow(0)
         .application_name("ucm_t_deadline")
-        .build()
-        .unwrap();
-    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await.unwrap();
+        .build()?;
+    let m = B::connect(t.config(ManagerMode::McpServer, pool)).await?;
     for mode in [ConnectionMode::ReadOnly, ConnectionMode::ReadWrite] {
         let started = std::time::Instant::now();
         let err = m.fetch_all(mode, sleep, &[]).await.unwrap_err();
@@ -722,29 +713,30 @@ pub async fn statement_timeouts_are_enforced<B: Backend>(t: &Target) {
         eprintln!("statement timeout figure: {} {} {mode}: answered in {took:?}", B::NAME, t.kind);
     }
     // A server-side cancel ends the statement, not the session.
-    m.fetch_all(ConnectionMode::ReadOnly, "SELECT 1", &[]).await.unwrap();
+    m.fetch_all(ConnectionMode::ReadOnly, "SELECT 1", &[]).await?;
     let closed = m.connection_info().primary().unwrap().metrics.connections_closed.clone();
     assert!(!closed.iter().any(|(reason, _)| *reason == "broken"), "{closed:?}");
-    m.close().await.unwrap();
+    m.close().await?;
+    Ok(())
 }
 
 /// A statement whose future is dropped mid-flight (a caller's timeout, a cancelled task)
 /// never leaves its connection, still running it, to the next borrower.
-pub async fn a_cancelled_statement_is_not_inherited<B: Backend>(t: &Target) {
+pub async fn a_cancelled_statement_is_not_inherited<B: Backend>(t: &Target) -> Outcome {
     let (pid, sleep) = match t.kind {
         DatabaseKind::Postgres => ("SELECT pg_backend_pid() AS pid", "SELECT pg_sleep(2)"),
         DatabaseKind::MySql => ("SELECT CONNECTION_ID() AS pid", "SELECT SLEEP(2)"),
-        DatabaseKind::Sqlite => return, // In-process: no session to tell apart.
+        DatabaseKind::Sqlite => return Ok(()), // In-process: no session to tell apart.
     };
     let m = connect::<B>(t, 1, "ucm_t_dropped").await;
-    let mut first = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
-    let first_pid = first.fetch_all(pid, &[]).await.unwrap()[0].values().to_vec();
+    let mut first = m.get_connection(ConnectionMode::ReadWrite).await?;
+    let first_pid = first.fetch_all(pid, &[]).await?[0].values().to_vec();
     let cut = tokio::time::timeout(Duration::from_millis(50), first.execute(sleep, &[])).await;
     assert!(cut.is_err(), "the statement was cut off by the caller's timeout");
     drop(first);
     let started = std::time::Instant::now();
-    let mut next = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
-    let next_pid = next.fetch_all(pid, &[]).await.unwrap()[0].values().to_vec();
+    let mut next = m.get_connection(ConnectionMode::ReadWrite).await?;
+    let next_pid = next.fetch_all(pid, &[]).await?[0].values().to_vec();
     assert_ne!(next_pid, first_pid, "the session still running the cancelled statement was reused");
     eprintln!(
         "cancelled statement figure: {} {}: next checkout and query in {:?}",
@@ -753,35 +745,35 @@ pub async fn a_cancelled_statement_is_not_inherited<B: Backend>(t: &Target) {
         started.elapsed()
     );
     drop(next);
-    m.close().await.unwrap();
+    m.close().await?;
+    Ok(())
 }
 
 /// A server that stops answering (every packet blackholed, sockets open: a frozen server or
 /// a partition) is given up on at the client's statement deadline: the connection is
 /// discarded; a read fails with a statement timeout, a write outside a transaction with
 /// `AmbiguousCommit` (it may have been applied). Once the path heals, work resumes.
-pub async fn a_silent_server_meets_the_client_deadline<B: Backend>(t: &Target) {
+pub async fn a_silent_server_meets_the_client_deadline<B: Backend>(t: &Target) -> Outcome {
     if t.kind == DatabaseKind::Sqlite {
-        return;
+        return Ok(());
     }
     let proxy = crate::fault_proxy::FaultProxy::start(
-        crate::fault_proxy::url_target(&t.url).await.unwrap(),
+        crate::fault_proxy::url_target(&t.url).await.expect("the server's address resolves"),
     )
     .await
-    .unwrap();
+    .expect("the fault proxy starts");
     let through = Target { kind: t.kind, url: proxy.url_through(&t.url) };
     let pool = PoolConfiguration::builder(ManagerMode::McpServer)
         .pool_size(2)
         .max_overflow(0)
         .application_name("ucm_t_silent")
-        .build()
-        .unwrap();
-    let m = B::connect(through.config(ManagerMode::McpServer, pool)).await.unwrap();
+        .build()?;
+    let m = B::connect(through.config(ManagerMode::McpServer, pool)).await?;
     let table = unique_table("silent");
-    create_counter_table(&m, &table).await;
+    create_counter_table(&m, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES (1, 1)");
-    let mut reader = m.get_connection(ConnectionMode::ReadOnly).await.unwrap();
-    let mut writer = m.get_connection(ConnectionMode::ReadWrite).await.unwrap();
+    let mut reader = m.get_connection(ConnectionMode::ReadOnly).await?;
+    let mut writer = m.get_connection(ConnectionMode::ReadWrite).await?;
     proxy.blackhole(true);
     let started = std::time::Instant::now();
     let read = reader.fetch_all("SELECT 1", &[]).await.unwrap_err();
@@ -809,44 +801,45 @@ pub async fn a_silent_server_meets_the_client_deadline<B: Backend>(t: &Target) {
     eprintln!("silent server figure: {} {}: read given up after {read_took:?}", B::NAME, t.kind);
     proxy.blackhole(false);
     // New connections through the healed path work; the ambiguous insert was not re-sent.
-    assert!(count(&m, &table).await <= 1);
-    drop_table(&m, &table).await;
-    m.close().await.unwrap();
+    assert!(count(&m, &table).await? <= 1);
+    drop_table(&m, &table).await?;
+    m.close().await?;
+    Ok(())
 }
 
 /// A configured time zone other than UTC reaches every session, although the drivers set
 /// UTC themselves after connecting; an offset keeps its sign on PostgreSQL.
-pub async fn a_configured_time_zone_reaches_the_session<B: Backend>(t: &Target) {
+pub async fn a_configured_time_zone_reaches_the_session<B: Backend>(t: &Target) -> Outcome {
     let (sql, expected): (&str, Value) = match t.kind {
         DatabaseKind::Postgres => {
             ("SELECT EXTRACT(TIMEZONE FROM now())::bigint AS tz", Value::Int(19_800))
         }
         DatabaseKind::MySql => ("SELECT @@session.time_zone AS tz", Value::Text("+05:30".into())),
-        DatabaseKind::Sqlite => return, // No session time zone.
+        DatabaseKind::Sqlite => return Ok(()), // No session time zone.
     };
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(1)
         .max_overflow(0)
         .time_zone("+05:30")
-        .build()
-        .unwrap();
-    let m = B::connect(t.config(ManagerMode::AsyncModern, pool)).await.unwrap();
+        .build()?;
+    let m = B::connect(t.config(ManagerMode::AsyncModern, pool)).await?;
     for mode in [ConnectionMode::ReadOnly, ConnectionMode::ReadWrite] {
-        let rows = m.fetch_all(mode, sql, &[]).await.unwrap();
+        let rows = m.fetch_all(mode, sql, &[]).await?;
         assert_eq!(rows[0].get("tz"), Some(&expected), "{mode}");
     }
-    m.close().await.unwrap();
+    m.close().await?;
+    Ok(())
 }
 
 /// Nothing one manager sets on its session reaches another client: a reader (read-only
 /// checkouts) and a writer alternate statements with parameters, each through its own
 /// connections; on a transaction pooler, which hands one server connection to both in
 /// turn, a read-only setting made for the session would make the writer's inserts fail.
-pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
+pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) -> Outcome {
     let reader = connect::<B>(t, 2, "ucm_t_state_reader").await;
     let writer = connect::<B>(t, 2, "ucm_t_state_writer").await;
     let table = unique_table("state");
-    create_counter_table(&writer, &table).await;
+    create_counter_table(&writer, &table).await?;
     let insert = format!("INSERT INTO {table} (id, n) VALUES ({}, {})", t.p(1), t.p(2));
     let read = format!("SELECT COUNT(*) AS n FROM {table} WHERE n >= {}", t.p(1));
     // What the writer's server session defaults to, whatever its transaction says: a
@@ -857,15 +850,14 @@ pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
         DatabaseKind::MySql | DatabaseKind::Sqlite => "SELECT 'off' AS v",
     };
     for i in 0..40_i64 {
-        let rows =
-            reader.fetch_all(ConnectionMode::ReadOnly, &read, &[0_i64.into()]).await.unwrap();
-        assert_eq!(rows[0].try_get::<i64>("n").unwrap(), i, "the reader sees every earlier insert");
+        let rows = reader.fetch_all(ConnectionMode::ReadOnly, &read, &[0_i64.into()]).await?;
+        assert_eq!(rows[0].try_get::<i64>("n")?, i, "the reader sees every earlier insert");
         writer
             .execute(ConnectionMode::ReadWrite, &insert, &[i.into(), (i * 10).into()])
             .await
             .unwrap_or_else(|e| panic!("insert {i} after a read-only statement: {e}"));
-        let rows = writer.fetch_all(ConnectionMode::ReadWrite, session_default, &[]).await.unwrap();
-        let default = rows[0].try_get::<String>("v").unwrap();
+        let rows = writer.fetch_all(ConnectionMode::ReadWrite, session_default, &[]).await?;
+        let default = rows[0].try_get::<String>("v")?;
         assert!(
             matches!(default.as_str(), "off" | "0"),
             "the writer's session defaults to read-only ({default}) after read {i}"
@@ -882,8 +874,7 @@ pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
                 &format!("DELETE FROM {table} WHERE id = {}", t.p(1)),
                 &[(1000 + i).into()],
             )
-            .await
-            .unwrap();
+            .await?;
     }
     let write =
         reader.execute(ConnectionMode::ReadOnly, &insert, &[99_i64.into(), 0_i64.into()]).await;
@@ -892,7 +883,8 @@ pub async fn no_session_state_reaches_another_client<B: Backend>(t: &Target) {
         ErrorKind::ReadOnlyViolation,
         "the reader stays read-only"
     );
-    drop_table(&writer, &table).await;
-    reader.close().await.unwrap();
-    writer.close().await.unwrap();
+    drop_table(&writer, &table).await?;
+    reader.close().await?;
+    writer.close().await?;
+    Ok(())
 }
