@@ -1,5 +1,6 @@
-//! The `ucm` command line: `demo` (a workload through the unified manager), `check` (diagnose a URL), `health` (the topology), `config` (the effective configuration), `bench` (ucm beside the raw pools).
+//! The `ucm` command line: `audit` (direct connection sites in a codebase), `demo` (a workload through the unified manager), `check` (diagnose a URL), `health` (the topology), `config` (the effective configuration), `bench` (ucm beside the raw pools).
 
+mod audit;
 mod backend;
 mod bench;
 mod check;
@@ -27,6 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Find every place a Rust codebase opens a database connection or pool without ucm
+    /// (sqlx, diesel, r2d2, bb8, deadpool, tokio-postgres, mysql_async, rusqlite) and every
+    /// place it goes through ucm; `--deny` exits 1 while direct sites remain.
+    Audit(audit::AuditArgs),
     /// Run a concurrent mixed workload (reads, writes, transactions, a deliberate conflict) through the unified manager in three modes and print a summary. With no arguments it uses a throwaway SQLite file.
     Demo(demo::DemoArgs),
     /// Connect to a database (DATABASE_URL, or --database-url) and report its version, latency, TLS and read-only state, or diagnose why it cannot be reached.
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Audit(args) => audit::run(&args),
         Command::Config(args) => config::run(&args),
         Command::Demo(args) => block_on(demo::run(&args)),
         Command::Check(args) => block_on(check::run(&args)),

@@ -1,0 +1,13 @@
+//! Fixture for `ucm audit`: a codebase already through ucm everywhere (not compiled).
+
+use ucm::{ManagerConfig, ManagerMode, SqlxPool};
+use ucm_compat::get_db_manager;
+
+pub async fn start(config: ManagerConfig) -> ucm::Result<()> {
+    let manager = ucm::unified_manager_for(config).await?;
+    let pool = SqlxPool::new(manager, ucm::ConnectionMode::ReadWrite);
+    let legacy = get_db_manager("postgres://app@db/app");
+    drop((pool, legacy));
+    let _ = ManagerMode::Admin;
+    Ok(())
+}
