@@ -8,6 +8,7 @@ use ucm::{
 };
 use ucm_sqlx::SqlxManager;
 
+use crate::output::{self, Exit, Format};
 use crate::url_arg;
 
 /// `ucm check` options.
@@ -23,6 +24,45 @@ pub(crate) struct CheckArgs {
     /// Round trips to time.
     #[arg(long, default_value_t = 5)]
     pings: u32,
+    /// `text`, or `json`: one document on standard output, failures included.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// What `ucm check` found, as `--format json` prints it.
+#[derive(Debug, Default, serde::Serialize)]
+struct CheckReport {
+    /// The URL, password redacted; `None` when it could not be read.
+    url: Option<String>,
+    /// The TLS mode ucm resolved for it.
+    tls_mode: Option<String>,
+    /// Whether the server accepted the connection and answered.
+    accepting: bool,
+    /// The exit code (pg_isready's meanings).
+    exit_code: u8,
+    connect_ms: Option<f64>,
+    server: Option<String>,
+    latency: Option<Latency>,
+    tls: Option<String>,
+    read_only: Option<String>,
+    error: Option<Failure>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Latency {
+    best_ms: f64,
+    mean_ms: f64,
+    round_trips: u32,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Failure {
+    /// ucm's error kind (`connect_failed`, `configuration`...), when the error is ucm's.
+    kind: Option<&'static str>,
+    /// Why the connect failed (`refused`, `authentication`...), for a connect failure.
+    reason: Option<String>,
+    /// What went wrong and what to do, in one line, without the password.
+    message: String,
 }
 
 pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
@@ -32,9 +72,34 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
              better DATABASE_URL"
         );
     }
+    let text = args.format == Format::Text;
+    let mut report = CheckReport::default();
+    let outcome = check(args, text, &mut report).await;
+    if let Err(e) = &outcome {
+        report.exit_code = output::code_of(e);
+        if report.error.is_none() {
+            let ucm_error = e.chain().find_map(|cause| cause.downcast_ref::<Error>());
+            report.error = Some(failure(ucm_error, crate::one_line(e)));
+        }
+    }
+    if !text {
+        output::print_json(&report)?;
+    }
+    outcome
+}
+
+/// Connects and asks, filling `report` as it goes (and printing each line when `text`).
+async fn check(args: &CheckArgs, text: bool, report: &mut CheckReport) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if text {
+            println!("{line}");
+        }
+    };
     let flag = args.database_url.as_deref().or(args.url.as_deref());
     let url = DatabaseUrl::parse(&url_arg::required(flag, &["DATABASE_URL"])?)?;
-    println!("checking {url}");
+    report.url = Some(url.to_string());
+    report.tls_mode = Some(url.ssl_mode().to_string());
+    say(format!("checking {url}"));
     let pool = PoolConfiguration::builder(ManagerMode::Admin)
         .pool_size(1)
         .max_overflow(0)
@@ -46,44 +111,49 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let manager = match SqlxManager::connect(config).await {
         Ok(manager) => manager,
         Err(e) => {
-            println!("  connect:   FAILED after {}", ms(started.elapsed()));
-            anyhow::bail!("{}", diagnosis(&e));
+            say(format!("  connect:   FAILED after {}", ms(started.elapsed())));
+            report.error = Some(failure(Some(&e), diagnosis(&e)));
+            return Err(Exit::new(output::code_for(&e), diagnosis(&e)).into());
         }
     };
-    println!("  connect:   ok in {} (tls {})", ms(started.elapsed()), url.ssl_mode());
+    report.connect_ms = Some(millis(started.elapsed()));
+    say(format!("  connect:   ok in {} (tls {})", ms(started.elapsed()), url.ssl_mode()));
     let (version_sql, tls_sql, read_only_sql) = queries(url.kind());
     let version = first_text(&manager, version_sql).await?;
-    println!("  server:    {version}");
+    say(format!("  server:    {version}"));
+    report.server = Some(version);
     let mut best = Duration::MAX;
     let mut total = Duration::ZERO;
-    for _ in 0..args.pings.max(1) {
+    let round_trips = args.pings.max(1);
+    for _ in 0..round_trips {
         let t = Instant::now();
         manager.fetch_all(ConnectionMode::ReadOnly, "SELECT 1", &[]).await?;
         best = best.min(t.elapsed());
         total += t.elapsed();
     }
-    println!(
-        "  latency:   {} best, {} mean over {} round trips",
+    say(format!(
+        "  latency:   {} best, {} mean over {round_trips} round trips",
         ms(best),
-        ms(total / args.pings.max(1)),
-        args.pings.max(1)
-    );
+        ms(total / round_trips)
+    ));
+    report.latency =
+        Some(Latency { best_ms: millis(best), mean_ms: millis(total / round_trips), round_trips });
     // Informational: a server that hides these (say MySQL 8 without information_schema
     // status tables) still passes the check.
     if let Some(sql) = tls_sql {
-        println!(
-            "  tls:       {}",
-            first_text(&manager, sql).await.unwrap_or_else(|e| format!("unknown ({e})"))
-        );
+        let tls = first_text(&manager, sql).await.unwrap_or_else(|e| format!("unknown ({e})"));
+        say(format!("  tls:       {tls}"));
+        report.tls = Some(tls);
     }
     if let Some(sql) = read_only_sql {
-        println!(
-            "  read-only: {}",
-            first_text(&manager, sql).await.unwrap_or_else(|e| format!("unknown ({e})"))
-        );
+        let read_only =
+            first_text(&manager, sql).await.unwrap_or_else(|e| format!("unknown ({e})"));
+        say(format!("  read-only: {read_only}"));
+        report.read_only = Some(read_only);
     }
     manager.close().await?;
-    println!("ok");
+    report.accepting = true;
+    say("ok".to_owned());
     Ok(())
 }
 
@@ -122,6 +192,19 @@ async fn first_text(manager: &SqlxManager, sql: &str) -> anyhow::Result<String> 
         .unwrap_or_else(|| "unknown".into()))
 }
 
+/// The JSON report's reading of a failure: ucm's error kind and connect reason when the
+/// error is ucm's, and the one-line message.
+fn failure(error: Option<&Error>, message: String) -> Failure {
+    Failure {
+        kind: error.map(|e| e.kind().as_str()),
+        reason: error.and_then(|e| match e {
+            Error::ConnectFailed { reason, .. } => Some(reason.to_string()),
+            _ => None,
+        }),
+        message,
+    }
+}
+
 /// One line saying what went wrong and what to do.
 fn diagnosis(error: &Error) -> String {
     match error {
@@ -130,6 +213,10 @@ fn diagnosis(error: &Error) -> String {
         }
         other => other.to_string(),
     }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn ms(d: Duration) -> String {

@@ -2,6 +2,7 @@
 
 use ucm::{ManagerConfig, ManagerMode, PoolConfiguration};
 
+use crate::output::{self, Format};
 use crate::url_arg;
 
 /// `ucm config` options.
@@ -17,12 +18,26 @@ pub(crate) struct ConfigArgs {
     /// Replica URLs, comma-separated; default to $DATABASE_REPLICA_URLS.
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     replica_urls: Vec<String>,
+    /// `text`, or `json`: the same configuration as one document, secrets redacted.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// What `ucm config --format json` prints without a URL: the mode's pool settings.
+#[derive(serde::Serialize)]
+struct PoolOnly<'a> {
+    mode: ManagerMode,
+    primary: Option<String>,
+    pool: &'a PoolConfiguration,
 }
 
 /// The same resolution a manager performs, printed instead of connected.
 pub(crate) fn run(args: &ConfigArgs) -> anyhow::Result<()> {
     let pool = PoolConfiguration::builder(args.mode).from_env()?.build()?;
     let Some(primary) = url_arg::primary(args.database_url.as_deref(), &["DATABASE_URL"]) else {
+        if args.format == Format::Json {
+            return output::print_json(&PoolOnly { mode: args.mode, primary: None, pool: &pool });
+        }
         println!("mode:        {}", args.mode);
         println!("primary:     none (set DATABASE_URL or pass --database-url)");
         print!("{pool}");
@@ -34,6 +49,9 @@ pub(crate) fn run(args: &ConfigArgs) -> anyhow::Result<()> {
         .replicas(replicas)
         .pool(pool)
         .build()?;
-    print!("{config}");
+    match args.format {
+        Format::Json => output::print_json(&config)?,
+        Format::Text => print!("{config}"),
+    }
     Ok(())
 }

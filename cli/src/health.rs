@@ -1,11 +1,13 @@
-//! `ucm health`: the topology as the manager sees it: each endpoint's role, state (healthy, degraded, banned, down), standby or not, replication lag, probe latency, breaker and pool counts; exits non-zero when unhealthy.
+//! `ucm health`: the topology as the manager sees it: each endpoint's role, state (healthy, degraded, banned, down), standby or not, replication lag, probe latency, breaker and pool counts, as text or JSON; exits 0 when healthy, 1 when degraded or unhealthy, 2 when nothing answered.
 
 use ucm::{
-    ConnectionManagerProtocol, DatabaseUrl, Manager, ManagerConfig, ManagerMode, PoolConfiguration,
+    ConnectionInfo, ConnectionManagerProtocol, DatabaseUrl, HealthReport, HealthStatus, Manager,
+    ManagerConfig, ManagerMode, PoolConfiguration,
 };
 use ucm_kernel::backend::Backend;
 
 use crate::backend::BackendChoice;
+use crate::output::{self, Exit, Format};
 use crate::url_arg;
 
 /// `ucm health` options.
@@ -21,6 +23,18 @@ pub(crate) struct HealthArgs {
     /// Which backend drives the connections.
     #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
     backend: BackendChoice,
+    /// `text`, or `json`: the health report and the connection info as one document.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// What `ucm health --format json` prints.
+#[derive(serde::Serialize)]
+struct HealthOutput<'a> {
+    backend: &'static str,
+    exit_code: u8,
+    health: &'a HealthReport,
+    info: &'a ConnectionInfo,
 }
 
 pub(crate) async fn run(args: &HealthArgs) -> anyhow::Result<()> {
@@ -46,6 +60,40 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
     let manager = Manager::<B>::connect(config).await?;
     let report = manager.health_check().await;
     let info = manager.connection_info();
+    manager.close().await?;
+    let code = exit_code(&report);
+    match args.format {
+        Format::Json => {
+            let output =
+                HealthOutput { backend: B::NAME, exit_code: code, health: &report, info: &info };
+            output::print_json(&output)?;
+        }
+        Format::Text => print_text::<B>(&report, &info),
+    }
+    if code != output::ACCEPTING {
+        let what = if code == output::NO_RESPONSE {
+            "no endpoint answered"
+        } else {
+            "the topology is not healthy"
+        };
+        return Err(Exit::new(code, format!("{what}: {}", report.status)).into());
+    }
+    Ok(())
+}
+
+/// pg_isready's codes for a topology: 0 healthy, 2 when no endpoint answered its probe, 1
+/// otherwise (degraded, or unhealthy with a server that answered).
+fn exit_code(report: &HealthReport) -> u8 {
+    if report.status == HealthStatus::Healthy {
+        output::ACCEPTING
+    } else if report.components.iter().all(|c| c.in_recovery.is_none() && c.latency.is_none()) {
+        output::NO_RESPONSE
+    } else {
+        output::REJECTING
+    }
+}
+
+fn print_text<B: Backend>(report: &HealthReport, info: &ConnectionInfo) {
     println!("topology ({} backend): {}", B::NAME, report.status);
     for component in &report.components {
         let endpoint = info.endpoints.iter().find(|e| e.label == component.name);
@@ -90,7 +138,4 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
     if let Some(sla) = &report.sla {
         println!("operations within the {} SLA: {sla}", info.mode);
     }
-    manager.close().await?;
-    anyhow::ensure!(report.status != ucm::HealthStatus::Unhealthy, "the topology is unhealthy");
-    Ok(())
 }

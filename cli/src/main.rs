@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod demo;
 mod health;
+mod output;
 mod telemetry;
 mod url_arg;
 
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 /// ucm, the unified connection manager: one pool per endpoint, breaker, retry, health and metrics for every backend.
 #[derive(Debug, Parser)]
-#[command(name = "ucm", version, about)]
+#[command(name = "ucm", version, about, after_help = output::EXIT_CODES)]
 struct Cli {
     /// Export ucm's spans and metrics with OpenTelemetry: `stdout`, or `otlp` to
     /// OTEL_EXPORTER_OTLP_ENDPOINT. Logs go to standard error, filtered by RUST_LOG.
@@ -31,14 +32,18 @@ enum Command {
     /// Find every place a Rust codebase opens a database connection or pool without ucm
     /// (sqlx, diesel, r2d2, bb8, deadpool, tokio-postgres, mysql_async, rusqlite) and every
     /// place it goes through ucm; `--deny` exits 1 while direct sites remain.
+    #[command(after_help = output::EXIT_CODES)]
     Audit(audit::AuditArgs),
     /// Run a concurrent mixed workload (reads, writes, transactions, a deliberate conflict) through the unified manager in three modes and print a summary. With no arguments it uses a throwaway SQLite file.
     Demo(demo::DemoArgs),
     /// Connect to a database (DATABASE_URL, or --database-url) and report its version, latency, TLS and read-only state, or diagnose why it cannot be reached.
+    #[command(after_help = output::EXIT_CODES)]
     Check(check::CheckArgs),
     /// Print the effective configuration for a mode, secrets redacted.
+    #[command(after_help = output::EXIT_CODES)]
     Config(config::ConfigArgs),
     /// Probe every endpoint (DATABASE_URL and DATABASE_REPLICA_URLS, or the flags) and show the topology: role, health, probe latency, breaker and pool counts.
+    #[command(after_help = output::EXIT_CODES)]
     Health(health::HealthArgs),
     /// Run one contender of the no-I/O checkout benchmark alone (`ucm` or `deadpool`), for
     /// instruction counts under valgrind.
@@ -71,7 +76,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are not errors; a bad option is bad input (3), not clap's
+            // usual 2, which pg_isready's codes give to "no response".
+            let code = if e.use_stderr() { output::BAD_INPUT } else { output::ACCEPTING };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let telemetry = match telemetry::install(cli.otel) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -106,14 +120,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(output::code_of(&e))
         }
     }
 }
 
 /// The error and its causes on one line, skipping a cause whose text the line already
 /// holds (ucm's errors quote the driver's message, which is also their source).
-fn one_line(error: &anyhow::Error) -> String {
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();

@@ -24,7 +24,11 @@ pub(crate) fn primary(flag: Option<&str>, env: &[&str]) -> Option<String> {
 /// Like [`primary`], failing with what to set when no URL is found.
 pub(crate) fn required(flag: Option<&str>, env: &[&str]) -> anyhow::Result<String> {
     primary(flag, env).ok_or_else(|| {
-        anyhow::anyhow!("no database URL: set {} or pass --database-url", env.join(" or "))
+        crate::output::Exit::new(
+            crate::output::BAD_INPUT,
+            format!("no database URL: set {} or pass --database-url", env.join(" or ")),
+        )
+        .into()
     })
 }
 

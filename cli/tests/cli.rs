@@ -140,7 +140,8 @@ fn health_shows_the_topology_and_a_dead_replica() {
     let dead_replica = "postgres://app:hunter2@127.0.0.1:1/app";
     let output = ucm(&["health", "--database-url", &url, "--replica-urls", dead_replica]);
     let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // Degraded: pg_isready's 1 (answering, not all well).
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains(PASSWORD_WARNING), "the replica's password: {stderr}");
     assert!(stdout.contains("topology (sqlx backend): degraded"), "{stdout}");
     assert!(stdout.contains("primary") && stdout.contains("healthy"), "{stdout}");
@@ -154,8 +155,70 @@ fn health_shows_the_topology_and_a_dead_replica() {
     assert!(stdout.contains("topology (diesel backend): healthy"), "{stdout}");
     let output = ucm(&["health"]);
     let (_, stderr) = text(&output);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(3), "no URL is bad input: {stderr}");
     assert!(stderr.contains("set DATABASE_URL or pass --database-url"), "{stderr}");
+}
+
+/// Parses standard output as the one JSON document `--format json` promises.
+fn json_of(output: &Output) -> serde_json::Value {
+    let (stdout, stderr) = text(output);
+    let parsed = serde_json::from_str(&stdout);
+    assert!(parsed.is_ok(), "not JSON ({parsed:?}):\n{stdout}\n{stderr}");
+    parsed.expect("checked above")
+}
+
+#[test]
+fn json_outputs_parse_and_exit_codes_follow_pg_isready() {
+    // No response: nothing listens on port 1.
+    let dead = "postgres://app:Hunter2Secret@127.0.0.1:1/db";
+    let output = ucm_with_env(&["check", "--format", "json"], &[("DATABASE_URL", dead)]);
+    assert_eq!(output.status.code(), Some(2));
+    let report = json_of(&output);
+    assert_eq!(report["accepting"], false);
+    assert_eq!(report["exit_code"], 2);
+    assert_eq!(report["error"]["kind"], "connect_failed");
+    assert_eq!(report["url"], "postgres://app:***@127.0.0.1:1/db");
+    assert!(!report.to_string().contains("Hunter2Secret"), "{report}");
+    // Bad input: no URL, a malformed one, an unknown option.
+    let output = ucm(&["check", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(json_of(&output)["exit_code"], 3);
+    let output =
+        ucm(&["check", "--database-url", "postgres://app:p@ss@db/app", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(json_of(&output)["error"]["kind"], "configuration");
+    assert_eq!(ucm(&["check", "--no-such-option"]).status.code(), Some(3));
+    assert_eq!(ucm(&["--help"]).status.code(), Some(0));
+    // config, with and without a URL.
+    let output = ucm(&[
+        "config",
+        "--format",
+        "json",
+        "--database-url",
+        "postgres://app:Hunter2Secret@db/app",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let config = json_of(&output);
+    assert!(config.to_string().contains("postgres://app:***@db:5432/app"), "{config}");
+    assert!(!config.to_string().contains("Hunter2Secret"), "{config}");
+    assert_eq!(json_of(&ucm(&["config", "--format", "json"]))["primary"], serde_json::Value::Null);
+    // A live server: accepting, and a healthy topology.
+    let Some(url) = postgres_url() else { return };
+    let output = ucm(&["check", "--database-url", &url, "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let report = json_of(&output);
+    assert_eq!(report["accepting"], true);
+    assert!(report["server"].as_str().is_some_and(|s| s.starts_with("PostgreSQL")), "{report}");
+    assert!(report["latency"]["best_ms"].as_f64().is_some(), "{report}");
+    let output = ucm(&["health", "--database-url", &url, "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let health = json_of(&output);
+    assert_eq!(health["health"]["status"], "healthy", "{health}");
+    assert_eq!(health["backend"], "sqlx");
+    assert!(health["info"]["endpoints"].as_array().is_some_and(|e| e.len() == 1), "{health}");
+    // No response from any endpoint: 2.
+    let output = ucm(&["health", "--database-url", dead, "--format", "json"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output).1);
 }
 
 #[test]

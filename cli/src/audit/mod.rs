@@ -6,9 +6,11 @@ mod scan;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use catalogue::Route;
 use scan::Site;
+
+use crate::output::{self, Exit, Format};
 
 /// `ucm audit` options.
 #[derive(Debug, clap::Args)]
@@ -23,13 +25,6 @@ pub(crate) struct AuditArgs {
     /// migration).
     #[arg(long)]
     deny: bool,
-}
-
-/// How the report is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    Text,
-    Json,
 }
 
 /// One file's sites.
@@ -62,15 +57,15 @@ struct Unparsed {
 pub(crate) fn run(args: &AuditArgs) -> anyhow::Result<()> {
     let report = audit(&args.path)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => output::print_json(&report)?,
         Format::Text => print_text(&report),
     }
     if args.deny && report.direct_sites > 0 {
-        bail!(
+        let message = format!(
             "{} direct connection site(s) remain in {} (--deny); route them through ucm",
-            report.direct_sites,
-            report.root
+            report.direct_sites, report.root
         );
+        return Err(Exit::new(output::REJECTING, message).into());
     }
     Ok(())
 }
@@ -82,7 +77,8 @@ fn audit(root: &Path) -> anyhow::Result<Report> {
     } else if root.is_dir() {
         collect(root, &mut paths)?;
     } else {
-        bail!("{} is neither a file nor a directory", root.display());
+        let message = format!("{} is neither a file nor a directory", root.display());
+        return Err(Exit::new(output::BAD_INPUT, message).into());
     }
     paths.sort();
     let mut files = Vec::new();
