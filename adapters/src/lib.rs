@@ -196,6 +196,8 @@
 //!   [`HealthStatus`], [`ComponentHealth`], [`EndpointRole`], [`EndpointState`],
 //!   [`PoolStatus`], [`SlaSummary`], [`PoolMetricsSnapshot`], [`HistogramSnapshot`],
 //!   [`BreakerState`], [`BreakerSnapshot`], [`LongHold`].
+//! - Deep diagnostics of the database (what `ucm health --deep` prints): [`deep_health`],
+//!   [`DeepOptions`], [`DeepReport`], [`Finding`], [`Severity`].
 //! - The sqlx handles (with the sqlx feature), for code written against sqlx's pool:
 //!   `SqlxPool`, `SqlxPoolConnection`, `SqlxTransaction`, `SqlxTransactionError`,
 //!   `SqlxManager`, `SqlxConnection`, `Sqlx`; and `ucm_sqlx`, the backend crate, for the
@@ -264,6 +266,8 @@ pub use ucm_kernel::{
     EndpointState, HealthReport, HealthStatus, HistogramSnapshot, LongHold, PoolMetricsSnapshot,
     PoolStatus, SlaSummary,
 };
+// Deep diagnostics of the database itself.
+pub use ucm_kernel::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 // The driver handles, and each backend crate for the rest of its API.
 #[cfg(feature = "diesel")]
 pub use ucm_diesel::{

@@ -1,8 +1,10 @@
 //! `ucm health`: the topology as the manager sees it: each endpoint's role, state (healthy, degraded, banned, down), standby or not, replication lag, probe latency, breaker and pool counts, as text or JSON; exits 0 when healthy, 1 when degraded or unhealthy, 2 when nothing answered.
 
+use std::time::Duration;
+
 use ucm::{
-    ConnectionInfo, ConnectionManagerProtocol, DatabaseUrl, HealthReport, HealthStatus, Manager,
-    ManagerConfig, ManagerMode, PoolConfiguration,
+    ConnectionInfo, ConnectionManagerProtocol, DatabaseUrl, DeepOptions, DeepReport, HealthReport,
+    HealthStatus, Manager, ManagerConfig, ManagerMode, PoolConfiguration, Severity, deep_health,
 };
 use ucm_kernel::backend::Backend;
 
@@ -23,6 +25,15 @@ pub(crate) struct HealthArgs {
     /// Which backend drives the connections.
     #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
     backend: BackendChoice,
+    /// Also diagnose the database itself: slow and frequent statements, cache hit ratio,
+    /// unused and redundant indexes, foreign keys without an index, dead tuples, lock waits,
+    /// long and idle-in-transaction sessions, connections, replication (PostgreSQL; the
+    /// equivalents MySQL and MariaDB offer). A critical finding makes the exit code 1.
+    #[arg(long)]
+    deep: bool,
+    /// With --deep: report transactions open longer than this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    long_after: f64,
     /// `text`, or `json`: the health report and the connection info as one document.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -35,6 +46,8 @@ struct HealthOutput<'a> {
     exit_code: u8,
     health: &'a HealthReport,
     info: &'a ConnectionInfo,
+    /// With `--deep`: the database's own diagnostics.
+    deep: Option<&'a DeepReport>,
 }
 
 pub(crate) async fn run(args: &HealthArgs) -> anyhow::Result<()> {
@@ -60,21 +73,48 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
     let manager = Manager::<B>::connect(config).await?;
     let report = manager.health_check().await;
     let info = manager.connection_info();
+    let deep = if args.deep {
+        let long_after = Duration::try_from_secs_f64(args.long_after).map_err(|_| {
+            Exit::new(output::BAD_INPUT, "--long-after must be a non-negative number of seconds")
+        })?;
+        let options = DeepOptions::default().long_after(long_after);
+        Some(deep_health(&manager, manager.config().kind(), options).await)
+    } else {
+        None
+    };
     manager.close().await?;
-    let code = exit_code(&report);
+    let deep = deep.transpose()?;
+    let mut code = exit_code(&report);
+    if code == output::ACCEPTING
+        && deep.as_ref().is_some_and(|d| d.worst() == Some(Severity::Critical))
+    {
+        code = output::REJECTING;
+    }
     match args.format {
         Format::Json => {
-            let output =
-                HealthOutput { backend: B::NAME, exit_code: code, health: &report, info: &info };
+            let output = HealthOutput {
+                backend: B::NAME,
+                exit_code: code,
+                health: &report,
+                info: &info,
+                deep: deep.as_ref(),
+            };
             output::print_json(&output)?;
         }
-        Format::Text => print_text::<B>(&report, &info),
+        Format::Text => {
+            print_text::<B>(&report, &info);
+            if let Some(deep) = &deep {
+                print_deep(deep);
+            }
+        }
     }
     if code != output::ACCEPTING {
-        let what = if code == output::NO_RESPONSE {
-            "no endpoint answered"
-        } else {
-            "the topology is not healthy"
+        let what = match code {
+            output::NO_RESPONSE => "no endpoint answered",
+            _ if report.status == HealthStatus::Healthy => {
+                "the diagnostics found a critical problem"
+            }
+            _ => "the topology is not healthy",
         };
         return Err(Exit::new(code, format!("{what}: {}", report.status)).into());
     }
@@ -90,6 +130,18 @@ fn exit_code(report: &HealthReport) -> u8 {
         output::NO_RESPONSE
     } else {
         output::REJECTING
+    }
+}
+
+fn print_deep(deep: &DeepReport) {
+    println!("\ndiagnostics ({}): {} finding(s)", deep.database, deep.findings.len());
+    for finding in &deep.findings {
+        println!("  {:<8} {:<12} {}", finding.severity, finding.check, finding.subject);
+        println!("           {}", finding.detail);
+        println!("           -> {}", finding.recommendation);
+    }
+    for skipped in &deep.skipped {
+        println!("  skipped: {skipped}");
     }
 }
 

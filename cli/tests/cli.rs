@@ -216,6 +216,15 @@ fn json_outputs_parse_and_exit_codes_follow_pg_isready() {
     assert_eq!(health["health"]["status"], "healthy", "{health}");
     assert_eq!(health["backend"], "sqlx");
     assert!(health["info"]["endpoints"].as_array().is_some_and(|e| e.len() == 1), "{health}");
+    assert_eq!(health["deep"], serde_json::Value::Null, "no diagnostics unless --deep");
+    let output = ucm(&["health", "--database-url", &url, "--deep", "--format", "json"]);
+    let deep = json_of(&output);
+    assert_eq!(deep["deep"]["database"], "postgresql", "{deep}");
+    let checks: Vec<&str> = deep["deep"]["findings"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["check"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(checks.contains(&"connections"), "every server has connections to report: {deep}");
     // No response from any endpoint: 2.
     let output = ucm(&["health", "--database-url", dead, "--format", "json"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output).1);

@@ -17,6 +17,7 @@ mod background;
 pub mod blocking;
 pub mod circuit_breaker;
 pub mod config;
+mod diagnostics;
 mod error;
 pub mod health;
 mod info;
@@ -43,6 +44,7 @@ pub use config::{
     DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
     PoolConfigurationBuilder, Pooler, Secret, SslMode,
 };
+pub use diagnostics::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 pub use error::{BoxError, ConnectFailure, Error, ErrorKind, Result};
 pub use health::{ComponentHealth, EndpointRole, EndpointState, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo};

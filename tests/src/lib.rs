@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support code.
 
 pub mod chaos;
+pub mod diagnostics;
 pub mod fault_proxy;
 pub mod ha;
 pub mod ha_scenarios;

@@ -29,3 +29,13 @@ chaos_suite!(chaos, Sqlx);
 secrets_suite!(secrets, Sqlx);
 tls_suite!(tls_postgres, Sqlx, DatabaseKind::Postgres);
 tls_suite!(tls_mysql, Sqlx, DatabaseKind::MySql);
+
+/// The deep diagnostics find what is seeded on PostgreSQL (written over the protocol, so
+/// one backend suffices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_diagnostics_find_seeded_problems() -> ucm_tests::Outcome {
+    match ucm_tests::Target::find(DatabaseKind::Postgres) {
+        Some(target) => ucm_tests::diagnostics::seeded_problems_are_found::<Sqlx>(&target).await,
+        None => Ok(()),
+    }
+}

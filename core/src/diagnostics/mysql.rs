@@ -1,0 +1,109 @@
+//! The MySQL and MariaDB checks of the deep diagnostics: connections by user and state, long transactions, and lock waits where the server has the view for them.
+
+use super::{DeepOptions, Runner, Severity, number, text};
+use crate::protocol::ConnectionManagerProtocol;
+
+/// Runs every MySQL/MariaDB check.
+pub(super) async fn diagnose<M: ConnectionManagerProtocol + ?Sized>(
+    run: &mut Runner<'_, M>,
+    options: DeepOptions,
+) {
+    connections(run).await;
+    transactions(run, options).await;
+    lock_waits(run).await;
+}
+
+/// Connections by user and command, against `max_connections`.
+async fn connections<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let sql = "SELECT USER AS usr, COMMAND AS command, CAST(COUNT(*) AS SIGNED) AS n, \
+               CAST(@@global.max_connections AS SIGNED) AS max \
+               FROM information_schema.PROCESSLIST GROUP BY USER, COMMAND ORDER BY n DESC";
+    let Some(rows) = run.rows("connections", sql).await else { return };
+    let total: f64 = rows.iter().map(|r| number(r, "n")).sum();
+    let max = rows.first().map_or(0.0, |r| number(r, "max"));
+    let groups: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} {:.0}", text(r, "usr"), text(r, "command"), number(r, "n")))
+        .collect();
+    let crowded = max > 0.0 && total > 0.8 * max;
+    run.find(
+        if crowded { Severity::Warning } else { Severity::Info },
+        "connections",
+        "client connections",
+        format!("{total:.0} of max_connections {max:.0}: {}", groups.join("; ")),
+        if crowded {
+            "over 80% of max_connections: pool harder before raising it"
+        } else {
+            "within limits"
+        },
+    );
+}
+
+/// InnoDB transactions open longer than `long_after`.
+async fn transactions<M: ConnectionManagerProtocol + ?Sized>(
+    run: &mut Runner<'_, M>,
+    options: DeepOptions,
+) {
+    let sql = format!(
+        "SELECT CAST(t.trx_mysql_thread_id AS SIGNED) AS id, t.trx_state AS state, \
+         CAST(TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) / 1000000 AS DOUBLE) AS open_s, \
+         COALESCE(p.COMMAND, '') AS command, COALESCE(p.USER, '') AS usr, LEFT(COALESCE(t.trx_query, ''), 120) AS query \
+         FROM information_schema.INNODB_TRX t LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE t.trx_started < NOW(6) - INTERVAL {} MICROSECOND",
+        options.long_after.as_micros()
+    );
+    let Some(rows) = run.rows("sessions", &sql).await else { return };
+    for row in rows {
+        let idle = text(&row, "command") == "Sleep";
+        run.find(
+            Severity::Warning,
+            "sessions",
+            format!("thread {:.0} (user {})", number(&row, "id"), text(&row, "usr")),
+            format!(
+                "transaction {} for {:.1} s{}",
+                text(&row, "state"),
+                number(&row, "open_s"),
+                if idle { ", the session idle".to_owned() } else { format!(": {}", text(&row, "query")) }
+            ),
+            if idle {
+                "idle in a transaction: it holds its locks and undo; commit or roll back where the application opens it"
+            } else {
+                "a long transaction holds locks and undo: split it, or set max_statement_time"
+            },
+        );
+    }
+}
+
+/// Lock waits: `information_schema.INNODB_LOCK_WAITS` (MariaDB, MySQL 5.7), else
+/// `performance_schema.data_lock_waits` (MySQL 8).
+async fn lock_waits<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let mariadb = "SELECT CAST(r.trx_mysql_thread_id AS SIGNED) AS waiting, CAST(b.trx_mysql_thread_id AS SIGNED) AS blocking, \
+                   LEFT(COALESCE(r.trx_query, ''), 120) AS query \
+                   FROM information_schema.INNODB_LOCK_WAITS w \
+                   JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+                   JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id";
+    let rows = match run
+        .manager
+        .fetch_all(crate::mode::ConnectionMode::ReadWrite, mariadb, &[])
+        .await
+    {
+        Ok(rows) => Some(rows),
+        Err(_) => {
+            let mysql8 = "SELECT CAST(r.THREAD_ID AS SIGNED) AS waiting, CAST(b.THREAD_ID AS SIGNED) AS blocking, '' AS query \
+                          FROM performance_schema.data_lock_waits w \
+                          JOIN performance_schema.data_locks r ON r.ENGINE_LOCK_ID = w.REQUESTING_ENGINE_LOCK_ID \
+                          JOIN performance_schema.data_locks b ON b.ENGINE_LOCK_ID = w.BLOCKING_ENGINE_LOCK_ID";
+            run.rows("locks", mysql8).await
+        }
+    };
+    for row in rows.unwrap_or_default() {
+        let blocking = number(&row, "blocking");
+        run.find(
+            Severity::Critical,
+            "locks",
+            format!("thread {:.0}", number(&row, "waiting")),
+            format!("waiting for a lock held by thread {blocking:.0}: {}", text(&row, "query")),
+            format!("end what thread {blocking:.0} holds open (commit it, or KILL it); keep transactions short"),
+        );
+    }
+}
