@@ -1,4 +1,4 @@
-//! The `ucm` command line: `audit` (direct connection sites in a codebase), `demo` (a workload through the unified manager), `check` (diagnose a URL), `health` (the topology), `config` (the effective configuration), `bench` (ucm beside the raw pools).
+//! The `ucm` command line: `audit` (direct connection sites in a codebase), `demo` (a workload through the unified manager), `check` (diagnose a URL), `health` (the topology), `config` (the effective configuration), `validate` (the consolidation validation), `bench` (ucm beside the raw pools).
 
 mod audit;
 mod backend;
@@ -10,6 +10,7 @@ mod health;
 mod output;
 mod telemetry;
 mod url_arg;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,11 @@ enum Command {
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
     },
+    /// Validate the consolidation against a database: the unified manager's health, the
+    /// legacy adapters and the test adapter working on it, and a production session's cost
+    /// beside a direct connection's, measured.
+    #[command(after_help = output::EXIT_CODES)]
+    Validate(validate::ValidateArgs),
     /// Measure ucm beside the raw pools (sqlx PgPool, deadpool-postgres, pgbench) on a PostgreSQL database, as ratios from one run.
     Bench(bench::BenchArgs),
 }
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
         Command::Check(args) => block_on(check::run(&args)),
         Command::Health(args) => block_on(health::run(&args)),
         Command::Bench(args) => block_on(bench::run(&args)),
+        Command::Validate(args) => block_on(validate::run(&args)),
         Command::ProfileCheckout { contender, iterations } => {
             // One thread, so the instruction count is the checkout's own.
             tokio::runtime::Builder::new_current_thread()

@@ -386,3 +386,28 @@ fn bench_smoke_run_writes_its_report() {
     assert_eq!(json["storm"][0]["timeouts"], 0, "{json}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn validate_passes_on_the_test_database() {
+    let output = ucm_with_env(
+        &["validate"],
+        &[("DATABASE_URL", "postgres://a:Hunter2Secret@127.0.0.1:1/db")],
+    );
+    assert_eq!(output.status.code(), Some(2), "nothing answers: {}", text(&output).1);
+    let Some(url) = postgres_url() else { return };
+    let output =
+        ucm(&["validate", "--database-url", &url, "--format", "json", "--round-trips", "40"]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        ["manager health", "test adapter", "session vs direct", "compat (async)", "compat (sync)"]
+    );
+    assert_eq!(report["overhead"]["round_trips"], 40, "{report:#}");
+    assert!(report["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0), "{report:#}");
+}
