@@ -39,3 +39,14 @@ async fn deep_diagnostics_find_seeded_problems() -> ucm_tests::Outcome {
         None => Ok(()),
     }
 }
+
+/// The same on MariaDB/MySQL: a redundant index, a transaction left open, a lock wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_diagnostics_find_seeded_problems_on_mysql() -> ucm_tests::Outcome {
+    match ucm_tests::Target::find(DatabaseKind::MySql) {
+        Some(target) => {
+            ucm_tests::diagnostics::mysql_seeded_problems_are_found::<Sqlx>(&target).await
+        }
+        None => Ok(()),
+    }
+}

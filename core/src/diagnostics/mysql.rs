@@ -1,6 +1,6 @@
-//! The MySQL and MariaDB checks of the deep diagnostics: connections by user and state, long transactions, and lock waits where the server has the view for them.
+//! The MySQL and MariaDB checks of the deep diagnostics: buffer pool hit ratio, unused (with performance_schema) and redundant indexes, free space left in tables, connections by user and state, long transactions, and lock waits where the server has the view for them.
 
-use super::{DeepOptions, Runner, Severity, number, text};
+use super::{DeepOptions, Runner, Severity, number, size, text};
 use crate::protocol::ConnectionManagerProtocol;
 
 /// Runs every MySQL/MariaDB check.
@@ -8,9 +8,115 @@ pub(super) async fn diagnose<M: ConnectionManagerProtocol + ?Sized>(
     run: &mut Runner<'_, M>,
     options: DeepOptions,
 ) {
+    cache(run).await;
+    unused_indexes(run).await;
+    redundant_indexes(run).await;
+    free_space(run).await;
     connections(run).await;
     transactions(run, options).await;
     lock_waits(run).await;
+}
+
+/// The share of InnoDB page reads served from the buffer pool.
+async fn cache<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let sql = "SELECT CAST(SUM(CASE WHEN VARIABLE_NAME = 'INNODB_BUFFER_POOL_READ_REQUESTS' THEN VARIABLE_VALUE END) AS DOUBLE) AS requests, \
+               CAST(SUM(CASE WHEN VARIABLE_NAME = 'INNODB_BUFFER_POOL_READS' THEN VARIABLE_VALUE END) AS DOUBLE) AS disk \
+               FROM information_schema.GLOBAL_STATUS \
+               WHERE VARIABLE_NAME IN ('INNODB_BUFFER_POOL_READ_REQUESTS', 'INNODB_BUFFER_POOL_READS')";
+    let Some(rows) = run.rows("cache", sql).await else { return };
+    let Some(row) = rows.first() else { return };
+    let (requests, disk) = (number(row, "requests"), number(row, "disk"));
+    if requests < 10_000.0 {
+        return; // Too few reads to say anything.
+    }
+    let ratio = 1.0 - disk / requests;
+    let low = ratio < 0.99;
+    run.find(
+        if low { Severity::Warning } else { Severity::Info },
+        "cache",
+        "InnoDB buffer pool",
+        format!("{:.2}% of {requests:.0} page reads served from memory", ratio * 100.0),
+        if low {
+            "below 99%: raise innodb_buffer_pool_size, or find the scans reading from disk"
+        } else {
+            "healthy"
+        },
+    );
+}
+
+/// Indexes not used since the server started, from `sys.schema_unused_indexes`, which
+/// reads performance_schema: without it the view is silently empty, so that is said.
+async fn unused_indexes<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let Some(rows) =
+        run.rows("indexes", "SELECT CAST(@@performance_schema AS SIGNED) AS on_").await
+    else {
+        return;
+    };
+    if rows.first().is_none_or(|r| number(r, "on_") == 0.0) {
+        run.report.skipped.push(
+            "indexes (unused): performance_schema is off, so index use is not recorded; set \
+             performance_schema=ON in the server's configuration and restart"
+                .to_owned(),
+        );
+        return;
+    }
+    let sql = "SELECT object_schema AS db, object_name AS table_name, index_name AS index_name \
+               FROM sys.schema_unused_indexes WHERE object_schema = DATABASE()";
+    let Some(rows) = run.rows("indexes", sql).await else { return };
+    for row in rows {
+        let (table, index) = (text(&row, "table_name"), text(&row, "index_name"));
+        run.find(
+            Severity::Warning,
+            "indexes",
+            format!("{table}.{index}"),
+            "not used since the server started, written on every change".to_owned(),
+            format!(
+                "if no query needs it (check replicas too): ALTER TABLE {table} DROP INDEX {index}"
+            ),
+        );
+    }
+}
+
+/// Indexes another index of the same table makes redundant, from
+/// `sys.schema_redundant_indexes` (information_schema underneath).
+async fn redundant_indexes<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let sql = "SELECT table_name AS table_name, redundant_index_name AS redundant, \
+               dominant_index_name AS covered_by, sql_drop_index AS fix \
+               FROM sys.schema_redundant_indexes WHERE table_schema = DATABASE()";
+    let Some(rows) = run.rows("indexes", sql).await else { return };
+    for row in rows {
+        run.find(
+            Severity::Warning,
+            "indexes",
+            format!("{}.{}", text(&row, "table_name"), text(&row, "redundant")),
+            format!("{} serves the same lookups", text(&row, "covered_by")),
+            text(&row, "fix"),
+        );
+    }
+}
+
+/// Space InnoDB holds free inside a table's files after deletes and updates: the
+/// equivalent of bloat.
+async fn free_space<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
+    let sql = "SELECT TABLE_NAME AS table_name, CAST(DATA_FREE AS DOUBLE) AS free, \
+               CAST(DATA_LENGTH + INDEX_LENGTH AS DOUBLE) AS used \
+               FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND ENGINE = 'InnoDB' \
+               AND DATA_FREE > 10485760 AND DATA_FREE > 0.2 * (DATA_LENGTH + INDEX_LENGTH)";
+    let Some(rows) = run.rows("vacuum", sql).await else { return };
+    for row in rows {
+        let table = text(&row, "table_name");
+        run.find(
+            Severity::Warning,
+            "vacuum",
+            table.clone(),
+            format!(
+                "{} free inside its files beside {} in use",
+                size(number(&row, "free")),
+                size(number(&row, "used"))
+            ),
+            format!("OPTIMIZE TABLE {table} (rebuilds it online on InnoDB)"),
+        );
+    }
 }
 
 /// Connections by user and command, against `max_connections`.
