@@ -79,6 +79,7 @@ fn a_migrated_codebase_passes_the_gate() {
             "src/lib.rs:7 ucm manager through_ucm",
             "src/lib.rs:8 ucm driver handle through_ucm",
             "src/lib.rs:9 ucm legacy adapter through_ucm",
+            "src/lib.rs:19 ucm driver handle through_ucm",
         ]
     );
     let gate = audit(&[fixture("migrated").to_str().expect("a UTF-8 path"), "--deny"]);

@@ -178,7 +178,7 @@ pub(crate) const PATTERNS: &[Pattern] = &[
     Pattern {
         krate: "ucm",
         type_names: &["SqlxPool", "DieselPool", "DieselBlockingPool"],
-        functions: &["new", "on_runtime"],
+        functions: &["new", "connect", "from_env"],
         kind: "ucm driver handle",
         route: Route::ThroughUcm,
     },
@@ -192,7 +192,7 @@ pub(crate) const PATTERNS: &[Pattern] = &[
     Pattern {
         krate: "ucm_sqlx",
         type_names: &["SqlxPool"],
-        functions: &["new", "on_runtime"],
+        functions: &["new", "connect", "from_env"],
         kind: "ucm driver handle",
         route: Route::ThroughUcm,
     },
@@ -206,7 +206,7 @@ pub(crate) const PATTERNS: &[Pattern] = &[
     Pattern {
         krate: "ucm_diesel",
         type_names: &["DieselPool", "DieselBlockingPool"],
-        functions: &["new", "on_runtime"],
+        functions: &["new", "connect", "from_env"],
         kind: "ucm driver handle",
         route: Route::ThroughUcm,
     },

@@ -36,9 +36,10 @@ pub(crate) fn scan(source: &str) -> Result<Vec<Site>, String> {
             imports.add(&item.tree, &mut Vec::new());
         }
     }
-    let mut names = CrateNames { crates: Vec::new(), modules: Vec::new() };
+    let mut names = CrateNames { crates: Vec::new(), modules: Vec::new(), aliases: HashMap::new() };
     names.visit_file(&file);
     imports.local_modules = names.modules;
+    imports.aliases = names.aliases;
     for name in names.crates {
         if !imports.crates.contains(&name) {
             imports.crates.push(name);
@@ -60,9 +61,23 @@ struct Imports {
     crates: Vec<String>,
     /// The modules the file declares: a path through one of them is the file's own.
     local_modules: Vec<String>,
+    /// The type aliases the file declares (`type DbPool = DieselBlockingPool<PgDialect>`),
+    /// as the path they name.
+    aliases: HashMap<String, Vec<String>>,
 }
 
 impl Imports {
+    /// The same `use` names, globs, crates and modules (no aliases).
+    fn clone_names(&self) -> Self {
+        Self {
+            names: self.names.clone(),
+            globs: self.globs.clone(),
+            crates: self.crates.clone(),
+            local_modules: self.local_modules.clone(),
+            aliases: HashMap::new(),
+        }
+    }
+
     fn add(&mut self, tree: &UseTree, prefix: &mut Vec<String>) {
         match tree {
             UseTree::Path(path) => {
@@ -112,6 +127,13 @@ impl Imports {
         let own = ["crate", "self", "super", "Self"];
         if own.contains(&first.as_str()) || self.local_modules.contains(first) {
             return Vec::new();
+        }
+        if let Some(aliased) = self.aliases.get(first) {
+            // An alias of a path through another alias would loop; one level is what code has.
+            let path: Vec<String> = aliased.iter().chain(rest).cloned().collect();
+            if path.first() != Some(first) {
+                return self.clone_names().resolve(&path);
+            }
         }
         if let Some(full) = self.names.get(first) {
             return vec![full.iter().chain(rest).cloned().collect()];
@@ -182,10 +204,11 @@ impl<'ast> Visit<'ast> for Scanner {
 }
 
 /// The first segment of every path of two or more segments (`deadpool_postgres::Config`
-/// names `deadpool_postgres`), and the modules the file declares.
+/// names `deadpool_postgres`), and the modules and type aliases the file declares.
 struct CrateNames {
     crates: Vec<String>,
     modules: Vec<String>,
+    aliases: HashMap<String, Vec<String>>,
 }
 
 impl<'ast> Visit<'ast> for CrateNames {
@@ -197,6 +220,14 @@ impl<'ast> Visit<'ast> for CrateNames {
             }
         }
         visit::visit_path(self, path);
+    }
+
+    fn visit_item_type(&mut self, alias: &'ast syn::ItemType) {
+        if let syn::Type::Path(aliased) = &*alias.ty {
+            let path = aliased.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.aliases.insert(alias.ident.to_string(), path);
+        }
+        visit::visit_item_type(self, alias);
     }
 
     fn visit_item_mod(&mut self, module: &'ast syn::ItemMod) {

@@ -11,3 +11,10 @@ pub async fn start(config: ManagerConfig) -> ucm::Result<()> {
     let _ = ManagerMode::Admin;
     Ok(())
 }
+
+/// A pool type under a name of the application's own.
+pub type DbPool = ucm::DieselBlockingPool<ucm::ucm_diesel::PgDialect>;
+
+pub fn blocking(config: ManagerConfig) -> ucm::Result<DbPool> {
+    DbPool::connect(config, ucm::ConnectionMode::ReadWrite)
+}
