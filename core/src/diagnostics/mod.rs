@@ -174,6 +174,54 @@ impl<M: ConnectionManagerProtocol + ?Sized> Runner<'_, M> {
     }
 }
 
+impl<M: ConnectionManagerProtocol + ?Sized> Runner<'_, M> {
+    /// The connections finding, from `sql`'s rows: `who` and `what` (say application and
+    /// state), `n` connections each, and the server's `max` connections; a warning past
+    /// 80% of it, with `advice`.
+    async fn connections(&mut self, sql: &str, advice: &str) {
+        let Some(rows) = self.rows("connections", sql).await else { return };
+        let total: f64 = rows.iter().map(|r| number(r, "n")).sum();
+        let max = rows.first().map_or(0.0, |r| number(r, "max"));
+        let groups: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {} {:.0}", text(r, "who"), text(r, "what"), number(r, "n")))
+            .collect();
+        let crowded = max > 0.0 && total > 0.8 * max;
+        self.find(
+            if crowded { Severity::Warning } else { Severity::Info },
+            "connections",
+            "client connections",
+            format!("{total:.0} of max_connections {max:.0}: {}", groups.join("; ")),
+            if crowded {
+                format!("over 80% of max_connections: {advice}")
+            } else {
+                "within limits".to_owned()
+            },
+        );
+    }
+
+    /// The cache finding, from `sql`'s one row of `requests` (reads asked for) and `disk`
+    /// (those that went to disk); nothing below 10 000 reads, a warning below 99% served
+    /// from memory, with `advice`.
+    async fn cache(&mut self, sql: &str, subject: &str, advice: &str) {
+        let Some(rows) = self.rows("cache", sql).await else { return };
+        let Some(row) = rows.first() else { return };
+        let (requests, disk) = (number(row, "requests"), number(row, "disk"));
+        if requests < 10_000.0 {
+            return; // Too few reads to say anything.
+        }
+        let ratio = 1.0 - disk / requests;
+        let low = ratio < 0.99;
+        self.find(
+            if low { Severity::Warning } else { Severity::Info },
+            "cache",
+            subject,
+            format!("{:.2}% of {requests:.0} reads served from memory", ratio * 100.0),
+            if low { format!("below 99%: {advice}") } else { "healthy".to_owned() },
+        );
+    }
+}
+
 /// A text column, empty when NULL or not text.
 fn text(row: &Row, column: &str) -> String {
     row.try_get::<Option<String>>(column).ok().flatten().unwrap_or_default()

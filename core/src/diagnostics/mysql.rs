@@ -23,25 +23,8 @@ async fn cache<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
                CAST(SUM(CASE WHEN VARIABLE_NAME = 'INNODB_BUFFER_POOL_READS' THEN VARIABLE_VALUE END) AS DOUBLE) AS disk \
                FROM information_schema.GLOBAL_STATUS \
                WHERE VARIABLE_NAME IN ('INNODB_BUFFER_POOL_READ_REQUESTS', 'INNODB_BUFFER_POOL_READS')";
-    let Some(rows) = run.rows("cache", sql).await else { return };
-    let Some(row) = rows.first() else { return };
-    let (requests, disk) = (number(row, "requests"), number(row, "disk"));
-    if requests < 10_000.0 {
-        return; // Too few reads to say anything.
-    }
-    let ratio = 1.0 - disk / requests;
-    let low = ratio < 0.99;
-    run.find(
-        if low { Severity::Warning } else { Severity::Info },
-        "cache",
-        "InnoDB buffer pool",
-        format!("{:.2}% of {requests:.0} page reads served from memory", ratio * 100.0),
-        if low {
-            "below 99%: raise innodb_buffer_pool_size, or find the scans reading from disk"
-        } else {
-            "healthy"
-        },
-    );
+    let advice = "raise innodb_buffer_pool_size, or find the scans reading from disk";
+    run.cache(sql, "InnoDB buffer pool", advice).await;
 }
 
 /// Indexes not used since the server started, from `sys.schema_unused_indexes`, which
@@ -121,28 +104,10 @@ async fn free_space<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, 
 
 /// Connections by user and command, against `max_connections`.
 async fn connections<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
-    let sql = "SELECT USER AS usr, COMMAND AS command, CAST(COUNT(*) AS SIGNED) AS n, \
+    let sql = "SELECT USER AS who, COMMAND AS what, CAST(COUNT(*) AS SIGNED) AS n, \
                CAST(@@global.max_connections AS SIGNED) AS max \
                FROM information_schema.PROCESSLIST GROUP BY USER, COMMAND ORDER BY n DESC";
-    let Some(rows) = run.rows("connections", sql).await else { return };
-    let total: f64 = rows.iter().map(|r| number(r, "n")).sum();
-    let max = rows.first().map_or(0.0, |r| number(r, "max"));
-    let groups: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{} {} {:.0}", text(r, "usr"), text(r, "command"), number(r, "n")))
-        .collect();
-    let crowded = max > 0.0 && total > 0.8 * max;
-    run.find(
-        if crowded { Severity::Warning } else { Severity::Info },
-        "connections",
-        "client connections",
-        format!("{total:.0} of max_connections {max:.0}: {}", groups.join("; ")),
-        if crowded {
-            "over 80% of max_connections: pool harder before raising it"
-        } else {
-            "within limits"
-        },
-    );
+    run.connections(sql, "pool harder before raising it").await;
 }
 
 /// InnoDB transactions open longer than `long_after`.

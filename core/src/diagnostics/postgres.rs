@@ -64,27 +64,10 @@ async fn statements<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, 
 
 /// The share of block reads served from shared buffers.
 async fn cache<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
-    let sql = "SELECT blks_hit::float8 AS hit, blks_read::float8 AS read FROM pg_stat_database \
-               WHERE datname = current_database()";
-    let Some(rows) = run.rows("cache", sql).await else { return };
-    let Some(row) = rows.first() else { return };
-    let (hit, read) = (number(row, "hit"), number(row, "read"));
-    if hit + read < 10_000.0 {
-        return; // Too few reads to say anything.
-    }
-    let ratio = hit / (hit + read);
-    let low = ratio < 0.99;
-    run.find(
-        if low { Severity::Warning } else { Severity::Info },
-        "cache",
-        "shared buffers",
-        format!("{:.2}% of {:.0} block reads served from memory", ratio * 100.0, hit + read),
-        if low {
-            "below 99%: raise shared_buffers (or memory), or find the scans reading from disk"
-        } else {
-            "healthy"
-        },
-    );
+    let sql = "SELECT (blks_hit + blks_read)::float8 AS requests, blks_read::float8 AS disk \
+               FROM pg_stat_database WHERE datname = current_database()";
+    let advice = "raise shared_buffers (or memory), or find the scans reading from disk";
+    run.cache(sql, "shared buffers", advice).await;
 }
 
 /// Indexes never scanned since statistics were reset (unique and primary keys excepted:
@@ -268,28 +251,12 @@ async fn sessions<M: ConnectionManagerProtocol + ?Sized>(
 
 /// Connections by application and state, against `max_connections`.
 async fn connections<M: ConnectionManagerProtocol + ?Sized>(run: &mut Runner<'_, M>) {
-    let sql = "SELECT coalesce(nullif(application_name, ''), '(none)') AS app, coalesce(state, '(none)') AS state, \
-               count(*)::bigint AS n, current_setting('max_connections')::bigint AS max \
-               FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1, 2 ORDER BY 3 DESC";
-    let Some(rows) = run.rows("connections", sql).await else { return };
-    let total: f64 = rows.iter().map(|r| number(r, "n")).sum();
-    let max = rows.first().map_or(0.0, |r| number(r, "max"));
-    let groups: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{} {} {:.0}", text(r, "app"), text(r, "state"), number(r, "n")))
-        .collect();
-    let crowded = max > 0.0 && total > 0.8 * max;
-    run.find(
-        if crowded { Severity::Warning } else { Severity::Info },
-        "connections",
-        "client connections",
-        format!("{total:.0} of max_connections {max:.0}: {}", groups.join("; ")),
-        if crowded {
-            "over 80% of max_connections: pool harder (smaller pools, a transaction pooler) before raising it"
-        } else {
-            "within limits"
-        },
-    );
+    let sql = "SELECT coalesce(nullif(application_name, ''), '(none)') AS who, \
+               coalesce(state, '(none)') AS what, count(*)::bigint AS n, \
+               current_setting('max_connections')::bigint AS max FROM pg_stat_activity \
+               WHERE backend_type = 'client backend' GROUP BY 1, 2 ORDER BY 3 DESC";
+    let advice = "pool harder (smaller pools, a transaction pooler) before raising it";
+    run.connections(sql, advice).await;
 }
 
 /// Replication slots that retain WAL, and each standby's lag (on a primary).
