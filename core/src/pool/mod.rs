@@ -394,25 +394,35 @@ impl<C: Connector> Pool<C> {
         if wanted == 0 || self.is_closed() {
             return None;
         }
-        let mut tasks = JoinSet::new();
-        for _ in 0..wanted + status.idle {
-            let pool = self.clone();
-            tasks.spawn(async move { pool.inner.pool.timeout_get(&NO_WAIT).await });
-        }
         // Hold every connection until all are open, or the pool would hand the same
         // idle one back to each task.
         let mut held = Vec::with_capacity(wanted);
         let mut first_error = None;
+        let mut to_open = wanted + status.idle;
+        // An empty pool opens its first connection alone: a dead server then costs one
+        // failed connect rather than one per slot, and one-time setup the first session
+        // does (SQLite switching a new file to WAL, which takes an exclusive lock that a
+        // concurrent connect is refused at once rather than waiting for) is done before
+        // the others connect.
+        if status.size == 0 && to_open > 1 {
+            match self.inner.pool.timeout_get(&NO_WAIT).await {
+                Ok(object) => held.push(object),
+                Err(e) => return self.prefill_failure(e),
+            }
+            to_open -= 1;
+        }
+        let mut tasks = JoinSet::new();
+        for _ in 0..to_open {
+            let pool = self.clone();
+            tasks.spawn(async move { pool.inner.pool.timeout_get(&NO_WAIT).await });
+        }
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(object)) => held.push(object),
-                Ok(Err(PoolError::Timeout(TimeoutType::Wait))) => {}
                 Ok(Err(e)) => {
-                    let e = self.map_error(e, Duration::ZERO);
-                    if let Some(breaker) = &self.inner.breaker {
-                        breaker.record_failure(e.kind());
+                    if let Some(e) = self.prefill_failure(e) {
+                        first_error.get_or_insert(e);
                     }
-                    first_error.get_or_insert(e);
                 }
                 Err(e) => {
                     first_error.get_or_insert(Error::other(format!("prefill task failed: {e}")));
@@ -425,6 +435,19 @@ impl<C: Connector> Pool<C> {
             }
         }
         first_error
+    }
+
+    /// What a prefill connect failure means: nothing when the pool had no free slot
+    /// (callers hold it), otherwise the error, recorded by the breaker as a caller's would be.
+    fn prefill_failure(&self, e: PoolError<Error>) -> Option<Error> {
+        if matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
+            return None;
+        }
+        let e = self.map_error(e, Duration::ZERO);
+        if let Some(breaker) = &self.inner.breaker {
+            breaker.record_failure(e.kind());
+        }
+        Some(e)
     }
 
     /// The background refill: after connections were closed (lifetime, broken), opens

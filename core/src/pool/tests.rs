@@ -56,6 +56,8 @@ async fn prefill_reports_a_dead_server() {
     connector.refuse_connections(true);
     let err = pool(&connector, config(3, 0)).prefill().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectFailed);
+    // The first connection of an empty pool is opened alone: one refused connect, not three.
+    assert_eq!(connector.connect_attempts(), 1);
 }
 
 #[tokio::test(start_paused = true)]
