@@ -164,4 +164,41 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
             Err(e) => Err(read::<D>(&e)),
         }
     }
+
+    type Shared = D::Shared;
+
+    fn share(connection: &mut Conn<D>) -> Option<D::Shared> {
+        let inner = connection.lend()?;
+        match D::into_shared(inner) {
+            Ok(shared) => Some(shared),
+            Err(inner) => {
+                connection.restore(inner);
+                None
+            }
+        }
+    }
+
+    fn unshare(connection: &mut Conn<D>, shared: D::Shared) {
+        connection.restore(D::from_shared(shared));
+    }
+
+    async fn execute_shared(
+        shared: &D::Shared,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, DriverError> {
+        match D::execute_shared(shared, sql, params).await {
+            Ok(count) => Ok(count as u64),
+            Err(e) => Err(read::<D>(&e)),
+        }
+    }
+
+    async fn fetch_all_shared(
+        shared: &D::Shared,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        let loaded = D::load_shared(shared, sql, params).await.map_err(|e| read::<D>(&e))?;
+        rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
+    }
 }

@@ -154,3 +154,36 @@ macro_rules! neutral_statements {
     };
 }
 pub(crate) use neutral_statements;
+
+/// Implements the `Dialect` sharing items for a driver that cannot pipeline: the
+/// connection is never shared, and the pipelined lane falls back to the pooled path.
+macro_rules! not_shared {
+    () => {
+        type Shared = std::convert::Infallible;
+
+        fn into_shared(connection: Self::Connection) -> Result<Self::Shared, Self::Connection> {
+            Err(connection)
+        }
+
+        fn from_shared(shared: Self::Shared) -> Self::Connection {
+            match shared {}
+        }
+
+        async fn execute_shared(
+            shared: &Self::Shared,
+            _: &str,
+            _: &[ucm_kernel::Value],
+        ) -> diesel::QueryResult<usize> {
+            match *shared {}
+        }
+
+        async fn load_shared(
+            shared: &Self::Shared,
+            _: &str,
+            _: &[ucm_kernel::Value],
+        ) -> diesel::QueryResult<Vec<$crate::convert::NeutralRow>> {
+            match *shared {}
+        }
+    };
+}
+pub(crate) use not_shared;

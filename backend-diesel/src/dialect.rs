@@ -83,6 +83,33 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
         statement: &'a str,
     ) -> impl Future<Output = QueryResult<()>> + Send + 'a;
 
+    /// The connection as the pipelined lane shares it between tasks
+    /// ([`std::convert::Infallible`] where the driver cannot pipeline).
+    type Shared: Send + Sync + 'static;
+
+    /// The connection made shareable, or given back when the driver cannot pipeline.
+    ///
+    /// # Errors
+    /// The connection itself, unchanged, when it cannot be shared.
+    fn into_shared(connection: Self::Connection) -> Result<Self::Shared, Self::Connection>;
+
+    /// The connection [`Self::into_shared`] made shareable, back to its own type.
+    fn from_shared(shared: Self::Shared) -> Self::Connection;
+
+    /// [`Self::execute`] on a shared connection, alongside other tasks' statements.
+    fn execute_shared<'a>(
+        shared: &'a Self::Shared,
+        sql: &'a str,
+        params: &'a [ucm_kernel::Value],
+    ) -> impl Future<Output = QueryResult<usize>> + Send + 'a;
+
+    /// [`Self::load`] on a shared connection, alongside other tasks' statements.
+    fn load_shared<'a>(
+        shared: &'a Self::Shared,
+        sql: &'a str,
+        params: &'a [ucm_kernel::Value],
+    ) -> impl Future<Output = QueryResult<Vec<NeutralRow>>> + Send + 'a;
+
     /// How to read a database error diesel left `Unknown`: the first entry whose fragment
     /// the message contains gives the kind (otherwise it is a plain query error).
     const UNKNOWN_ERRORS: &'static [(&'static str, ErrorKind)];

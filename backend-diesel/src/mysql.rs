@@ -10,7 +10,9 @@ use ucm_kernel::{
     ConnectFailure, DatabaseKind, DatabaseUrl, ErrorKind, PoolConfiguration, Result, SslMode, Value,
 };
 
-use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
+use crate::convert::{
+    BoxError, NeutralBackend, bind_value, neutral_statements, not_shared, unsupported,
+};
 use crate::dialect::Dialect;
 
 /// MySQL and MariaDB through diesel-async's `AsyncMysqlConnection` (mysql_async, pure Rust).
@@ -136,6 +138,7 @@ impl Dialect for MySqlDialect {
     }
 
     neutral_statements!(AsyncMysqlConnection);
+    not_shared!();
 
     fn begin_with<'a>(
         connection: &'a mut AsyncMysqlConnection,

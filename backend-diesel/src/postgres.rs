@@ -112,6 +112,38 @@ impl Dialect for PgDialect {
 
     neutral_statements!(AsyncPgConnection);
 
+    // diesel-async runs statements through a shared `&AsyncPgConnection` concurrently:
+    // tokio-postgres sends each as soon as it is polled and matches the replies in order.
+    type Shared = AsyncPgConnection;
+
+    fn into_shared(connection: AsyncPgConnection) -> Result<AsyncPgConnection, AsyncPgConnection> {
+        Ok(connection)
+    }
+
+    fn from_shared(shared: AsyncPgConnection) -> AsyncPgConnection {
+        shared
+    }
+
+    async fn execute_shared(
+        shared: &AsyncPgConnection,
+        sql: &str,
+        params: &[Value],
+    ) -> diesel::QueryResult<usize> {
+        let query = crate::convert::bind_all::<Pg>(sql, params)?;
+        let mut shared = shared;
+        diesel_async::RunQueryDsl::execute(query, &mut shared).await
+    }
+
+    async fn load_shared(
+        shared: &AsyncPgConnection,
+        sql: &str,
+        params: &[Value],
+    ) -> diesel::QueryResult<Vec<crate::convert::NeutralRow>> {
+        let query = crate::convert::bind_all::<Pg>(sql, params)?;
+        let mut shared = shared;
+        diesel_async::RunQueryDsl::load(query, &mut shared).await
+    }
+
     fn begin_with<'a>(
         connection: &'a mut AsyncPgConnection,
         statement: &'a str,

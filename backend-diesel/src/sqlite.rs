@@ -13,7 +13,9 @@ use ucm_kernel::{
     ConnectionMode, DatabaseKind, DatabaseUrl, Error, ErrorKind, PoolConfiguration, Result, Value,
 };
 
-use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
+use crate::convert::{
+    BoxError, NeutralBackend, bind_value, neutral_statements, not_shared, unsupported,
+};
 use crate::dialect::Dialect;
 
 /// The diesel-async SQLite connection: diesel's `SqliteConnection` run on blocking threads.
@@ -72,6 +74,7 @@ impl Dialect for SqliteDialect {
     }
 
     neutral_statements!(AsyncSqliteConnection);
+    not_shared!();
 
     async fn begin(
         connection: &mut AsyncSqliteConnection,

@@ -166,4 +166,33 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
             Err(e) => Err(read(e, D::classify)),
         }
     }
+
+    // sqlx has no pipelining: a connection is driven by one `&mut` borrow at a time, each
+    // statement waiting for its reply (its `Pool` runs one statement per connection). The
+    // pipelined lane therefore falls back to the pooled path on this backend.
+    type Shared = std::convert::Infallible;
+
+    fn share(_connection: &mut DriverConnection<D>) -> Option<Self::Shared> {
+        None
+    }
+
+    fn unshare(_connection: &mut DriverConnection<D>, shared: Self::Shared) {
+        match shared {}
+    }
+
+    async fn execute_shared(
+        shared: &Self::Shared,
+        _: &str,
+        _: &[Value],
+    ) -> Result<u64, DriverError> {
+        match *shared {}
+    }
+
+    async fn fetch_all_shared(
+        shared: &Self::Shared,
+        _: &str,
+        _: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        match *shared {}
+    }
 }

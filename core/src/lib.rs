@@ -48,7 +48,7 @@ pub use diagnostics::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 pub use error::{BoxError, ConnectFailure, Error, ErrorKind, Result};
 pub use health::{ComponentHealth, EndpointRole, EndpointState, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo};
-pub use manager::{Connection, Direct, DirectConnection, Manager, RoutingSession};
+pub use manager::{Connection, Direct, DirectConnection, Manager, Pipelined, RoutingSession};
 pub use mode::{ConnectionMode, ManagerMode};
 pub use pool::LongHold;
 pub use protocol::{

@@ -90,6 +90,33 @@ pub struct TransactionOptions {
     pub idempotent: bool,
 }
 
+/// The retry rule of one statement outside a transaction, for any way of running it
+/// (a pooled connection, the pipelined lane): in `ReadOnly` mode getting the connection and
+/// running the statement are retried together under `policy` (a read-only session cannot
+/// have applied anything); in every other mode only getting the connection is, and the
+/// statement runs once.
+///
+/// # Errors
+/// The last attempt's error.
+pub(crate) async fn run_statement<L, T, A, AF, R, RF>(
+    policy: &RetryPolicy,
+    mode: ConnectionMode,
+    acquire: A,
+    run: R,
+) -> Result<T>
+where
+    A: Fn() -> AF,
+    AF: Future<Output = Result<L>>,
+    R: Fn(L) -> RF,
+    RF: Future<Output = Result<T>>,
+{
+    if mode.is_read_only() {
+        return policy.run(false, |_| async { run(acquire().await?).await }).await;
+    }
+    let lease = policy.run(false, |_| acquire()).await?;
+    run(lease).await
+}
+
 /// The connection manager every backend implements. Object-safe:
 /// `Arc<dyn ConnectionManagerProtocol<Connection = C>>` works.
 #[async_trait]
@@ -143,16 +170,13 @@ pub trait ConnectionManagerProtocol: Send + Sync {
     /// # Errors
     /// As [`Self::get_connection`] and [`SqlExecutor::execute`].
     async fn execute(&self, mode: ConnectionMode, sql: &str, params: &[Value]) -> Result<u64> {
-        let policy = self.retry_policy();
-        if mode.is_read_only() {
-            return policy
-                .run(false, |_| async {
-                    self.get_connection(mode).await?.execute(sql, params).await
-                })
-                .await;
-        }
-        let mut connection = policy.run(false, |_| self.get_connection(mode)).await?;
-        connection.execute(sql, params).await
+        run_statement(
+            self.retry_policy(),
+            mode,
+            || self.get_connection(mode),
+            |mut connection| async move { connection.execute(sql, params).await },
+        )
+        .await
     }
 
     /// Runs one query outside an explicit transaction and returns every row, under the
@@ -167,16 +191,13 @@ pub trait ConnectionManagerProtocol: Send + Sync {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>> {
-        let policy = self.retry_policy();
-        if mode.is_read_only() {
-            return policy
-                .run(false, |_| async {
-                    self.get_connection(mode).await?.fetch_all(sql, params).await
-                })
-                .await;
-        }
-        let mut connection = policy.run(false, |_| self.get_connection(mode)).await?;
-        connection.fetch_all(sql, params).await
+        run_statement(
+            self.retry_policy(),
+            mode,
+            || self.get_connection(mode),
+            |mut connection| async move { connection.fetch_all(sql, params).await },
+        )
+        .await
     }
 
     /// Runs `work` in a transaction: begin, run, commit on `Ok`, roll back on `Err`. When

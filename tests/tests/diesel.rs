@@ -29,3 +29,33 @@ chaos_suite!(chaos, Diesel);
 secrets_suite!(secrets, Diesel);
 tls_suite!(tls_postgres, Diesel, DatabaseKind::Postgres);
 tls_suite!(tls_mysql, Diesel, DatabaseKind::MySql);
+
+/// The PostgreSQL target of the pipelined-lane scenarios, when one is configured.
+fn postgres() -> Option<ucm_tests::Target> {
+    ucm_tests::Target::find(DatabaseKind::Postgres)
+}
+
+/// diesel-async pipelines on PostgreSQL: 64 tasks on two shared sessions per mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_replies_reach_their_callers() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    ucm_tests::pipeline::replies_reach_their_callers_over_few_connections::<Diesel>(&t, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_errors_stay_with_their_statement() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    ucm_tests::pipeline::errors_stay_with_their_statement::<Diesel>(&t).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_deadline_fails_only_its_statement() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    ucm_tests::pipeline::a_deadline_fails_only_its_statement::<Diesel>(&t).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_killed_connection_is_replaced() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    ucm_tests::pipeline::a_killed_connection_is_replaced::<Diesel>(&t).await
+}

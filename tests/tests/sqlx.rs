@@ -50,3 +50,13 @@ async fn deep_diagnostics_find_seeded_problems_on_mysql() -> ucm_tests::Outcome 
         None => Ok(()),
     }
 }
+
+/// sqlx cannot pipeline: the lane runs each statement on a pooled connection, with the
+/// same answers and errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_lane_falls_back_to_the_pool() -> ucm_tests::Outcome {
+    let Some(t) = ucm_tests::Target::find(DatabaseKind::Postgres) else { return Ok(()) };
+    ucm_tests::pipeline::replies_reach_their_callers_over_few_connections::<Sqlx>(&t, false)
+        .await?;
+    ucm_tests::pipeline::errors_stay_with_their_statement::<Sqlx>(&t).await
+}

@@ -110,6 +110,33 @@ pub trait BackendConnector: Connector + std::fmt::Debug + Sized {
     fn rollback(
         connection: &mut Self::Connection,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// The driver's connection as the pipelined lane shares it: statements from many tasks
+    /// run on it at once, each sent without waiting for the replies before it.
+    /// [`std::convert::Infallible`] for a driver that cannot pipeline.
+    type Shared: Send + Sync + 'static;
+
+    /// Takes the driver's connection out of `connection` for sharing, or `None` when the
+    /// driver cannot pipeline; the pooled connection stays checked out (and counted) while
+    /// it is shared, and gets it back with [`Self::unshare`] before it is returned.
+    fn share(connection: &mut Self::Connection) -> Option<Self::Shared>;
+
+    /// Puts back what [`Self::share`] took.
+    fn unshare(connection: &mut Self::Connection, shared: Self::Shared);
+
+    /// [`Self::execute`] on a shared connection, alongside other tasks' statements.
+    fn execute_shared<'a>(
+        shared: &'a Self::Shared,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64, DriverError>> + Send + 'a;
+
+    /// [`Self::fetch_all`] on a shared connection, alongside other tasks' statements.
+    fn fetch_all_shared<'a>(
+        shared: &'a Self::Shared,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>, DriverError>> + Send + 'a;
 }
 
 /// The connector of a database whose feature is off: it cannot be built, so no value of
@@ -175,5 +202,31 @@ impl BackendConnector for Disabled {
 
     async fn rollback(connection: &mut Disabled) -> Result<(), DriverError> {
         match *connection {}
+    }
+
+    type Shared = std::convert::Infallible;
+
+    fn share(connection: &mut Disabled) -> Option<Self::Shared> {
+        match *connection {}
+    }
+
+    fn unshare(connection: &mut Disabled, _: Self::Shared) {
+        match *connection {}
+    }
+
+    async fn execute_shared(
+        shared: &Self::Shared,
+        _: &str,
+        _: &[Value],
+    ) -> Result<u64, DriverError> {
+        match *shared {}
+    }
+
+    async fn fetch_all_shared(
+        shared: &Self::Shared,
+        _: &str,
+        _: &[Value],
+    ) -> Result<Vec<Row>, DriverError> {
+        match *shared {}
     }
 }

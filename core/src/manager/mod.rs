@@ -1,6 +1,7 @@
 //! `Manager<B>`: `ConnectionManagerProtocol` for any backend, over one `Topology` per database kind picked from the URL at run time.
 
 mod direct;
+mod pipeline;
 mod routing_session;
 mod session;
 
@@ -12,13 +13,17 @@ pub use direct::{Direct, DirectConnection};
 pub use routing_session::RoutingSession;
 pub use session::{ObservedStatement, PooledSession};
 
+use pipeline::{DEFAULT_PIPELINE_WIDTH, Pipeline};
+
 use crate::config::{DatabaseKind, ManagerConfig};
 use crate::connector::{Backend, BackendConnector};
 use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::info::ConnectionInfo;
 use crate::mode::{ConnectionMode, ManagerMode};
-use crate::protocol::{ConnectionManagerProtocol, SqlExecutor, TransactionalConnection};
+use crate::protocol::{
+    ConnectionManagerProtocol, SqlExecutor, TransactionalConnection, run_statement,
+};
 use crate::retry::RetryPolicy;
 use crate::topology::{DRAIN_DEADLINE, Topology};
 use crate::value::{Row, Value};
@@ -28,6 +33,9 @@ use crate::value::{Row, Value};
 pub struct Manager<B: Backend> {
     endpoints: Endpoints<B>,
     retry: RetryPolicy,
+    /// Shared connections per mode for the protocol's single statements; 0: the pooled
+    /// path (see [`Self::with_pipelining`]).
+    pipeline_width: usize,
 }
 
 /// A connection from a [`Manager`], for whichever database the URL named; derefs through
@@ -43,18 +51,29 @@ pub enum Connection<B: Backend> {
 }
 
 enum Endpoints<B: Backend> {
-    Postgres(Topology<B::Postgres>),
-    MySql(Topology<B::MySql>),
-    Sqlite(Topology<B::Sqlite>),
+    Postgres(Topology<B::Postgres>, Pipeline<B::Postgres>),
+    MySql(Topology<B::MySql>, Pipeline<B::MySql>),
+    Sqlite(Topology<B::Sqlite>, Pipeline<B::Sqlite>),
 }
 
 /// Runs `$body` with `$t` bound to the topology, whatever the database.
 macro_rules! with_topology {
     ($endpoints:expr, $t:ident => $body:expr) => {
         match $endpoints {
-            Endpoints::Postgres($t) => $body,
-            Endpoints::MySql($t) => $body,
-            Endpoints::Sqlite($t) => $body,
+            Endpoints::Postgres($t, _) => $body,
+            Endpoints::MySql($t, _) => $body,
+            Endpoints::Sqlite($t, _) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$t` bound to the topology and `$p` to its pipelined lanes.
+macro_rules! with_pipeline {
+    ($endpoints:expr, $t:ident, $p:ident => $body:expr) => {
+        match $endpoints {
+            Endpoints::Postgres($t, $p) => $body,
+            Endpoints::MySql($t, $p) => $body,
+            Endpoints::Sqlite($t, $p) => $body,
         }
     };
 }
@@ -80,11 +99,17 @@ impl<B: Backend> Manager<B> {
     /// database, TLS, timeout) when the primary cannot be reached.
     pub async fn connect(config: ManagerConfig) -> Result<Self> {
         let endpoints = match config.kind() {
-            DatabaseKind::Postgres => Endpoints::Postgres(topology::<B, _>(config).await?),
-            DatabaseKind::MySql => Endpoints::MySql(topology::<B, _>(config).await?),
-            DatabaseKind::Sqlite => Endpoints::Sqlite(topology::<B, _>(config).await?),
+            DatabaseKind::Postgres => {
+                Endpoints::Postgres(topology::<B, _>(config).await?, Pipeline::new())
+            }
+            DatabaseKind::MySql => {
+                Endpoints::MySql(topology::<B, _>(config).await?, Pipeline::new())
+            }
+            DatabaseKind::Sqlite => {
+                Endpoints::Sqlite(topology::<B, _>(config).await?, Pipeline::new())
+            }
         };
-        Ok(Self { endpoints, retry: RetryPolicy::default() })
+        Ok(Self { endpoints, retry: RetryPolicy::default(), pipeline_width: 0 })
     }
 
     /// [`Self::connect`] with the configuration read from `DATABASE_URL`,
@@ -101,6 +126,35 @@ impl<B: Backend> Manager<B> {
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Runs the protocol's single statements ([`ConnectionManagerProtocol::execute`],
+    /// [`ConnectionManagerProtocol::fetch_all`] and `fetch_optional`) through the pipelined
+    /// lane, with up to `connections_per_mode` shared connections per connection mode (0:
+    /// the pooled path, the default). See [`Self::pipelined`].
+    #[must_use]
+    pub fn with_pipelining(mut self, connections_per_mode: usize) -> Self {
+        self.pipeline_width = connections_per_mode;
+        self
+    }
+
+    /// The pipelined lane, for one call: statements outside a transaction from many tasks
+    /// share a few connections (the manager's width, else 2 per mode), each sent without waiting for the replies before it, with the pooled path's
+    /// routing, breaker, deadlines, metrics, errors and retry rule. On a driver that cannot
+    /// pipeline (sqlx; diesel on MySQL and SQLite) or behind a transaction pooler, each
+    /// statement runs on a pooled connection instead.
+    pub fn pipelined(&self) -> Pipelined<'_, B> {
+        let width = match self.pipeline_width {
+            0 => DEFAULT_PIPELINE_WIDTH,
+            width => width,
+        };
+        Pipelined { manager: self, width }
+    }
+
+    /// Connections the pipelined lane holds shared now, over every mode (each is checked
+    /// out of its pool while shared).
+    pub fn pipelined_connections(&self) -> usize {
+        with_pipeline!(&self.endpoints, _t, p => p.shared_connections())
     }
 
     /// The backend's name (`sqlx`, `diesel`).
@@ -131,13 +185,13 @@ impl<B: Backend> Manager<B> {
     /// As [`ConnectionManagerProtocol::get_connection`].
     pub async fn get_connection_on_primary(&self, mode: ConnectionMode) -> Result<Connection<B>> {
         Ok(match &self.endpoints {
-            Endpoints::Postgres(t) => {
+            Endpoints::Postgres(t, _) => {
                 Connection::Postgres(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
-            Endpoints::MySql(t) => {
+            Endpoints::MySql(t, _) => {
                 Connection::MySql(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
-            Endpoints::Sqlite(t) => {
+            Endpoints::Sqlite(t, _) => {
                 Connection::Sqlite(PooledSession::new(t.acquire_on_primary(mode).await?))
             }
         })
@@ -156,15 +210,15 @@ impl<B: Backend> Manager<B> {
     /// `ConnectFailed` when the primary cannot be reached.
     pub async fn direct_connection(&self) -> Result<DirectConnection<B>> {
         Ok(match &self.endpoints {
-            Endpoints::Postgres(t) => DirectConnection::Postgres(
+            Endpoints::Postgres(t, _) => DirectConnection::Postgres(
                 Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
                     .await?,
             ),
-            Endpoints::MySql(t) => DirectConnection::MySql(
+            Endpoints::MySql(t, _) => DirectConnection::MySql(
                 Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
                     .await?,
             ),
-            Endpoints::Sqlite(t) => DirectConnection::Sqlite(
+            Endpoints::Sqlite(t, _) => DirectConnection::Sqlite(
                 Direct::open(t.primary().connector(), t.primary().config().connect_timeout())
                     .await?,
             ),
@@ -220,11 +274,13 @@ impl<B: Backend> ConnectionManagerProtocol for Manager<B> {
 
     async fn get_connection(&self, mode: ConnectionMode) -> Result<Connection<B>> {
         Ok(match &self.endpoints {
-            Endpoints::Postgres(t) => {
+            Endpoints::Postgres(t, _) => {
                 Connection::Postgres(PooledSession::new(t.acquire(mode).await?))
             }
-            Endpoints::MySql(t) => Connection::MySql(PooledSession::new(t.acquire(mode).await?)),
-            Endpoints::Sqlite(t) => Connection::Sqlite(PooledSession::new(t.acquire(mode).await?)),
+            Endpoints::MySql(t, _) => Connection::MySql(PooledSession::new(t.acquire(mode).await?)),
+            Endpoints::Sqlite(t, _) => {
+                Connection::Sqlite(PooledSession::new(t.acquire(mode).await?))
+            }
         })
     }
 
@@ -241,11 +297,107 @@ impl<B: Backend> ConnectionManagerProtocol for Manager<B> {
     }
 
     async fn close(&self) -> Result<()> {
-        with_topology!(&self.endpoints, t => t.close(DRAIN_DEADLINE).await)
+        // The lane's shared connections are checked out: given back first, so the drain
+        // waits only for their statements in flight.
+        with_pipeline!(&self.endpoints, t, p => {
+            p.clear();
+            t.close(DRAIN_DEADLINE).await
+        })
     }
 
     fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
+    }
+
+    async fn execute(&self, mode: ConnectionMode, sql: &str, params: &[Value]) -> Result<u64> {
+        if self.pipeline_width > 0 {
+            return self.pipelined().execute(mode, sql, params).await;
+        }
+        run_statement(
+            &self.retry,
+            mode,
+            || self.get_connection(mode),
+            |mut connection| async move { connection.execute(sql, params).await },
+        )
+        .await
+    }
+
+    async fn fetch_all(
+        &self,
+        mode: ConnectionMode,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>> {
+        if self.pipeline_width > 0 {
+            return self.pipelined().fetch_all(mode, sql, params).await;
+        }
+        run_statement(
+            &self.retry,
+            mode,
+            || self.get_connection(mode),
+            |mut connection| async move { connection.fetch_all(sql, params).await },
+        )
+        .await
+    }
+}
+
+/// The pipelined lane of a [`Manager`], from [`Manager::pipelined`]: single statements
+/// outside a transaction, under the same retry rule as
+/// [`ConnectionManagerProtocol::execute`] (a read is retried as a whole; a statement that
+/// may write runs once, and a connection lost under it is an ambiguous commit).
+#[derive(Debug, Clone, Copy)]
+pub struct Pipelined<'m, B: Backend> {
+    manager: &'m Manager<B>,
+    width: usize,
+}
+
+impl<B: Backend> Pipelined<'_, B> {
+    /// Runs one statement; returns the rows affected.
+    ///
+    /// # Errors
+    /// As [`ConnectionManagerProtocol::execute`].
+    pub async fn execute(&self, mode: ConnectionMode, sql: &str, params: &[Value]) -> Result<u64> {
+        let (manager, width) = (self.manager, self.width);
+        with_pipeline!(&manager.endpoints, t, p => run_statement(
+            &manager.retry,
+            mode,
+            || p.lease(t, mode, width),
+            |lease| lease.execute(p, sql, params),
+        )
+        .await)
+    }
+
+    /// Runs one query; returns every row.
+    ///
+    /// # Errors
+    /// As [`ConnectionManagerProtocol::fetch_all`].
+    pub async fn fetch_all(
+        &self,
+        mode: ConnectionMode,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>> {
+        let (manager, width) = (self.manager, self.width);
+        with_pipeline!(&manager.endpoints, t, p => run_statement(
+            &manager.retry,
+            mode,
+            || p.lease(t, mode, width),
+            |lease| lease.fetch_all(p, sql, params),
+        )
+        .await)
+    }
+
+    /// Runs one query; returns its first row, if any.
+    ///
+    /// # Errors
+    /// As [`Self::fetch_all`].
+    pub async fn fetch_optional(
+        &self,
+        mode: ConnectionMode,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Row>> {
+        Ok(self.fetch_all(mode, sql, params).await?.into_iter().next())
     }
 }
 

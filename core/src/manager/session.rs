@@ -64,42 +64,19 @@ impl<C: BackendConnector> PooledSession<C> {
         &mut self.connection
     }
 
-    /// Maps a driver error, and marks the connection lost when the error says it is.
-    fn fail(&mut self, error: DriverError, phase: Phase) -> Error {
-        let error = match self.connection.with_connector(|c| c.url().clone()) {
-            Some(url) => error.into_error(&url, phase),
-            // The pool is gone (the manager was dropped): no URL to scrub with, so the
-            // driver's text is not repeated.
-            None => Error::other("database error after the connection's pool was dropped"),
-        };
-        if error.kind().evicts_connection() {
-            // The connection was lost: its siblings are checked before their next use, and
-            // the endpoint's breaker counts the failure.
-            self.connection.mark_lost();
-        }
-        error
-    }
-
     /// The span of one statement, when a subscriber wants it.
     fn span(&self, sql: &str) -> Option<Span> {
         telemetry::statement_span(self.connection.endpoint()?, sql)
     }
 
-    /// How a lost connection under the next statement is to be read: outside a transaction
-    /// on a session that may write, the statement is its own commit, and its outcome is
-    /// unknown (`AmbiguousCommit`); ucm does not parse SQL to tell a read from a write, so
-    /// only a read-only session's statements are known not to have applied anything.
+    /// How a lost connection under the next statement is to be read (see [`statement_phase`]).
     fn statement_phase(&self) -> Phase {
-        if self.connection.in_transaction() || self.connection.read_only() == Some(true) {
-            Phase::Statement
-        } else {
-            Phase::Autocommit
-        }
+        statement_phase(&self.connection)
     }
 
-    /// Settles one statement run by [`statement!`]: feeds the breaker, maps its error (a
-    /// server-side cancellation or a passed client deadline into `StatementTimeout`),
-    /// times it into the metrics when `measured` and records a failure on its span.
+    /// Settles one statement run by [`statement!`]: reads its outcome ([`read_outcome`]),
+    /// feeds the breaker, evicts a lost connection, times the statement into the metrics
+    /// when `measured` and records a failure on its span.
     #[allow(clippy::too_many_arguments)]
     fn settle<T>(
         &mut self,
@@ -111,58 +88,18 @@ impl<C: BackendConnector> PooledSession<C> {
         started: Instant,
         span: Option<&Span>,
     ) -> Result<T> {
-        let result = match outcome {
-            Some(Ok(value)) => {
-                self.connection.statement_finished(true);
-                Ok(value)
-            }
-            Some(Err(error)) => {
-                let error = self.fail(error, phase);
-                let lost = error.kind().evicts_connection();
-                self.connection.statement_finished(!lost);
-                Err(match limit {
-                    Some(limit) if error.kind() == crate::ErrorKind::Timeout => {
-                        Error::StatementTimeout {
-                            endpoint: self.endpoint_label(),
-                            limit,
-                            server_cancelled: true,
-                            outcome_unknown: false,
-                        }
-                    }
-                    _ => error,
-                })
-            }
-            None if self.connection.statement_abandoned() => {
-                // The health loop found the endpoint gone (two probes unanswered) while the
-                // statement waited: nothing is coming back on this connection. A read is
-                // safe to run again elsewhere; a write's outcome is unknown.
-                self.connection.mark_lost();
-                let kind = if phase.commits() {
-                    crate::ErrorKind::AmbiguousCommit
-                } else {
-                    crate::ErrorKind::ConnectionLost
-                };
-                Err(Error::database(
-                    kind,
-                    self.endpoint_label(),
-                    None,
-                    "the endpoint stopped answering (two health probes in a row got no \
-                     answer), so the statement was abandoned without waiting out its deadline",
-                ))
-            }
-            None => {
-                // The server did not answer within the client's deadline, although it was
-                // told to cancel the statement sooner: it is frozen or unreachable. The
-                // connection stays marked in flight and is closed on return.
-                self.connection.mark_lost();
-                Err(Error::StatementTimeout {
-                    endpoint: self.endpoint_label(),
-                    limit: limit.unwrap_or_default(),
-                    server_cancelled: false,
-                    outcome_unknown: phase.commits(),
-                })
-            }
-        };
+        let answered = outcome.is_some();
+        let abandoned = !answered && self.connection.statement_abandoned();
+        let Settled { result, lost } =
+            read_outcome(&self.connection, outcome, phase, limit, abandoned);
+        if lost {
+            // The connection was lost: its siblings are checked before their next use, and
+            // the endpoint's breaker counts the failure.
+            self.connection.mark_lost();
+        }
+        if answered {
+            self.connection.statement_finished(!lost);
+        }
         let error = result.as_ref().err();
         if measured {
             self.connection.record_statement(started.elapsed(), sql, error);
@@ -171,10 +108,6 @@ impl<C: BackendConnector> PooledSession<C> {
             telemetry::record_failure(span, error);
         }
         result
-    }
-
-    fn endpoint_label(&self) -> String {
-        self.connection.endpoint().map_or_else(String::new, |e| e.pool.clone())
     }
 
     /// Starts observing a statement the caller runs with the driver's own API (a sqlx
@@ -217,6 +150,92 @@ impl<C: BackendConnector> PooledSession<C> {
         let limit = self.connection.statement_timeout();
         let ObservedStatement { span, started, phase, sql } = statement;
         self.settle(outcome, &sql, phase, true, limit, started, span.as_ref()).err()
+    }
+}
+
+/// How a lost connection under the next statement on `connection` is to be read: outside
+/// a transaction on a session that may write, the statement is its own commit, and its
+/// outcome is unknown (`AmbiguousCommit`); ucm does not parse SQL to tell a read from a
+/// write, so only a read-only session's statements are known not to have applied anything.
+pub(crate) fn statement_phase<C: BackendConnector>(connection: &PooledConnection<C>) -> Phase {
+    if connection.in_transaction() || connection.read_only() == Some(true) {
+        Phase::Statement
+    } else {
+        Phase::Autocommit
+    }
+}
+
+/// One statement's outcome as ucm reports it, and whether its connection was lost.
+pub(crate) struct Settled<T> {
+    pub(crate) result: Result<T>,
+    pub(crate) lost: bool,
+}
+
+/// Reads one statement's outcome on `connection`, the same way for a session and for the
+/// pipelined lane: a driver error mapped with the endpoint (scrubbed), a server-side
+/// cancellation or a passed client deadline (`None`) into `StatementTimeout`, and a wait
+/// ended by the health loop (`abandoned`: the endpoint stopped answering) into a lost
+/// connection, ambiguous when the statement may have committed.
+pub(crate) fn read_outcome<C: BackendConnector, T>(
+    connection: &PooledConnection<C>,
+    outcome: Option<Result<T, DriverError>>,
+    phase: Phase,
+    limit: Option<Duration>,
+    abandoned: bool,
+) -> Settled<T> {
+    let endpoint = || connection.endpoint().map_or_else(String::new, |e| e.pool.clone());
+    match outcome {
+        Some(Ok(value)) => Settled { result: Ok(value), lost: false },
+        Some(Err(error)) => {
+            let error = match connection.with_connector(|c| c.url().clone()) {
+                Some(url) => error.into_error(&url, phase),
+                // The pool is gone (the manager was dropped): no URL to scrub with, so the
+                // driver's text is not repeated.
+                None => Error::other("database error after the connection's pool was dropped"),
+            };
+            let lost = error.kind().evicts_connection();
+            let error = match limit {
+                Some(limit) if error.kind() == crate::ErrorKind::Timeout => {
+                    Error::StatementTimeout {
+                        endpoint: endpoint(),
+                        limit,
+                        server_cancelled: true,
+                        outcome_unknown: false,
+                    }
+                }
+                _ => error,
+            };
+            Settled { result: Err(error), lost }
+        }
+        None if abandoned => {
+            // The health loop found the endpoint gone (two probes unanswered) while the
+            // statement waited: nothing is coming back on this connection. A read is safe
+            // to run again elsewhere; a write's outcome is unknown.
+            let kind = if phase.commits() {
+                crate::ErrorKind::AmbiguousCommit
+            } else {
+                crate::ErrorKind::ConnectionLost
+            };
+            let error = Error::database(
+                kind,
+                endpoint(),
+                None,
+                "the endpoint stopped answering (two health probes in a row got no answer), \
+                 so the statement was abandoned without waiting out its deadline",
+            );
+            Settled { result: Err(error), lost: true }
+        }
+        // The server did not answer within the client's deadline, although it was told to
+        // cancel the statement sooner: it is frozen or unreachable. The connection is lost.
+        None => Settled {
+            result: Err(Error::StatementTimeout {
+                endpoint: endpoint(),
+                limit: limit.unwrap_or_default(),
+                server_cancelled: false,
+                outcome_unknown: phase.commits(),
+            }),
+            lost: true,
+        },
     }
 }
 

@@ -80,6 +80,50 @@ impl<C: Connector> PooledConnection<C> {
         }
     }
 
+    /// For a statement sharing this connection with others (the pipelined lane): when its
+    /// wait ends without an answer, and the abandonment count to pass to
+    /// [`Self::abandoned_since`]. Unlike [`Self::statement_started`], the connection is not
+    /// marked in a statement: a dropped pipelined statement leaves the driver consistent
+    /// (its reply is read and discarded).
+    pub(crate) fn shared_statement_expiry(&self) -> (StatementExpiry, u64) {
+        match self.object.as_ref() {
+            Some(object) => {
+                let generation = object.abandon.generation();
+                (
+                    StatementExpiry::new(
+                        object.client_deadline,
+                        Some((object.abandon.clone(), generation)),
+                    ),
+                    generation,
+                )
+            }
+            None => (StatementExpiry::never(), 0),
+        }
+    }
+
+    /// Whether the endpoint was abandoned since the count [`Self::shared_statement_expiry`]
+    /// gave.
+    pub(crate) fn abandoned_since(&self, generation: u64) -> bool {
+        self.object.as_ref().is_some_and(|object| object.abandon.generation() != generation)
+    }
+
+    /// Settles a shared statement: a reply (`round_trip_ok`) counts as a success for the
+    /// endpoint's breaker, and the statement goes into the pool's metrics.
+    pub(crate) fn record_shared_statement(
+        &self,
+        round_trip_ok: bool,
+        took: Duration,
+        sql: &str,
+        error: Option<&crate::Error>,
+    ) {
+        if let Some(object) = self.object.as_ref() {
+            if round_trip_ok && let Some(breaker) = &object.breaker {
+                breaker.record_success();
+            }
+            object.metrics.record_statement(took, Duration::ZERO, sql, error);
+        }
+    }
+
     /// The mode's statement timeout, enforced by the server (the client's own deadline, a
     /// little longer, comes with [`Self::statement_started`]); `None` when the mode sets
     /// no limit.

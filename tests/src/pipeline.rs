@@ -1,0 +1,179 @@
+//! The pipelined lane on real PostgreSQL: many tasks' statements on a few shared connections with each reply reaching its caller, SQL errors and deadlines confined to their statement, a killed connection replaced (reads retried), the drain not held up; where the driver cannot pipeline, the pooled path instead.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ucm_kernel::{
+    ConnectionManagerProtocol, ConnectionMode, DatabaseKind, ErrorKind, Manager, ManagerMode,
+    PoolConfiguration, Result, Value,
+};
+
+use crate::{Backend, Outcome, Target, unique_table};
+
+const RO: ConnectionMode = ConnectionMode::ReadOnly;
+const RW: ConnectionMode = ConnectionMode::ReadWrite;
+
+/// Tasks sending statements at once.
+const TASKS: i64 = 64;
+
+/// A manager whose pool (8) is wider than its lane (2 per mode), so that the number of
+/// server sessions tells the lane from the pooled path.
+async fn manager<B: Backend>(
+    t: &Target,
+    statement_timeout: Option<Duration>,
+) -> Result<Arc<Manager<B::Core>>> {
+    let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(8)
+        .max_overflow(0)
+        .application_name("ucm_t_pipeline")
+        .statement_timeout(statement_timeout)
+        .build()?;
+    let manager = Manager::<B::Core>::connect(t.config(ManagerMode::AsyncModern, pool)).await?;
+    Ok(Arc::new(manager.with_pipelining(2)))
+}
+
+/// 64 tasks each read their own number and the server session that answered, through the
+/// lane: every task gets its own number back, and the statements were served by at most
+/// two sessions per mode when the driver pipelines (by up to the pool's eight otherwise).
+pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
+    t: &Target,
+    pipelines: bool,
+) -> Outcome {
+    assert_eq!(t.kind, DatabaseKind::Postgres, "the lane pipelines on PostgreSQL");
+    let m = manager::<B>(t, None).await?;
+    for mode in [RO, RW] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..TASKS {
+            let m = Arc::clone(&m);
+            tasks.spawn(async move {
+                let mut pids = Vec::new();
+                for round in 0..20 {
+                    let wanted = n * 1000 + round;
+                    let rows = m
+                        .fetch_all(
+                            mode,
+                            "SELECT $1::bigint AS n, pg_backend_pid()::bigint AS pid",
+                            &[Value::Int(wanted)],
+                        )
+                        .await?;
+                    let got: i64 = rows[0].try_get("n")?;
+                    assert_eq!(got, wanted, "a reply reached the wrong caller ({mode})");
+                    pids.push(rows[0].try_get::<i64>("pid")?);
+                }
+                Ok::<_, ucm_kernel::Error>(pids)
+            });
+        }
+        let mut sessions = BTreeSet::new();
+        while let Some(joined) = tasks.join_next().await {
+            sessions.extend(joined.map_err(|e| ucm_kernel::Error::other(e.to_string()))??);
+        }
+        if pipelines {
+            assert!(
+                sessions.len() <= 2,
+                "{mode}: {} server sessions served the lane, wanted at most 2",
+                sessions.len()
+            );
+        } else {
+            assert!(
+                sessions.len() > 2,
+                "{mode}: only {} sessions: the pooled path should use the pool",
+                sessions.len()
+            );
+        }
+    }
+    let shared = m.pipelined_connections();
+    if pipelines {
+        assert!((1..=4).contains(&shared), "{shared} shared connections for two modes");
+    } else {
+        assert_eq!(shared, 0, "a driver that cannot pipeline shares nothing");
+    }
+    // The drain gives the shared connections back rather than waiting for them.
+    m.close().await?;
+    assert_eq!(m.pipelined_connections(), 0);
+    Ok(())
+}
+
+/// Writes go through the lane too (`ReadWrite`), and a read-only lane refuses them; an SQL
+/// error fails only its own statement, and the shared connection keeps serving.
+pub async fn errors_stay_with_their_statement<B: Backend>(t: &Target) -> Outcome {
+    let m = manager::<B>(t, None).await?;
+    let lane = m.pipelined();
+    let table = unique_table("pipe");
+    lane.execute(RW, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT)"), &[])
+        .await?;
+    let insert = format!("INSERT INTO {table} VALUES ($1, $2)");
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..TASKS {
+        let (m, insert) = (Arc::clone(&m), insert.clone());
+        tasks.spawn(async move {
+            let lane = m.pipelined();
+            let written = lane.execute(RW, &insert, &[Value::Int(id), Value::Int(id * 2)]).await;
+            // A duplicate key for every fourth task, sent alongside the others.
+            let duplicate = if id % 4 == 0 {
+                Some(lane.execute(RW, &insert, &[Value::Int(id), Value::Int(0)]).await)
+            } else {
+                None
+            };
+            (written, duplicate)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (written, duplicate) = joined.map_err(|e| ucm_kernel::Error::other(e.to_string()))?;
+        assert_eq!(written?, 1);
+        if let Some(duplicate) = duplicate {
+            let error = duplicate.expect_err("a duplicate key must fail");
+            assert_eq!(error.kind(), ErrorKind::Constraint, "{error}");
+        }
+    }
+    let rows =
+        lane.fetch_all(RO, &format!("SELECT count(*) AS c, sum(n) AS s FROM {table}"), &[]).await?;
+    assert_eq!(rows[0].try_get::<i64>("c")?, TASKS);
+    assert_eq!(rows[0].try_get::<i64>("s")?, (0..TASKS).map(|i| i * 2).sum::<i64>());
+    let refused = lane.execute(RO, &insert, &[Value::Int(-1), Value::Int(0)]).await;
+    let error = refused.expect_err("a read-only lane must refuse a write");
+    assert_eq!(error.kind(), ErrorKind::ReadOnlyViolation, "{error}");
+    lane.execute(RW, &format!("DROP TABLE {table}"), &[]).await?;
+    m.close().await?;
+    Ok(())
+}
+
+/// A statement past the mode's statement timeout fails with `StatementTimeout` (the server
+/// cancelled it), and a statement queued behind it on the same connection still succeeds.
+pub async fn a_deadline_fails_only_its_statement<B: Backend>(t: &Target) -> Outcome {
+    let m = manager::<B>(t, Some(Duration::from_millis(300))).await?;
+    let slow = {
+        let m = Arc::clone(&m);
+        tokio::spawn(async move { m.pipelined().fetch_all(RW, "SELECT pg_sleep(5)", &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quick = m.pipelined().fetch_all(RW, "SELECT 7::bigint AS n", &[]).await?;
+    assert_eq!(quick[0].try_get::<i64>("n")?, 7);
+    let error = slow
+        .await
+        .map_err(|e| ucm_kernel::Error::other(e.to_string()))?
+        .expect_err("pg_sleep(5) must pass a 300 ms statement timeout");
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    m.close().await?;
+    Ok(())
+}
+
+/// The server ends the lane's session (`pg_terminate_backend`): the next read fails over
+/// to a new shared connection within the call (a read is retried), served by another
+/// session.
+pub async fn a_killed_connection_is_replaced<B: Backend>(t: &Target) -> Outcome {
+    let m = manager::<B>(t, None).await?;
+    let lane = m.pipelined();
+    let pid_sql = "SELECT pg_backend_pid()::bigint AS pid";
+    let before: i64 = lane.fetch_all(RO, pid_sql, &[]).await?[0].try_get("pid")?;
+    m.execute(RW, "SELECT pg_terminate_backend($1::int)", &[Value::Int(before)]).await?;
+    // The lane may hold a second read connection: read until the killed one was tried.
+    let mut after = BTreeSet::new();
+    for _ in 0..8 {
+        let pid: i64 = lane.fetch_all(RO, pid_sql, &[]).await?[0].try_get("pid")?;
+        after.insert(pid);
+    }
+    assert!(!after.contains(&before), "the killed session {before} still answered");
+    m.close().await?;
+    Ok(())
+}
