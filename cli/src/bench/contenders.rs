@@ -1,4 +1,4 @@
-//! The contenders: raw sqlx `PgPool`, raw deadpool-postgres, raw diesel-async over deadpool, ucm-sqlx and ucm-diesel, each running the same two reads (a prepared `SELECT 1`, and a small indexed read) with values decoded; pgbench as the C baseline.
+//! The contenders: raw sqlx `PgPool`, raw deadpool-postgres, raw diesel-async over deadpool, ucm-sqlx and ucm-diesel (pooled and pipelined), one shared tokio-postgres connection, each running the same two reads (a prepared `SELECT 1`, and a small indexed read) with values decoded; pgbench as the C baseline.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -23,6 +23,9 @@ use super::load::Op;
 
 /// Every contender's pool holds at most this many connections.
 pub(crate) const POOL_MAX: usize = 20;
+
+/// Shared connections per mode of the pipelined contender's lane.
+pub(crate) const PIPELINE_WIDTH: usize = 2;
 
 /// Rows in the indexed-read table.
 const ITEMS: i64 = 10_000;
@@ -104,13 +107,16 @@ pub(crate) async fn family(url: &str, family: usize) -> anyhow::Result<Vec<Conte
             sqlx_pool(url, true).await?,
             sqlx_pool(url, false).await?,
             deadpool(url)?,
-            ucm_neutral::<Sqlx>(url, &[]).await?,
+            ucm_neutral::<Sqlx>(url, &[], 0).await?,
             ucm_sqlx_native(url).await?,
         ],
         _ => vec![
             diesel_pool(url)?,
-            ucm_neutral::<Diesel>(url, &[]).await?,
+            ucm_neutral::<Diesel>(url, &[], 0).await?,
             ucm_diesel_native(url).await?,
+            ucm_neutral::<Diesel>(url, &[], PIPELINE_WIDTH).await?,
+            diesel_shared(url).await?,
+            tokio_postgres_shared(url).await?,
         ],
     })
 }
@@ -128,9 +134,9 @@ pub(crate) async fn ha_pair(url: &str, replica: Option<&str>) -> anyhow::Result<
         replica != url,
         "the HA comparison needs a replica URL (--replica-url) or a URL with host 127.0.0.1 (it reaches the same server as localhost)"
     );
-    let mut single = ucm_neutral::<Sqlx>(url, &[]).await?;
+    let mut single = ucm_neutral::<Sqlx>(url, &[], 0).await?;
     single.name = "ucm-sqlx, single endpoint";
-    let mut routed = ucm_neutral::<Sqlx>(url, &[replica]).await?;
+    let mut routed = ucm_neutral::<Sqlx>(url, &[replica], 0).await?;
     routed.name = "ucm-sqlx, one replica";
     Ok([single, routed])
 }
@@ -270,10 +276,13 @@ async fn diesel_indexed(connection: &mut AsyncPgConnection, sql: &str) -> anyhow
     Ok(())
 }
 
-/// A ucm manager of backend `B` with a pool of [`POOL_MAX`], reads in `ReadOnly` mode.
+/// A ucm manager of backend `B` with a pool of [`POOL_MAX`], reads in `ReadOnly` mode;
+/// its single statements go through the pipelined lane with `pipeline_width` shared
+/// connections per mode (0: the pooled path).
 async fn ucm_manager<B: Backend>(
     url: &str,
     replicas: &[String],
+    pipeline_width: usize,
 ) -> anyhow::Result<Arc<Manager<B>>> {
     let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(POOL_MAX)
@@ -286,7 +295,7 @@ async fn ucm_manager<B: Backend>(
         .replicas(replicas)
         .pool(pool)
         .build()?;
-    Ok(Arc::new(Manager::<B>::connect(config).await?))
+    Ok(Arc::new(Manager::<B>::connect(config).await?.with_pipelining(pipeline_width)))
 }
 
 /// The contender's `close`: drains the manager.
@@ -301,13 +310,23 @@ fn close_manager<B: Backend>(
 }
 
 /// ucm on backend `B` through the neutral API: `fetch_all` in `ReadOnly` mode, rows as
-/// `Value`s, under the retry policy.
-async fn ucm_neutral<B: Backend>(url: &str, replicas: &[String]) -> anyhow::Result<Contender> {
-    let manager = ucm_manager::<B>(url, replicas).await?;
+/// `Value`s, under the retry policy; through the pipelined lane when `pipeline_width` is
+/// not 0.
+async fn ucm_neutral<B: Backend>(
+    url: &str,
+    replicas: &[String],
+    pipeline_width: usize,
+) -> anyhow::Result<Contender> {
+    let manager = ucm_manager::<B>(url, replicas, pipeline_width).await?;
     let sql = Arc::new(indexed_sql(&items_table()));
     let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
     Ok(Contender {
-        name: if B::NAME == "diesel" { "ucm-diesel (neutral)" } else { "ucm-sqlx (neutral)" },
+        name: match (B::NAME, pipeline_width) {
+            ("diesel", 0) => "ucm-diesel (neutral)",
+            ("diesel", _) => "ucm-diesel (pipelined)",
+            (_, 0) => "ucm-sqlx (neutral)",
+            _ => "ucm-sqlx (pipelined)",
+        },
         select1: Arc::new(move || {
             let manager = Arc::clone(&m1);
             Box::pin(async move {
@@ -334,7 +353,7 @@ async fn ucm_neutral<B: Backend>(url: &str, replicas: &[String]) -> anyhow::Resu
 
 /// ucm-sqlx natively: a checkout from ucm's pool, then sqlx's own query on it.
 async fn ucm_sqlx_native(url: &str) -> anyhow::Result<Contender> {
-    let manager: Arc<SqlxManager> = ucm_manager::<Sqlx>(url, &[]).await?;
+    let manager: Arc<SqlxManager> = ucm_manager::<Sqlx>(url, &[], 0).await?;
     let sql = Arc::new(indexed_sql(&items_table()));
     let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
     Ok(Contender {
@@ -373,7 +392,7 @@ async fn ucm_sqlx_native(url: &str) -> anyhow::Result<Contender> {
 /// ucm-diesel natively: a checkout from ucm's pool, then the diesel DSL on it, exactly as
 /// the raw diesel-async contender runs it.
 async fn ucm_diesel_native(url: &str) -> anyhow::Result<Contender> {
-    let manager = ucm_manager::<Diesel>(url, &[]).await?;
+    let manager = ucm_manager::<Diesel>(url, &[], 0).await?;
     let sql = Arc::new(indexed_sql(&items_table()));
     let (m1, m2) = (Arc::clone(&manager), Arc::clone(&manager));
     Ok(Contender {
@@ -399,6 +418,85 @@ async fn ucm_diesel_native(url: &str) -> anyhow::Result<Contender> {
             })
         }),
         close: close_manager(manager),
+    })
+}
+
+/// diesel-async's own pipelining, with nothing of ucm's: one `AsyncPgConnection` shared
+/// by every task through `&AsyncPgConnection`, the same `sql_query` as the pooled diesel
+/// contender; what the pipelined ucm-diesel lane is built on.
+async fn diesel_shared(url: &str) -> anyhow::Result<Contender> {
+    use diesel_async::AsyncConnection;
+    let connection = Arc::new(AsyncPgConnection::establish(url).await?);
+    let (c1, c2, table) =
+        (Arc::clone(&connection), Arc::clone(&connection), Arc::new(indexed_sql(&items_table())));
+    Ok(Contender {
+        name: "diesel-async, one shared connection",
+        select1: Arc::new(move || {
+            let connection = Arc::clone(&c1);
+            Box::pin(async move {
+                let mut shared: &AsyncPgConnection = &connection;
+                let row: One = diesel_async::RunQueryDsl::get_result(
+                    diesel::sql_query("SELECT 1 AS one"),
+                    &mut shared,
+                )
+                .await?;
+                anyhow::ensure!(row.one == 1, "SELECT 1 returned {}", row.one);
+                Ok(())
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (connection, sql) = (Arc::clone(&c2), Arc::clone(&table));
+            Box::pin(async move {
+                let mut shared: &AsyncPgConnection = &connection;
+                let query = diesel::sql_query(sql.as_str()).bind::<BigInt, _>(key());
+                let _item: Item = diesel_async::RunQueryDsl::get_result(query, &mut shared).await?;
+                Ok(())
+            })
+        }),
+        close: Box::new(move || Box::pin(async move { drop(connection) })),
+    })
+}
+
+/// The pipelining ceiling: one tokio-postgres connection shared by every task (no pool,
+/// no routing, no breaker), statements prepared once; what a lane of one connection could
+/// reach with nothing of ucm's on the path.
+async fn tokio_postgres_shared(url: &str) -> anyhow::Result<Contender> {
+    use deadpool_postgres::tokio_postgres;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let select1 = client.prepare("SELECT 1").await?;
+    // Prepared on first use: the items table exists only while the benchmark runs.
+    let indexed = Arc::new(tokio::sync::OnceCell::new());
+    let client = Arc::new(client);
+    let (c1, c2) = (Arc::clone(&client), Arc::clone(&client));
+    let sql = Arc::new(indexed_sql(&items_table()));
+    Ok(Contender {
+        name: "tokio-postgres, one shared connection",
+        select1: Arc::new(move || {
+            let (client, statement) = (Arc::clone(&c1), select1.clone());
+            Box::pin(async move {
+                let one: i32 = client.query_one(&statement, &[]).await?.get(0);
+                anyhow::ensure!(one == 1, "SELECT 1 returned {one}");
+                Ok(())
+            })
+        }),
+        indexed: Arc::new(move || {
+            let (client, indexed, sql) = (Arc::clone(&c2), Arc::clone(&indexed), Arc::clone(&sql));
+            Box::pin(async move {
+                let statement = indexed.get_or_try_init(|| client.prepare(&sql)).await?;
+                let row = client.query_one(statement, &[&key()]).await?;
+                let (_name, _price): (String, i64) = (row.get(0), row.get(1));
+                Ok(())
+            })
+        }),
+        // The operations still hold the client: the connection is stopped rather than
+        // waited for.
+        close: Box::new(move || {
+            Box::pin(async move {
+                drop(client);
+                driver.abort();
+            })
+        }),
     })
 }
 

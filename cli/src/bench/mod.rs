@@ -53,6 +53,9 @@ pub(crate) struct BenchArgs {
 /// The two read workloads every contender runs.
 pub(crate) const WORKLOADS: [&str; 2] = ["SELECT 1", "indexed read"];
 
+/// pgbench runs at concurrency levels up to this many clients (one server session each).
+pub(crate) const PGBENCH_MAX_CLIENTS: usize = 64;
+
 /// Concurrency of the HA-overhead comparison.
 pub(crate) const HA_TASKS: usize = 16;
 
@@ -154,11 +157,16 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let per_run = Duration::from_secs_f64(args.seconds);
     // pgbench first, while no contender holds connections: five pools of 20 and pgbench's
     // own clients would not fit in PostgreSQL's default max_connections of 100.
+    // pgbench opens one server session per client: past PGBENCH_MAX_CLIENTS it would
+    // not fit in `max_connections` either.
     let pgbench: Vec<(usize, Option<f64>)> = args
         .concurrency
         .iter()
         .map(|&tasks| {
-            (tasks, contenders::pgbench(args.pgbench.as_deref(), &database_url, tasks, per_run))
+            let tps = (tasks <= PGBENCH_MAX_CLIENTS).then(|| {
+                contenders::pgbench(args.pgbench.as_deref(), &database_url, tasks, per_run)
+            });
+            (tasks, tps.flatten())
         })
         .collect();
     contenders::create_items(&database_url).await.context("creating the indexed-read table")?;
@@ -197,7 +205,7 @@ async fn measure(
     database_url: &str,
     per_run: Duration,
 ) -> anyhow::Result<(Vec<Table>, Table)> {
-    let per_family = 4 * WORKLOADS.len() * args.concurrency.len();
+    let per_family = 6 * WORKLOADS.len() * args.concurrency.len();
     let runs = (contenders::FAMILIES * per_family + 2) as u64;
     let bar = progress(runs * u64::from(args.rounds));
     let mut tables: Vec<Table> = Vec::new();

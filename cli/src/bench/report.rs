@@ -9,14 +9,20 @@ use super::load::Sample;
 use super::{Results, Table, WORKLOADS};
 
 /// The raw contender each ucm contender is judged against, and the target ratio.
-const RATIOS: [(&str, &str, f64); 6] = [
+const RATIOS: &[(&str, &str, f64)] = &[
     ("ucm-sqlx (neutral)", "sqlx PgPool (default)", 1.3),
     ("ucm-sqlx (native)", "sqlx PgPool (default)", 1.3),
+    ("ucm-sqlx (native)", "sqlx PgPool (no ping)", 0.95),
     ("ucm-sqlx (native)", "deadpool-postgres", 0.95),
     ("ucm-sqlx (neutral)", "deadpool-postgres", 0.95),
     ("ucm-diesel (native)", "diesel-async deadpool", 0.97),
     ("ucm-diesel (neutral)", "diesel-async deadpool", 0.97),
+    ("ucm-diesel (pipelined)", "deadpool-postgres", 1.5),
+    ("ucm-diesel (pipelined)", "tokio-postgres, one shared connection", 0.0),
 ];
+
+/// The contender judged against pgbench on `SELECT 1`, and the target ratio.
+const AGAINST_PGBENCH: (&str, f64) = ("ucm-diesel (pipelined)", 1.0);
 
 pub(crate) fn markdown(r: &Results) -> String {
     let mut out = String::new();
@@ -34,16 +40,22 @@ pub(crate) fn markdown(r: &Results) -> String {
             out,
             "| ratio | throughput | target | p99 (lower is better) |\n|---|---:|---:|---:|"
         );
-        for (ucm, raw, target) in RATIOS {
+        for &(ucm, raw, target) in RATIOS {
             if let (Some(a), Some(b)) = (find(&table.samples, ucm), find(&table.samples, raw)) {
                 let ratio = a.per_second() / b.per_second();
-                let verdict = if ratio >= target { "met" } else { "missed" };
                 let p99 = a.micros(0.99) / b.micros(0.99);
                 let _ = writeln!(
                     out,
-                    "| {ucm} / {raw} | {ratio:.2} | ≥ {target} ({verdict}) | {p99:.2} |"
+                    "| {ucm} / {raw} | {ratio:.2} | {} | {p99:.2} |",
+                    verdict(ratio, target)
                 );
             }
+        }
+        let (ucm, target) = AGAINST_PGBENCH;
+        if let (Some(Some(tps)), Some(a)) = (pgbench, find(&table.samples, ucm)) {
+            let ratio = a.per_second() / tps;
+            let _ =
+                writeln!(out, "| {ucm} / pgbench | {ratio:.2} | {} | |", verdict(ratio, target));
         }
         out.push('\n');
     }
@@ -104,6 +116,17 @@ pub(crate) fn markdown(r: &Results) -> String {
     out
 }
 
+/// A ratio against its target (`0.0`: for reference, no target).
+fn verdict(ratio: f64, target: f64) -> String {
+    if target <= 0.0 {
+        "(reference)".to_owned()
+    } else if ratio >= target {
+        format!("≥ {target} (met)")
+    } else {
+        format!("≥ {target} (missed)")
+    }
+}
+
 /// One workload's table of contenders; `pgbench` adds pgbench's row (`Some(None)`: it did not run).
 fn write_table(out: &mut String, table: &Table, pgbench: Option<Option<f64>>) {
     let _ = writeln!(out, "## {}, {} task(s)\n", table.workload, table.tasks);
@@ -129,7 +152,7 @@ fn write_table(out: &mut String, table: &Table, pgbench: Option<Option<f64>>) {
         Some(None) => {
             let _ = writeln!(
                 out,
-                "| pgbench | not run (not found, or it failed: see the run's output) | | | | |"
+                "| pgbench | not run (more clients than `max_connections` allows, not found, or it failed: see the run's output) | | | | |"
             );
         }
         None => {}
