@@ -178,7 +178,7 @@
 //!
 //! - The manager and the registry: [`UnifiedManager`], [`UnifiedConnection`],
 //!   [`SelectedBackend`], [`Manager`], [`Connection`], [`DirectConnection`],
-//!   [`RoutingSession`], [`get_unified_manager`], [`unified_manager_for`],
+//!   [`RoutingSession`], [`Pipelined`], [`get_unified_manager`], [`unified_manager_for`],
 //!   [`install_config`], [`install_manager`], [`close_manager`], [`shutdown_all`],
 //!   [`DatabaseTestAdapter`].
 //! - Modes: [`ManagerMode`], [`ConnectionMode`].
@@ -243,7 +243,7 @@ pub use registry::{
     unified_manager_for,
 };
 pub use test_adapter::DatabaseTestAdapter;
-pub use ucm_kernel::{Connection, DirectConnection, Manager, RoutingSession};
+pub use ucm_kernel::{Connection, DirectConnection, Manager, Pipelined, RoutingSession};
 // Modes.
 pub use ucm_kernel::{ConnectionMode, ManagerMode};
 // Configuration.
