@@ -56,18 +56,8 @@ enum Endpoints<B: Backend> {
     Sqlite(Topology<B::Sqlite>, Pipeline<B::Sqlite>),
 }
 
-/// Runs `$body` with `$t` bound to the topology, whatever the database.
-macro_rules! with_topology {
-    ($endpoints:expr, $t:ident => $body:expr) => {
-        match $endpoints {
-            Endpoints::Postgres($t, _) => $body,
-            Endpoints::MySql($t, _) => $body,
-            Endpoints::Sqlite($t, _) => $body,
-        }
-    };
-}
-
-/// Runs `$body` with `$t` bound to the topology and `$p` to its pipelined lanes.
+/// Runs `$body` with `$t` bound to the topology and `$p` to its pipelined lanes, whatever
+/// the database.
 macro_rules! with_pipeline {
     ($endpoints:expr, $t:ident, $p:ident => $body:expr) => {
         match $endpoints {
@@ -75,6 +65,13 @@ macro_rules! with_pipeline {
             Endpoints::MySql($t, $p) => $body,
             Endpoints::Sqlite($t, $p) => $body,
         }
+    };
+}
+
+/// Runs `$body` with `$t` bound to the topology, whatever the database.
+macro_rules! with_topology {
+    ($endpoints:expr, $t:ident => $body:expr) => {
+        with_pipeline!($endpoints, $t, _lanes => $body)
     };
 }
 
@@ -154,7 +151,7 @@ impl<B: Backend> Manager<B> {
     /// Connections the pipelined lane holds shared now, over every mode (each is checked
     /// out of its pool while shared).
     pub fn pipelined_connections(&self) -> usize {
-        with_pipeline!(&self.endpoints, _t, p => p.shared_connections())
+        with_pipeline!(&self.endpoints, _topology, p => p.shared_connections())
     }
 
     /// The backend's name (`sqlx`, `diesel`).
