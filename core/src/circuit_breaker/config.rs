@@ -41,13 +41,12 @@ impl CircuitBreakerConfig {
     /// Checks that the configuration is coherent.
     ///
     /// # Errors
-    /// [`Error::Configuration`] naming the field at fault (`circuit_breaker.<field>`) when a
+    /// [`Error::Configuration`] naming the field at fault (`breaker.<field>`) when a
     /// threshold or the probe count is zero, the multiplier is below 1 or not a number, or
     /// the maximum recovery timeout is below the base one.
     pub fn validate(&self) -> Result<()> {
-        let fail = |field: &str, message: String| {
-            Err(Error::config(format!("circuit_breaker.{field}"), message))
-        };
+        let fail =
+            |field: &str, message: String| Err(Error::config(format!("breaker.{field}"), message));
         if self.failure_threshold == 0 {
             return fail("failure_threshold", "must be at least 1".into());
         }
@@ -130,15 +129,15 @@ mod tests {
     fn incoherent_configurations_name_their_field() {
         type Edit = fn(&mut CircuitBreakerConfig);
         let table: [(Edit, &str); 7] = [
-            (|c| c.failure_threshold = 0, "circuit_breaker.failure_threshold"),
-            (|c| c.success_threshold = 0, "circuit_breaker.success_threshold"),
-            (|c| c.half_open_max_probes = 0, "circuit_breaker.half_open_max_probes"),
-            (|c| c.backoff_multiplier = 0.9, "circuit_breaker.backoff_multiplier"),
-            (|c| c.backoff_multiplier = f64::NAN, "circuit_breaker.backoff_multiplier"),
-            (|c| c.backoff_multiplier = f64::INFINITY, "circuit_breaker.backoff_multiplier"),
+            (|c| c.failure_threshold = 0, "breaker.failure_threshold"),
+            (|c| c.success_threshold = 0, "breaker.success_threshold"),
+            (|c| c.half_open_max_probes = 0, "breaker.half_open_max_probes"),
+            (|c| c.backoff_multiplier = 0.9, "breaker.backoff_multiplier"),
+            (|c| c.backoff_multiplier = f64::NAN, "breaker.backoff_multiplier"),
+            (|c| c.backoff_multiplier = f64::INFINITY, "breaker.backoff_multiplier"),
             (
                 |c| c.max_recovery_timeout = Duration::from_millis(500),
-                "circuit_breaker.max_recovery_timeout",
+                "breaker.max_recovery_timeout",
             ),
         ];
         for (edit, field) in table {

@@ -1,16 +1,27 @@
-//! `ManagerConfig`: one manager's endpoints (a primary and its replicas) and pool configuration, from a builder or the environment.
+//! `ManagerConfig`: one manager's endpoints (a primary and its replicas), pool, breaker, retry and drain settings, from a builder, a TOML file or the environment.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use super::pool::PoolConfiguration;
+use super::settings::{self, ConfigSources, Origin};
 use super::{DatabaseKind, DatabaseUrl};
+use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
+use crate::retry::RetryPolicy;
 
-/// The endpoint set and pool configuration of one manager: its mode, a primary, zero or more
-/// read replicas, and the pool settings every endpoint's pool uses.
+/// How long [`close`](crate::ConnectionManagerProtocol::close) waits for checked-out
+/// connections by default before closing them anyway.
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The endpoint set and settings of one manager: its mode, a primary, zero or more read
+/// replicas, the pool settings every endpoint's pool uses, the circuit breaker's thresholds,
+/// the retry policy and the drain deadline.
 ///
-/// Built only through [`ManagerConfig::builder`], [`ManagerConfig::from_env`] or
+/// Built only through [`ManagerConfig::builder`], [`ManagerConfig::from_sources`] (a TOML
+/// file and the environment, see [`ConfigSources`]), [`ManagerConfig::from_env`] or
 /// [`ManagerConfig::from_lookup`], so it always holds: every replica is the primary's
 /// [`DatabaseKind`]; SQLite has no replicas; no replica is the primary or another replica
 /// (same host, port and database).
@@ -23,6 +34,11 @@ pub struct ManagerConfig {
     primary: DatabaseUrl,
     replicas: Vec<DatabaseUrl>,
     pool: PoolConfiguration,
+    breaker: CircuitBreakerConfig,
+    retry: RetryPolicy,
+    drain_deadline: Duration,
+    /// Where each setting that is not the preset's came from.
+    origins: BTreeMap<String, Origin>,
 }
 
 impl ManagerConfig {
@@ -38,22 +54,69 @@ impl ManagerConfig {
             primary: None,
             replicas: Vec::new(),
             pool: None,
-            names: BUILDER_NAMES,
+            breaker: None,
+            retry: None,
+            drain_deadline: None,
+            origins: BTreeMap::new(),
+            names: FieldNames::builder(),
         }
     }
 
-    /// Reads the process environment; see [`Self::from_lookup`].
+    /// Reads `sources` (a TOML file, the environment) over `mode`'s preset; see
+    /// [`ConfigSources`] for the precedence and the names.
+    ///
+    /// # Errors
+    /// As [`Self::builder_from`] and [`ManagerConfigBuilder::build`].
+    pub fn from_sources(mode: ManagerMode, sources: &ConfigSources) -> Result<Self> {
+        Self::builder_from(mode, sources)?.build()
+    }
+
+    /// A builder holding what `sources` set for `mode`, so that the builder's own calls
+    /// come on top of the file and the environment.
+    ///
+    /// # Errors
+    /// A `Configuration` error naming the key and its file, or the variable: an unreadable
+    /// or malformed file, an unknown key or mode, a malformed value, an incoherent pool,
+    /// breaker or retry setting. No error contains a password.
+    pub fn builder_from(
+        mode: ManagerMode,
+        sources: &ConfigSources,
+    ) -> Result<ManagerConfigBuilder> {
+        let resolved = sources.resolve(mode)?;
+        let mut builder = Self::builder(mode);
+        let layer = &resolved.layer;
+        if let Some(url) = &layer.primary {
+            builder.names.primary = resolved.field("primary");
+            builder = builder.primary(url);
+        }
+        if let Some(list) = &layer.replicas {
+            let (urls, comma_separated) = list.urls();
+            builder.names.replicas = resolved.field("replicas");
+            builder.names.comma_separated = comma_separated;
+            builder = builder.replicas(urls);
+        }
+        let pool = settings::pool(PoolConfiguration::builder(mode), &resolved)?.build()?;
+        builder.breaker = Some(settings::breaker(&resolved)?);
+        builder.retry = Some(settings::retry(&resolved)?);
+        builder.drain_deadline = settings::drain_deadline(&resolved)?;
+        builder.origins = resolved.origins;
+        Ok(builder.pool(pool))
+    }
+
+    /// Reads the process environment, and the TOML file `UCM_CONFIG` names; see
+    /// [`Self::from_lookup`] and [`ConfigSources`].
     ///
     /// # Errors
     /// As [`Self::from_lookup`].
     pub fn from_env(mode: ManagerMode) -> Result<Self> {
-        Self::from_lookup(mode, |name| std::env::var(name).ok())
+        Self::from_sources(mode, &ConfigSources::environment())
     }
 
-    /// Reads `lookup` (the environment, or a map in tests): `DATABASE_URL` (required),
-    /// `DATABASE_REPLICA_URLS` (comma-separated; whitespace around items is trimmed and empty
-    /// items are skipped, so a ',' inside a URL must be written %2C), and the pool overrides
-    /// of [`crate::PoolConfigurationBuilder::env_overrides`] on top of `mode`'s preset.
+    /// Reads `lookup` as the environment (a map in tests), and the file its `UCM_CONFIG`
+    /// names: `DATABASE_URL` (else libpq's `PG*` variables), `DATABASE_REPLICA_URLS`
+    /// (comma-separated; whitespace around items is trimmed and empty items are skipped, so
+    /// a ',' inside a URL must be written %2C), and the `UCM_*` settings of
+    /// [`ConfigSources`] on top of `mode`'s preset.
     ///
     /// # Errors
     /// A `Configuration` error when `DATABASE_URL` is unset or blank, when a URL is malformed
@@ -61,16 +124,7 @@ impl ManagerConfig {
     /// from 0), when a pool override is malformed or incoherent, or when the endpoints break
     /// an invariant (see [`ManagerConfigBuilder::build`]). No error contains a password.
     pub fn from_lookup(mode: ManagerMode, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut builder = Self::builder(mode);
-        builder.names = ENV_NAMES;
-        if let Some(url) = lookup(Self::PRIMARY_ENV).filter(|v| !v.trim().is_empty()) {
-            builder = builder.primary(&url);
-        }
-        if let Some(list) = lookup(Self::REPLICAS_ENV) {
-            builder = builder.replicas(list.split(',').map(str::trim).filter(|s| !s.is_empty()));
-        }
-        let pool = PoolConfiguration::builder(mode).env_overrides(&lookup)?.build()?;
-        builder.pool(pool).build()
+        Self::from_sources(mode, &ConfigSources::from_lookup(lookup))
     }
 
     /// The mode the manager is tuned for.
@@ -102,6 +156,30 @@ impl ManagerConfig {
     pub fn pool(&self) -> &PoolConfiguration {
         &self.pool
     }
+
+    /// The circuit breaker's thresholds, used when the pool's
+    /// [`circuit_breaker`](PoolConfiguration::circuit_breaker) is on. Default:
+    /// [`CircuitBreakerConfig::default`].
+    pub fn breaker(&self) -> &CircuitBreakerConfig {
+        &self.breaker
+    }
+
+    /// The retry policy of the manager's calls. Default: [`RetryPolicy::default`].
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// How long `close()` waits for checked-out connections. Default
+    /// [`DEFAULT_DRAIN_DEADLINE`].
+    pub fn drain_deadline(&self) -> Duration {
+        self.drain_deadline
+    }
+
+    /// Where each setting that is not the preset's came from, by dotted key
+    /// (`pool.pool_size`, `primary`...); empty for a configuration built in code.
+    pub fn origins(&self) -> &BTreeMap<String, Origin> {
+        &self.origins
+    }
 }
 
 /// Collects a [`ManagerConfig`]'s endpoints and pool; [`ManagerConfigBuilder::build`]
@@ -115,13 +193,17 @@ pub struct ManagerConfigBuilder {
     primary: Option<Result<DatabaseUrl>>,
     replicas: Vec<Result<DatabaseUrl>>,
     pool: Option<PoolConfiguration>,
+    breaker: Option<CircuitBreakerConfig>,
+    retry: Option<RetryPolicy>,
+    drain_deadline: Option<Duration>,
+    origins: BTreeMap<String, Origin>,
     names: FieldNames,
 }
 
 impl ManagerConfigBuilder {
     /// The primary's URL; see [`DatabaseUrl::parse`] for the accepted forms.
     pub fn primary(mut self, url: &str) -> Self {
-        self.primary = Some(DatabaseUrl::parse_named(self.names.primary, url));
+        self.primary = Some(DatabaseUrl::parse_named(&self.names.primary, url));
         self
     }
 
@@ -175,18 +257,37 @@ impl ManagerConfigBuilder {
         self
     }
 
+    /// The circuit breaker's thresholds (checked by `build`).
+    pub fn breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The retry policy (checked by `build`).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// How long `close()` waits for checked-out connections before closing them anyway.
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = Some(deadline);
+        self
+    }
+
     /// Checks the endpoints and returns the configuration.
     ///
     /// # Errors
     /// A `Configuration` error, naming the setting: no primary ("set DATABASE_URL"), the
     /// first malformed URL (primary first, then replicas in order), a replica of another
     /// database kind than the primary, any replica for SQLite, a replica that is the primary
-    /// (same host, port and database), or the same replica listed twice.
+    /// (same host, port and database), the same replica listed twice, or an incoherent
+    /// breaker or retry setting.
     pub fn build(self) -> Result<ManagerConfig> {
         let names = self.names;
         let primary = self.primary.ok_or_else(|| {
             Error::config(
-                names.primary,
+                &names.primary,
                 "no primary database URL; set DATABASE_URL, e.g. postgres://user@localhost:5432/app \
                  (or call ManagerConfigBuilder::primary)",
             )
@@ -195,7 +296,7 @@ impl ManagerConfigBuilder {
         let kind = primary.kind();
         if kind == DatabaseKind::Sqlite && !replicas.is_empty() {
             return Err(Error::config(
-                names.replicas,
+                &names.replicas,
                 "a SQLite database has no replicas (it is one file, read and written through the \
                  primary); remove the replica URLs",
             ));
@@ -233,7 +334,26 @@ impl ManagerConfigBuilder {
             }
         }
         let pool = self.pool.unwrap_or_else(|| PoolConfiguration::for_mode(self.mode));
-        Ok(ManagerConfig { mode: self.mode, primary, replicas, pool })
+        let breaker = self.breaker.unwrap_or_default();
+        breaker.validate()?;
+        let retry = self.retry.unwrap_or_default();
+        retry.validate()?;
+        if self.drain_deadline.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config(
+                "drain_deadline",
+                "must be above zero, or close() would cut every checked-out connection at once",
+            ));
+        }
+        Ok(ManagerConfig {
+            mode: self.mode,
+            primary,
+            replicas,
+            pool,
+            breaker,
+            retry,
+            drain_deadline: self.drain_deadline.unwrap_or(DEFAULT_DRAIN_DEADLINE),
+            origins: self.origins,
+        })
     }
 }
 
@@ -249,26 +369,62 @@ impl fmt::Display for ManagerConfig {
         for (i, replica) in self.replicas.iter().enumerate() {
             writeln!(f, "replica[{i}]:  {}", EndpointLine(replica))?;
         }
-        write!(f, "{}", self.pool)
+        write!(f, "{}", self.pool)?;
+        let b = &self.breaker;
+        writeln!(
+            f,
+            "breaker:     opens after {} failures, probes after {:?} (x{} per re-open, at most \
+             {:?}), {} probe(s) at once, closes after {} successes",
+            b.failure_threshold,
+            b.recovery_timeout,
+            b.backoff_multiplier,
+            b.max_recovery_timeout,
+            b.half_open_max_probes,
+            b.success_threshold
+        )?;
+        let r = &self.retry;
+        writeln!(
+            f,
+            "retry:       {} attempts, backoff {:?} to {:?}, budget {:?} window, {}/s minimum, \
+             ratio {}",
+            r.max_attempts,
+            r.backoff.base,
+            r.backoff.max,
+            r.budget.ttl(),
+            r.budget.min_per_sec(),
+            r.budget.retry_ratio()
+        )?;
+        writeln!(f, "drain:       {:?}", self.drain_deadline)?;
+        if self.origins.is_empty() {
+            return writeln!(f, "set by:      the preset and the code (no file, no variable)");
+        }
+        writeln!(f, "set by:      (everything else is the preset's)")?;
+        for (key, origin) in &self.origins {
+            let source = match origin {
+                Origin::File { .. } => "file",
+                Origin::Environment(_) => "environment",
+                Origin::Libpq(_) => "libpq variables",
+            };
+            writeln!(f, "  {key:<28} {source}: {origin}")?;
+        }
+        Ok(())
     }
 }
 
-/// The names errors give the primary and replica settings.
-#[derive(Debug, Clone, Copy)]
+/// The names errors give the primary and replica settings: where they came from.
+#[derive(Debug, Clone)]
 struct FieldNames {
-    primary: &'static str,
-    replicas: &'static str,
+    primary: String,
+    replicas: String,
+    /// The replicas were one comma-separated string (a ',' in a password must be %2C).
     comma_separated: bool,
 }
 
-const BUILDER_NAMES: FieldNames =
-    FieldNames { primary: "primary", replicas: "replicas", comma_separated: false };
-
-const ENV_NAMES: FieldNames = FieldNames {
-    primary: ManagerConfig::PRIMARY_ENV,
-    replicas: ManagerConfig::REPLICAS_ENV,
-    comma_separated: true,
-};
+impl FieldNames {
+    fn builder() -> Self {
+        Self { primary: "primary".into(), replicas: "replicas".into(), comma_separated: false }
+    }
+}
 
 /// One endpoint line of the report: the redacted URL and its TLS mode.
 struct EndpointLine<'a>(&'a DatabaseUrl);

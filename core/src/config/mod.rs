@@ -1,21 +1,23 @@
-//! Configuration: pool presets and overrides, database URLs, and the manager's endpoint set.
+//! Configuration: pool presets and overrides, database URLs, the manager's endpoint set, and the TOML file and environment they are read from.
 
 mod database_kind;
 mod manager;
 mod pool;
 mod pooler;
 mod secret;
+mod settings;
 mod ssl_mode;
 mod url;
 
 pub use database_kind::DatabaseKind;
-pub use manager::{ManagerConfig, ManagerConfigBuilder};
+pub use manager::{DEFAULT_DRAIN_DEADLINE, ManagerConfig, ManagerConfigBuilder};
 pub use pool::{
     DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
     TCP_KEEPALIVE_INTERVAL,
 };
 pub use pooler::Pooler;
 pub use secret::Secret;
+pub use settings::{CONFIG_FILE_ENV, ConfigSources, Origin};
 pub use ssl_mode::SslMode;
 pub use url::DatabaseUrl;
 

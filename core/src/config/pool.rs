@@ -689,79 +689,17 @@ impl PoolConfigurationBuilder {
     /// (`true`/`false`/`1`/`0`), `UCM_APPLICATION_NAME`, `UCM_TIME_ZONE`,
     /// `UCM_HEALTH_INTERVAL`, `UCM_MAX_REPLICA_LAG`, `UCM_SLA_TARGET`, and
     /// `UCM_MIN_IDLE`, `UCM_READ_YOUR_WRITES`, `UCM_STATEMENT_TIMEOUT`, `UCM_LOCK_TIMEOUT`,
-    /// `UCM_IDLE_IN_TRANSACTION_TIMEOUT`, `UCM_LEAK_DETECTION_THRESHOLD` (a duration, or
-    /// `off`).
+    /// `UCM_IDLE_IN_TRANSACTION_TIMEOUT`, `UCM_LEAK_DETECTION_THRESHOLD`, `UCM_TCP_KEEPALIVE`,
+    /// `UCM_TCP_USER_TIMEOUT` (a duration, or `off`), `UCM_POOLER`: the `[pool]` keys of
+    /// [`ConfigSources`](super::ConfigSources), upper-cased. The file `UCM_CONFIG` names is
+    /// not read here; [`ManagerConfig::from_env`](super::ManagerConfig::from_env) reads it.
     ///
     /// # Errors
     /// A `Configuration` error naming the variable when one is set but malformed.
-    pub fn env_overrides(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let c = &mut self.config;
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("UCM_POOL_SIZE") {
-            c.pool_size = parse_count("UCM_POOL_SIZE", &v)?;
-        }
-        if let Some(v) = get("UCM_MIN_IDLE") {
-            c.min_idle = Some(parse_count("UCM_MIN_IDLE", &v)?);
-        }
-        if let Some(v) = get("UCM_MAX_OVERFLOW") {
-            c.max_overflow = parse_count("UCM_MAX_OVERFLOW", &v)?;
-        }
-        for (name, slot) in [
-            ("UCM_ACQUIRE_TIMEOUT", &mut c.acquire_timeout),
-            ("UCM_CONNECT_TIMEOUT", &mut c.connect_timeout),
-            ("UCM_VALIDATION_TIMEOUT", &mut c.validation_timeout),
-            ("UCM_VALIDATE_AFTER_IDLE", &mut c.validate_after_idle),
-            ("UCM_MAX_LIFETIME", &mut c.max_lifetime),
-            ("UCM_LIFETIME_JITTER", &mut c.lifetime_jitter),
-            ("UCM_OVERFLOW_IDLE_TIMEOUT", &mut c.overflow_idle_timeout),
-            ("UCM_HEALTH_INTERVAL", &mut c.health_interval),
-            ("UCM_MAX_REPLICA_LAG", &mut c.max_replica_lag),
-            ("UCM_SLA_TARGET", &mut c.sla_target),
-        ] {
-            if let Some(v) = get(name) {
-                *slot = parse_duration(name, &v)?;
-                self.validation_timeout_set |= name == "UCM_VALIDATION_TIMEOUT";
-            }
-        }
-        for (name, slot) in [
-            ("UCM_HIGH_AVAILABILITY", &mut c.high_availability),
-            ("UCM_CIRCUIT_BREAKER", &mut c.circuit_breaker),
-        ] {
-            if let Some(v) = get(name) {
-                *slot = parse_bool(name, &v)?;
-            }
-        }
-        if let Some(v) = get("UCM_APPLICATION_NAME") {
-            c.application_name = v;
-        }
-        if let Some(v) = get("UCM_TIME_ZONE") {
-            c.time_zone = v;
-        }
-        if let Some(v) = get("UCM_POOLER") {
-            c.pooler = v.parse().map_err(|_| {
-                Error::config(
-                    "UCM_POOLER",
-                    format!("{v:?} is not a pooler mode; use auto, none or transaction"),
-                )
-            })?;
-        }
-        for (name, slot) in [
-            ("UCM_READ_YOUR_WRITES", &mut c.read_your_writes),
-            ("UCM_STATEMENT_TIMEOUT", &mut c.statement_timeout),
-            ("UCM_LOCK_TIMEOUT", &mut c.lock_timeout),
-            ("UCM_IDLE_IN_TRANSACTION_TIMEOUT", &mut c.idle_in_transaction_timeout),
-            ("UCM_LEAK_DETECTION_THRESHOLD", &mut c.leak_detection_threshold),
-            ("UCM_TCP_KEEPALIVE", &mut c.tcp_keepalive),
-            ("UCM_TCP_USER_TIMEOUT", &mut c.tcp_user_timeout),
-        ] {
-            if let Some(v) = get(name) {
-                *slot = match v.trim().to_ascii_lowercase().as_str() {
-                    "off" | "false" | "no" | "none" | "0" => None,
-                    _ => Some(parse_duration(name, &v)?),
-                };
-            }
-        }
-        Ok(self)
+    pub fn env_overrides(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mode = self.config.mode;
+        let resolved = super::ConfigSources::from_lookup(lookup).without_file().resolve(mode)?;
+        super::settings::pool(self, &resolved)
     }
 
     /// Validates and returns the configuration.
@@ -805,14 +743,14 @@ fn default_validation_timeout(acquire_timeout: Duration) -> Duration {
     (acquire_timeout / 2).min(Duration::from_secs(2))
 }
 
-fn parse_count(name: &str, value: &str) -> Result<usize> {
+pub(crate) fn parse_count(name: &str, value: &str) -> Result<usize> {
     value
         .trim()
         .parse()
         .map_err(|_| Error::config(name, format!("{value:?} is not a whole number")))
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool> {
+pub(crate) fn parse_bool(name: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),

@@ -25,7 +25,7 @@ use crate::protocol::{
     ConnectionManagerProtocol, SqlExecutor, TransactionalConnection, run_statement,
 };
 use crate::retry::RetryPolicy;
-use crate::topology::{DRAIN_DEADLINE, Topology};
+use crate::topology::Topology;
 use crate::value::{Row, Value};
 
 /// The connection manager of backend `B`: one pool per endpoint, breaker, retry, routing,
@@ -95,6 +95,7 @@ impl<B: Backend> Manager<B> {
     /// are invalid; `ConnectFailed` (with the reason: refused, DNS, authentication, missing
     /// database, TLS, timeout) when the primary cannot be reached.
     pub async fn connect(config: ManagerConfig) -> Result<Self> {
+        let retry = config.retry().clone();
         let endpoints = match config.kind() {
             DatabaseKind::Postgres => {
                 Endpoints::Postgres(topology::<B, _>(config).await?, Pipeline::new())
@@ -106,7 +107,7 @@ impl<B: Backend> Manager<B> {
                 Endpoints::Sqlite(topology::<B, _>(config).await?, Pipeline::new())
             }
         };
-        Ok(Self { endpoints, retry: RetryPolicy::default(), pipeline_width: 0 })
+        Ok(Self { endpoints, retry, pipeline_width: 0 })
     }
 
     /// [`Self::connect`] with the configuration read from `DATABASE_URL`,
@@ -118,7 +119,8 @@ impl<B: Backend> Manager<B> {
         Self::connect(ManagerConfig::from_env(mode)?).await
     }
 
-    /// Replaces the retry policy (default: 3 attempts, 50 ms to 2 s full-jitter backoff).
+    /// Replaces the retry policy (default: the configuration's [`ManagerConfig::retry`]: 3
+    /// attempts, 50 ms to 2 s full-jitter backoff, unless the file or environment says otherwise).
     #[must_use]
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -298,7 +300,7 @@ impl<B: Backend> ConnectionManagerProtocol for Manager<B> {
         // waits only for their statements in flight.
         with_pipeline!(&self.endpoints, t, p => {
             p.clear();
-            t.close(DRAIN_DEADLINE).await
+            t.close(t.config().drain_deadline()).await
         })
     }
 

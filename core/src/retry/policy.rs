@@ -178,6 +178,34 @@ impl RetryPolicy {
     }
 }
 
+/// Two policies are equal when they retry alike: same attempts, backoff and budget
+/// parameters (not the budget's current balance).
+impl PartialEq for RetryPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_attempts == other.max_attempts
+            && self.backoff == other.backoff
+            && self.budget.ttl() == other.budget.ttl()
+            && self.budget.min_per_sec() == other.budget.min_per_sec()
+            && self.budget.retry_ratio() == other.budget.retry_ratio()
+    }
+}
+
+/// The policy's parameters, as the `[retry]` keys of a configuration file name them.
+#[cfg(feature = "serde")]
+impl serde::Serialize for RetryPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("RetryPolicy", 6)?;
+        s.serialize_field("max_attempts", &self.max_attempts)?;
+        s.serialize_field("backoff_base", &self.backoff.base)?;
+        s.serialize_field("backoff_max", &self.backoff.max)?;
+        s.serialize_field("budget_ttl", &self.budget.ttl())?;
+        s.serialize_field("budget_min_per_sec", &self.budget.min_per_sec())?;
+        s.serialize_field("budget_ratio", &self.budget.retry_ratio())?;
+        s.end()
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self { max_attempts: 3, backoff: Backoff::default(), budget: Arc::default() }

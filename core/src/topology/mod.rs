@@ -39,7 +39,7 @@ pub use endpoint::{
     PROBES_TO_ABANDON, PROBES_TO_BAN_FOR_LAG, PROBES_TO_RECOVER, SLOW_FACTOR, SLOW_MARGIN,
 };
 
-use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
+use crate::circuit_breaker::BreakerState;
 use crate::config::{DatabaseUrl, ManagerConfig, PoolConfiguration};
 use crate::connector::Connector;
 use crate::error::{Error, ErrorKind, Result};
@@ -50,9 +50,6 @@ use crate::pool::{Pool, PooledConnection};
 use crate::telemetry::EndpointAttributes;
 use crate::telemetry::metrics::SlaSummary;
 use endpoint::{Change, Endpoint};
-
-/// How long [`Topology::close`] waits for checked-out connections before giving up.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How often an endpoint that is down or banned is re-probed (or the health interval, when
 /// shorter), so that a recovery is noticed within seconds.
@@ -109,7 +106,7 @@ impl<C: Connector> Topology<C> {
         connector_for: impl Fn(&DatabaseUrl, &PoolConfiguration) -> Result<C>,
     ) -> Result<Self> {
         let pool_config = config.pool().clone();
-        let breaker = pool_config.circuit_breaker().then(CircuitBreakerConfig::default);
+        let breaker = pool_config.circuit_breaker().then(|| config.breaker().clone());
         let endpoints = config
             .endpoints()
             .map(|url| {

@@ -1,0 +1,162 @@
+//! Applying resolved settings: each `Scalar` read as what its key needs, onto the pool builder, the breaker, the retry policy and the drain deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::layer::{BreakerLayer, PoolLayer, RetryLayer, Scalar};
+use super::sources::Resolved;
+use crate::circuit_breaker::CircuitBreakerConfig;
+use crate::config::pool::{PoolConfigurationBuilder, parse_bool, parse_count, parse_duration};
+use crate::error::{Error, Result};
+use crate::retry::{RetryBudget, RetryPolicy};
+
+impl Scalar {
+    fn count(&self, field: &str) -> Result<usize> {
+        parse_count(field, &self.0)
+    }
+
+    fn small_count(&self, field: &str) -> Result<u32> {
+        let n = self.count(field)?;
+        u32::try_from(n).map_err(|_| Error::config(field, format!("{n} is too large")))
+    }
+
+    fn duration(&self, field: &str) -> Result<Duration> {
+        parse_duration(field, &self.0)
+    }
+
+    /// A duration, or `off` (`false`, `no`, `none`, `0`) for none.
+    fn limit(&self, field: &str) -> Result<Option<Duration>> {
+        match self.0.trim().to_ascii_lowercase().as_str() {
+            "off" | "false" | "no" | "none" | "0" => Ok(None),
+            _ => self.duration(field).map(Some),
+        }
+    }
+
+    fn flag(&self, field: &str) -> Result<bool> {
+        parse_bool(field, &self.0)
+    }
+
+    fn number(&self, field: &str) -> Result<f64> {
+        self.0.trim().parse().map_err(|_| {
+            Error::config(field, format!("{:?} is not a number; write e.g. 1.5", self.0))
+        })
+    }
+
+    fn text(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// `builder` with every `[pool]` setting of `resolved` applied.
+pub(crate) fn pool(
+    mut builder: PoolConfigurationBuilder,
+    resolved: &Resolved,
+) -> Result<PoolConfigurationBuilder> {
+    let layer: &PoolLayer = &resolved.layer.pool;
+    for &key in PoolLayer::KEYS {
+        let Some(v) = layer.get(key) else { continue };
+        let field = resolved.field(&format!("pool.{key}"));
+        let f = field.as_str();
+        builder = match key {
+            "pool_size" => builder.pool_size(v.count(f)?),
+            "min_idle" => builder.min_idle(v.count(f)?),
+            "max_overflow" => builder.max_overflow(v.count(f)?),
+            "acquire_timeout" => builder.acquire_timeout(v.duration(f)?),
+            "connect_timeout" => builder.connect_timeout(v.duration(f)?),
+            "validation_timeout" => builder.validation_timeout(v.duration(f)?),
+            "validate_after_idle" => builder.validate_after_idle(v.duration(f)?),
+            "max_lifetime" => builder.max_lifetime(v.duration(f)?),
+            "lifetime_jitter" => builder.lifetime_jitter(v.duration(f)?),
+            "overflow_idle_timeout" => builder.overflow_idle_timeout(v.duration(f)?),
+            "health_interval" => builder.health_interval(v.duration(f)?),
+            "max_replica_lag" => builder.max_replica_lag(v.duration(f)?),
+            "sla_target" => builder.sla_target(v.duration(f)?),
+            "high_availability" => builder.high_availability(v.flag(f)?),
+            "circuit_breaker" => builder.circuit_breaker(v.flag(f)?),
+            "application_name" => builder.application_name(v.text()),
+            "time_zone" => builder.time_zone(v.text()),
+            "pooler" => builder.pooler(v.0.parse().map_err(|_| {
+                Error::config(
+                    f,
+                    format!("{:?} is not a pooler mode; use auto, none or transaction", v.0),
+                )
+            })?),
+            "read_your_writes" => builder.read_your_writes(v.limit(f)?),
+            "statement_timeout" => builder.statement_timeout(v.limit(f)?),
+            "lock_timeout" => builder.lock_timeout(v.limit(f)?),
+            "idle_in_transaction_timeout" => builder.idle_in_transaction_timeout(v.limit(f)?),
+            "leak_detection_threshold" => builder.leak_detection_threshold(v.limit(f)?),
+            "tcp_keepalive" => builder.tcp_keepalive(v.limit(f)?),
+            "tcp_user_timeout" => builder.tcp_user_timeout(v.limit(f)?),
+            other => return Err(unapplied("pool", other)),
+        };
+    }
+    Ok(builder)
+}
+
+/// The breaker's defaults with every `[breaker]` setting of `resolved` applied, validated.
+pub(crate) fn breaker(resolved: &Resolved) -> Result<CircuitBreakerConfig> {
+    let mut config = CircuitBreakerConfig::default();
+    let layer: &BreakerLayer = &resolved.layer.breaker;
+    for &key in BreakerLayer::KEYS {
+        let Some(v) = layer.get(key) else { continue };
+        let field = resolved.field(&format!("breaker.{key}"));
+        let f = field.as_str();
+        match key {
+            "failure_threshold" => config.failure_threshold = v.small_count(f)?,
+            "recovery_timeout" => config.recovery_timeout = v.duration(f)?,
+            "backoff_multiplier" => config.backoff_multiplier = v.number(f)?,
+            "max_recovery_timeout" => config.max_recovery_timeout = v.duration(f)?,
+            "half_open_max_probes" => config.half_open_max_probes = v.small_count(f)?,
+            "success_threshold" => config.success_threshold = v.small_count(f)?,
+            other => return Err(unapplied("breaker", other)),
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The default retry policy with every `[retry]` setting of `resolved` applied, validated,
+/// with a budget of its own.
+pub(crate) fn retry(resolved: &Resolved) -> Result<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let (mut max_attempts, mut backoff) = (defaults.max_attempts, defaults.backoff);
+    let budget = &defaults.budget;
+    let (mut ttl, mut min_per_sec, mut ratio) =
+        (budget.ttl(), budget.min_per_sec(), budget.retry_ratio());
+    let layer: &RetryLayer = &resolved.layer.retry;
+    for &key in RetryLayer::KEYS {
+        let Some(v) = layer.get(key) else { continue };
+        let field = resolved.field(&format!("retry.{key}"));
+        let f = field.as_str();
+        match key {
+            "max_attempts" => max_attempts = v.small_count(f)?,
+            "backoff_base" => backoff.base = v.duration(f)?,
+            "backoff_max" => backoff.max = v.duration(f)?,
+            "budget_ttl" => ttl = v.duration(f)?,
+            "budget_min_per_sec" => min_per_sec = v.small_count(f)?,
+            "budget_ratio" => ratio = v.number(f)?,
+            other => return Err(unapplied("retry", other)),
+        }
+    }
+    let budget = Arc::new(RetryBudget::new(ttl, min_per_sec, ratio)?);
+    let policy = RetryPolicy { max_attempts, backoff, budget };
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// `drain_deadline`, if set.
+pub(crate) fn drain_deadline(resolved: &Resolved) -> Result<Option<Duration>> {
+    resolved
+        .layer
+        .drain_deadline
+        .as_ref()
+        .map(|v| v.duration(&resolved.field("drain_deadline")))
+        .transpose()
+}
+
+/// A key declared in a table but not applied here: a bug in ucm, reported rather than
+/// ignored (the tests set every key).
+fn unapplied(table: &str, key: &str) -> Error {
+    Error::config(format!("{table}.{key}"), "is declared but not applied; this is a bug in ucm")
+}

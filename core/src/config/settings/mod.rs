@@ -1,0 +1,11 @@
+//! Configuration as data: a TOML file and the environment merged over the mode's preset, with where each setting came from.
+
+mod apply;
+mod layer;
+mod sources;
+
+pub(crate) use apply::{breaker, drain_deadline, pool, retry};
+pub use sources::{CONFIG_FILE_ENV, ConfigSources, Origin};
+
+#[cfg(test)]
+mod tests;
