@@ -182,7 +182,8 @@
 //!   [`install_config`], [`install_manager`], [`close_manager`], [`shutdown_all`],
 //!   [`DatabaseTestAdapter`].
 //! - Modes: [`ManagerMode`], [`ConnectionMode`].
-//! - Configuration: [`ManagerConfig`], [`ManagerConfigBuilder`], [`PoolConfiguration`],
+//! - Configuration: [`ManagerConfig`], [`ManagerConfigBuilder`], [`ConfigSources`],
+//!   [`Origin`], [`PoolConfiguration`],
 //!   [`PoolConfigurationBuilder`], [`DatabaseUrl`], [`DatabaseKind`], [`SslMode`],
 //!   [`Pooler`], [`Secret`], [`CircuitBreakerConfig`], [`RetryPolicy`], [`Backoff`],
 //!   [`RetryBudget`].
@@ -248,8 +249,9 @@ pub use ucm_kernel::{Connection, DirectConnection, Manager, Pipelined, RoutingSe
 pub use ucm_kernel::{ConnectionMode, ManagerMode};
 // Configuration.
 pub use ucm_kernel::{
-    Backoff, CircuitBreakerConfig, DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder,
-    PoolConfiguration, PoolConfigurationBuilder, Pooler, RetryBudget, RetryPolicy, Secret, SslMode,
+    Backoff, CircuitBreakerConfig, ConfigSources, DatabaseKind, DatabaseUrl, ManagerConfig,
+    ManagerConfigBuilder, Origin, PoolConfiguration, PoolConfigurationBuilder, Pooler, RetryBudget,
+    RetryPolicy, Secret, SslMode,
 };
 // Errors.
 pub use ucm_kernel::{BoxError, ConnectFailure, Error, ErrorKind, Result};

@@ -1,6 +1,8 @@
-//! `ucm config`: the effective configuration for a mode (preset, `UCM_*` overrides, URLs), secrets redacted.
+//! `ucm config`: the effective configuration for a mode (preset, TOML file, environment, command line), secrets redacted, with where each setting came from.
 
-use ucm::{ManagerConfig, ManagerMode, PoolConfiguration};
+use std::path::PathBuf;
+
+use ucm::{ConfigSources, ManagerConfig, ManagerMode, PoolConfiguration};
 
 use crate::output::{self, Format};
 use crate::url_arg;
@@ -11,11 +13,15 @@ pub(crate) struct ConfigArgs {
     /// The manager mode: mcp_server, ml_training, admin, sync_heavy, async_modern, high_availability.
     #[arg(long, default_value = "async_modern")]
     mode: ManagerMode,
-    /// The primary's URL; defaults to $DATABASE_URL, the better place for one with a
-    /// password (the password is never printed).
+    /// A TOML configuration file; defaults to $UCM_CONFIG. The environment's settings come
+    /// on top of it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The primary's URL, on top of the file and $DATABASE_URL (the better place for one
+    /// with a password; the password is never printed).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
-    /// Replica URLs, comma-separated; default to $DATABASE_REPLICA_URLS.
+    /// Replica URLs, comma-separated, instead of the file's and $DATABASE_REPLICA_URLS.
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     replica_urls: Vec<String>,
     /// `text`, or `json`: the same configuration as one document, secrets redacted.
@@ -33,22 +39,32 @@ struct PoolOnly<'a> {
 
 /// The same resolution a manager performs, printed instead of connected.
 pub(crate) fn run(args: &ConfigArgs) -> anyhow::Result<()> {
-    let pool = PoolConfiguration::builder(args.mode).from_env()?.build()?;
-    let Some(primary) = url_arg::primary(args.database_url.as_deref(), &["DATABASE_URL"]) else {
+    let mut sources = ConfigSources::environment();
+    if let Some(path) = &args.config {
+        sources = sources.with_file(path);
+    }
+    let primary = url_arg::primary(args.database_url.as_deref(), &[]);
+    if primary.is_none() && !sources.has_primary(args.mode)? {
+        let pool = sources.pool(args.mode)?;
         if args.format == Format::Json {
             return output::print_json(&PoolOnly { mode: args.mode, primary: None, pool: &pool });
         }
         println!("mode:        {}", args.mode);
-        println!("primary:     none (set DATABASE_URL or pass --database-url)");
+        println!(
+            "primary:     none (set DATABASE_URL, `primary` in the file, PGHOST..., or pass \
+             --database-url)"
+        );
         print!("{pool}");
         return Ok(());
-    };
-    let replicas = url_arg::replicas(&args.replica_urls, "DATABASE_REPLICA_URLS");
-    let config = ManagerConfig::builder(args.mode)
-        .primary(&primary)
-        .replicas(replicas)
-        .pool(pool)
-        .build()?;
+    }
+    let mut builder = ManagerConfig::builder_from(args.mode, &sources)?;
+    if let Some(url) = primary {
+        builder = builder.primary(&url);
+    }
+    if !args.replica_urls.is_empty() {
+        builder = builder.without_replicas().replicas(url_arg::replicas(&args.replica_urls, ""));
+    }
+    let config = builder.build()?;
     match args.format {
         Format::Json => output::print_json(&config)?,
         Format::Text => print!("{config}"),

@@ -41,8 +41,8 @@ pub use uuid;
 
 pub use circuit_breaker::{BreakerSnapshot, BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
-    DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, PoolConfiguration,
-    PoolConfigurationBuilder, Pooler, Secret, SslMode,
+    ConfigSources, DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, Origin,
+    PoolConfiguration, PoolConfigurationBuilder, Pooler, Secret, SslMode,
 };
 pub use diagnostics::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 pub use error::{BoxError, ConnectFailure, Error, ErrorKind, Result};

@@ -12,10 +12,6 @@ use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 use crate::retry::RetryPolicy;
 
-/// How long [`close`](crate::ConnectionManagerProtocol::close) waits for checked-out
-/// connections by default before closing them anyway.
-pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-
 /// The endpoint set and settings of one manager: its mode, a primary, zero or more read
 /// replicas, the pool settings every endpoint's pool uses, the circuit breaker's thresholds,
 /// the retry policy and the drain deadline.
@@ -42,6 +38,10 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
+    /// How long [`close`](crate::ConnectionManagerProtocol::close) waits for checked-out
+    /// connections by default before closing them anyway.
+    pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
     /// The environment variable holding the primary's URL.
     pub const PRIMARY_ENV: &'static str = "DATABASE_URL";
     /// The environment variable holding the replicas' URLs, comma-separated.
@@ -170,7 +170,7 @@ impl ManagerConfig {
     }
 
     /// How long `close()` waits for checked-out connections. Default
-    /// [`DEFAULT_DRAIN_DEADLINE`].
+    /// [`Self::DEFAULT_DRAIN_DEADLINE`].
     pub fn drain_deadline(&self) -> Duration {
         self.drain_deadline
     }
@@ -254,6 +254,13 @@ impl ManagerConfigBuilder {
     /// The pool configuration; default [`PoolConfiguration::for_mode`] of the builder's mode.
     pub fn pool(mut self, pool: PoolConfiguration) -> Self {
         self.pool = Some(pool);
+        self
+    }
+
+    /// Drops the replicas given so far (by a file or the environment), so that the next
+    /// [`Self::replica`] calls replace them.
+    pub fn without_replicas(mut self) -> Self {
+        self.replicas.clear();
         self
     }
 
@@ -351,7 +358,7 @@ impl ManagerConfigBuilder {
             pool,
             breaker,
             retry,
-            drain_deadline: self.drain_deadline.unwrap_or(DEFAULT_DRAIN_DEADLINE),
+            drain_deadline: self.drain_deadline.unwrap_or(ManagerConfig::DEFAULT_DRAIN_DEADLINE),
             origins: self.origins,
         })
     }

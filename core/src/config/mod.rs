@@ -10,14 +10,14 @@ mod ssl_mode;
 mod url;
 
 pub use database_kind::DatabaseKind;
-pub use manager::{DEFAULT_DRAIN_DEADLINE, ManagerConfig, ManagerConfigBuilder};
+pub use manager::{ManagerConfig, ManagerConfigBuilder};
 pub use pool::{
     DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
     TCP_KEEPALIVE_INTERVAL,
 };
 pub use pooler::Pooler;
 pub use secret::Secret;
-pub use settings::{CONFIG_FILE_ENV, ConfigSources, Origin};
+pub use settings::{ConfigSources, Origin};
 pub use ssl_mode::SslMode;
 pub use url::DatabaseUrl;
 

@@ -5,7 +5,7 @@ mod layer;
 mod sources;
 
 pub(crate) use apply::{breaker, drain_deadline, pool, retry};
-pub use sources::{CONFIG_FILE_ENV, ConfigSources, Origin};
+pub use sources::{ConfigSources, Origin};
 
 #[cfg(test)]
 mod tests;

@@ -77,9 +77,6 @@ impl fmt::Debug for ConfigSources {
     }
 }
 
-/// The environment variable naming the configuration file.
-pub const CONFIG_FILE_ENV: &str = "UCM_CONFIG";
-
 /// libpq's variables, each with the name the original system's containers use.
 const LIBPQ: [(&str, &str); 6] = [
     ("PGHOST", "POSTGRES_HOST"),
@@ -91,6 +88,9 @@ const LIBPQ: [(&str, &str); 6] = [
 ];
 
 impl ConfigSources {
+    /// The environment variable naming the configuration file.
+    pub const FILE_ENV: &'static str = "UCM_CONFIG";
+
     /// No file and no environment: the presets and what the builder sets.
     pub fn none() -> Self {
         Self::default()
@@ -111,7 +111,7 @@ impl ConfigSources {
             .chain(["USER".to_owned()])
             .filter_map(|name| get(&name).map(|value| (name, value)))
             .collect();
-        Self { file: get(CONFIG_FILE_ENV).map(PathBuf::from), env }
+        Self { file: get(Self::FILE_ENV).map(PathBuf::from), env }
     }
 
     /// Reads settings from the TOML file at `path` too (instead of `UCM_CONFIG`'s).
@@ -137,7 +137,7 @@ impl ConfigSources {
     fn figment(&self) -> Result<Figment> {
         let mut figment = Figment::new();
         if let Some(path) = &self.file {
-            let field = || format!("{CONFIG_FILE_ENV} ({})", path.display());
+            let field = || format!("{} ({})", Self::FILE_ENV, path.display());
             let meta = std::fs::metadata(path).map_err(|e| {
                 Error::config(field(), format!("cannot read the configuration file: {e}"))
             })?;
@@ -152,6 +152,24 @@ impl ConfigSources {
             }
         }
         Ok(figment)
+    }
+
+    /// The pool configuration these sources give `mode` (for a report made before any URL
+    /// is known).
+    ///
+    /// # Errors
+    /// As [`ManagerConfig::from_sources`](crate::ManagerConfig::from_sources), URLs aside.
+    pub fn pool(&self, mode: ManagerMode) -> Result<crate::config::PoolConfiguration> {
+        let resolved = self.resolve(mode)?;
+        super::pool(crate::config::PoolConfiguration::builder(mode), &resolved)?.build()
+    }
+
+    /// Whether these sources name a primary for `mode` (a URL, or libpq's variables).
+    ///
+    /// # Errors
+    /// As [`Self::pool`].
+    pub fn has_primary(&self, mode: ManagerMode) -> Result<bool> {
+        Ok(self.resolve(mode)?.layer.primary.is_some())
     }
 
     /// The settings in effect for `mode` (its section over the general ones), with where
