@@ -183,7 +183,8 @@
 //!   [`DatabaseTestAdapter`].
 //! - Modes: [`ManagerMode`], [`ConnectionMode`].
 //! - Configuration: [`ManagerConfig`], [`ManagerConfigBuilder`], [`ConfigSources`],
-//!   [`Origin`], [`PoolConfiguration`],
+//!   [`Origin`], [`CredentialSource`], [`CredentialProvider`], [`Credentials`],
+//!   [`PoolConfiguration`],
 //!   [`PoolConfigurationBuilder`], [`DatabaseUrl`], [`DatabaseKind`], [`SslMode`],
 //!   [`Pooler`], [`Secret`], [`CircuitBreakerConfig`], [`RetryPolicy`], [`Backoff`],
 //!   [`RetryBudget`].
@@ -249,9 +250,9 @@ pub use ucm_kernel::{Connection, DirectConnection, Manager, Pipelined, RoutingSe
 pub use ucm_kernel::{ConnectionMode, ManagerMode};
 // Configuration.
 pub use ucm_kernel::{
-    Backoff, CircuitBreakerConfig, ConfigSources, DatabaseKind, DatabaseUrl, ManagerConfig,
-    ManagerConfigBuilder, Origin, PoolConfiguration, PoolConfigurationBuilder, Pooler, RetryBudget,
-    RetryPolicy, Secret, SslMode,
+    Backoff, CircuitBreakerConfig, ConfigSources, CredentialProvider, CredentialSource,
+    Credentials, DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, Origin,
+    PoolConfiguration, PoolConfigurationBuilder, Pooler, RetryBudget, RetryPolicy, Secret, SslMode,
 };
 // Errors.
 pub use ucm_kernel::{BoxError, ConnectFailure, Error, ErrorKind, Result};

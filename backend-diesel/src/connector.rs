@@ -25,6 +25,8 @@ type Tm<D> = <<D as Dialect>::Connection as AsyncConnection>::TransactionManager
 pub struct DieselConnector<D: Dialect> {
     url: DatabaseUrl,
     options: D::Options,
+    /// To rebuild `options` with fresh credentials (see `fresh_options`).
+    config: PoolConfiguration,
     /// Run on every new connection (MySQL's deadlines).
     session_statements: Vec<Vec<String>>,
     /// Behind a transaction pooler: no statement cache (its named statements would not
@@ -51,7 +53,11 @@ impl<D: Dialect> Connector for DieselConnector<D> {
     type Connection = Conn<D>;
 
     async fn connect(&self) -> Result<Conn<D>> {
-        let mut connection = match D::connect(&self.options).await {
+        let fresh =
+            ucm_kernel::backend::fresh_options(&self.url, |url| D::options(url, &self.config))
+                .await?;
+        let options = fresh.as_ref().unwrap_or(&self.options);
+        let mut connection = match D::connect(options).await {
             Ok(connection) => TrackedConnection::new(connection),
             Err(e) => return Err(e.into_error(&self.url, Phase::Connect)),
         };
@@ -115,6 +121,7 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         Ok(Self {
             url: url.clone(),
             options: D::options(url, config)?,
+            config: config.clone(),
             session_statements: config.session_statements(url),
             pooled: config.pooler().is_transaction_pooled(url),
         })

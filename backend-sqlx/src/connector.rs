@@ -34,6 +34,8 @@ pub(crate) fn begin_statement<D: Dialect>(mode: ConnectionMode) -> Option<sqlx::
 pub struct SqlxConnector<D: Dialect> {
     url: DatabaseUrl,
     options: Options<D>,
+    /// To rebuild `options` with fresh credentials (see `fresh_options`).
+    config: PoolConfiguration,
     /// Run on every new connection (MySQL's deadlines).
     session_statements: Vec<Vec<String>>,
     /// Behind a transaction pooler (see `ucm_kernel::Pooler`).
@@ -54,7 +56,11 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
     type Connection = DriverConnection<D>;
 
     async fn connect(&self) -> Result<Self::Connection> {
-        let mut connection = <Self::Connection as Connection>::connect_with(&self.options)
+        let fresh =
+            ucm_kernel::backend::fresh_options(&self.url, |url| D::options(url, &self.config))
+                .await?;
+        let options = fresh.as_ref().unwrap_or(&self.options);
+        let mut connection = <Self::Connection as Connection>::connect_with(options)
             .await
             .map_err(|e| map_error(e, &self.url, Phase::Connect, D::classify))?;
         ucm_kernel::backend::apply_session_statements(
@@ -101,6 +107,7 @@ impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {
         Ok(Self {
             url: url.clone(),
             options: D::options(url, config)?,
+            config: config.clone(),
             session_statements: config.session_statements(url),
             pooled: config.pooler().is_transaction_pooled(url),
             dialect: PhantomData,

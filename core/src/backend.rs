@@ -8,7 +8,8 @@
 //! [`Backend`] names its three connectors, [`Disabled`] for a database whose feature is
 //! off; `Manager<B>` is then the complete `ConnectionManagerProtocol`.
 //!
-//! The helpers here keep backends to driver glue: [`replication_status`] answers the
+//! The helpers here keep backends to driver glue: [`fresh_options`] gives each new
+//! connection the URL's credential source's user and password of now, [`replication_status`] answers the
 //! health loop over the neutral surface, [`apply_session_statements`] runs the settings a
 //! server takes only as statements, [`classify_sqlstate`] reads a server's error code,
 //! [`PooledSession`] and [`ObservedStatement`] run a driver-shaped handle's statements through
@@ -17,7 +18,7 @@
 
 pub use crate::connector::{
     Backend, BackendConnector, Classified, Connector, Disabled, DriverError, Phase,
-    ReplicationStatus, apply_session_statements, replication_status,
+    ReplicationStatus, apply_session_statements, fresh_options, replication_status,
 };
 pub use crate::error::{SqlStateClass, classify_connect_sqlstate, classify_sqlstate};
 pub use crate::manager::{ObservedStatement, PooledSession};

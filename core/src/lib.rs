@@ -41,8 +41,9 @@ pub use uuid;
 
 pub use circuit_breaker::{BreakerSnapshot, BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
-    ConfigSources, DatabaseKind, DatabaseUrl, ManagerConfig, ManagerConfigBuilder, Origin,
-    PoolConfiguration, PoolConfigurationBuilder, Pooler, Secret, SslMode,
+    ConfigSources, CredentialProvider, CredentialSource, Credentials, DatabaseKind, DatabaseUrl,
+    ManagerConfig, ManagerConfigBuilder, Origin, PoolConfiguration, PoolConfigurationBuilder,
+    Pooler, Secret, SslMode,
 };
 pub use diagnostics::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 pub use error::{BoxError, ConnectFailure, Error, ErrorKind, Result};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::pool::PoolConfiguration;
 use super::settings::{self, ConfigSources, Origin};
-use super::{DatabaseKind, DatabaseUrl};
+use super::{CredentialSource, DatabaseKind, DatabaseUrl};
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
@@ -57,6 +57,7 @@ impl ManagerConfig {
             breaker: None,
             retry: None,
             drain_deadline: None,
+            credentials: None,
             origins: BTreeMap::new(),
             names: FieldNames::builder(),
         }
@@ -99,6 +100,7 @@ impl ManagerConfig {
         builder.breaker = Some(settings::breaker(&resolved)?);
         builder.retry = Some(settings::retry(&resolved)?);
         builder.drain_deadline = settings::drain_deadline(&resolved)?;
+        builder.credentials = settings::credentials(&resolved)?;
         builder.origins = resolved.origins;
         Ok(builder.pool(pool))
     }
@@ -196,6 +198,7 @@ pub struct ManagerConfigBuilder {
     breaker: Option<CircuitBreakerConfig>,
     retry: Option<RetryPolicy>,
     drain_deadline: Option<Duration>,
+    credentials: Option<CredentialSource>,
     origins: BTreeMap<String, Origin>,
     names: FieldNames,
 }
@@ -264,6 +267,13 @@ impl ManagerConfigBuilder {
         self
     }
 
+    /// Every endpoint's new connections log in with what `source` gives at the time,
+    /// instead of the URLs' user and password (see [`CredentialSource`]).
+    pub fn credentials(mut self, source: CredentialSource) -> Self {
+        self.credentials = Some(source);
+        self
+    }
+
     /// The circuit breaker's thresholds (checked by `build`).
     pub fn breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
         self.breaker = Some(breaker);
@@ -299,7 +309,12 @@ impl ManagerConfigBuilder {
                  (or call ManagerConfigBuilder::primary)",
             )
         })??;
-        let replicas = self.replicas.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut replicas = self.replicas.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut primary = primary;
+        if let Some(source) = self.credentials {
+            primary = primary.with_credentials(source.clone());
+            replicas = replicas.into_iter().map(|r| r.with_credentials(source.clone())).collect();
+        }
         let kind = primary.kind();
         if kind == DatabaseKind::Sqlite && !replicas.is_empty() {
             return Err(Error::config(
@@ -439,8 +454,12 @@ struct EndpointLine<'a>(&'a DatabaseUrl);
 impl fmt::Display for EndpointLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.kind() {
-            DatabaseKind::Sqlite => write!(f, "{} (file, no tls)", self.0),
-            _ => write!(f, "{} (tls {})", self.0, self.0.ssl_mode()),
+            DatabaseKind::Sqlite => write!(f, "{} (file, no tls)", self.0)?,
+            _ => write!(f, "{} (tls {})", self.0, self.0.ssl_mode())?,
+        }
+        match self.0.credential_source() {
+            Some(source) => write!(f, " (credentials: {})", source.describe()),
+            None => Ok(()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Configuration: pool presets and overrides, database URLs, the manager's endpoint set, and the TOML file and environment they are read from.
 
+mod credentials;
 mod database_kind;
 mod manager;
 mod pool;
@@ -9,6 +10,7 @@ mod settings;
 mod ssl_mode;
 mod url;
 
+pub use credentials::{CredentialProvider, CredentialSource, Credentials};
 pub use database_kind::DatabaseKind;
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
 pub use pool::{

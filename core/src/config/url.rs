@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{DatabaseKind, Secret, SslMode};
+use super::{CredentialSource, DatabaseKind, Secret, SslMode};
 use crate::error::{Error, Result};
 
 mod parse;
@@ -38,6 +38,8 @@ pub struct DatabaseUrl {
     sqlite: Option<SqliteTarget>,
     params: Vec<(String, String)>,
     ssl_mode: SslMode,
+    /// Where new connections' user and password come from instead, when set.
+    credentials: Option<CredentialSource>,
 }
 
 impl DatabaseUrl {
@@ -85,6 +87,38 @@ impl DatabaseUrl {
     /// or the operating-system user; MySQL: the driver's default, usually `root`).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The same URL, its new connections logging in with what `source` gives at the time
+    /// (a rotated password, a fresh token) instead of the URL's user and password.
+    #[must_use]
+    pub fn with_credentials(mut self, source: CredentialSource) -> Self {
+        self.credentials = Some(source);
+        self
+    }
+
+    /// The credential source new connections consult, if any.
+    pub fn credential_source(&self) -> Option<&CredentialSource> {
+        self.credentials.as_ref()
+    }
+
+    /// This URL with its credential source's user and password of now, for one new
+    /// connection; `None` when it has no source (the URL's own are used).
+    ///
+    /// # Errors
+    /// The source's error (an unreadable password file, a failed token request).
+    pub async fn with_current_credentials(&self) -> Result<Option<Self>> {
+        let Some(source) = &self.credentials else { return Ok(None) };
+        let now = source.credentials().await?;
+        let mut url = self.clone();
+        url.credentials = None;
+        if let Some(user) = now.user {
+            url.user = Some(user);
+        }
+        if let Some(password) = now.password {
+            url.password = (!password.expose().is_empty()).then_some(password);
+        }
+        Ok(Some(url))
     }
 
     /// The percent-decoded password; an empty password is `None`.
@@ -315,6 +349,7 @@ impl PartialEq for DatabaseUrl {
             && self.sqlite == other.sqlite
             && self.params == other.params
             && self.ssl_mode == other.ssl_mode
+            && self.credentials == other.credentials
     }
 }
 

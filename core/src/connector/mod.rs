@@ -22,6 +22,20 @@ pub use pooled::Connector;
 pub use replication::{ReplicationStatus, replication_status};
 pub use session_settings::apply_session_statements;
 
+/// Driver options for one new connection to `url` made by `build` from the URL with its
+/// credential source's user and password of now; `None` when the URL has no source (the
+/// options made once from the URL serve). Each backend's `connect` calls it, so a rotated
+/// password reaches the next connection on every backend alike.
+///
+/// # Errors
+/// The credential source's error, or `build`'s.
+pub async fn fresh_options<O>(
+    url: &DatabaseUrl,
+    build: impl FnOnce(&DatabaseUrl) -> Result<O>,
+) -> Result<Option<O>> {
+    url.with_current_credentials().await?.map(|fresh| build(&fresh)).transpose()
+}
+
 use crate::config::{DatabaseKind, DatabaseUrl, PoolConfiguration};
 use crate::error::{Error, Result};
 use crate::mode::ConnectionMode;

@@ -7,6 +7,7 @@ use super::layer::{BreakerLayer, PoolLayer, RetryLayer, Scalar};
 use super::sources::Resolved;
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::config::pool::{PoolConfigurationBuilder, parse_bool, parse_count, parse_duration};
+use crate::config::{CredentialSource, Credentials};
 use crate::error::{Error, Result};
 use crate::retry::{RetryBudget, RetryPolicy};
 
@@ -153,6 +154,31 @@ pub(crate) fn drain_deadline(resolved: &Resolved) -> Result<Option<Duration>> {
         .as_ref()
         .map(|v| v.duration(&resolved.field("drain_deadline")))
         .transpose()
+}
+
+/// The credential source `user`, `password_file` and `password_env` make, if any: a
+/// password file or variable (with the user, if set), or the user alone (the URL's
+/// password).
+pub(crate) fn credentials(resolved: &Resolved) -> Result<Option<CredentialSource>> {
+    let layer = &resolved.layer;
+    let user = layer.user.clone();
+    match (&layer.password_file, &layer.password_env) {
+        (Some(_), Some(_)) => Err(Error::config(
+            resolved.field("password_env"),
+            format!(
+                "both a password file ({}) and a password variable are set; keep one",
+                resolved.field("password_file")
+            ),
+        )),
+        (Some(path), None) => Ok(Some(CredentialSource::password_file(path, user))),
+        (None, Some(var)) => Ok(Some(CredentialSource::password_env(var, user))),
+        (None, None) => Ok(user.map(|user| {
+            CredentialSource::from_fn(format!("user {user}"), move || {
+                let user = Some(user.clone());
+                async move { Ok(Credentials { user, password: None }) }
+            })
+        })),
+    }
 }
 
 /// A key declared in a table but not applied here: a bug in ucm, reported rather than

@@ -157,6 +157,7 @@ impl Parser<'_> {
             sqlite: None,
             params,
             ssl_mode,
+            credentials: None,
         })
     }
 
@@ -184,6 +185,7 @@ impl Parser<'_> {
             sqlite: Some(target),
             params: self.parse_query(query)?,
             ssl_mode: SslMode::Disable,
+            credentials: None,
         })
     }
 
