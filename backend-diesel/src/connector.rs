@@ -98,6 +98,10 @@ impl<D: Dialect> Connector for DieselConnector<D> {
         self.pooled
     }
 
+    fn rotates_credentials(&self) -> bool {
+        self.url.credential_source().is_some()
+    }
+
     fn is_broken(&self, connection: &mut Conn<D>) -> bool {
         // An interrupted connection may still be in use by the driver: its inner state is
         // not touched (SQLite's wrapper would refuse), it is simply closed.

@@ -100,6 +100,10 @@ impl<D: NeutralValues> Connector for SqlxConnector<D> {
     fn transaction_pooled(&self) -> bool {
         self.pooled
     }
+
+    fn rotates_credentials(&self) -> bool {
+        self.url.credential_source().is_some()
+    }
 }
 
 impl<D: NeutralValues> BackendConnector for SqlxConnector<D> {

@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod fault_proxy;
 pub mod ha;
 pub mod ha_scenarios;
+pub mod operations;
 pub mod pipeline;
 pub mod scenarios;
 pub mod secrets;

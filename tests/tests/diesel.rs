@@ -29,6 +29,8 @@ chaos_suite!(chaos, Diesel);
 secrets_suite!(secrets, Diesel);
 tls_suite!(tls_postgres, Diesel, DatabaseKind::Postgres);
 tls_suite!(tls_mysql, Diesel, DatabaseKind::MySql);
+ucm_tests::operations_suite!(operations_postgres, Diesel, DatabaseKind::Postgres);
+ucm_tests::operations_suite!(operations_mysql, Diesel, DatabaseKind::MySql);
 
 /// The PostgreSQL target of the pipelined-lane scenarios, when one is configured.
 fn postgres() -> Option<ucm_tests::Target> {

@@ -29,6 +29,8 @@ chaos_suite!(chaos, Sqlx);
 secrets_suite!(secrets, Sqlx);
 tls_suite!(tls_postgres, Sqlx, DatabaseKind::Postgres);
 tls_suite!(tls_mysql, Sqlx, DatabaseKind::MySql);
+ucm_tests::operations_suite!(operations_postgres, Sqlx, DatabaseKind::Postgres);
+ucm_tests::operations_suite!(operations_mysql, Sqlx, DatabaseKind::MySql);
 
 /// The deep diagnostics find what is seeded on PostgreSQL (written over the protocol, so
 /// one backend suffices).

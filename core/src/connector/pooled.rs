@@ -66,6 +66,15 @@ pub trait Connector: Send + Sync + 'static {
         false
     }
 
+    /// Whether each connect asks a credential source for the password (see
+    /// [`CredentialSource`](crate::CredentialSource)): then a connect refused for its
+    /// password is tried again, with fresh credentials, until the connect timeout, since
+    /// the password may be mid-rotation (changed at the server, not yet in the file).
+    /// Defaults to `false`.
+    fn rotates_credentials(&self) -> bool {
+        false
+    }
+
     /// A synchronous check, without I/O, run before a pooled connection is handed out:
     /// the driver already knows the connection is dead (its socket closed) or in a state
     /// nobody else may inherit (a driver-level transaction left open). Defaults to `false`.

@@ -147,6 +147,10 @@ impl<C: Connector> SlotManager<C> {
     }
 }
 
+/// The first pause before a connect refused for its password is tried again with fresh
+/// credentials (doubling up to 1 s, within the connect timeout).
+const ROTATION_PAUSE: Duration = Duration::from_millis(50);
+
 impl<C: Connector> managed::Manager for SlotManager<C> {
     type Type = Slot<C::Connection>;
     type Error = Error;
@@ -158,15 +162,34 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
         // inline it would make every checkout future (which embeds this one) as large,
         // and every move of it a large copy.
         checkout::entered(checkout::Step::Connecting);
-        let result = match timeout(limit, Box::pin(self.connector.connect())).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::ConnectFailed {
-                endpoint: self.label.to_string(),
-                reason: ConnectFailure::Timeout,
-                attempts: 1,
-                message: format!("no connection within the connect timeout of {limit:?}"),
-                source: None,
-            }),
+        let deadline = started + limit;
+        let mut pause = ROTATION_PAUSE;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = match timeout(left, Box::pin(self.connector.connect())).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::ConnectFailed {
+                    endpoint: self.label.to_string(),
+                    reason: ConnectFailure::Timeout,
+                    attempts: 1,
+                    message: format!("no connection within the connect timeout of {limit:?}"),
+                    source: None,
+                }),
+            };
+            let refused_password = matches!(
+                &attempt,
+                Err(Error::ConnectFailed { reason: ConnectFailure::Authentication, .. })
+            );
+            if refused_password
+                && self.connector.rotates_credentials()
+                && deadline.saturating_duration_since(Instant::now()) > pause
+            {
+                tracing::info!(pool = %self.label, "password refused; the credential source may be mid-rotation, asking it again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            break attempt;
         };
         self.metrics.record_connect(started.elapsed(), result.is_ok());
         let connection = result?;

@@ -99,6 +99,8 @@ pub(crate) fn start(ctx: &Ctx) -> Result<HaPair> {
         // The TLS server answers to `localhost` (the only name its certificate lists).
         ("TLS_DATABASE_URL", format!("postgres://postgres@localhost:{TLS_PORT}/test")),
         ("TLS_CA_FILE", path(&ca)),
+        // The one role the TLS server checks the password of (credential rotation tests).
+        ("PASSWORD_ROLE", PASSWORD_CHECKED_ROLE.to_owned()),
     ];
     let changed = !done.is_empty();
     let note = if changed { done.join("; ") } else { "both running, replica streaming".to_owned() };
@@ -112,6 +114,25 @@ fn node(ctx: &Ctx, as_root: bool, name: &str, port: u16) -> Result<Node> {
     let dir =
         fs::canonicalize(&dir).with_context(|| format!("could not resolve {}", dir.display()))?;
     Ok(Node::new(port, dir))
+}
+
+/// The role whose password the TLS server checks (every other role is trusted): the
+/// credential-rotation tests log in as it.
+pub(crate) const PASSWORD_CHECKED_ROLE: &str = "ucm_rotating";
+
+/// Puts `host all <role> ... scram-sha-256` lines first in the node's `pg_hba.conf`, so
+/// that `role` (and only it) must give its password; whether the file changed.
+fn require_password_for(node: &Node, role: &str) -> Result<bool> {
+    let path = node.dir.join("pg_hba.conf");
+    let text = fs::read_to_string(&path).context("reading the TLS server's pg_hba.conf")?;
+    let lines = format!(
+        "host all {role} 127.0.0.1/32 scram-sha-256\nhost all {role} ::1/128 scram-sha-256\n"
+    );
+    if text.starts_with(&lines) {
+        return Ok(false);
+    }
+    fs::write(&path, format!("{lines}{text}")).context("writing the TLS server's pg_hba.conf")?;
+    Ok(true)
 }
 
 /// Makes 54332 a running server with TLS on: a test CA and a server certificate for
@@ -139,8 +160,12 @@ fn ensure_tls_server(
         }
     }
     node.settings = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned();
+    let hba_changed = require_password_for(node, PASSWORD_CHECKED_ROLE)?;
     if servers.start(node).map_err(|e| anyhow!(e))? {
         done.push(format!("started the TLS server on {TLS_PORT}"));
+    } else if hba_changed {
+        servers.psql(node, "postgres", "SELECT pg_reload_conf()", true).map_err(|e| anyhow!(e))?;
+        done.push(format!("reloaded pg_hba.conf on {TLS_PORT}"));
     }
     ensure_test_database(ctx, TLS_PORT, Some(&servers.bin))?;
     Ok(ca)

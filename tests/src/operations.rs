@@ -1,0 +1,255 @@
+//! Operations against real servers: a role's password rotated under load through a password file (PostgreSQL's TLS server, which checks that role's password, and MariaDB); `operations_suite!` instantiates them per backend and database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ucm_kernel::{
+    ConnectFailure, ConnectionManagerProtocol, ConnectionMode, CredentialSource, DatabaseKind,
+    Error, ManagerConfig, ManagerMode, PoolConfiguration, Value,
+};
+
+use crate::{Backend, Outcome, unique_table};
+
+/// A server that checks one role's password, a superuser URL to manage that role, and the
+/// role's URL without a password.
+#[derive(Debug, Clone)]
+pub struct RoleTarget {
+    /// Which database.
+    pub kind: DatabaseKind,
+    /// A superuser on the server.
+    pub admin_url: String,
+    /// The role's name.
+    pub role: String,
+    /// The role's URL, without a password (the credential source gives it).
+    pub role_url: String,
+}
+
+impl RoleTarget {
+    /// PostgreSQL: the TLS server (`TLS_DATABASE_URL`, which checks `PASSWORD_ROLE`'s
+    /// password and trusts everyone else); MySQL: `MYSQL_DATABASE_URL` (MariaDB checks
+    /// every password). `None` (the test passes vacuously) when unset, a failure under `CI`.
+    pub fn find(kind: DatabaseKind) -> Option<Self> {
+        let get = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        let (admin_var, role) = match kind {
+            DatabaseKind::Postgres => {
+                let Some(role) = get("PASSWORD_ROLE") else {
+                    return crate::skip_unless_ci("PASSWORD_ROLE");
+                };
+                ("TLS_DATABASE_URL", role)
+            }
+            _ => ("MYSQL_DATABASE_URL", "ucm_rotating".to_owned()),
+        };
+        let Some(admin_url) = get(admin_var) else { return crate::skip_unless_ci(admin_var) };
+        let parsed = ucm_kernel::DatabaseUrl::parse(&admin_url).ok()?;
+        let scheme = if kind == DatabaseKind::Postgres { "postgres" } else { "mysql" };
+        let role_url = format!(
+            "{scheme}://{role}@{}:{}/{}",
+            parsed.host()?,
+            parsed.port()?,
+            parsed.database()?
+        );
+        Some(Self { kind, admin_url, role, role_url })
+    }
+
+    /// The statements that give the role `password` (creating it if needed).
+    fn set_password(&self, password: &str) -> Vec<String> {
+        let role = &self.role;
+        match self.kind {
+            DatabaseKind::Postgres => vec![
+                format!(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role} LOGIN; END IF; END $$"
+                ),
+                format!("ALTER ROLE {role} LOGIN PASSWORD '{password}'"),
+            ],
+            _ => ["'%'", "'localhost'", "'127.0.0.1'"]
+                .iter()
+                .flat_map(|host| {
+                    [
+                        format!(
+                            "CREATE USER IF NOT EXISTS '{role}'@{host} IDENTIFIED BY '{password}'"
+                        ),
+                        format!("ALTER USER '{role}'@{host} IDENTIFIED BY '{password}'"),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// The statements that let the role read and insert into `table`.
+    fn grant(&self, table: &str) -> Vec<String> {
+        let role = &self.role;
+        match self.kind {
+            DatabaseKind::Postgres => vec![format!("GRANT SELECT, INSERT ON {table} TO {role}")],
+            _ => ["'%'", "'localhost'", "'127.0.0.1'"]
+                .iter()
+                .map(|host| format!("GRANT SELECT, INSERT ON {table} TO '{role}'@{host}"))
+                .collect(),
+        }
+    }
+}
+
+async fn run_all<M: ConnectionManagerProtocol>(m: &M, statements: &[String]) -> Outcome {
+    for sql in statements {
+        m.execute(ConnectionMode::Transactional, sql, &[]).await?;
+    }
+    Ok(())
+}
+
+fn admin_config(url: &str) -> ManagerConfig {
+    let pool = PoolConfiguration::builder(ManagerMode::Admin).pool_size(1).build().unwrap();
+    ManagerConfig::builder(ManagerMode::Admin).primary(url).pool(pool).build().unwrap()
+}
+
+/// Eight tasks insert and read for about three seconds through a manager whose pool
+/// replaces its connections every few hundred milliseconds (so new connections open all
+/// along), each asking a password file; one second in, the role's password is changed at
+/// the server, and the file rewritten 200 ms later (connects refused in between are tried
+/// again). No operation fails, every acknowledged insert is in the table, connections
+/// were opened after the rotation, and the old password is refused (so the server does
+/// check it, and the rotation took effect).
+pub async fn a_rotated_password_loses_no_operation<B: Backend>(t: &RoleTarget) -> Outcome {
+    let admin = B::connect(admin_config(&t.admin_url)).await?;
+    let table = unique_table("rotate");
+    let suffix = std::process::id();
+    let (old, new) = (format!("Old-pw-{suffix}"), format!("New-pw-{suffix}"));
+    run_all(&admin, &t.set_password(&old)).await?;
+    admin
+        .execute(ConnectionMode::Transactional, &format!("CREATE TABLE {table} (n INT)"), &[])
+        .await?;
+    run_all(&admin, &t.grant(&table)).await?;
+
+    let file = std::env::temp_dir().join(format!("ucm-rotate-{suffix}-{table}"));
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(3)
+        .max_overflow(0)
+        .max_lifetime(Duration::from_millis(300))
+        .lifetime_jitter(Duration::from_millis(100))
+        .build()?;
+    let config = ManagerConfig::builder(ManagerMode::AsyncModern)
+        .primary(&t.role_url)
+        .pool(pool)
+        .credentials(CredentialSource::password_file(&file, None))
+        .build()?;
+    let manager = Arc::new(B::connect(config).await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (manager, stop, acknowledged) = (manager.clone(), stop.clone(), acknowledged.clone());
+        let (insert, read) = (
+            format!("INSERT INTO {table} (n) VALUES ({})", placeholder(t.kind)),
+            format!("SELECT COUNT(*) AS c FROM {table}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut i = 0_i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match manager
+                    .execute(
+                        ConnectionMode::ReadWrite,
+                        &insert,
+                        &[Value::Int(task * 1_000_000 + i)],
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+                if let Err(e) = manager.fetch_all(ConnectionMode::ReadOnly, &read, &[]).await {
+                    failures.push(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failures
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let opened_before = opened(&*manager);
+    run_all(&admin, &t.set_password(&new)).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&file, format!("{new}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for task in tasks {
+        failures.extend(task.await.unwrap());
+    }
+    let opened_after = opened(&*manager);
+    let rows = admin
+        .fetch_all(ConnectionMode::ReadOnly, &format!("SELECT COUNT(*) AS c FROM {table}"), &[])
+        .await?;
+    let in_table: i64 = rows[0].try_get("c")?;
+    manager.close().await?;
+
+    // The old password is refused now: the server checks it, and it was rotated.
+    let stale = ManagerConfig::builder(ManagerMode::AsyncModern)
+        .primary(&t.role_url.replacen(
+            &format!("://{}@", t.role),
+            &format!("://{}:{old}@", t.role),
+            1,
+        ))
+        .build()?;
+    let refused = B::connect(stale).await.err();
+    let _ = std::fs::remove_file(&file);
+    admin.execute(ConnectionMode::Transactional, &format!("DROP TABLE {table}"), &[]).await?;
+    admin.close().await?;
+
+    assert!(
+        failures.is_empty(),
+        "{} operations failed, the first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(in_table, i64::try_from(acknowledged.load(Ordering::Relaxed)).unwrap());
+    assert!(in_table > 50, "only {in_table} inserts in three seconds");
+    assert!(
+        opened_after > opened_before + 3,
+        "connections opened: {opened_before} before the rotation, {opened_after} after"
+    );
+    assert!(
+        matches!(
+            refused,
+            Some(Error::ConnectFailed { reason: ConnectFailure::Authentication, .. })
+        ),
+        "the old password was not refused: {refused:?}"
+    );
+    Ok(())
+}
+
+/// The first parameter's placeholder.
+fn placeholder(kind: DatabaseKind) -> &'static str {
+    if kind == DatabaseKind::Postgres { "$1" } else { "?" }
+}
+
+/// Connections the manager's primary pool has opened so far.
+fn opened<M: ConnectionManagerProtocol>(m: &M) -> u64 {
+    m.connection_info().endpoints[0].metrics.connections_created
+}
+
+/// Instantiates the operations scenarios for one backend and database.
+#[macro_export]
+macro_rules! operations_suite {
+    ($module:ident, $backend:ty, $kind:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_rotated_password_loses_no_operation() -> $crate::Outcome {
+                match $crate::operations::RoleTarget::find($kind) {
+                    Some(t) => {
+                        $crate::operations::a_rotated_password_loses_no_operation::<$backend>(&t)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    };
+}
