@@ -38,6 +38,9 @@ pub trait Backend: 'static {
     fn connect(
         config: ManagerConfig,
     ) -> impl Future<Output = ucm_kernel::Result<Self::Manager>> + Send;
+    /// The manager as core's `Manager`, for what the protocol does not cover (resize,
+    /// suspend).
+    fn kernel(manager: &Self::Manager) -> &ucm_kernel::Manager<Self::Core>;
     /// A read-your-writes session on `manager`.
     fn session(manager: &Self::Manager) -> ucm_kernel::RoutingSession<'_, Self::Core>;
 }

@@ -1,4 +1,4 @@
-//! Operations against real servers: a role's password rotated under load through a password file (PostgreSQL's TLS server, which checks that role's password, and MariaDB); `operations_suite!` instantiates them per backend and database.
+//! Operations against real servers: a role's password rotated under load through a password file (PostgreSQL's TLS server, which checks that role's password, and MariaDB), and a pool resized and suspended under load; `operations_suite!` instantiates them per backend and database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,6 +222,102 @@ pub async fn a_rotated_password_loses_no_operation<B: Backend>(t: &RoleTarget) -
     Ok(())
 }
 
+/// Sixteen tasks run statements through a pool of two while it is grown to eight (the
+/// pool opens them), shrunk back to two (idle connections close at once: at most two
+/// sessions remain, counted at the server on PostgreSQL), then suspended (in-flight work
+/// finishes, no statement completes while suspended) and resumed (work goes on). No
+/// operation fails.
+pub async fn a_resize_and_a_suspend_under_load_lose_nothing<B: Backend>(
+    t: &crate::Target,
+) -> Outcome {
+    let app = unique_table("resize");
+    let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(2)
+        .max_overflow(0)
+        .application_name(app.clone())
+        .build()?;
+    let manager = Arc::new(B::connect(t.config(ManagerMode::AsyncModern, pool)).await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (manager, stop, done) = (manager.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match manager.fetch_all(ConnectionMode::ReadWrite, "SELECT 1 AS one", &[]).await {
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            failures
+        }));
+    }
+    let size = |m: &B::Manager| m.connection_info().endpoints[0].status.size;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(size(&manager), 2);
+    B::kernel(&manager).resize(8, 0).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = size(&manager);
+    B::kernel(&manager).resize(2, 0).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shrunk = size(&manager);
+    let sessions = server_sessions::<B>(t, &app).await?;
+
+    B::kernel(&manager).suspend(Duration::from_secs(5)).await?;
+    assert!(B::kernel(&manager).is_suspended());
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = done.load(Ordering::Relaxed) - before;
+    B::kernel(&manager).resume();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = done.load(Ordering::Relaxed) - before - during;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for task in tasks {
+        failures.extend(task.await.unwrap());
+    }
+    manager.close().await?;
+
+    assert!(
+        failures.is_empty(),
+        "{} operations failed, the first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(grown, 8, "the pool did not grow to 8 under load");
+    assert!(shrunk <= 2, "{shrunk} connections after shrinking to 2");
+    if let Some(sessions) = sessions {
+        assert!(sessions <= 2, "{sessions} server sessions after shrinking to 2");
+    }
+    assert_eq!(during, 0, "statements completed while suspended");
+    assert!(after > 0, "nothing ran after resume");
+    Ok(())
+}
+
+/// The server sessions named `app` (PostgreSQL's `pg_stat_activity`); `None` elsewhere.
+async fn server_sessions<B: Backend>(
+    t: &crate::Target,
+    app: &str,
+) -> ucm_kernel::Result<Option<i64>> {
+    if t.kind != DatabaseKind::Postgres {
+        return Ok(None);
+    }
+    let admin = B::connect(admin_config(&t.url)).await?;
+    let rows = admin
+        .fetch_all(
+            ConnectionMode::ReadOnly,
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = $1",
+            &[Value::Text(app.to_owned())],
+        )
+        .await?;
+    admin.close().await?;
+    Ok(Some(rows[0].try_get("n")?))
+}
+
 /// The first parameter's placeholder.
 fn placeholder(kind: DatabaseKind) -> &'static str {
     if kind == DatabaseKind::Postgres { "$1" } else { "?" }
@@ -239,6 +335,14 @@ macro_rules! operations_suite {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_resize_and_a_suspend_under_load_lose_nothing() -> $crate::Outcome {
+                match $crate::Target::find($kind) {
+                    Some(t) => $crate::operations::a_resize_and_a_suspend_under_load_lose_nothing::<$backend>(&t).await,
+                    None => Ok(()),
+                }
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_rotated_password_loses_no_operation() -> $crate::Outcome {

@@ -15,6 +15,10 @@ impl Backend for Diesel {
         DieselManager::connect(config).await
     }
 
+    fn kernel(manager: &DieselManager) -> &ucm_kernel::Manager<ucm_diesel::Diesel> {
+        manager
+    }
+
     fn session(manager: &DieselManager) -> ucm_kernel::RoutingSession<'_, ucm_diesel::Diesel> {
         manager.session()
     }

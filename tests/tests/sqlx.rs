@@ -15,6 +15,10 @@ impl Backend for Sqlx {
         SqlxManager::connect(config).await
     }
 
+    fn kernel(manager: &SqlxManager) -> &ucm_kernel::Manager<ucm_sqlx::Sqlx> {
+        manager
+    }
+
     fn session(manager: &SqlxManager) -> ucm_kernel::RoutingSession<'_, ucm_sqlx::Sqlx> {
         manager.session()
     }

@@ -207,6 +207,19 @@ pub enum Error {
         /// How long this caller waited.
         waited: Duration,
     },
+    /// The pool is suspended ([`Pool::suspend`](crate::backend::Pool::suspend), or the
+    /// manager's) and was not resumed within the acquire timeout.
+    #[error(
+        "pool {endpoint} is suspended and was not resumed within the acquire timeout (waited \
+         {}); resume it (Manager::resume) or raise the acquire timeout",
+        human(*.waited)
+    )]
+    Suspended {
+        /// The endpoint's redacted label.
+        endpoint: String,
+        /// How long this caller waited.
+        waited: Duration,
+    },
     /// A new connection could not be opened.
     #[error("could not connect to {endpoint} ({attempts} attempt(s)): {reason}: {message}; {}", reason.hint())]
     ConnectFailed {
@@ -371,7 +384,9 @@ impl Error {
     /// The classification that retry, the breaker and metrics act on.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            // A suspended pool is a pool with no connection to give: not retried, not the
+            // endpoint's fault.
+            Self::PoolExhausted { .. } | Self::Suspended { .. } => ErrorKind::PoolExhausted,
             Self::ConnectFailed { .. } => ErrorKind::ConnectFailed,
             Self::CircuitOpen { .. } => ErrorKind::CircuitOpen,
             Self::Closed { .. } => ErrorKind::Closed,

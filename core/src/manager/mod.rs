@@ -127,6 +127,45 @@ impl<B: Backend> Manager<B> {
         self
     }
 
+    /// Changes every endpoint's pool size and overflow while the manager runs: growing
+    /// opens connections in the background; shrinking closes idle connections at once and
+    /// those in use beyond the new maximum when they come back (never taken from their
+    /// holders). [`ConnectionManagerProtocol::connection_info`]'s pool status shows the
+    /// sizes in effect.
+    ///
+    /// # Errors
+    /// `Configuration` for a zero pool size; `Closed` after `close()`.
+    pub async fn resize(&self, pool_size: usize, max_overflow: usize) -> Result<()> {
+        with_topology!(&self.endpoints, t => t.resize(pool_size, max_overflow).await)
+    }
+
+    /// Stops handing out connections, for maintenance or a planned failover: checkouts
+    /// from now on wait for [`Self::resume`] (each up to its acquire timeout, then
+    /// `Suspended`, of kind `PoolExhausted`), while work already holding a connection
+    /// finishes. The pipelined lane gives its shared connections back first. Returns once
+    /// nothing is checked out, or after `deadline`.
+    ///
+    /// # Errors
+    /// Connections still checked out at the deadline (the manager stays suspended).
+    pub async fn suspend(&self, deadline: std::time::Duration) -> Result<()> {
+        with_pipeline!(&self.endpoints, t, p => {
+            // Suspended first, so that the lane cannot check out again once cleared.
+            t.suspend();
+            p.clear();
+            t.drained(deadline).await
+        })
+    }
+
+    /// Hands out connections again after [`Self::suspend`].
+    pub fn resume(&self) {
+        with_topology!(&self.endpoints, t => t.resume());
+    }
+
+    /// Whether [`Self::suspend`] is in effect.
+    pub fn is_suspended(&self) -> bool {
+        with_topology!(&self.endpoints, t => t.is_suspended())
+    }
+
     /// Runs the protocol's single statements ([`ConnectionManagerProtocol::execute`],
     /// [`ConnectionManagerProtocol::fetch_all`] and `fetch_optional`) through the pipelined
     /// lane, with up to `connections_per_mode` shared connections per connection mode (0:

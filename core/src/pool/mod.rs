@@ -22,6 +22,9 @@ mod checkout;
 mod guard;
 mod leaks;
 mod reaper;
+mod sizing;
+#[cfg(test)]
+mod sizing_tests;
 mod slots;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -61,6 +64,8 @@ pub(crate) struct Inner<C: Connector> {
     config: PoolConfiguration,
     metrics: Arc<PoolMetrics>,
     breaker: Option<Arc<CircuitBreaker>>,
+    /// The sizes now, and whether the pool is suspended.
+    sizes: sizing::Sizes,
     reaper: Mutex<Option<JoinHandle<()>>>,
     /// The `db.client.connection.*` instruments reading this pool's status.
     #[cfg(feature = "otel")]
@@ -75,8 +80,8 @@ impl<C: Connector> Inner<C> {
             idle: status.available,
             in_use: status.size.saturating_sub(status.available),
             waiting: status.waiting,
-            pool_size: self.config.pool_size(),
-            max_size: self.config.max_size(),
+            pool_size: self.sizes.pool_size(),
+            max_size: self.sizes.max_size(),
         }
     }
 }
@@ -154,6 +159,7 @@ impl<C: Connector> Pool<C> {
         let inner = Arc::new(Inner {
             pool,
             label,
+            sizes: sizing::Sizes::new(&config),
             config,
             metrics,
             breaker,
@@ -206,11 +212,16 @@ impl<C: Connector> Pool<C> {
     /// `PoolExhausted` at once instead of queueing for a slot (opening a connection or
     /// pinging an idle one still happen, bounded by the acquire timeout).
     async fn checkout(&self, wait: bool) -> Result<PooledConnection<C>> {
+        let started = Instant::now();
+        if self.inner.sizes.is_suspended() {
+            // Boxed: rare, and it would otherwise grow every checkout's future.
+            let give_up = started + self.inner.config.acquire_timeout();
+            Box::pin(self.wait_resumed(started, give_up)).await?;
+        }
         let permit = match &self.inner.breaker {
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
-        let started = Instant::now();
         // Fast path: an idle connection or a free slot, taken without waiting. Only when
         // the pool is full does deadpool's bounded wait start.
         let checkout = async {
@@ -375,7 +386,7 @@ impl<C: Connector> Pool<C> {
         match first_error {
             Some(e) if size == 0 => Err(e),
             Some(e) => {
-                tracing::warn!(pool = %self.inner.label, open = size, wanted = self.inner.config.min_idle(), "prefill opened fewer connections than the pool's minimum: {e}");
+                tracing::warn!(pool = %self.inner.label, open = size, wanted = self.inner.sizes.min_idle(), "prefill opened fewer connections than the pool's minimum: {e}");
                 Ok(size)
             }
             None => Ok(size),
@@ -390,7 +401,7 @@ impl<C: Connector> Pool<C> {
     /// Connect failures feed the breaker, as a caller's would.
     async fn fill(&self) -> Option<Error> {
         let status = self.status();
-        let wanted = self.inner.config.min_idle().saturating_sub(status.size);
+        let wanted = self.inner.sizes.min_idle().saturating_sub(status.size);
         if wanted == 0 || self.is_closed() {
             return None;
         }
@@ -459,7 +470,7 @@ impl<C: Connector> Pool<C> {
         let breaker_closed = self
             .breaker()
             .is_none_or(|b| b.state() == crate::circuit_breaker::BreakerState::Closed);
-        if status.size >= self.inner.config.min_idle() || status.waiting > 0 || !breaker_closed {
+        if status.size >= self.inner.sizes.min_idle() || status.waiting > 0 || !breaker_closed {
             return;
         }
         if let Some(e) = self.fill().await {

@@ -40,7 +40,7 @@ pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
 /// overflow idle timeout, oldest returns first. Connections in use are never touched; deadpool only shows idle ones.
 pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
     let now = Instant::now();
-    let kept = inner.config.min_idle();
+    let kept = inner.sizes.min_idle();
     let idle_limit = inner.config.overflow_idle_timeout();
     let mut excess = inner.pool.status().size.saturating_sub(kept);
     let result = inner.pool.retain(|slot: &Slot<C::Connection>, _| {

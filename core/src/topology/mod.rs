@@ -270,6 +270,59 @@ impl<C: Connector> Topology<C> {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Resizes every endpoint's pool (see [`Pool::resize`]).
+    ///
+    /// # Errors
+    /// The first pool's error.
+    pub async fn resize(&self, pool_size: usize, max_overflow: usize) -> Result<()> {
+        for endpoint in &self.shared.endpoints {
+            endpoint.pool.resize(pool_size, max_overflow).await?;
+        }
+        Ok(())
+    }
+
+    /// Suspends every endpoint's pool (see [`Pool::suspend`]).
+    pub fn suspend(&self) {
+        for endpoint in &self.shared.endpoints {
+            endpoint.pool.suspend();
+        }
+    }
+
+    /// Waits for every endpoint's checked-out connections against the one deadline (see
+    /// [`Pool::drained`]).
+    ///
+    /// # Errors
+    /// The first pool's error: connections still checked out at the deadline.
+    pub async fn drained(&self, deadline: Duration) -> Result<()> {
+        let mut waits = tokio::task::JoinSet::new();
+        for endpoint in &self.shared.endpoints {
+            let pool = endpoint.pool.clone();
+            waits.spawn(async move { pool.drained(deadline).await });
+        }
+        let mut first_error = None;
+        while let Some(waited) = waits.join_next().await {
+            let result = waited
+                .map_err(|e| crate::Error::other(format!("a pool's drain wait failed: {e}")))
+                .and_then(|result| result);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Resumes every endpoint's pool.
+    pub fn resume(&self) {
+        for endpoint in &self.shared.endpoints {
+            endpoint.pool.resume();
+        }
+    }
+
+    /// Whether the pools are suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.shared.endpoints.iter().any(|endpoint| endpoint.pool.is_suspended())
+    }
+
     /// The configuration the topology was built from.
     pub fn config(&self) -> &ManagerConfig {
         &self.shared.config

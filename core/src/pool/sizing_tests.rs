@@ -1,0 +1,131 @@
+//! Resize and suspend on paused time with the in-memory connector: growing opens, shrinking closes idle connections first and never takes one in use, suspended checkouts wait for resume or their acquire timeout.
+
+use std::time::Duration;
+
+use tokio::time::{advance, timeout};
+
+use super::testing::MemoryConnector;
+use super::*;
+use crate::error::ErrorKind;
+use crate::mode::ManagerMode;
+
+fn pool(
+    connector: &MemoryConnector,
+    pool_size: usize,
+    max_overflow: usize,
+) -> Pool<MemoryConnector> {
+    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(pool_size)
+        .max_overflow(max_overflow)
+        .acquire_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    Pool::new("memory:test", connector.clone(), config, None).unwrap()
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn growing_opens_and_shrinking_closes_idle_connections_first() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, 2, 0);
+    pool.prefill().await.unwrap();
+    let held = pool.acquire().await.unwrap();
+    pool.resize(5, 1).await.unwrap();
+    let status = pool.status();
+    assert_eq!((status.size, status.in_use, status.pool_size, status.max_size), (5, 1, 5, 6));
+    assert_eq!(connector.opened(), 5);
+    // Down to one: the four idle ones close at once, the one in use stays with its holder.
+    pool.resize(1, 0).await.unwrap();
+    let status = pool.status();
+    assert_eq!((status.size, status.in_use, status.max_size), (1, 1, 1));
+    assert_eq!(connector.opened(), 5, "shrinking opened nothing");
+    drop(held);
+    settle().await;
+    assert_eq!(pool.status().size, 1);
+    // The one slot never opened under the old maximum may still open once; that
+    // connection closes when returned, and from then on one is the limit.
+    let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await);
+    drop((a, b));
+    settle().await;
+    assert_eq!(pool.status().size, 1);
+    let a = pool.acquire().await.unwrap();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
+    drop(a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_in_use_beyond_a_new_maximum_close_when_returned() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, 3, 0);
+    pool.prefill().await.unwrap();
+    let held: Vec<_> = [(); 3].iter().map(|()| pool.acquire()).collect::<Vec<_>>();
+    let mut connections = Vec::new();
+    for checkout in held {
+        connections.push(checkout.await.unwrap());
+    }
+    pool.resize(1, 0).await.unwrap();
+    assert_eq!(pool.status().in_use, 3, "nothing taken from its holder");
+    connections.clear();
+    settle().await;
+    assert_eq!(pool.status().size, 1);
+    assert!(pool.resize(0, 3).await.unwrap_err().to_string().contains("pool_size"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn suspended_checkouts_wait_for_resume_while_held_work_finishes() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, 2, 0);
+    pool.prefill().await.unwrap();
+    let held = pool.acquire().await.unwrap();
+    pool.suspend();
+    assert!(pool.is_suspended());
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(drop).is_ok() }
+    });
+    let drained = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.drained(Duration::from_secs(5)).await }
+    });
+    advance(Duration::from_millis(500)).await;
+    settle().await;
+    assert!(!waiting.is_finished(), "a checkout went through a suspended pool");
+    assert!(!drained.is_finished(), "drained with a connection still held");
+    drop(held);
+    advance(Duration::from_millis(20)).await;
+    settle().await;
+    assert!(timeout(Duration::from_secs(1), drained).await.unwrap().unwrap().is_ok());
+    pool.resume();
+    assert!(waiting.await.unwrap(), "the waiting checkout goes on after resume");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_suspended_past_its_acquire_timeout_says_so() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, 1, 0);
+    pool.prefill().await.unwrap();
+    pool.suspend();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted);
+    let text = err.to_string();
+    assert!(text.contains("suspended") && text.contains("resume"), "{text}");
+    let held = pool.acquire_for(crate::mode::ConnectionMode::ReadWrite);
+    pool.resume();
+    assert!(held.await.is_ok());
+    // A drain that times out names what is still out.
+    pool.suspend();
+    let _out = {
+        pool.resume();
+        let c = pool.acquire().await.unwrap();
+        pool.suspend();
+        c
+    };
+    let err = pool.drained(Duration::from_millis(100)).await.unwrap_err();
+    assert!(err.to_string().contains("1 connection(s) were still checked out"), "{err}");
+}
