@@ -199,7 +199,9 @@
 //!   [`PoolStatus`], [`SlaSummary`], [`PoolMetricsSnapshot`], [`HistogramSnapshot`],
 //!   [`BreakerState`], [`BreakerSnapshot`], [`LongHold`].
 //! - Deep diagnostics of the database (what `ucm health --deep` prints): [`deep_health`],
-//!   [`DeepOptions`], [`DeepReport`], [`Finding`], [`Severity`].
+//!   [`DeepOptions`], [`DeepReport`], [`Finding`], [`Severity`]; the permission self-test
+//!   (what `ucm check --permissions` prints): [`check_permissions`], [`PermissionPolicy`],
+//!   [`DdlRule`], [`PermissionReport`], [`PermissionCheck`].
 //! - The sqlx handles (with the sqlx feature), for code written against sqlx's pool:
 //!   `SqlxPool`, `SqlxPoolConnection`, `SqlxTransaction`, `SqlxTransactionError`,
 //!   `SqlxManager`, `SqlxConnection`, `Sqlx`; and `ucm_sqlx`, the backend crate, for the
@@ -270,6 +272,9 @@ pub use ucm_kernel::{
     PoolStatus, SlaSummary,
 };
 // Deep diagnostics of the database itself.
+pub use ucm_kernel::{
+    DdlRule, PermissionCheck, PermissionPolicy, PermissionReport, check_permissions,
+};
 pub use ucm_kernel::{DeepOptions, DeepReport, Finding, Severity, deep_health};
 // The driver handles, and each backend crate for the rest of its API.
 #[cfg(feature = "diesel")]

@@ -21,6 +21,18 @@ pub(crate) struct CheckArgs {
     /// Deprecated: the URL as an argument, like `--database-url`.
     #[arg(value_name = "URL", conflicts_with = "database_url")]
     url: Option<String>,
+    /// Run the permission self-test instead: connect as `--mode`'s role (its URL and
+    /// credentials from `--config`/$UCM_CONFIG and the environment, or `--database-url`)
+    /// and check what its policy (`[permissions]`, `[modes.<mode>.permissions]`) requires
+    /// and forbids. Exit 1 when a check fails.
+    #[arg(long)]
+    permissions: bool,
+    /// The mode whose role and policy `--permissions` checks.
+    #[arg(long, default_value = "async_modern", requires = "permissions")]
+    mode: ManagerMode,
+    /// A TOML configuration file for `--permissions`; defaults to $UCM_CONFIG.
+    #[arg(long, value_name = "FILE", requires = "permissions")]
+    config: Option<std::path::PathBuf>,
     /// Round trips to time.
     #[arg(long, default_value_t = 5)]
     pings: u32,
@@ -71,6 +83,13 @@ pub(crate) async fn run(args: &CheckArgs) -> anyhow::Result<()> {
             "warning: `ucm check URL` is deprecated; use `ucm check --database-url URL`, or \
              better DATABASE_URL"
         );
+    }
+    if args.permissions {
+        let flag = args.database_url.as_deref().or(args.url.as_deref());
+        if let Some(url) = flag {
+            url_arg::warn_if_password(url);
+        }
+        return crate::permissions::run(args.mode, args.config.as_deref(), flag, args.format).await;
     }
     let text = args.format == Format::Text;
     let mut report = CheckReport::default();

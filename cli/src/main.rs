@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod health;
 mod output;
+mod permissions;
 mod telemetry;
 mod url_arg;
 mod validate;

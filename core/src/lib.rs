@@ -42,10 +42,13 @@ pub use uuid;
 pub use circuit_breaker::{BreakerSnapshot, BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
     ConfigSources, CredentialProvider, CredentialSource, Credentials, DatabaseKind, DatabaseUrl,
-    ManagerConfig, ManagerConfigBuilder, Origin, PoolConfiguration, PoolConfigurationBuilder,
-    Pooler, Secret, SslMode,
+    DdlRule, ManagerConfig, ManagerConfigBuilder, Origin, PermissionPolicy, PoolConfiguration,
+    PoolConfigurationBuilder, Pooler, Secret, SslMode,
 };
-pub use diagnostics::{DeepOptions, DeepReport, Finding, Severity, deep_health};
+pub use diagnostics::{
+    DeepOptions, DeepReport, Finding, PermissionCheck, PermissionReport, Severity,
+    check_permissions, deep_health,
+};
 pub use error::{BoxError, ConnectFailure, Error, ErrorKind, Result};
 pub use health::{ComponentHealth, EndpointRole, EndpointState, HealthReport, HealthStatus};
 pub use info::{ConnectionInfo, EndpointInfo};

@@ -1,4 +1,4 @@
-//! Operations against real servers: a role's password rotated under load through a password file (PostgreSQL's TLS server, which checks that role's password, and MariaDB), and a pool resized and suspended under load; `operations_suite!` instantiates them per backend and database.
+//! Operations against real servers: a role's password rotated under load through a password file (PostgreSQL's TLS server, which checks that role's password, and MariaDB), a pool resized and suspended under load, and the permission self-test against roles with the right, too many and too few grants; `operations_suite!` instantiates them per backend and database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,7 +63,7 @@ impl RoleTarget {
                 ),
                 format!("ALTER ROLE {role} LOGIN PASSWORD '{password}'"),
             ],
-            _ => ["'%'", "'localhost'", "'127.0.0.1'"]
+            _ => MYSQL_HOSTS
                 .iter()
                 .flat_map(|host| {
                     [
@@ -82,7 +82,7 @@ impl RoleTarget {
         let role = &self.role;
         match self.kind {
             DatabaseKind::Postgres => vec![format!("GRANT SELECT, INSERT ON {table} TO {role}")],
-            _ => ["'%'", "'localhost'", "'127.0.0.1'"]
+            _ => MYSQL_HOSTS
                 .iter()
                 .map(|host| format!("GRANT SELECT, INSERT ON {table} TO '{role}'@{host}"))
                 .collect(),
@@ -318,6 +318,147 @@ async fn server_sessions<B: Backend>(
     Ok(Some(rows[0].try_get("n")?))
 }
 
+/// Three roles made here against one policy (read `rules` and `feedback`, write
+/// `feedback`, never write `rules`, no schema changes): the right grants pass; a role with
+/// too many (everything on both tables, and CREATE) fails on exactly "write rules" and
+/// "change the schema"; a role with too few (read `rules` only) fails on exactly "read
+/// feedback" and "write feedback", each with the server's refusal.
+pub async fn the_permission_self_test_catches_too_many_and_too_few_grants<B: Backend>(
+    t: &crate::Target,
+) -> Outcome {
+    let admin = B::connect(admin_config(&t.url)).await?;
+    let (rules, feedback) = (unique_table("rules"), unique_table("feedback"));
+    for table in [&rules, &feedback] {
+        admin
+            .execute(ConnectionMode::Transactional, &format!("CREATE TABLE {table} (n INT)"), &[])
+            .await?;
+    }
+    let grants: [(&str, Vec<String>); 3] = [
+        (
+            "ucm_perm_right",
+            vec![format!("SELECT ON {rules}"), format!("SELECT, INSERT ON {feedback}")],
+        ),
+        (
+            "ucm_perm_many",
+            vec![format!("ALL PRIVILEGES ON {rules}"), format!("ALL PRIVILEGES ON {feedback}")],
+        ),
+        ("ucm_perm_few", vec![format!("SELECT ON {rules}")]),
+    ];
+    let parsed = ucm_kernel::DatabaseUrl::parse(&t.url)?;
+    let database = parsed.database().unwrap_or("test");
+    for (role, privileges) in &grants {
+        run_all(&admin, &make_role(t.kind, role)).await?;
+        for privilege in privileges {
+            run_all(&admin, &grant(t.kind, role, privilege)).await?;
+        }
+    }
+    let create = match t.kind {
+        DatabaseKind::Postgres => "CREATE ON SCHEMA public".to_owned(),
+        _ => format!("CREATE ON {database}.*"),
+    };
+    run_all(&admin, &grant(t.kind, "ucm_perm_many", &create)).await?;
+
+    let policy = ucm_kernel::PermissionPolicy {
+        read: vec![rules.clone(), feedback.clone()],
+        write: vec![feedback.clone()],
+        deny_write: vec![rules.clone()],
+        ..ucm_kernel::PermissionPolicy::for_mode(ManagerMode::McpServer)
+    };
+    let mut failed = Vec::new();
+    for (role, _) in &grants {
+        let scheme = if t.kind == DatabaseKind::Postgres { "postgres" } else { "mysql" };
+        let url = format!(
+            "{scheme}://{role}@{}:{}/{database}",
+            parsed.host().unwrap_or("127.0.0.1"),
+            parsed.port().unwrap_or(0)
+        );
+        let config = ManagerConfig::builder(ManagerMode::McpServer)
+            .primary(&url)
+            .pool(
+                PoolConfiguration::builder(ManagerMode::McpServer)
+                    .pool_size(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .build()?,
+            )
+            .permissions(policy.clone())
+            .build()?;
+        let manager = B::connect(config).await?;
+        let report = B::kernel(&manager).check_permissions().await;
+        manager.close().await?;
+        let report = report?;
+        let mut wrong: Vec<(String, bool)> = report
+            .checks
+            .iter()
+            .filter(|c| !c.passed())
+            .map(|c| (c.capability.clone(), c.granted))
+            .collect();
+        wrong.sort();
+        assert!(
+            report.checks.iter().filter(|c| !c.granted).all(|c| c
+                .refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("denied"))
+                || c.capability.starts_with("change")),
+            "{report:?}"
+        );
+        failed.push((role.to_owned(), wrong, report.to_string()));
+    }
+    for table in [&rules, &feedback] {
+        admin.execute(ConnectionMode::Transactional, &format!("DROP TABLE {table}"), &[]).await?;
+    }
+    admin.close().await?;
+    let schema = "change the schema (create objects)".to_owned();
+    assert_eq!(failed[0].1, vec![], "{}", failed[0].2);
+    assert_eq!(
+        failed[1].1,
+        vec![(schema, true), (format!("write {rules}"), true)],
+        "{}",
+        failed[1].2
+    );
+    assert_eq!(
+        failed[2].1,
+        vec![(format!("read {feedback}"), false), (format!("write {feedback}"), false)],
+        "{}",
+        failed[2].2
+    );
+    assert!(failed[1].2.contains("too many grants") && failed[2].2.contains("too few grants"));
+    Ok(())
+}
+
+/// The statements that make `role` afresh (no password; the servers under test trust it
+/// or check an empty one).
+fn make_role(kind: DatabaseKind, role: &str) -> Vec<String> {
+    match kind {
+        DatabaseKind::Postgres => vec![format!(
+            "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN \
+             EXECUTE 'DROP OWNED BY {role}'; EXECUTE 'DROP ROLE {role}'; END IF; \
+             CREATE ROLE {role} LOGIN; END $$"
+        )],
+        _ => MYSQL_HOSTS
+            .iter()
+            .flat_map(|host| {
+                [
+                    format!("DROP USER IF EXISTS '{role}'@{host}"),
+                    format!("CREATE USER '{role}'@{host}"),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The statements that grant `privilege` (`SELECT ON t`) to `role`.
+fn grant(kind: DatabaseKind, role: &str, privilege: &str) -> Vec<String> {
+    match kind {
+        DatabaseKind::Postgres => vec![format!("GRANT {privilege} TO {role}")],
+        _ => {
+            MYSQL_HOSTS.iter().map(|host| format!("GRANT {privilege} TO '{role}'@{host}")).collect()
+        }
+    }
+}
+
+/// The hosts a MySQL test user is made for, so that no anonymous user shadows it.
+const MYSQL_HOSTS: [&str; 3] = ["'%'", "'localhost'", "'127.0.0.1'"];
+
 /// The first parameter's placeholder.
 fn placeholder(kind: DatabaseKind) -> &'static str {
     if kind == DatabaseKind::Postgres { "$1" } else { "?" }
@@ -340,6 +481,14 @@ macro_rules! operations_suite {
             async fn a_resize_and_a_suspend_under_load_lose_nothing() -> $crate::Outcome {
                 match $crate::Target::find($kind) {
                     Some(t) => $crate::operations::a_resize_and_a_suspend_under_load_lose_nothing::<$backend>(&t).await,
+                    None => Ok(()),
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_permission_self_test_catches_too_many_and_too_few_grants() -> $crate::Outcome {
+                match $crate::Target::find($kind) {
+                    Some(t) => $crate::operations::the_permission_self_test_catches_too_many_and_too_few_grants::<$backend>(&t).await,
                     None => Ok(()),
                 }
             }

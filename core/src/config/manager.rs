@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::pool::PoolConfiguration;
 use super::settings::{self, ConfigSources, Origin};
-use super::{CredentialSource, DatabaseKind, DatabaseUrl};
+use super::{CredentialSource, DatabaseKind, DatabaseUrl, PermissionPolicy};
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
@@ -33,6 +33,7 @@ pub struct ManagerConfig {
     breaker: CircuitBreakerConfig,
     retry: RetryPolicy,
     drain_deadline: Duration,
+    permissions: PermissionPolicy,
     /// Where each setting that is not the preset's came from.
     origins: BTreeMap<String, Origin>,
 }
@@ -57,6 +58,7 @@ impl ManagerConfig {
             breaker: None,
             retry: None,
             drain_deadline: None,
+            permissions: None,
             credentials: None,
             origins: BTreeMap::new(),
             names: FieldNames::builder(),
@@ -101,6 +103,7 @@ impl ManagerConfig {
         builder.retry = Some(settings::retry(&resolved)?);
         builder.drain_deadline = settings::drain_deadline(&resolved)?;
         builder.credentials = settings::credentials(&resolved)?;
+        builder.permissions = Some(settings::permissions(&resolved, mode)?);
         builder.origins = resolved.origins;
         Ok(builder.pool(pool))
     }
@@ -177,6 +180,12 @@ impl ManagerConfig {
         self.drain_deadline
     }
 
+    /// What the role must and must not be able to do, which `check_permissions` verifies.
+    /// Default: [`PermissionPolicy::for_mode`].
+    pub fn permissions(&self) -> &PermissionPolicy {
+        &self.permissions
+    }
+
     /// Where each setting that is not the preset's came from, by dotted key
     /// (`pool.pool_size`, `primary`...); empty for a configuration built in code.
     pub fn origins(&self) -> &BTreeMap<String, Origin> {
@@ -198,6 +207,7 @@ pub struct ManagerConfigBuilder {
     breaker: Option<CircuitBreakerConfig>,
     retry: Option<RetryPolicy>,
     drain_deadline: Option<Duration>,
+    permissions: Option<PermissionPolicy>,
     credentials: Option<CredentialSource>,
     origins: BTreeMap<String, Origin>,
     names: FieldNames,
@@ -283,6 +293,12 @@ impl ManagerConfigBuilder {
     /// The retry policy (checked by `build`).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// What the role must and must not be able to do (see [`PermissionPolicy`]).
+    pub fn permissions(mut self, policy: PermissionPolicy) -> Self {
+        self.permissions = Some(policy);
         self
     }
 
@@ -374,6 +390,7 @@ impl ManagerConfigBuilder {
             breaker,
             retry,
             drain_deadline: self.drain_deadline.unwrap_or(ManagerConfig::DEFAULT_DRAIN_DEADLINE),
+            permissions: self.permissions.unwrap_or_else(|| PermissionPolicy::for_mode(self.mode)),
             origins: self.origins,
         })
     }

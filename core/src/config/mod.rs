@@ -3,6 +3,7 @@
 mod credentials;
 mod database_kind;
 mod manager;
+mod permissions;
 mod pool;
 mod pooler;
 mod secret;
@@ -13,6 +14,7 @@ mod url;
 pub use credentials::{CredentialProvider, CredentialSource, Credentials};
 pub use database_kind::DatabaseKind;
 pub use manager::{ManagerConfig, ManagerConfigBuilder};
+pub use permissions::{DdlRule, PermissionPolicy};
 pub use pool::{
     DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_USER_TIMEOUT, PoolConfiguration, PoolConfigurationBuilder,
     TCP_KEEPALIVE_INTERVAL,

@@ -4,7 +4,10 @@
 //! every query runs on the primary and only reads the server's statistics views.
 
 mod mysql;
+mod permissions;
 mod postgres;
+
+pub use permissions::{PermissionCheck, PermissionReport, check_permissions};
 
 use std::fmt;
 use std::time::Duration;

@@ -156,6 +156,19 @@ impl<B: Backend> Manager<B> {
         })
     }
 
+    /// The permission self-test: whether the role this manager logs in as can do what the
+    /// configuration's [`PermissionPolicy`](crate::PermissionPolicy) requires and cannot do
+    /// what it forbids (see [`crate::check_permissions`]).
+    ///
+    /// # Errors
+    /// A failure that is not a refusal (the primary unreachable).
+    pub async fn check_permissions(&self) -> Result<crate::PermissionReport> {
+        let (kind, policy) = with_topology!(&self.endpoints, t => {
+            (t.config().kind(), t.config().permissions().clone())
+        });
+        crate::check_permissions(self, kind, &policy).await
+    }
+
     /// Hands out connections again after [`Self::suspend`].
     pub fn resume(&self) {
         with_topology!(&self.endpoints, t => t.resume());

@@ -7,8 +7,9 @@ use super::layer::{BreakerLayer, PoolLayer, RetryLayer, Scalar};
 use super::sources::Resolved;
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::config::pool::{PoolConfigurationBuilder, parse_bool, parse_count, parse_duration};
-use crate::config::{CredentialSource, Credentials};
+use crate::config::{CredentialSource, Credentials, PermissionPolicy};
 use crate::error::{Error, Result};
+use crate::mode::ManagerMode;
 use crate::retry::{RetryBudget, RetryPolicy};
 
 impl Scalar {
@@ -179,6 +180,31 @@ pub(crate) fn credentials(resolved: &Resolved) -> Result<Option<CredentialSource
             })
         })),
     }
+}
+
+/// `mode`'s default policy with every `[permissions]` setting of `resolved` applied.
+pub(crate) fn permissions(resolved: &Resolved, mode: ManagerMode) -> Result<PermissionPolicy> {
+    let mut policy = PermissionPolicy::for_mode(mode);
+    let layer = &resolved.layer.permissions;
+    for (slot, value) in [
+        (&mut policy.read, &layer.read),
+        (&mut policy.write, &layer.write),
+        (&mut policy.deny_read, &layer.deny_read),
+        (&mut policy.deny_write, &layer.deny_write),
+    ] {
+        if let Some(tables) = value {
+            slot.clone_from(tables);
+        }
+    }
+    if let Some(rule) = &layer.ddl {
+        policy.ddl = rule.0.parse().map_err(|_| {
+            Error::config(
+                resolved.field("permissions.ddl"),
+                format!("{:?} is not a rule; use required, forbidden or allowed", rule.0),
+            )
+        })?;
+    }
+    Ok(policy)
 }
 
 /// A key declared in a table but not applied here: a bug in ucm, reported rather than

@@ -123,6 +123,46 @@ settings_table!(
     RetryLayer { max_attempts, backoff_base, backoff_max, budget_ttl, budget_min_per_sec, budget_ratio }
 );
 
+/// `[permissions]`: what the mode's role must and must not be able to do (see
+/// `PermissionPolicy`).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PermissionsLayer {
+    pub(crate) read: Option<Vec<String>>,
+    pub(crate) write: Option<Vec<String>>,
+    pub(crate) deny_read: Option<Vec<String>>,
+    pub(crate) deny_write: Option<Vec<String>>,
+    pub(crate) ddl: Option<Scalar>,
+}
+
+impl PermissionsLayer {
+    /// Every key of the table.
+    pub(crate) const KEYS: &'static [&'static str] =
+        &["read", "write", "deny_read", "deny_write", "ddl"];
+
+    /// Whether `key` is set.
+    pub(crate) fn is_set(&self, key: &str) -> bool {
+        match key {
+            "read" => self.read.is_some(),
+            "write" => self.write.is_some(),
+            "deny_read" => self.deny_read.is_some(),
+            "deny_write" => self.deny_write.is_some(),
+            "ddl" => self.ddl.is_some(),
+            _ => false,
+        }
+    }
+
+    fn overlaid(&self, over: &Self) -> Self {
+        Self {
+            read: over.read.clone().or_else(|| self.read.clone()),
+            write: over.write.clone().or_else(|| self.write.clone()),
+            deny_read: over.deny_read.clone().or_else(|| self.deny_read.clone()),
+            deny_write: over.deny_write.clone().or_else(|| self.deny_write.clone()),
+            ddl: over.ddl.clone().or_else(|| self.ddl.clone()),
+        }
+    }
+}
+
 /// One level of settings: the file's top level, or one `[modes.<mode>]` section (which may
 /// not hold `modes` itself).
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -145,6 +185,8 @@ pub(crate) struct Layer {
     #[serde(default)]
     pub(crate) retry: RetryLayer,
     #[serde(default)]
+    pub(crate) permissions: PermissionsLayer,
+    #[serde(default)]
     pub(crate) modes: BTreeMap<String, Layer>,
 }
 
@@ -161,6 +203,7 @@ impl Layer {
             pool: self.pool.overlaid(&over.pool),
             breaker: self.breaker.overlaid(&over.breaker),
             retry: self.retry.overlaid(&over.retry),
+            permissions: self.permissions.overlaid(&over.permissions),
             modes: BTreeMap::new(),
         }
     }

@@ -4,7 +4,7 @@ mod apply;
 mod layer;
 mod sources;
 
-pub(crate) use apply::{breaker, credentials, drain_deadline, pool, retry};
+pub(crate) use apply::{breaker, credentials, drain_deadline, permissions, pool, retry};
 pub use sources::{ConfigSources, Origin};
 
 #[cfg(test)]

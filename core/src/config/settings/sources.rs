@@ -9,7 +9,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::layer::{BreakerLayer, Layer, PoolLayer, RetryLayer};
+use super::layer::{BreakerLayer, Layer, PermissionsLayer, PoolLayer, RetryLayer};
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 
@@ -333,6 +333,7 @@ fn set_keys(layer: &Layer) -> Vec<String> {
     table("pool", PoolLayer::KEYS, &|key| layer.pool.get(key).is_some());
     table("breaker", BreakerLayer::KEYS, &|key| layer.breaker.get(key).is_some());
     table("retry", RetryLayer::KEYS, &|key| layer.retry.get(key).is_some());
+    table("permissions", PermissionsLayer::KEYS, &|key| layer.permissions.is_set(key));
     keys
 }
 
