@@ -32,12 +32,15 @@ pub struct PermissionCheck {
     pub granted: bool,
     /// The server's refusal, when it refused.
     pub refusal: Option<String>,
+    /// `false` when the statement failed for another reason than a permission (a table
+    /// that does not exist): the check says nothing, and fails.
+    pub conclusive: bool,
 }
 
 impl PermissionCheck {
     /// Whether the role is as the policy wants.
     pub fn passed(&self) -> bool {
-        self.required == self.granted
+        self.conclusive && self.required == self.granted
     }
 }
 
@@ -68,7 +71,14 @@ impl fmt::Display for PermissionReport {
             self.checks.len()
         )?;
         for check in failed {
-            if check.granted {
+            if !check.conclusive {
+                let why = check.refusal.as_deref().unwrap_or("failed");
+                writeln!(
+                    f,
+                    "  not checked: {} failed for another reason ({why}); fix the policy or the schema",
+                    check.capability
+                )?;
+            } else if check.granted {
                 writeln!(
                     f,
                     "  too many grants: can {}, which the policy forbids; revoke it",
@@ -121,17 +131,18 @@ where
     for (list, verb, required) in tables {
         for table in list {
             let t = quote(kind, table)?;
-            let sql = if verb == "read" {
-                format!("SELECT * FROM {t} WHERE 1 = 0")
+            let probe = if verb == "read" {
+                Probe::Read(format!("SELECT 1 AS probe FROM {t} WHERE 1 = 0"))
             } else {
-                format!("INSERT INTO {t} SELECT * FROM {t} WHERE 1 = 0")
+                Probe::Write(format!("INSERT INTO {t} SELECT * FROM {t} WHERE 1 = 0"))
             };
-            let (granted, refusal) = attempt(manager, &sql).await?;
+            let (granted, refusal, conclusive) = attempt(manager, probe).await?;
             checks.push(PermissionCheck {
                 capability: format!("{verb} {table}"),
                 required,
                 granted,
                 refusal,
+                conclusive,
             });
         }
     }
@@ -142,24 +153,40 @@ where
             required: policy.ddl == DdlRule::Required,
             granted,
             refusal: None,
+            conclusive: true,
         });
     }
     Ok(PermissionReport { role, checks })
 }
 
-/// Runs `sql`: granted, or refused with the server's message. Errors that are not about
-/// the statement (connection, pool, breaker) are returned.
-async fn attempt<M>(manager: &M, sql: &str) -> Result<(bool, Option<String>)>
+/// A statement that touches no row: a read (rows fetched) or a write (rows counted).
+enum Probe {
+    Read(String),
+    Write(String),
+}
+
+/// Runs the probe: (granted, the server's message when it failed, whether the failure was
+/// a permission refusal: PostgreSQL's 42501, MySQL's "command denied"). Errors that are
+/// not about the statement (connection, pool, breaker) are returned.
+async fn attempt<M>(manager: &M, probe: Probe) -> Result<(bool, Option<String>, bool)>
 where
     M: ConnectionManagerProtocol + ?Sized,
 {
-    match manager.fetch_all(ConnectionMode::ReadWrite, sql, &[]).await {
-        Ok(_) => Ok((true, None)),
+    let result = match &probe {
+        Probe::Read(sql) => manager.fetch_all(ConnectionMode::ReadWrite, sql, &[]).await.map(drop),
+        Probe::Write(sql) => manager.execute(ConnectionMode::ReadWrite, sql, &[]).await.map(drop),
+    };
+    match result {
+        Ok(()) => Ok((true, None, true)),
         Err(Error::Database {
             kind: ErrorKind::Query | ErrorKind::ReadOnlyViolation,
+            sqlstate,
             message,
             ..
-        }) => Ok((false, Some(message))),
+        }) => {
+            let denied = sqlstate.as_deref() == Some("42501") || message.contains("denied");
+            Ok((false, Some(message), denied))
+        }
         Err(e) => Err(e),
     }
 }
