@@ -306,6 +306,11 @@ pub type UnifiedConnection = Connection<SelectedBackend>;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+/// The configuration guide's example, compiled as a doctest too.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/configuration.md")]
+struct ConfigurationDoctests;
+
 /// This crate's README (its crates.io page), compiled as a doctest too.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

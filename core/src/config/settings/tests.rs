@@ -297,3 +297,29 @@ fn sources_never_print_values() {
     let debug = format!("{sources:?}");
     assert!(debug.contains("DATABASE_URL") && !debug.contains("Env-s3cret"), "{debug}");
 }
+
+#[test]
+fn the_documented_example_file_loads_for_every_mode() {
+    let text = include_str!("../../../../docs/ucm.example.toml");
+    let file = TempToml::new("example", text);
+    for mode in ManagerMode::ALL {
+        let config =
+            ManagerConfig::from_sources(mode, &ConfigSources::none().with_file(&file.0)).unwrap();
+        assert_eq!(config.drain_deadline(), Duration::from_secs(20), "{mode}");
+        let credentials = config.primary().credential_source().map(|c| c.describe());
+        let expected = match mode {
+            ManagerMode::McpServer => "password file /run/secrets/shop-mcp-password",
+            ManagerMode::Admin => "password file /run/secrets/shop-owner-password",
+            _ => "password file /run/secrets/shop-db-password",
+        };
+        assert_eq!(credentials.as_deref(), Some(expected), "{mode}");
+    }
+    let mcp = ManagerConfig::from_sources(
+        ManagerMode::McpServer,
+        &ConfigSources::none().with_file(&file.0),
+    )
+    .unwrap();
+    assert_eq!(mcp.pool().pool_size(), 20);
+    assert_eq!(mcp.permissions().deny_write, ["rules"]);
+    assert_eq!(mcp.permissions().ddl, crate::config::DdlRule::Forbidden);
+}
