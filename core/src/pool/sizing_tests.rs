@@ -5,28 +5,12 @@ use std::time::Duration;
 use tokio::time::{advance, timeout};
 
 use super::testing::MemoryConnector;
+use super::tests::settle;
 use super::*;
 use crate::error::ErrorKind;
-use crate::mode::ManagerMode;
 
-fn pool(
-    connector: &MemoryConnector,
-    pool_size: usize,
-    max_overflow: usize,
-) -> Pool<MemoryConnector> {
-    let config = PoolConfiguration::builder(ManagerMode::AsyncModern)
-        .pool_size(pool_size)
-        .max_overflow(max_overflow)
-        .acquire_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    Pool::new("memory:test", connector.clone(), config, None).unwrap()
-}
-
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
+fn pool(connector: &MemoryConnector, size: usize, overflow: usize) -> Pool<MemoryConnector> {
+    super::tests::pool(connector, super::tests::config(size, overflow))
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ use crate::circuit_breaker::{BreakerState, CircuitBreakerConfig};
 use crate::error::{ConnectFailure, ErrorKind};
 use crate::mode::{ConnectionMode, ManagerMode};
 
-fn config(pool_size: usize, max_overflow: usize) -> PoolConfiguration {
+pub(super) fn config(pool_size: usize, max_overflow: usize) -> PoolConfiguration {
     PoolConfiguration::builder(ManagerMode::AsyncModern)
         .pool_size(pool_size)
         .max_overflow(max_overflow)
@@ -21,12 +21,15 @@ fn config(pool_size: usize, max_overflow: usize) -> PoolConfiguration {
         .unwrap()
 }
 
-fn pool(connector: &MemoryConnector, config: PoolConfiguration) -> Pool<MemoryConnector> {
+pub(super) fn pool(
+    connector: &MemoryConnector,
+    config: PoolConfiguration,
+) -> Pool<MemoryConnector> {
     Pool::new("memory:test", connector.clone(), config, None).unwrap()
 }
 
 /// Lets spawned tasks (resets, the reaper) run on the paused clock.
-async fn settle() {
+pub(super) async fn settle() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }

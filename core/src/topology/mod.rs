@@ -253,15 +253,24 @@ impl<C: Connector> Topology<C> {
         self.shared.health.store(status_index(HealthStatus::Unhealthy), Ordering::Relaxed);
         // Every pool drains at once against the one deadline: a manager with replicas
         // closes within `deadline`, not one deadline per endpoint.
-        let mut drains = tokio::task::JoinSet::new();
+        self.on_every_pool("drain", move |pool| async move { pool.close(deadline).await }).await
+    }
+
+    /// Runs `task` on every endpoint's pool at once (`what` names it if a task panics) and
+    /// returns the first error.
+    async fn on_every_pool<F, Fut>(&self, what: &str, task: F) -> Result<()>
+    where
+        F: Fn(Pool<C>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        let mut tasks = tokio::task::JoinSet::new();
         for endpoint in &self.shared.endpoints {
-            let pool = endpoint.pool.clone();
-            drains.spawn(async move { pool.close(deadline).await });
+            tasks.spawn(task(endpoint.pool.clone()));
         }
         let mut first_error = None;
-        while let Some(drained) = drains.join_next().await {
-            let result = drained
-                .map_err(|e| crate::Error::other(format!("a pool's drain task failed: {e}")))
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined
+                .map_err(|e| crate::Error::other(format!("a pool's {what} task failed: {e}")))
                 .and_then(|result| result);
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -294,21 +303,8 @@ impl<C: Connector> Topology<C> {
     /// # Errors
     /// The first pool's error: connections still checked out at the deadline.
     pub async fn drained(&self, deadline: Duration) -> Result<()> {
-        let mut waits = tokio::task::JoinSet::new();
-        for endpoint in &self.shared.endpoints {
-            let pool = endpoint.pool.clone();
-            waits.spawn(async move { pool.drained(deadline).await });
-        }
-        let mut first_error = None;
-        while let Some(waited) = waits.join_next().await {
-            let result = waited
-                .map_err(|e| crate::Error::other(format!("a pool's drain wait failed: {e}")))
-                .and_then(|result| result);
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.on_every_pool("drain wait", move |pool| async move { pool.drained(deadline).await })
+            .await
     }
 
     /// Resumes every endpoint's pool.
