@@ -19,6 +19,7 @@ pub mod circuit_breaker;
 pub mod config;
 mod diagnostics;
 mod error;
+mod future;
 pub mod health;
 mod info;
 mod mode;

@@ -1,7 +1,6 @@
 //! `ConnectionManagerProtocol`, the object-safe trait every backend implements, and the backend-neutral SQL surface.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 
@@ -12,8 +11,7 @@ use crate::mode::ConnectionMode;
 use crate::retry::RetryPolicy;
 use crate::value::{Row, Value};
 
-/// A boxed, sendable future; the return type of transaction closures.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::future::BoxFuture;
 
 /// Runs SQL with bound parameters and returns neutral values; implemented by every
 /// backend's connection and transaction types.

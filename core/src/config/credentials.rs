@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Secret;
 use crate::error::{Error, Result};
-use crate::protocol::BoxFuture;
+use crate::future::BoxFuture;
 
 /// The user and password for the next connection. `None` keeps the URL's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{CredentialSource, DatabaseKind, Secret, SslMode};
 use crate::error::{Error, Result};
+use crate::telemetry::EndpointAttributes;
 
 mod parse;
 #[cfg(test)]
@@ -87,6 +88,27 @@ impl DatabaseUrl {
     /// or the operating-system user; MySQL: the driver's default, usually `root`).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The endpoint this URL names as telemetry names it, its pool labelled `pool`.
+    pub fn endpoint_attributes(&self, pool: &str) -> EndpointAttributes {
+        let system = match self.kind() {
+            DatabaseKind::Postgres => "postgresql",
+            DatabaseKind::MySql if self.is_mariadb() => "mariadb",
+            DatabaseKind::MySql => "mysql",
+            DatabaseKind::Sqlite => "sqlite",
+        };
+        let namespace = match self.kind() {
+            DatabaseKind::Sqlite => Some(self.sqlite_path().unwrap_or(":memory:").to_owned()),
+            _ => self.database().map(str::to_owned),
+        };
+        EndpointAttributes {
+            system,
+            namespace,
+            address: self.host().map(str::to_owned),
+            port: self.port(),
+            pool: pool.to_owned(),
+        }
     }
 
     /// The same URL, its new connections logging in with what `source` gives at the time

@@ -17,7 +17,6 @@ use tracing::field::Empty;
 
 pub use summary::{operation_name, query_summary};
 
-use crate::config::{DatabaseKind, DatabaseUrl};
 use crate::error::Error;
 
 /// Who a pool talks to, as telemetry names it; built once per pool.
@@ -36,27 +35,6 @@ pub struct EndpointAttributes {
 }
 
 impl EndpointAttributes {
-    /// The endpoint `url` names, its pool labelled `pool`.
-    pub fn from_url(url: &DatabaseUrl, pool: &str) -> Self {
-        let system = match url.kind() {
-            DatabaseKind::Postgres => "postgresql",
-            DatabaseKind::MySql if url.is_mariadb() => "mariadb",
-            DatabaseKind::MySql => "mysql",
-            DatabaseKind::Sqlite => "sqlite",
-        };
-        let namespace = match url.kind() {
-            DatabaseKind::Sqlite => Some(url.sqlite_path().unwrap_or(":memory:").to_owned()),
-            _ => url.database().map(str::to_owned),
-        };
-        Self {
-            system,
-            namespace,
-            address: url.host().map(str::to_owned),
-            port: url.port(),
-            pool: pool.to_owned(),
-        }
-    }
-
     /// An endpoint known only by its pool label (a pool built without a URL).
     pub fn unnamed(pool: &str) -> Self {
         Self {

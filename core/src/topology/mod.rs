@@ -47,7 +47,6 @@ use crate::health::{EndpointRole, EndpointState, HealthReport, HealthStatus};
 use crate::info::{ConnectionInfo, EndpointInfo};
 use crate::mode::ConnectionMode;
 use crate::pool::{Pool, PooledConnection};
-use crate::telemetry::EndpointAttributes;
 use crate::telemetry::metrics::SlaSummary;
 use endpoint::{Change, Endpoint};
 
@@ -111,7 +110,7 @@ impl<C: Connector> Topology<C> {
             .endpoints()
             .map(|url| {
                 Pool::for_endpoint(
-                    EndpointAttributes::from_url(url, &url.label()),
+                    url.endpoint_attributes(&url.label()),
                     connector_for(url, &pool_config)?,
                     pool_config.clone(),
                     breaker.clone(),
