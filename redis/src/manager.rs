@@ -1,0 +1,150 @@
+//! `RedisManager`: Redis commands through ucm-kernel's pool (breaker, acquire deadline, validation, lifetimes, metrics), each bounded by a deadline, with failures read as ucm's errors.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, FromRedisValue, Script};
+use ucm_kernel::backend::Pool;
+use ucm_kernel::{
+    CircuitBreakerConfig, Error, ErrorKind, ManagerMode, PoolConfiguration, PoolStatus, Result,
+};
+
+use crate::connector::{RedisConnector, command_error};
+use crate::url::RedisUrl;
+
+/// The deadline of a command when the pool configuration sets no statement timeout.
+const DEFAULT_COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A pool of Redis connections for one server or Sentinel service.
+#[derive(Debug, Clone)]
+pub struct RedisManager {
+    pool: Pool<RedisConnector>,
+    deadline: Duration,
+}
+
+impl RedisManager {
+    /// Connects to `url` with `mode`'s preset pool (sizes, timeouts, breaker) and opens
+    /// its connections, so an unreachable server or a wrong password fails here.
+    ///
+    /// # Errors
+    /// As [`Self::connect_with`].
+    pub async fn connect(url: &str, mode: ManagerMode) -> Result<Self> {
+        Self::connect_with(RedisUrl::parse(url)?, PoolConfiguration::for_mode(mode)).await
+    }
+
+    /// Connects with `config`'s sizes, timeouts and breaker switch; the deadline of each
+    /// command is the configuration's client statement deadline (30 s when it sets none).
+    ///
+    /// # Errors
+    /// `ConnectFailed` with the reason (refused, authentication, no sentinel...).
+    pub async fn connect_with(url: RedisUrl, config: PoolConfiguration) -> Result<Self> {
+        let deadline = config.client_statement_deadline().unwrap_or(DEFAULT_COMMAND_DEADLINE);
+        let breaker = config.circuit_breaker().then(CircuitBreakerConfig::default);
+        let connector = RedisConnector::new(url.clone(), config.connect_timeout());
+        let pool = Pool::new(format!("redis {}", url.label()), connector, config, breaker)?;
+        pool.prefill().await?;
+        Ok(Self { pool, deadline })
+    }
+
+    /// Runs `cmd` and reads its reply as `T`.
+    ///
+    /// # Errors
+    /// The pool's acquire errors (exhausted, circuit open, connect failed); `Timeout` past
+    /// the deadline; `ConnectionLost` (the connection is closed, not reused);
+    /// `ReadOnlyViolation` for a write that reached a replica after a failover (the
+    /// connection is closed, so the next one asks the sentinels again); `Query` for the
+    /// command's own error.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        self.run(|mut c| async move { cmd.query_async::<T>(&mut c).await }).await
+    }
+
+    /// Runs a pipeline (atomic if it says so) and reads its replies as `T`.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.run(|mut c| async move { pipe.query_async::<T>(&mut c).await }).await
+    }
+
+    /// Runs a Lua script with `keys` and `args`.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        self.run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await }).await
+    }
+
+    /// Checks out a connection, runs `op` on a handle to it (a multiplexed connection's
+    /// clone shares its socket) within the deadline, records the outcome, and closes the
+    /// connection when it was lost, timed out or reached a replica.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut connection = self.pool.acquire().await?;
+        let started = Instant::now();
+        let handle = (*connection).clone();
+        let outcome = match tokio::time::timeout(self.deadline, op(handle)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(command_error(self.pool.label(), &e)),
+            Err(_) => Err(Error::database(
+                ErrorKind::Timeout,
+                self.pool.label(),
+                None,
+                format!("no reply within the command deadline of {:?}", self.deadline),
+            )),
+        };
+        if let Err(e) = &outcome {
+            let closes = matches!(
+                e.kind(),
+                ErrorKind::ConnectionLost | ErrorKind::ReadOnlyViolation | ErrorKind::Timeout
+            );
+            if closes {
+                connection.mark_lost();
+            }
+        }
+        let error = outcome.as_ref().err().map(Error::kind);
+        self.pool.metrics().record_operation(started.elapsed(), error);
+        outcome
+    }
+
+    /// `PING` on a pooled connection: whether the server answers now.
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn ping(&self) -> Result<()> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// Connection counts now; no I/O.
+    pub fn status(&self) -> PoolStatus {
+        self.pool.status()
+    }
+
+    /// The pool, for its metrics and breaker.
+    pub fn pool(&self) -> &Pool<RedisConnector> {
+        &self.pool
+    }
+
+    /// Closes the pool after waiting up to `deadline` for checked-out connections.
+    ///
+    /// # Errors
+    /// Connections still out at the deadline.
+    pub async fn close(&self, deadline: Duration) -> Result<()> {
+        self.pool.close(deadline).await
+    }
+}
