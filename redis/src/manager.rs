@@ -84,15 +84,36 @@ impl RedisManager {
         for arg in args {
             invocation.arg(*arg);
         }
-        self.run(|mut c| async move { invocation.invoke_async::<T>(&mut c).await }).await
+        self.run(|mut c| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async::<T>(&mut c).await }
+        })
+        .await
+    }
+
+    /// [`Self::attempt`], once more on a fresh connection when a replica refused the
+    /// command (`READONLY`: a failover demoted the server this connection reached, and
+    /// nothing was executed, so a second attempt is safe).
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match self.attempt(&op).await {
+            Err(e) if e.kind() == ErrorKind::ReadOnlyViolation => {
+                tracing::info!(pool = %self.pool.label(), "a replica refused a command (failover); retrying on a fresh connection");
+                self.attempt(&op).await
+            }
+            other => other,
+        }
     }
 
     /// Checks out a connection, runs `op` on a handle to it (a multiplexed connection's
     /// clone shares its socket) within the deadline, records the outcome, and closes the
     /// connection when it was lost, timed out or reached a replica.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    async fn attempt<T, F, Fut>(&self, op: &F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let mut connection = self.pool.acquire().await?;

@@ -10,6 +10,7 @@ mod ha;
 mod mariadb_tls;
 mod pgbouncer;
 mod postgres;
+mod redis_sentinel;
 
 use std::{
     cell::OnceCell,
@@ -47,6 +48,8 @@ pub(crate) struct Services {
     pub(crate) mysql_tls: Option<String>,
     pub(crate) sqlite: Option<String>,
     pub(crate) redis: Option<String>,
+    /// A Sentinel-watched master and replica (`redis+sentinel://`).
+    pub(crate) redis_sentinel: Option<String>,
     /// The HA primary/replica pair, when it was asked for and is running.
     pub(crate) ha: Option<ha::HaPair>,
 }
@@ -67,6 +70,7 @@ pub(crate) fn run(options: Options) -> Result<Services> {
         Report::new("MariaDB", "MYSQL_DATABASE_URL", || mariadb(&ctx)),
         Report::new("MariaDB TLS", "TLS_MYSQL_DATABASE_URL", || mariadb_tls::discover(&ctx)),
         Report::new("Redis", "REDIS_URL", || redis(&ctx)),
+        Report::new("Redis Sentinel", "REDIS_SENTINEL_URL", || redis_sentinel::discover(&ctx)),
         Report::new("SQLite", "SQLITE_DATABASE_URL", || sqlite(&ctx)),
     ];
     let ha = ctx.options.ha.then(|| ha::start(&ctx).context("starting the HA primary and replica"));
@@ -90,10 +94,10 @@ pub(crate) fn run(options: Options) -> Result<Services> {
             missing.join(", ")
         );
     }
-    let [postgres, pgbouncer, mysql, mysql_tls, redis, sqlite] =
+    let [postgres, pgbouncer, mysql, mysql_tls, redis, redis_sentinel, sqlite] =
         reports.map(|r| r.url().map(str::to_owned));
     let ha = ha.and_then(Result::ok);
-    Ok(Services { postgres, pgbouncer, mysql, mysql_tls, sqlite, redis, ha })
+    Ok(Services { postgres, pgbouncer, mysql, mysql_tls, sqlite, redis, redis_sentinel, ha })
 }
 
 /// The HA pair's name in the report.
@@ -134,6 +138,7 @@ impl Services {
             ("TLS_MYSQL_DATABASE_URL", &self.mysql_tls),
             ("SQLITE_DATABASE_URL", &self.sqlite),
             ("REDIS_URL", &self.redis),
+            ("REDIS_SENTINEL_URL", &self.redis_sentinel),
         ]
         .into_iter()
         .filter_map(|(var, url)| Some((var, url.as_deref()?)));
@@ -446,6 +451,7 @@ mod tests {
             mysql_tls: None,
             sqlite: Some("sqlite:///tmp/test.db".to_owned()),
             redis: None,
+            redis_sentinel: None,
             ha: None,
         };
         assert_eq!(
