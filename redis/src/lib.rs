@@ -29,3 +29,8 @@ pub use connector::RedisConnector;
 pub use lock::Lease;
 pub use manager::RedisManager;
 pub use url::RedisUrl;
+
+/// The Redis guide's examples (docs/redis.md), compiled as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/redis.md")]
+struct RedisGuideDoctests;
