@@ -1,5 +1,6 @@
 //! `RedisConnector`: core's pool `Connector` for Redis (multiplexed connections, `PING` to validate), finding a Sentinel service's master at each connect, and the reading of redis errors as ucm's.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -16,6 +17,8 @@ pub struct RedisConnector {
     url: RedisUrl,
     label: String,
     connect_timeout: Duration,
+    /// The server the last successful connect reached.
+    connected_to: Mutex<Option<(String, u16)>>,
 }
 
 impl RedisConnector {
@@ -23,12 +26,23 @@ impl RedisConnector {
     /// `connect_timeout`.
     pub fn new(url: RedisUrl, connect_timeout: Duration) -> Self {
         let label = url.label();
-        Self { url, label, connect_timeout }
+        Self { url, label, connect_timeout, connected_to: Mutex::new(None) }
     }
 
     /// The URL connected to.
     pub fn url(&self) -> &RedisUrl {
         &self.url
+    }
+
+    /// Whether the sentinels name a master other than the one the last connect reached (a
+    /// failover happened); `false` for a URL without Sentinel or when no sentinel answers.
+    pub(crate) async fn master_moved(&self) -> bool {
+        if self.url.service().is_none() {
+            return false;
+        }
+        let Ok(named) = self.target().await else { return false };
+        let connected = self.connected_to.lock().map(|c| c.clone()).unwrap_or(None);
+        connected.is_some_and(|connected| connected != named)
     }
 
     /// The server to connect to now: the URL's, or the master the first answering sentinel
@@ -103,6 +117,9 @@ impl Connector for RedisConnector {
                     source: None,
                 });
             }
+        }
+        if let Ok(mut connected) = self.connected_to.lock() {
+            *connected = Some((host, port));
         }
         Ok(connection)
     }

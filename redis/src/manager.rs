@@ -1,6 +1,7 @@
 //! `RedisManager`: Redis commands through ucm-kernel's pool (breaker, acquire deadline, validation, lifetimes, metrics), each bounded by a deadline, with failures read as ucm's errors.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -21,7 +22,12 @@ const DEFAULT_COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 pub struct RedisManager {
     pool: Pool<RedisConnector>,
     deadline: Duration,
+    /// When the sentinels were last asked whether the master moved (see `master_moved`).
+    sentinel_asked: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How often an open breaker may ask the sentinels whether the master moved.
+const SENTINEL_RECHECK: Duration = Duration::from_millis(200);
 
 impl RedisManager {
     /// Connects to `url` with `mode`'s preset pool (sizes, timeouts, breaker) and opens
@@ -44,7 +50,7 @@ impl RedisManager {
         let connector = RedisConnector::new(url.clone(), config.connect_timeout());
         let pool = Pool::new(format!("redis {}", url.label()), connector, config, breaker)?;
         pool.prefill().await?;
-        Ok(Self { pool, deadline })
+        Ok(Self { pool, deadline, sentinel_asked: Arc::new(Mutex::new(None)) })
     }
 
     /// Runs `cmd` and reads its reply as `T`.
@@ -104,8 +110,32 @@ impl RedisManager {
                 tracing::info!(pool = %self.pool.label(), "a replica refused a command (failover); retrying on a fresh connection");
                 self.attempt(&op).await
             }
+            // The breaker opened on a master that failed; if the sentinels have promoted
+            // another since, that is a different server: the breaker half-opens now (a
+            // probe connects to the new master) and the command, never sent, is tried.
+            Err(e) if e.kind() == ErrorKind::CircuitOpen && self.master_moved().await => {
+                self.attempt(&op).await
+            }
             other => other,
         }
+    }
+
+    /// Whether the sentinels promoted another master since the last connect, asked at most
+    /// every 200 ms; when they did, the breaker half-opens at once.
+    async fn master_moved(&self) -> bool {
+        {
+            let Ok(mut last) = self.sentinel_asked.lock() else { return false };
+            if last.is_some_and(|at| at.elapsed() < SENTINEL_RECHECK) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let moved = self.pool.connector().master_moved().await;
+        if moved && let Some(breaker) = self.pool.breaker() {
+            tracing::info!(pool = %self.pool.label(), "the sentinels promoted another master: half-opening the breaker");
+            breaker.recovery_observed();
+        }
+        moved
     }
 
     /// Checks out a connection, runs `op` on a handle to it (a multiplexed connection's
