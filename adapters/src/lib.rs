@@ -210,6 +210,8 @@
 //!   `DieselPool`, `DieselPoolConnection`, `DieselBlockingPool`,
 //!   `DieselBlockingConnection`, `DieselTransactionError`, `DieselManager`,
 //!   `DieselConnection`, `Diesel`; and `ucm_diesel`, the backend crate.
+//! - Redis (with the redis feature): `RedisManager`, `RedisUrl`, `QueryCache`,
+//!   `CacheConfig`, `CacheStats`, `Lease`; and `ucm_redis`, the crate.
 //! - Modules: `testing` (with the testing feature), `web` (with the axum feature).
 //!
 //! `cargo xtask tidy` checks that this list and the code's exports are the same.
@@ -222,6 +224,7 @@
 //! - `otel` (default): OpenTelemetry metrics through the global meter provider.
 //! - `testing`: test fixtures (`ucm::testing`) and the in-memory connector.
 //! - `axum`: web integration (`ucm::web`).
+//! - `redis`: Redis on ucm's pool, Sentinel, the query cache and the lock (docs/redis.md).
 
 #[cfg(not(any(feature = "sqlx", feature = "diesel")))]
 compile_error!(
@@ -287,6 +290,9 @@ pub use ucm_sqlx::{
     self, Sqlx, SqlxConnection, SqlxManager, SqlxPool, SqlxPoolConnection, SqlxTransaction,
     SqlxTransactionError,
 };
+// Redis, the query cache and the lock.
+#[cfg(feature = "redis")]
+pub use ucm_redis::{self, CacheConfig, CacheStats, Lease, QueryCache, RedisManager, RedisUrl};
 
 /// The backend `UnifiedManager` runs on: sqlx when its feature is on, else diesel.
 #[cfg(feature = "sqlx")]

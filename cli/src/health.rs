@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use ucm::{
     ConnectionInfo, ConnectionManagerProtocol, DatabaseUrl, DeepOptions, DeepReport, HealthReport,
-    HealthStatus, Manager, ManagerConfig, ManagerMode, PoolConfiguration, Severity, deep_health,
+    HealthStatus, Manager, ManagerConfig, ManagerMode, PoolConfiguration, RedisManager, RedisUrl,
+    Severity, deep_health,
 };
 use ucm_kernel::backend::Backend;
 
@@ -34,6 +35,11 @@ pub(crate) struct HealthArgs {
     /// With --deep: report transactions open longer than this many seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     long_after: f64,
+    /// Redis beside the database: its URL (`redis://`, `rediss://`, `redis+sentinel://`);
+    /// defaults to $REDIS_URL, and Redis is left out when neither is given. Unreachable, it
+    /// makes the exit code 1 (the query cache would be bypassed).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     /// `text`, or `json`: the health report and the connection info as one document.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -48,6 +54,62 @@ struct HealthOutput<'a> {
     info: &'a ConnectionInfo,
     /// With `--deep`: the database's own diagnostics.
     deep: Option<&'a DeepReport>,
+    /// With `--redis-url` or `REDIS_URL`: whether Redis answered.
+    redis: Option<&'a RedisProbe>,
+}
+
+/// What a probe of Redis found.
+#[derive(Debug, serde::Serialize)]
+struct RedisProbe {
+    /// The URL, password redacted.
+    url: String,
+    reachable: bool,
+    /// One `PING`'s round trip, when it answered.
+    ping_ms: Option<f64>,
+    /// What went wrong, without the password.
+    error: Option<String>,
+}
+
+/// Connects to Redis with a pool of one and times a `PING`.
+async fn probe_redis(url: &str) -> RedisProbe {
+    let parsed = match RedisUrl::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return RedisProbe {
+                url: "(malformed)".to_owned(),
+                reachable: false,
+                ping_ms: None,
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    let shown = parsed.to_string();
+    let pool = PoolConfiguration::builder(ManagerMode::Admin)
+        .pool_size(1)
+        .max_overflow(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(3))
+        .build();
+    let result = async {
+        let redis = RedisManager::connect_with(parsed, pool?).await?;
+        let started = std::time::Instant::now();
+        redis.ping().await?;
+        let took = started.elapsed();
+        redis.close(Duration::from_secs(1)).await?;
+        Ok::<_, ucm::Error>(took)
+    }
+    .await;
+    match result {
+        Ok(took) => RedisProbe {
+            url: shown,
+            reachable: true,
+            ping_ms: Some(took.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Err(e) => {
+            RedisProbe { url: shown, reachable: false, ping_ms: None, error: Some(e.to_string()) }
+        }
+    }
 }
 
 pub(crate) async fn run(args: &HealthArgs) -> anyhow::Result<()> {
@@ -84,10 +146,22 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
     };
     manager.close().await?;
     let deep = deep.transpose()?;
+    let redis_url = args
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty()));
+    let redis = match &redis_url {
+        Some(url) => Some(probe_redis(url).await),
+        None => None,
+    };
     let mut code = exit_code(&report);
     if code == output::ACCEPTING
         && deep.as_ref().is_some_and(|d| d.worst() == Some(Severity::Critical))
     {
+        code = output::REJECTING;
+    }
+    let redis_down = redis.as_ref().is_some_and(|r| !r.reachable);
+    if code == output::ACCEPTING && redis_down {
         code = output::REJECTING;
     }
     match args.format {
@@ -98,6 +172,7 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
                 health: &report,
                 info: &info,
                 deep: deep.as_ref(),
+                redis: redis.as_ref(),
             };
             output::print_json(&output)?;
         }
@@ -106,11 +181,26 @@ async fn run_on<B: Backend>(args: &HealthArgs) -> anyhow::Result<()> {
             if let Some(deep) = &deep {
                 print_deep(deep);
             }
+            if let Some(redis) = &redis {
+                match (redis.reachable, redis.ping_ms, &redis.error) {
+                    (true, Some(ms), _) => {
+                        println!("redis:     {} reachable, ping {ms:.2} ms", redis.url)
+                    }
+                    (_, _, error) => println!(
+                        "redis:     {} UNREACHABLE: {} (the query cache is bypassed)",
+                        redis.url,
+                        error.as_deref().unwrap_or("no answer")
+                    ),
+                }
+            }
         }
     }
     if code != output::ACCEPTING {
         let what = match code {
             output::NO_RESPONSE => "no endpoint answered",
+            _ if report.status == HealthStatus::Healthy && redis_down => {
+                "Redis is unreachable, the database"
+            }
             _ if report.status == HealthStatus::Healthy => {
                 "the diagnostics found a critical problem"
             }

@@ -159,6 +159,30 @@ fn health_shows_the_topology_and_a_dead_replica() {
     assert!(stderr.contains("set DATABASE_URL or pass --database-url"), "{stderr}");
 }
 
+#[test]
+fn health_shows_redis_beside_the_database() {
+    let Some(url) = postgres_url() else { return };
+    let Some(redis) = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: REDIS_URL is not set (run `cargo xtask test`)");
+        return;
+    };
+    let output = ucm(&["health", "--database-url", &url, "--redis-url", &redis]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("redis:") && stdout.contains("reachable, ping"), "{stdout}");
+    // An unreachable Redis: exit 1, said in text and JSON, the password never shown.
+    let dead = "redis://:hunter2@127.0.0.1:1";
+    let output = ucm(&["health", "--database-url", &url, "--redis-url", dead, "--format", "json"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let report = json_of(&output);
+    assert_eq!(report["redis"]["reachable"], false, "{report}");
+    assert_eq!(report["exit_code"], 1, "{report}");
+    assert!(report["redis"]["error"].as_str().is_some_and(|e| e.contains("refused")), "{report}");
+    assert!(stderr.contains("Redis is unreachable"), "{stderr}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
+}
+
 /// Parses standard output as the one JSON document `--format json` promises.
 fn json_of(output: &Output) -> serde_json::Value {
     let (stdout, stderr) = text(output);
