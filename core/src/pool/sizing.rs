@@ -1,9 +1,9 @@
 //! Sizes that change at run time: `Pool::resize` (pool size and overflow, shrinking through idle connections first) and `Pool::suspend`/`resume` (new checkouts wait while checked-out work finishes).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Pool, slots::Slot};
@@ -21,8 +21,10 @@ pub(crate) struct Sizes {
     /// The configured minimum when set below the pool size (a lazy pool's 0); `None`: the
     /// pool size, whatever it becomes.
     configured_min_idle: Option<usize>,
-    /// `true` while suspended; checkouts wait for `false`.
-    suspended: watch::Sender<bool>,
+    /// `true` while suspended: one atomic load on every checkout, no lock.
+    suspended: AtomicBool,
+    /// Wakes the checkouts waiting for resume.
+    resumed: Notify,
 }
 
 impl Sizes {
@@ -34,7 +36,8 @@ impl Sizes {
             max_size: AtomicUsize::new(config.max_size()),
             min_idle: AtomicUsize::new(config.min_idle()),
             configured_min_idle,
-            suspended: watch::Sender::new(false),
+            suspended: AtomicBool::new(false),
+            resumed: Notify::new(),
         }
     }
 
@@ -52,7 +55,7 @@ impl Sizes {
     }
 
     pub(crate) fn is_suspended(&self) -> bool {
-        *self.suspended.borrow()
+        self.suspended.load(Ordering::Acquire)
     }
 }
 
@@ -108,7 +111,7 @@ impl<C: Connector> Pool<C> {
     /// timeout) for [`Self::resume`]; connections already checked out are left to finish
     /// (see [`Self::drained`]).
     pub fn suspend(&self) {
-        if !self.inner.sizes.suspended.send_replace(true) {
+        if !self.inner.sizes.suspended.swap(true, Ordering::AcqRel) {
             tracing::info!(pool = %self.inner.label, "pool suspended");
         }
     }
@@ -138,7 +141,8 @@ impl<C: Connector> Pool<C> {
 
     /// Hands out connections again; checkouts waiting since [`Self::suspend`] go on.
     pub fn resume(&self) {
-        if self.inner.sizes.suspended.send_replace(false) {
+        if self.inner.sizes.suspended.swap(false, Ordering::AcqRel) {
+            self.inner.sizes.resumed.notify_waiters();
             tracing::info!(pool = %self.inner.label, "pool resumed");
         }
     }
@@ -150,9 +154,19 @@ impl<C: Connector> Pool<C> {
 
     /// Waits, until `give_up`, for the pool to be resumed.
     pub(super) async fn wait_resumed(&self, started: Instant, give_up: Instant) -> Result<()> {
-        let mut resumed = self.inner.sizes.suspended.subscribe();
-        match tokio::time::timeout_at(give_up, resumed.wait_for(|suspended| !*suspended)).await {
-            Ok(_) => Ok(()),
+        let sizes = &self.inner.sizes;
+        let resumed = async {
+            loop {
+                // Registered before the flag is read, so a resume in between is not missed.
+                let notified = sizes.resumed.notified();
+                if !sizes.is_suspended() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout_at(give_up, resumed).await {
+            Ok(()) => Ok(()),
             Err(_) => Err(Error::Suspended {
                 endpoint: self.inner.label.to_string(),
                 waited: started.elapsed(),
