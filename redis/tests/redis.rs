@@ -10,20 +10,11 @@ use std::time::Duration;
 use ucm_kernel::{ManagerMode, PoolConfiguration};
 use ucm_redis::{CacheConfig, QueryCache, RedisManager, RedisUrl};
 
+mod support;
+
 /// `REDIS_URL`, or `None` (the test passes vacuously) outside CI; under `CI` a failure.
 fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(
-                !ci,
-                "REDIS_URL is not set and CI is: run the tests through `cargo xtask test`"
-            );
-            eprintln!("skipped: REDIS_URL is not set (run `cargo xtask test`)");
-            None
-        }
-    }
+    support::url_from("REDIS_URL")
 }
 
 /// A name no other test run uses.
@@ -180,9 +171,7 @@ impl OwnRedis {
         match child {
             Ok(child) => Some(Self { child, port }),
             Err(e) => {
-                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-                assert!(!ci, "redis-server could not be started: {e}");
-                eprintln!("skipped: redis-server could not be started: {e}");
+                support::skip(&format!("redis-server could not be started: {e}"));
                 None
             }
         }
