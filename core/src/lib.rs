@@ -29,6 +29,7 @@ pub mod retry;
 pub mod telemetry;
 pub mod topology;
 mod value;
+mod writes;
 
 // Last: for backend authors only (what a backend implements and calls).
 pub mod backend;
@@ -63,3 +64,4 @@ pub use protocol::{
 pub use retry::{Backoff, RetryBudget, RetryPolicy};
 pub use telemetry::metrics::{HistogramSnapshot, PoolMetricsSnapshot, PoolStatus, SlaSummary};
 pub use value::{ConversionError, FromValue, Row, Value};
+pub use writes::{WriteListener, read_tables, written_tables};

@@ -179,6 +179,15 @@ impl<B: Backend> Manager<B> {
         with_topology!(&self.endpoints, t => t.is_suspended())
     }
 
+    /// Tells `listener` of the tables written through this manager from now on: by its
+    /// neutral statements and transactions, by the driver-shaped handles (sqlx's
+    /// executors, the diesel DSL) and by the pipelined lane alike (see
+    /// [`WriteListener`](crate::WriteListener) for when). A query cache uses it to drop
+    /// what a write made stale.
+    pub fn add_write_listener(&self, listener: std::sync::Arc<dyn crate::WriteListener>) {
+        with_topology!(&self.endpoints, t => t.add_write_listener(&listener));
+    }
+
     /// Runs the protocol's single statements ([`ConnectionManagerProtocol::execute`],
     /// [`ConnectionManagerProtocol::fetch_all`] and `fetch_optional`) through the pipelined
     /// lane, with up to `connections_per_mode` shared connections per connection mode (0:

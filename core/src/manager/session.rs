@@ -100,6 +100,7 @@ impl<C: BackendConnector> PooledSession<C> {
         if answered {
             self.connection.statement_finished(!lost);
         }
+        self.connection.tell_writes(sql, phase == Phase::Commit);
         let error = result.as_ref().err();
         if measured {
             self.connection.record_statement(started.elapsed(), sql, error);

@@ -28,6 +28,9 @@ pub struct PooledConnection<C: Connector> {
     hold: Option<u64>,
     /// Run when the connection is released (returned, or closed), whatever the outcome.
     on_release: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Tables written in the open transaction, told again to the write listeners when it
+    /// commits (empty, and never allocated, while nobody listens).
+    written: Vec<String>,
 }
 
 impl<C: Connector> PooledConnection<C> {
@@ -37,7 +40,14 @@ impl<C: Connector> PooledConnection<C> {
         waited: std::time::Duration,
     ) -> Self {
         let hold = object.leaks.as_ref().map(|leaks| leaks.register(checked_out));
-        Self { object: Some(object), checked_out, waited, hold, on_release: None }
+        Self {
+            object: Some(object),
+            checked_out,
+            waited,
+            hold,
+            on_release: None,
+            written: Vec::new(),
+        }
     }
 
     /// Runs `hook` when this checkout ends (the connection is returned to its pool or
@@ -121,6 +131,9 @@ impl<C: Connector> PooledConnection<C> {
                 breaker.record_success();
             }
             object.metrics.record_statement(took, Duration::ZERO, sql, error);
+            if !object.writes.is_empty() {
+                object.writes.notify(&crate::writes::written_tables(sql));
+            }
         }
     }
 
@@ -166,6 +179,36 @@ impl<C: Connector> PooledConnection<C> {
     pub fn mark_transaction_closed(&mut self) {
         if let Some(object) = self.object.as_mut() {
             object.in_transaction = false;
+        }
+        self.written.clear();
+    }
+
+    /// Tells the pool's write listeners what a finished statement wrote: the tables `sql`
+    /// writes, at once (and, inside a transaction, kept for its `COMMIT`); for a `COMMIT`
+    /// (`commit`), every table its transaction wrote. Whatever the outcome: a write whose
+    /// reply was lost may have been applied, and telling too much costs a listener only a
+    /// copy. One atomic load while nobody listens.
+    pub(crate) fn tell_writes(&mut self, sql: &str, commit: bool) {
+        let Some(object) = self.object.as_ref() else { return };
+        if object.writes.is_empty() {
+            return;
+        }
+        if commit {
+            let written = std::mem::take(&mut self.written);
+            object.writes.notify(&written);
+            return;
+        }
+        let tables = crate::writes::written_tables(sql);
+        if tables.is_empty() {
+            return;
+        }
+        object.writes.notify(&tables);
+        if object.in_transaction {
+            for table in tables {
+                if !self.written.contains(&table) {
+                    self.written.push(table);
+                }
+            }
         }
     }
 

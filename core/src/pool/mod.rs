@@ -509,6 +509,12 @@ impl<C: Connector> Pool<C> {
         self.inner.pool.manager().leaks.as_ref().map_or(0, |leaks| leaks.reported())
     }
 
+    /// Tells `listener` of the tables written through this pool from now on (see
+    /// [`WriteListener`](crate::WriteListener)).
+    pub fn add_write_listener(&self, listener: Arc<dyn crate::WriteListener>) {
+        self.inner.pool.manager().writes.add(listener);
+    }
+
     /// The endpoint's redacted label.
     pub fn label(&self) -> &str {
         &self.inner.label

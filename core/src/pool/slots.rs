@@ -16,6 +16,7 @@ use crate::config::PoolConfiguration;
 use crate::connector::Connector;
 use crate::error::{ConnectFailure, Error};
 use crate::telemetry::metrics::{CloseReason, PoolMetrics};
+use crate::writes::WriteListeners;
 
 /// One pooled connection and the pool's bookkeeping about it.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub(crate) struct Slot<T> {
     /// Behind a transaction pooler, each transaction's opening statement for a read-write
     /// and a read-only session (see `PoolConfiguration::pooled_begin`).
     pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
+    /// Who is told of the tables written on this connection.
+    pub(crate) writes: Arc<WriteListeners>,
 }
 
 /// The `BEGIN` statements of a session behind a transaction pooler.
@@ -82,6 +85,8 @@ pub(crate) struct SlotManager<C> {
     pub(crate) abandon: Abandon,
     /// Set when the connector is behind a transaction pooler.
     pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
+    /// Who is told of the tables written through this pool.
+    pub(crate) writes: Arc<WriteListeners>,
 }
 
 impl<C: Connector> SlotManager<C> {
@@ -113,6 +118,7 @@ impl<C: Connector> SlotManager<C> {
             epoch: Instant::now(),
             suspect_before: 0.into(),
             abandon: Abandon::default(),
+            writes: Arc::default(),
         }
     }
 
@@ -210,6 +216,7 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
             abandon: self.abandon.clone(),
             statement_generation: 0,
             pooled_begin: self.pooled_begin.clone(),
+            writes: Arc::clone(&self.writes),
         })
     }
 

@@ -318,6 +318,14 @@ impl<C: Connector> Topology<C> {
         self.shared.endpoints.iter().any(|endpoint| endpoint.pool.is_suspended())
     }
 
+    /// Tells `listener` of the tables written through any endpoint's pool from now on
+    /// (the primary's, and a replica's once it is promoted).
+    pub fn add_write_listener(&self, listener: &Arc<dyn crate::WriteListener>) {
+        for endpoint in &self.shared.endpoints {
+            endpoint.pool.add_write_listener(Arc::clone(listener));
+        }
+    }
+
     /// The configuration the topology was built from.
     pub fn config(&self) -> &ManagerConfig {
         &self.shared.config
