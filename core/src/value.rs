@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 /// variant of their own (intervals, enums, arrays...) come back as `Text` when the driver
 /// can render them, else the read fails with a hint to cast the column.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Value {
     /// SQL NULL.

@@ -22,6 +22,8 @@ mod cache;
 mod connector;
 mod lock;
 mod manager;
+#[cfg(feature = "otel")]
+mod otel;
 mod url;
 
 pub use cache::{CacheConfig, CacheStats, QueryCache};

@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, FromRedisValue, Script};
+use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
+use tracing::Instrument;
 use ucm_kernel::backend::Pool;
+use ucm_kernel::telemetry::{self, EndpointAttributes};
 use ucm_kernel::{
     CircuitBreakerConfig, Error, ErrorKind, ManagerMode, PoolConfiguration, PoolStatus, Result,
 };
@@ -48,7 +50,18 @@ impl RedisManager {
         let deadline = config.client_statement_deadline().unwrap_or(DEFAULT_COMMAND_DEADLINE);
         let breaker = config.circuit_breaker().then(CircuitBreakerConfig::default);
         let connector = RedisConnector::new(url.clone(), config.connect_timeout());
-        let pool = Pool::new(format!("redis {}", url.label()), connector, config, breaker)?;
+        let (address, port) = match (url.service(), url.hosts()) {
+            (None, [(host, port)]) => (Some(host.clone()), Some(*port)),
+            _ => (None, None),
+        };
+        let endpoint = EndpointAttributes {
+            system: "redis",
+            namespace: Some(url.db().to_string()),
+            address,
+            port,
+            pool: format!("redis {}", url.label()),
+        };
+        let pool = Pool::for_endpoint(endpoint, connector, config, breaker)?;
         pool.prefill().await?;
         Ok(Self { pool, deadline, sentinel_asked: Arc::new(Mutex::new(None)) })
     }
@@ -62,7 +75,11 @@ impl RedisManager {
     /// connection is closed, so the next one asks the sentinels again); `Query` for the
     /// command's own error.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
-        self.run(|mut c| async move { cmd.query_async::<T>(&mut c).await }).await
+        let name = match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
+            _ => "COMMAND".to_owned(),
+        };
+        self.run(&name, |mut c| async move { cmd.query_async::<T>(&mut c).await }).await
     }
 
     /// Runs a pipeline (atomic if it says so) and reads its replies as `T`.
@@ -70,7 +87,7 @@ impl RedisManager {
     /// # Errors
     /// As [`Self::query`].
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
-        self.run(|mut c| async move { pipe.query_async::<T>(&mut c).await }).await
+        self.run("PIPELINE", |mut c| async move { pipe.query_async::<T>(&mut c).await }).await
     }
 
     /// Runs a Lua script with `keys` and `args`.
@@ -90,31 +107,77 @@ impl RedisManager {
         for arg in args {
             invocation.arg(*arg);
         }
-        self.run(|mut c| {
-            let invocation = &invocation;
-            async move { invocation.invoke_async::<T>(&mut c).await }
-        })
-        .await
+        self.invoke(&invocation).await
     }
 
-    /// [`Self::attempt`], once more on a fresh connection when a replica refused the
-    /// command (`READONLY`: a failover demoted the server this connection reached, and
-    /// nothing was executed, so a second attempt is safe).
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    /// Runs a prepared script invocation (keys and arguments of any type).
+    ///
+    /// # Errors
+    /// As [`Self::query`].
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T> {
+        self.run("EVALSHA", |mut c| async move { invocation.invoke_async::<T>(&mut c).await }).await
+    }
+
+    /// Runs the command `name` (`op`) in its span, recording a failure on it.
+    async fn run<T, F, Fut>(&self, name: &str, op: F) -> Result<T>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match self.attempt(&op).await {
+        let span = self.span(name);
+        let outcome = match &span {
+            Some(span) => self.retried(&op).instrument(span.clone()).await,
+            None => self.retried(&op).await,
+        };
+        if let Err(e) = &outcome {
+            telemetry::record_failure(span.as_ref(), e);
+        }
+        outcome
+    }
+
+    /// The span of one command (`db.system.name` `redis`, `db.operation.name` the
+    /// command), as the database side's statements have; `None` when no subscriber wants it.
+    fn span(&self, name: &str) -> Option<tracing::Span> {
+        if !tracing::enabled!(target: "ucm::redis", tracing::Level::INFO) {
+            return None;
+        }
+        let endpoint = self.pool.metrics().endpoint();
+        Some(tracing::info_span!(
+            target: "ucm::redis",
+            "db.operation",
+            otel.name = %name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "redis",
+            db.namespace = endpoint.namespace.as_deref(),
+            db.operation.name = %name,
+            server.address = endpoint.address.as_deref(),
+            server.port = endpoint.port.map(i64::from),
+            db.client.connection.pool.name = %endpoint.pool,
+            db.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        ))
+    }
+
+    /// [`Self::attempt`], once more on a fresh connection when a replica refused the
+    /// command (`READONLY`: a failover demoted the server this connection reached, and
+    /// nothing was executed, so a second attempt is safe), or when the breaker is open on
+    /// a master the sentinels have replaced.
+    async fn retried<T, F, Fut>(&self, op: &F) -> Result<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match self.attempt(op).await {
             Err(e) if e.kind() == ErrorKind::ReadOnlyViolation => {
                 tracing::info!(pool = %self.pool.label(), "a replica refused a command (failover); retrying on a fresh connection");
-                self.attempt(&op).await
+                self.attempt(op).await
             }
             // The breaker opened on a master that failed; if the sentinels have promoted
             // another since, that is a different server: the breaker half-opens now (a
             // probe connects to the new master) and the command, never sent, is tried.
             Err(e) if e.kind() == ErrorKind::CircuitOpen && self.master_moved().await => {
-                self.attempt(&op).await
+                self.attempt(op).await
             }
             other => other,
         }

@@ -133,7 +133,7 @@ pub(crate) fn acquire_span(endpoint: &EndpointAttributes, mode: &'static str) ->
 }
 
 /// Marks `span` failed with `error`: `error.type`, the SQLSTATE, and the OpenTelemetry status.
-pub(crate) fn record_failure(span: Option<&Span>, error: &Error) {
+pub fn record_failure(span: Option<&Span>, error: &Error) {
     let Some(span) = span else { return };
     span.record("otel.status_code", "ERROR");
     span.record("error.type", error.kind().as_str());
