@@ -30,9 +30,12 @@ pub(crate) fn observe_cache<S: Send + Sync + 'static>(
     let source = Arc::new(source);
     type Reading = fn(&CacheStats) -> Vec<(u64, Option<&'static str>)>;
     let counters: [(&'static str, &'static str, &'static str, Reading); 5] = [
-        ("ucm.cache.hits", "{hit}", "Answers from the cache, by level (l1: process, l2: Redis).", |s| {
-            vec![(s.l1_hits, Some("l1")), (s.l2_hits, Some("l2"))]
-        }),
+        (
+            "ucm.cache.hits",
+            "{hit}",
+            "Answers from the cache, by level (l1: process, l2: Redis).",
+            |s| vec![(s.l1_hits, Some("l1")), (s.l2_hits, Some("l2"))],
+        ),
         ("ucm.cache.misses", "{miss}", "Reads that neither level could answer.", |s| {
             vec![(s.misses, None)]
         }),

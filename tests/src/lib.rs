@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support code.
 
+pub mod cache;
 pub mod chaos;
 pub mod diagnostics;
 pub mod fault_proxy;
@@ -43,6 +44,14 @@ pub trait Backend: 'static {
     fn kernel(manager: &Self::Manager) -> &ucm_kernel::Manager<Self::Core>;
     /// A read-your-writes session on `manager`.
     fn session(manager: &Self::Manager) -> ucm_kernel::RoutingSession<'_, Self::Core>;
+    /// Runs the statement `sql` on a `kind` database through the backend's own
+    /// driver-shaped handle (sqlx's executor on `SqlxPool`, diesel's `sql_query` on
+    /// `DieselPool`), not through the neutral API.
+    fn driver_execute(
+        manager: std::sync::Arc<Self::Manager>,
+        kind: DatabaseKind,
+        sql: String,
+    ) -> impl Future<Output = ucm_kernel::Result<()>> + Send;
 }
 
 /// One database a scenario runs against, with its URL.

@@ -1,8 +1,12 @@
 //! The conformance suite on the diesel backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
-use ucm_diesel::DieselManager;
-use ucm_kernel::{DatabaseKind, ManagerConfig};
-use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
+use std::sync::Arc;
+
+use ucm_diesel::{DieselManager, DieselPool, MySqlDialect, PgDialect};
+use ucm_kernel::{ConnectionMode, DatabaseKind, ManagerConfig};
+use ucm_tests::{
+    Backend, cache_suite, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite,
+};
 
 struct Diesel;
 
@@ -21,6 +25,31 @@ impl Backend for Diesel {
 
     fn session(manager: &DieselManager) -> ucm_kernel::RoutingSession<'_, ucm_diesel::Diesel> {
         manager.session()
+    }
+
+    async fn driver_execute(
+        manager: Arc<DieselManager>,
+        kind: DatabaseKind,
+        sql: String,
+    ) -> ucm_kernel::Result<()> {
+        use diesel_async::RunQueryDsl;
+        let failed = |e: diesel::result::Error| ucm_kernel::Error::other(format!("diesel: {e}"));
+        match kind {
+            DatabaseKind::Postgres => {
+                let pool = DieselPool::<PgDialect>::new(manager, ConnectionMode::ReadWrite);
+                let mut connection = pool.get().await?;
+                diesel::sql_query(sql).execute(&mut connection).await.map_err(failed)?;
+            }
+            DatabaseKind::MySql => {
+                let pool = DieselPool::<MySqlDialect>::new(manager, ConnectionMode::ReadWrite);
+                let mut connection = pool.get().await?;
+                diesel::sql_query(sql).execute(&mut connection).await.map_err(failed)?;
+            }
+            DatabaseKind::Sqlite => {
+                return Err(ucm_kernel::Error::other("the cache suite does not run on SQLite"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -65,3 +94,5 @@ async fn pipelined_killed_connection_is_replaced() -> ucm_tests::Outcome {
     let Some(t) = postgres() else { return Ok(()) };
     ucm_tests::pipeline::a_killed_connection_is_replaced::<Diesel>(&t).await
 }
+cache_suite!(cache_postgres, Diesel, DatabaseKind::Postgres);
+cache_suite!(cache_mysql, Diesel, DatabaseKind::MySql);

@@ -1,8 +1,12 @@
 //! The conformance suite on the sqlx backend, against PostgreSQL, MariaDB/MySQL and SQLite, the HA scenarios against the primary/replica pair, the chaos scenarios against PostgreSQL through a fault proxy, and the secrets and injection tests.
 
-use ucm_kernel::{DatabaseKind, ManagerConfig};
-use ucm_sqlx::SqlxManager;
-use ucm_tests::{Backend, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite};
+use std::sync::Arc;
+
+use ucm_kernel::{ConnectionMode, DatabaseKind, ManagerConfig};
+use ucm_sqlx::{SqlxManager, SqlxPool, sqlx};
+use ucm_tests::{
+    Backend, cache_suite, chaos_suite, conformance_suite, ha_suite, secrets_suite, tls_suite,
+};
 
 struct Sqlx;
 
@@ -21,6 +25,29 @@ impl Backend for Sqlx {
 
     fn session(manager: &SqlxManager) -> ucm_kernel::RoutingSession<'_, ucm_sqlx::Sqlx> {
         manager.session()
+    }
+
+    async fn driver_execute(
+        manager: Arc<SqlxManager>,
+        kind: DatabaseKind,
+        sql: String,
+    ) -> ucm_kernel::Result<()> {
+        let failed = |e: sqlx::Error| ucm_kernel::Error::other(format!("sqlx: {e}"));
+        match kind {
+            DatabaseKind::Postgres => {
+                let pool = SqlxPool::<sqlx::Postgres>::new(manager, ConnectionMode::ReadWrite);
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.map_err(failed)?;
+            }
+            DatabaseKind::MySql => {
+                let pool = SqlxPool::<sqlx::MySql>::new(manager, ConnectionMode::ReadWrite);
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.map_err(failed)?;
+            }
+            DatabaseKind::Sqlite => {
+                let pool = SqlxPool::<sqlx::Sqlite>::new(manager, ConnectionMode::ReadWrite);
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.map_err(failed)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -66,3 +93,5 @@ async fn pipelined_lane_falls_back_to_the_pool() -> ucm_tests::Outcome {
         .await?;
     ucm_tests::pipeline::errors_stay_with_their_statement::<Sqlx>(&t).await
 }
+cache_suite!(cache_postgres, Sqlx, DatabaseKind::Postgres);
+cache_suite!(cache_mysql, Sqlx, DatabaseKind::MySql);

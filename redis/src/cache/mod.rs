@@ -157,8 +157,11 @@ impl QueryCache {
             .build();
         let l2 = redis.map(|redis| L2 { redis, namespace: config.namespace.clone() });
         #[cfg(feature = "otel")]
-        let observed =
-            crate::otel::observe_cache(&config.namespace, Arc::downgrade(&counters), Counters::stats);
+        let observed = crate::otel::observe_cache(
+            &config.namespace,
+            Arc::downgrade(&counters),
+            Counters::stats,
+        );
         Self {
             inner: Arc::new(Inner {
                 l1,
@@ -223,8 +226,10 @@ impl QueryCache {
         }
         let mut compute = Some(compute);
         let mut computed = None;
-        let loaded =
-            inner.l1.try_get_with(key.clone(), self.load(&key, &tables, &mut compute, &mut computed)).await;
+        let loaded = inner
+            .l1
+            .try_get_with(key.clone(), self.load(&key, &tables, &mut compute, &mut computed))
+            .await;
         let entry = match loaded {
             Ok(entry) => entry,
             // Every caller waiting on a failed computation gets its error; the last
@@ -383,7 +388,6 @@ impl Counters {
             invalidations: c.invalidations.load(Ordering::Relaxed),
         }
     }
-
 }
 
 impl WriteListener for QueryCache {

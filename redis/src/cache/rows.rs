@@ -4,7 +4,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use ucm_kernel::{ConnectionManagerProtocol, ConnectionMode, Error, Result, Row, Value, read_tables};
+use ucm_kernel::{
+    ConnectionManagerProtocol, ConnectionMode, Error, Result, Row, Value, read_tables,
+};
 
 use super::{QueryCache, table_name};
 
