@@ -125,9 +125,13 @@ impl RedisManager {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let span = self.span(name);
+        // Boxed: a command's future nests the driver's deeply, and the cache nests it
+        // again; unboxed, a caller's `tokio::spawn` of a cache read overflows the
+        // compiler's trait-solving depth. One allocation per network round trip.
+        let retried = Box::pin(self.retried(&op));
         let outcome = match &span {
-            Some(span) => self.retried(&op).instrument(span.clone()).await,
-            None => self.retried(&op).await,
+            Some(span) => retried.instrument(span.clone()).await,
+            None => retried.await,
         };
         if let Err(e) = &outcome {
             telemetry::record_failure(span.as_ref(), e);

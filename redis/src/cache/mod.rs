@@ -226,9 +226,13 @@ impl QueryCache {
         }
         let mut compute = Some(compute);
         let mut computed = None;
+        let mut loaded_here = false;
         let loaded = inner
             .l1
-            .try_get_with(key.clone(), self.load(&key, &tables, &mut compute, &mut computed))
+            .try_get_with(
+                key.clone(),
+                self.load(&key, &tables, &mut compute, &mut computed, &mut loaded_here),
+            )
             .await;
         let entry = match loaded {
             Ok(entry) => entry,
@@ -243,9 +247,12 @@ impl QueryCache {
         if let Some(value) = computed {
             return Ok(value);
         }
-        // Another caller's computation, which this one waited for.
+        // Read from Redis by this caller, or another caller's load, which this one waited
+        // for (counted as a hit in process).
         if let Some(value) = self.current::<T>(&entry) {
-            inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+            if !loaded_here {
+                inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(value);
         }
         // It began before a write this caller may have made: read afresh, uncached.
@@ -272,12 +279,14 @@ impl QueryCache {
         tables: &[String],
         compute: &mut Option<F>,
         computed: &mut Option<T>,
+        loaded_here: &mut bool,
     ) -> Result<Arc<Entry>>
     where
         T: Serialize,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        *loaded_here = true;
         let inner = &self.inner;
         let snapshot = inner.generations.snapshot(tables);
         let l2 = inner.l2.as_ref().filter(|_| !inner.generations.redis_behind(tables));
