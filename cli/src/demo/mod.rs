@@ -1,5 +1,6 @@
 //! `ucm demo`: a concurrent mixed workload through the unified manager in three modes, with a progress bar and a summary; the workload, the conflict and the report each have a file, and every statement is named in `schema.rs`.
 
+mod cache;
 mod conflict;
 mod report;
 mod schema;
@@ -34,6 +35,11 @@ pub(crate) struct DemoArgs {
     /// Which backend drives the connections.
     #[arg(long, value_enum, default_value_t = BackendChoice::Sqlx)]
     backend: BackendChoice,
+    /// A Redis (redis://, rediss://, redis+sentinel://) for the query cache phase: tasks
+    /// read through the two-level cache while transfers invalidate it. Without it the
+    /// phase is skipped.
+    #[arg(long, value_name = "URL", env = "REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 /// The modes the demo runs, in order.
@@ -107,6 +113,16 @@ async fn demo<B: Backend>(
         // With --otel, the pool gauges are exported while this mode's pool still exists.
         crate::telemetry::flush_metrics();
         manager.close().await?;
+    }
+    match &args.redis_url {
+        Some(redis_url) => {
+            let manager =
+                Arc::new(Manager::<B>::connect(config(url, ManagerMode::McpServer)?).await?);
+            let outcome = cache::run(&manager, schema, redis_url, args.tasks, args.seconds).await;
+            manager.close().await?;
+            outcome?;
+        }
+        None => println!("\n(no query cache phase: pass --redis-url or set REDIS_URL)"),
     }
     conflict::run(admin, schema).await?;
     let total = schema.total_balance(admin).await?;

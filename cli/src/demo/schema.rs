@@ -45,6 +45,11 @@ impl Schema {
         if self.kind == DatabaseKind::Postgres { format!("${n}") } else { "?".to_owned() }
     }
 
+    /// The ten richest accounts (what the cache phase reads).
+    pub(super) fn top_accounts(&self) -> String {
+        format!("SELECT id, balance FROM {} ORDER BY balance DESC, id LIMIT 10", self.accounts)
+    }
+
     /// The workload's statements on this schema.
     pub(super) fn statements(&self) -> Statements {
         let (accounts, p) = (&self.accounts, |n| self.placeholder(n));
