@@ -8,7 +8,7 @@ fn ucm(args: &[&str]) -> Output {
     ucm_with_env(args, &[])
 }
 
-/// `ucm args` with only `env` of the database variables set.
+/// `ucm args` with only `env` of the database and Redis variables set.
 fn ucm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ucm"));
     command
@@ -16,7 +16,8 @@ fn ucm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_REPLICA_URLS")
         .env_remove("RUST_LOG")
-        .env_remove("PG_DATABASE_URL");
+        .env_remove("PG_DATABASE_URL")
+        .env_remove("REDIS_URL");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -76,6 +77,28 @@ fn demo_output_to_a_file_is_its_report_alone() {
     for level in [" TRACE ", " DEBUG ", " INFO ", " WARN ", " ERROR "] {
         assert!(!stdout.contains(level), "a log line in the report:\n{stdout}");
     }
+}
+
+#[test]
+fn demo_shows_cache_hits_with_redis() {
+    let Some(redis) = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()) else {
+        assert!(std::env::var("CI").is_err(), "REDIS_URL must be set under CI");
+        eprintln!("skipped: REDIS_URL is not set (run `cargo xtask test`)");
+        return;
+    };
+    let output = ucm_with_env(
+        &["demo", "--seconds", "0.5", "--tasks", "4", "--accounts", "10"],
+        &[("REDIS_URL", &redis)],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let hits = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("hits: "))
+        .unwrap_or_else(|| panic!("no cache report:\n{stdout}"));
+    let in_process: u64 = hits.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(in_process > 0, "no hit in process: {hits}");
+    assert!(stdout.contains("the last cached read equals the database: yes"), "{stdout}");
 }
 
 #[test]
