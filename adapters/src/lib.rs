@@ -211,7 +211,11 @@
 //!   `DieselBlockingConnection`, `DieselTransactionError`, `DieselManager`,
 //!   `DieselConnection`, `Diesel`; and `ucm_diesel`, the backend crate.
 //! - Redis (with the redis feature): `RedisManager`, `RedisUrl`, `QueryCache`,
-//!   `CacheConfig`, `CacheStats`, `Lease`; and `ucm_redis`, the crate.
+//!   `CacheConfig`, `CacheStats`, `Lease`; the process-wide Redis and query cache of a
+//!   mode, `get_redis_manager` and `get_query_cache`; and `ucm_redis`, the crate. Their
+//!   settings and the write notifications a cache listens to, whatever the features:
+//!   [`RedisSettings`], [`CacheSettings`], [`WriteListener`], [`written_tables`],
+//!   [`read_tables`].
 //! - Modules: `testing` (with the testing feature), `web` (with the axum feature).
 //!
 //! `cargo xtask tidy` checks that this list and the code's exports are the same.
@@ -237,6 +241,8 @@ compile_error!(
     "ucm needs at least one database: enable its `postgres`, `mysql` or `sqlite` feature"
 );
 
+#[cfg(feature = "redis")]
+mod cache_registry;
 mod registry;
 mod test_adapter;
 #[cfg(feature = "testing")]
@@ -291,6 +297,9 @@ pub use ucm_sqlx::{
     SqlxTransactionError,
 };
 // Redis, the query cache and the lock.
+#[cfg(feature = "redis")]
+pub use cache_registry::{get_query_cache, get_redis_manager};
+pub use ucm_kernel::{CacheSettings, RedisSettings, WriteListener, read_tables, written_tables};
 #[cfg(feature = "redis")]
 pub use ucm_redis::{self, CacheConfig, CacheStats, Lease, QueryCache, RedisManager, RedisUrl};
 

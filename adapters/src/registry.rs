@@ -96,7 +96,10 @@ pub async fn unified_manager_for(config: ManagerConfig) -> Result<Arc<UnifiedMan
         };
         let created = slot
             .get_or_try_init(|| async {
-                UnifiedManager::connect(config.clone()).await.map(Arc::new)
+                let manager = UnifiedManager::connect(config.clone()).await.map(Arc::new)?;
+                #[cfg(feature = "redis")]
+                crate::cache_registry::created(&manager);
+                Ok(manager)
             })
             .await;
         match created {
@@ -186,7 +189,8 @@ fn already(mode: ManagerMode) -> Error {
 /// Closes every registered manager, creations in flight included (each drains its
 /// checked-out connections up to its deadline), and empties the registry, installed
 /// configurations included: the next call creates anew. For graceful exit, and between
-/// test cases.
+/// test cases. With the `redis` feature, each mode's Redis is closed too and its query
+/// cache forgotten.
 ///
 /// # Errors
 /// The first manager's `close` error; every manager is closed regardless.
@@ -206,6 +210,10 @@ pub async fn shutdown_all() -> Result<()> {
             tracing::warn!("closing a unified manager at shutdown: {e}");
             first_error.get_or_insert(e);
         }
+    }
+    #[cfg(feature = "redis")]
+    if let Err(e) = crate::cache_registry::close_all().await {
+        first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
 }

@@ -43,9 +43,9 @@ pub use uuid;
 
 pub use circuit_breaker::{BreakerSnapshot, BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use config::{
-    ConfigSources, CredentialProvider, CredentialSource, Credentials, DatabaseKind, DatabaseUrl,
-    DdlRule, ManagerConfig, ManagerConfigBuilder, Origin, PermissionPolicy, PoolConfiguration,
-    PoolConfigurationBuilder, Pooler, Secret, SslMode,
+    CacheSettings, ConfigSources, CredentialProvider, CredentialSource, Credentials, DatabaseKind,
+    DatabaseUrl, DdlRule, ManagerConfig, ManagerConfigBuilder, Origin, PermissionPolicy,
+    PoolConfiguration, PoolConfigurationBuilder, Pooler, RedisSettings, Secret, SslMode,
 };
 pub use diagnostics::{
     DeepOptions, DeepReport, Finding, PermissionCheck, PermissionReport, Severity,

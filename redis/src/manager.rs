@@ -10,7 +10,8 @@ use tracing::Instrument;
 use ucm_kernel::backend::Pool;
 use ucm_kernel::telemetry::{self, EndpointAttributes};
 use ucm_kernel::{
-    CircuitBreakerConfig, Error, ErrorKind, ManagerMode, PoolConfiguration, PoolStatus, Result,
+    CircuitBreakerConfig, Error, ErrorKind, ManagerMode, PoolConfiguration, PoolStatus,
+    RedisSettings, Result,
 };
 
 use crate::connector::{RedisConnector, command_error};
@@ -47,7 +48,30 @@ impl RedisManager {
     /// # Errors
     /// `ConnectFailed` with the reason (refused, authentication, no sentinel...).
     pub async fn connect_with(url: RedisUrl, config: PoolConfiguration) -> Result<Self> {
-        let deadline = config.client_statement_deadline().unwrap_or(DEFAULT_COMMAND_DEADLINE);
+        Self::connect_bounded(url, config, None).await
+    }
+
+    /// Connects to the Redis a configuration names for a mode ([`ConfigSources::redis`]:
+    /// `[redis]`, `REDIS_URL`...): its URL, its pool, its command timeout.
+    ///
+    /// # Errors
+    /// A malformed URL, named by where it came from (never its text); as
+    /// [`Self::connect_with`].
+    pub async fn from_settings(settings: &RedisSettings) -> Result<Self> {
+        let url = RedisUrl::parse(settings.expose_url())
+            .map_err(|e| Error::config(settings.url_origin(), e.to_string()))?;
+        Self::connect_bounded(url, settings.pool().clone(), settings.command_timeout()).await
+    }
+
+    /// [`Self::connect_with`], each command bounded by `deadline` when given.
+    async fn connect_bounded(
+        url: RedisUrl,
+        config: PoolConfiguration,
+        deadline: Option<Duration>,
+    ) -> Result<Self> {
+        let deadline = deadline
+            .or_else(|| config.client_statement_deadline())
+            .unwrap_or(DEFAULT_COMMAND_DEADLINE);
         let breaker = config.circuit_breaker().then(CircuitBreakerConfig::default);
         let connector = RedisConnector::new(url.clone(), config.connect_timeout());
         let (address, port) = match (url.service(), url.hosts()) {

@@ -6,6 +6,7 @@ mod manager;
 mod permissions;
 mod pool;
 mod pooler;
+mod redis;
 mod secret;
 mod settings;
 mod ssl_mode;
@@ -20,6 +21,7 @@ pub use pool::{
     TCP_KEEPALIVE_INTERVAL,
 };
 pub use pooler::Pooler;
+pub use redis::{CacheSettings, RedisSettings};
 pub use secret::Secret;
 pub use settings::{ConfigSources, Origin};
 pub use ssl_mode::SslMode;

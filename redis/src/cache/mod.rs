@@ -14,7 +14,7 @@ use moka::notification::RemovalCause;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ucm_kernel::backend::Backend;
-use ucm_kernel::{Error, Manager, ManagerMode, Result, WriteListener};
+use ucm_kernel::{CacheSettings, Error, Manager, ManagerMode, Result, WriteListener};
 
 use self::generations::Generations;
 use self::l2::L2;
@@ -51,6 +51,17 @@ impl CacheConfig {
             l1_ttl: Duration::from_secs(l1_secs),
             l2_ttl: Duration::from_secs(l2_secs),
             namespace: format!("ucm:cache:{}", mode.as_str()),
+        }
+    }
+
+    /// `mode`'s sizes with what `settings` (`[cache]`, `UCM_CACHE_*`) sets.
+    pub fn from_settings(mode: ManagerMode, settings: &CacheSettings) -> Self {
+        let defaults = Self::for_mode(mode);
+        Self {
+            l1_capacity: settings.l1_capacity.unwrap_or(defaults.l1_capacity),
+            l1_ttl: settings.l1_ttl.unwrap_or(defaults.l1_ttl),
+            l2_ttl: settings.l2_ttl.unwrap_or(defaults.l2_ttl),
+            namespace: defaults.namespace,
         }
     }
 }

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::layer::{BreakerLayer, PoolLayer, RetryLayer, Scalar};
+use super::layer::{BreakerLayer, CacheLayer, PoolLayer, RedisLayer, RetryLayer, Scalar};
 use super::sources::Resolved;
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::config::pool::{PoolConfigurationBuilder, parse_bool, parse_count, parse_duration};
-use crate::config::{CredentialSource, Credentials, PermissionPolicy};
+use crate::config::{
+    CacheSettings, CredentialSource, Credentials, PermissionPolicy, PoolConfiguration,
+    RedisSettings, Secret,
+};
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 use crate::retry::{RetryBudget, RetryPolicy};
@@ -205,6 +208,59 @@ pub(crate) fn permissions(resolved: &Resolved, mode: ManagerMode) -> Result<Perm
         })?;
     }
     Ok(policy)
+}
+
+/// `[redis]` for `mode`, when it names a URL: the pool is the mode's preset with the
+/// table's sizes, timeouts and breaker switch.
+pub(crate) fn redis(resolved: &Resolved, mode: ManagerMode) -> Result<Option<RedisSettings>> {
+    let layer: &RedisLayer = &resolved.layer.redis;
+    let Some(url) = &layer.url else { return Ok(None) };
+    let mut builder = PoolConfiguration::builder(mode);
+    let mut command_timeout = None;
+    for &key in RedisLayer::KEYS {
+        let Some(v) = layer.get(key) else { continue };
+        let field = resolved.field(&format!("redis.{key}"));
+        let f = field.as_str();
+        builder = match key {
+            "url" => builder,
+            "pool_size" => builder.pool_size(v.count(f)?),
+            "max_overflow" => builder.max_overflow(v.count(f)?),
+            "acquire_timeout" => builder.acquire_timeout(v.duration(f)?),
+            "connect_timeout" => builder.connect_timeout(v.duration(f)?),
+            "circuit_breaker" => builder.circuit_breaker(v.flag(f)?),
+            "command_timeout" => {
+                command_timeout = Some(v.duration(f)?);
+                builder
+            }
+            other => return Err(unapplied("redis", other)),
+        };
+    }
+    Ok(Some(RedisSettings {
+        url: Secret::new(url.0.clone()),
+        url_origin: resolved.field("redis.url"),
+        pool: builder.build()?,
+        command_timeout,
+    }))
+}
+
+/// `[cache]` for a mode.
+pub(crate) fn cache(resolved: &Resolved) -> Result<CacheSettings> {
+    let layer: &CacheLayer = &resolved.layer.cache;
+    let mut settings = CacheSettings::default();
+    for &key in CacheLayer::KEYS {
+        let Some(v) = layer.get(key) else { continue };
+        let field = resolved.field(&format!("cache.{key}"));
+        let f = field.as_str();
+        match key {
+            "l1_capacity" => {
+                settings.l1_capacity = Some(u64::try_from(v.count(f)?).unwrap_or(u64::MAX))
+            }
+            "l1_ttl" => settings.l1_ttl = Some(v.duration(f)?),
+            "l2_ttl" => settings.l2_ttl = Some(v.duration(f)?),
+            other => return Err(unapplied("cache", other)),
+        }
+    }
+    Ok(settings)
 }
 
 /// A key declared in a table but not applied here: a bug in ucm, reported rather than

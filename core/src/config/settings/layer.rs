@@ -123,6 +123,20 @@ settings_table!(
     RetryLayer { max_attempts, backoff_base, backoff_max, budget_ttl, budget_min_per_sec, budget_ratio }
 );
 
+settings_table!(
+    /// `[redis]`: the Redis beside the database (ucm-redis): its URL (`redis://`,
+    /// `rediss://`, `redis+sentinel://`) and its pool.
+    RedisLayer {
+        url, pool_size, max_overflow, acquire_timeout, connect_timeout, command_timeout,
+        circuit_breaker,
+    }
+);
+
+settings_table!(
+    /// `[cache]`: the query cache's sizes and lifetimes (ucm-redis's `CacheConfig`).
+    CacheLayer { l1_capacity, l1_ttl, l2_ttl }
+);
+
 /// `[permissions]`: what the mode's role must and must not be able to do (see
 /// `PermissionPolicy`).
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -187,6 +201,10 @@ pub(crate) struct Layer {
     #[serde(default)]
     pub(crate) permissions: PermissionsLayer,
     #[serde(default)]
+    pub(crate) redis: RedisLayer,
+    #[serde(default)]
+    pub(crate) cache: CacheLayer,
+    #[serde(default)]
     pub(crate) modes: BTreeMap<String, Layer>,
 }
 
@@ -204,6 +222,8 @@ impl Layer {
             breaker: self.breaker.overlaid(&over.breaker),
             retry: self.retry.overlaid(&over.retry),
             permissions: self.permissions.overlaid(&over.permissions),
+            redis: self.redis.overlaid(&over.redis),
+            cache: self.cache.overlaid(&over.cache),
             modes: BTreeMap::new(),
         }
     }

@@ -9,7 +9,9 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::layer::{BreakerLayer, Layer, PermissionsLayer, PoolLayer, RetryLayer};
+use super::layer::{
+    BreakerLayer, CacheLayer, Layer, PermissionsLayer, PoolLayer, RedisLayer, RetryLayer,
+};
 use crate::error::{Error, Result};
 use crate::mode::ManagerMode;
 
@@ -164,6 +166,23 @@ impl ConfigSources {
         super::pool(crate::config::PoolConfiguration::builder(mode), &resolved)?.build()
     }
 
+    /// The Redis these sources give `mode` (`[redis]` and `[modes.<mode>.redis]`,
+    /// `REDIS_URL`, `UCM_<MODE>_REDIS_URL`, `UCM_REDIS_*`); `None` when no URL is set.
+    ///
+    /// # Errors
+    /// A malformed value, named with where it came from (never the URL's text).
+    pub fn redis(&self, mode: ManagerMode) -> Result<Option<crate::config::RedisSettings>> {
+        super::apply::redis(&self.resolve(mode)?, mode)
+    }
+
+    /// The query cache settings these sources give `mode` (`[cache]`, `UCM_CACHE_*`).
+    ///
+    /// # Errors
+    /// A malformed value, named with where it came from.
+    pub fn cache(&self, mode: ManagerMode) -> Result<crate::config::CacheSettings> {
+        super::apply::cache(&self.resolve(mode)?)
+    }
+
     /// Whether these sources name a primary for `mode` (a URL, or libpq's variables).
     ///
     /// # Errors
@@ -286,6 +305,7 @@ fn env_table() -> Vec<(String, String)> {
         ("UCM_DATABASE_USER", "user"),
         ("UCM_PASSWORD_FILE", "password_file"),
         ("UCM_PASSWORD_ENV", "password_env"),
+        ("REDIS_URL", "redis.url"),
     ]
     .into_iter()
     .map(|(var, key)| (var.to_owned(), key.to_owned()))
@@ -300,6 +320,8 @@ fn env_table() -> Vec<(String, String)> {
     table.extend(table_keys("UCM_", "pool", PoolLayer::KEYS));
     table.extend(table_keys("UCM_BREAKER_", "breaker", BreakerLayer::KEYS));
     table.extend(table_keys("UCM_RETRY_", "retry", RetryLayer::KEYS));
+    table.extend(table_keys("UCM_REDIS_", "redis", RedisLayer::KEYS));
+    table.extend(table_keys("UCM_CACHE_", "cache", CacheLayer::KEYS));
     for mode in ManagerMode::ALL {
         let upper = mode.as_str().to_ascii_uppercase();
         for (suffix, key) in [
@@ -308,6 +330,7 @@ fn env_table() -> Vec<(String, String)> {
             ("DATABASE_USER", "user"),
             ("PASSWORD_FILE", "password_file"),
             ("PASSWORD_ENV", "password_env"),
+            ("REDIS_URL", "redis.url"),
         ] {
             table.push((format!("UCM_{upper}_{suffix}"), format!("modes.{}.{key}", mode.as_str())));
         }
@@ -334,6 +357,8 @@ fn set_keys(layer: &Layer) -> Vec<String> {
     table("breaker", BreakerLayer::KEYS, &|key| layer.breaker.get(key).is_some());
     table("retry", RetryLayer::KEYS, &|key| layer.retry.get(key).is_some());
     table("permissions", PermissionsLayer::KEYS, &|key| layer.permissions.is_set(key));
+    table("redis", RedisLayer::KEYS, &|key| layer.redis.get(key).is_some());
+    table("cache", CacheLayer::KEYS, &|key| layer.cache.get(key).is_some());
     keys
 }
 

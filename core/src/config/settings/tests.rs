@@ -323,3 +323,64 @@ fn the_documented_example_file_loads_for_every_mode() {
     assert_eq!(mcp.permissions().deny_write, ["rules"]);
     assert_eq!(mcp.permissions().ddl, crate::config::DdlRule::Forbidden);
 }
+
+#[test]
+fn redis_and_cache_settings_come_from_the_file_and_the_environment() {
+    let file = TempToml::new(
+        "redis",
+        r#"
+[redis]
+url = "redis://:R3dis-pw@cache.example.com:6380/2"
+pool_size = 3
+command_timeout = "250ms"
+circuit_breaker = false
+
+[cache]
+l1_capacity = 500
+l2_ttl = "2m"
+
+[modes.mcp_server.redis]
+url = "redis+sentinel://s1:26379,s2:26379/cache"
+
+[modes.mcp_server.cache]
+l1_ttl = "3s"
+"#,
+    );
+    let sources = env(&[("UCM_REDIS_MAX_OVERFLOW", "5")]).with_file(&file.0);
+    let redis = sources.redis(ManagerMode::AsyncModern).unwrap().unwrap();
+    assert_eq!(redis.expose_url(), "redis://:R3dis-pw@cache.example.com:6380/2");
+    assert!(redis.url_origin().contains("redis.url"), "{}", redis.url_origin());
+    assert_eq!((redis.pool().pool_size(), redis.pool().max_overflow()), (3, 5));
+    assert!(!redis.pool().circuit_breaker());
+    assert_eq!(redis.command_timeout(), Some(Duration::from_millis(250)));
+    assert!(!format!("{redis:?}").contains("R3dis-pw"), "{redis:?}");
+    let mcp = sources.redis(ManagerMode::McpServer).unwrap().unwrap();
+    assert_eq!(mcp.expose_url(), "redis+sentinel://s1:26379,s2:26379/cache");
+    let cache = sources.cache(ManagerMode::McpServer).unwrap();
+    assert_eq!(cache.l1_capacity, Some(500));
+    assert_eq!(cache.l1_ttl, Some(Duration::from_secs(3)));
+    assert_eq!(cache.l2_ttl, Some(Duration::from_secs(120)));
+    assert_eq!(sources.cache(ManagerMode::Admin).unwrap().l1_ttl, None);
+
+    // REDIS_URL alone; a mode's own variable beats it; none at all is no Redis.
+    let from_env = env(&[
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("UCM_ADMIN_REDIS_URL", "redis://admin-cache:6379"),
+    ]);
+    assert_eq!(
+        from_env.redis(ManagerMode::AsyncModern).unwrap().unwrap().url_origin(),
+        "REDIS_URL"
+    );
+    assert_eq!(
+        from_env.redis(ManagerMode::Admin).unwrap().unwrap().expose_url(),
+        "redis://admin-cache:6379"
+    );
+    assert!(env(&[]).redis(ManagerMode::AsyncModern).unwrap().is_none());
+
+    // Malformed values are named with where they came from.
+    let bad = env(&[("REDIS_URL", "redis://x"), ("UCM_REDIS_POOL_SIZE", "many")]);
+    let err = bad.redis(ManagerMode::AsyncModern).unwrap_err().to_string();
+    assert!(err.contains("UCM_REDIS_POOL_SIZE"), "{err}");
+    let err = env(&[("UCM_CACHE_L2_TTL", "soon")]).cache(ManagerMode::Admin).unwrap_err();
+    assert!(err.to_string().contains("UCM_CACHE_L2_TTL"), "{err}");
+}
