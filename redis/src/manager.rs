@@ -24,6 +24,8 @@ const DEFAULT_COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct RedisManager {
     pool: Pool<RedisConnector>,
+    /// The replicas' pool, when reads may go to replicas ([`Self::read`]).
+    replicas: Option<Pool<RedisConnector>>,
     deadline: Duration,
     /// When the sentinels were last asked whether the master moved (see `master_moved`).
     sentinel_asked: Arc<Mutex<Option<Instant>>>,
@@ -60,7 +62,9 @@ impl RedisManager {
     pub async fn from_settings(settings: &RedisSettings) -> Result<Self> {
         let url = RedisUrl::parse(settings.expose_url())
             .map_err(|e| Error::config(settings.url_origin(), e.to_string()))?;
-        Self::connect_bounded(url, settings.pool().clone(), settings.command_timeout()).await
+        let manager =
+            Self::connect_bounded(url, settings.pool().clone(), settings.command_timeout()).await?;
+        if settings.read_from_replicas() { manager.read_from_replicas() } else { Ok(manager) }
     }
 
     /// [`Self::connect_with`], each command bounded by `deadline` when given.
@@ -87,7 +91,29 @@ impl RedisManager {
         };
         let pool = Pool::for_endpoint(endpoint, connector, config, breaker)?;
         pool.prefill().await?;
-        Ok(Self { pool, deadline, sentinel_asked: Arc::new(Mutex::new(None)) })
+        Ok(Self { pool, replicas: None, deadline, sentinel_asked: Arc::new(Mutex::new(None)) })
+    }
+
+    /// This manager with [`Self::read`] sent to the Sentinel service's replicas (each new
+    /// replica connection takes the next replica the sentinels list as up and in sync),
+    /// falling back to the master when no replica answers. The replicas' pool has the
+    /// master pool's configuration and opens its connections when first used.
+    ///
+    /// Replicas apply writes asynchronously: a read there may miss a write the master
+    /// acknowledged a moment ago. Read what must be current with [`Self::query`].
+    ///
+    /// # Errors
+    /// `Configuration` for a URL without Sentinel.
+    pub fn read_from_replicas(mut self) -> Result<Self> {
+        let master = self.pool.connector();
+        let url = master.url().clone();
+        let config = self.pool.config().clone();
+        let connector = RedisConnector::for_replicas(url.clone(), config.connect_timeout())?;
+        let mut endpoint = self.pool.metrics().endpoint().clone();
+        endpoint.pool = format!("redis {} replicas", url.label());
+        let breaker = config.circuit_breaker().then(CircuitBreakerConfig::default);
+        self.replicas = Some(Pool::for_endpoint(endpoint, connector, config, breaker)?);
+        Ok(self)
     }
 
     /// Runs `cmd` and reads its reply as `T`.
@@ -99,11 +125,8 @@ impl RedisManager {
     /// connection is closed, so the next one asks the sentinels again); `Query` for the
     /// command's own error.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
-        let name = match cmd.args_iter().next() {
-            Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
-            _ => "COMMAND".to_owned(),
-        };
-        self.run(&name, |mut c| async move { cmd.query_async::<T>(&mut c).await }).await
+        self.run(&command_name(cmd), |mut c| async move { cmd.query_async::<T>(&mut c).await })
+            .await
     }
 
     /// Runs a pipeline (atomic if it says so) and reads its replies as `T`.
@@ -187,6 +210,32 @@ impl RedisManager {
         ))
     }
 
+    /// Runs a read-only `cmd` on a replica when [`Self::read_from_replicas`] is on (else on
+    /// the master), and on the master when the replica fails (unreachable, frozen past the
+    /// deadline, its breaker open, none up): the caller gets an answer while the master
+    /// does. A reply the replica gave (the command's own error included) is returned as is.
+    ///
+    /// # Errors
+    /// As [`Self::query`], from the master.
+    pub async fn read<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let Some(replicas) = &self.replicas else { return self.query(cmd).await };
+        let name = command_name(cmd);
+        let op = |mut c: MultiplexedConnection| async move { cmd.query_async::<T>(&mut c).await };
+        let span = self.span(&name);
+        let on_replica = Box::pin(self.attempt(replicas, &op));
+        let outcome = match &span {
+            Some(span) => on_replica.instrument(span.clone()).await,
+            None => on_replica.await,
+        };
+        match outcome {
+            Err(e) if e.kind() != ErrorKind::Query => {
+                tracing::debug!(pool = %replicas.label(), "a read fell back to the master: {e}");
+                self.query(cmd).await
+            }
+            other => other,
+        }
+    }
+
     /// [`Self::attempt`], once more on a fresh connection when a replica refused the
     /// command (`READONLY`: a failover demoted the server this connection reached, and
     /// nothing was executed, so a second attempt is safe), or when the breaker is open on
@@ -196,16 +245,16 @@ impl RedisManager {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match self.attempt(op).await {
+        match self.attempt(&self.pool, op).await {
             Err(e) if e.kind() == ErrorKind::ReadOnlyViolation => {
                 tracing::info!(pool = %self.pool.label(), "a replica refused a command (failover); retrying on a fresh connection");
-                self.attempt(op).await
+                self.attempt(&self.pool, op).await
             }
             // The breaker opened on a master that failed; if the sentinels have promoted
             // another since, that is a different server: the breaker half-opens now (a
             // probe connects to the new master) and the command, never sent, is tried.
             Err(e) if e.kind() == ErrorKind::CircuitOpen && self.master_moved().await => {
-                self.attempt(op).await
+                self.attempt(&self.pool, op).await
             }
             other => other,
         }
@@ -232,20 +281,20 @@ impl RedisManager {
     /// Checks out a connection, runs `op` on a handle to it (a multiplexed connection's
     /// clone shares its socket) within the deadline, records the outcome, and closes the
     /// connection when it was lost, timed out or reached a replica.
-    async fn attempt<T, F, Fut>(&self, op: &F) -> Result<T>
+    async fn attempt<T, F, Fut>(&self, pool: &Pool<RedisConnector>, op: &F) -> Result<T>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = pool.acquire().await?;
         let started = Instant::now();
         let handle = (*connection).clone();
         let outcome = match tokio::time::timeout(self.deadline, op(handle)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(command_error(self.pool.label(), &e)),
+            Ok(Err(e)) => Err(command_error(pool.label(), &e)),
             Err(_) => Err(Error::database(
                 ErrorKind::Timeout,
-                self.pool.label(),
+                pool.label(),
                 None,
                 format!("no reply within the command deadline of {:?}", self.deadline),
             )),
@@ -260,7 +309,7 @@ impl RedisManager {
             }
         }
         let error = outcome.as_ref().err().map(Error::kind);
-        self.pool.metrics().record_operation(started.elapsed(), error);
+        pool.metrics().record_operation(started.elapsed(), error);
         outcome
     }
 
@@ -282,11 +331,27 @@ impl RedisManager {
         &self.pool
     }
 
-    /// Closes the pool after waiting up to `deadline` for checked-out connections.
+    /// The replicas' pool, when [`Self::read_from_replicas`] is on.
+    pub fn replica_pool(&self) -> Option<&Pool<RedisConnector>> {
+        self.replicas.as_ref()
+    }
+
+    /// Closes the pools after waiting up to `deadline` for checked-out connections.
     ///
     /// # Errors
     /// Connections still out at the deadline.
     pub async fn close(&self, deadline: Duration) -> Result<()> {
+        if let Some(replicas) = &self.replicas {
+            replicas.close(deadline).await?;
+        }
         self.pool.close(deadline).await
+    }
+}
+
+/// A command's name (`GET`, `SET`...), for its span.
+fn command_name(cmd: &Cmd) -> String {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
+        _ => "COMMAND".to_owned(),
     }
 }

@@ -1,4 +1,4 @@
-//! Sentinel failovers followed under write load (`REDIS_SENTINEL_URL`, the set `cargo xtask services` starts): a coordinated one and a frozen master, with the time to follow, the writes that failed and the acknowledged writes the new master holds printed.
+//! Sentinel failovers followed under write load (`REDIS_SENTINEL_URL`, the set `cargo xtask services` starts): a coordinated one and a frozen master, with the time to follow, the writes that failed and the acknowledged writes the new master holds printed; and reads sent to the replica, falling back to the master while it is frozen.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,9 +14,9 @@ mod support;
 /// One failover at a time: the tests share one Sentinel set.
 static SENTINEL_SET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Waits (up to 20 s) until the master has a replica online with the sentinel's blessing,
-/// so a failover has a replica to promote (an earlier test's old master may still be
-/// resynchronising).
+/// Waits (up to 20 s) until the master has a replica online and the sentinel lists it as
+/// up, so a failover has a replica to promote and reads a replica to go to (an earlier
+/// test's old master may still be resynchronising).
 async fn wait_for_replica(url: &RedisUrl) {
     for _ in 0..200 {
         let (host, port) = master(url).await;
@@ -29,13 +29,31 @@ async fn wait_for_replica(url: &RedisUrl) {
                 .unwrap_or_default();
             let online = info.contains("role:master")
                 && info.lines().any(|l| l.starts_with("slave0:") && l.contains("state=online"));
-            if online {
+            if online && sentinel_lists_a_replica_up(url).await {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the Sentinel set's master has no replica online after 20 s");
+}
+
+/// Whether the sentinel lists a replica that is up with its link to the master up (what
+/// reads from replicas need; after a failover the old master is listed down for a while).
+async fn sentinel_lists_a_replica_up(url: &RedisUrl) -> bool {
+    let mut sentinel = sentinel_connection(url).await;
+    let listed: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("replicas")
+        .arg(url.service().unwrap())
+        .query_async(&mut sentinel)
+        .await
+        .unwrap_or_default();
+    listed.iter().any(|replica| {
+        let flags = replica.get("flags").map_or("", String::as_str);
+        !flags.contains("down")
+            && !flags.contains("disconnected")
+            && replica.get("master-link-status").is_some_and(|s| s == "ok")
+    })
 }
 
 /// The master the sentinel names now.
@@ -323,4 +341,61 @@ async fn a_frozen_master_is_replaced_and_followed() {
     );
     // The writers ended on the new master.
     assert!(seen.all_ended_well, "writes still failed at the end: {:?}", seen.failures.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_a_replica_and_fall_back_to_the_master_when_it_freezes() {
+    let Some((url, _taken)) = sentinel_set().await else { return };
+    // 300 ms statement timeout: each command's client deadline is 600 ms.
+    let pool = PoolConfiguration::builder(ManagerMode::McpServer)
+        .pool_size(2)
+        .max_overflow(0)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_millis(500))
+        .statement_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let deadline = pool.client_statement_deadline().unwrap();
+    let longest_allowed = pool.acquire_timeout() + deadline * 2;
+    let redis =
+        RedisManager::connect_with(url.clone(), pool).await.unwrap().read_from_replicas().unwrap();
+    let key = format!("ucm:test:replica-read:{}", std::process::id());
+    let () = redis.query(redis::cmd("SET").arg(&key).arg("written")).await.unwrap();
+    // The replica has it once WAIT says so.
+    let synced: i64 = redis.query(redis::cmd("WAIT").arg(1).arg(2000)).await.unwrap();
+    assert_eq!(synced, 1, "the replica did not acknowledge the write");
+
+    // Reads reach a replica.
+    let role: Vec<redis::Value> = redis.read(&redis::cmd("ROLE")).await.unwrap();
+    assert!(matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"slave"), "{role:?}");
+    let value: String = redis.read(redis::cmd("GET").arg(&key)).await.unwrap();
+    assert_eq!(value, "written");
+    let info: String = redis.read(redis::cmd("INFO").arg("server")).await.unwrap();
+    let replica_pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .expect("no process_id in INFO");
+
+    // The replica freezes: every read still gets its answer, from the master.
+    let frozen = Frozen::freeze(replica_pid);
+    let started = Instant::now();
+    let (mut longest, mut reads) = (Duration::ZERO, 0);
+    while started.elapsed() < Duration::from_secs(3) {
+        let at = Instant::now();
+        let value: String = redis.read(redis::cmd("GET").arg(&key)).await.unwrap();
+        assert_eq!(value, "written");
+        longest = longest.max(at.elapsed());
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(frozen);
+    let replicas = redis.replica_pool().unwrap().metrics().snapshot();
+    eprintln!(
+        "replica frozen for 3 s: {reads} reads, all answered (by the master), the longest in {longest:?}; \
+         replica pool: failed commands {:?}, failed connects {}",
+        replicas.operation_errors, replicas.connect_failures
+    );
+    assert!(longest <= longest_allowed, "a read took {longest:?}");
+    let () = redis.query(redis::cmd("DEL").arg(&key)).await.unwrap();
 }

@@ -13,6 +13,7 @@ pub struct RedisSettings {
     pub(crate) url_origin: String,
     pub(crate) pool: PoolConfiguration,
     pub(crate) command_timeout: Option<Duration>,
+    pub(crate) read_from_replicas: bool,
 }
 
 impl RedisSettings {
@@ -37,6 +38,12 @@ impl RedisSettings {
     pub fn command_timeout(&self) -> Option<Duration> {
         self.command_timeout
     }
+
+    /// Whether reads may go to a Sentinel service's replicas (`[redis]
+    /// read_from_replicas`).
+    pub fn read_from_replicas(&self) -> bool {
+        self.read_from_replicas
+    }
 }
 
 impl fmt::Debug for RedisSettings {
@@ -45,6 +52,7 @@ impl fmt::Debug for RedisSettings {
             .field("url", &format_args!("({})", self.url_origin))
             .field("pool", &self.pool)
             .field("command_timeout", &self.command_timeout)
+            .field("read_from_replicas", &self.read_from_replicas)
             .finish()
     }
 }

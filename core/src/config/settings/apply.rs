@@ -216,7 +216,7 @@ pub(crate) fn redis(resolved: &Resolved, mode: ManagerMode) -> Result<Option<Red
     let layer: &RedisLayer = &resolved.layer.redis;
     let Some(url) = &layer.url else { return Ok(None) };
     let mut builder = PoolConfiguration::builder(mode);
-    let mut command_timeout = None;
+    let (mut command_timeout, mut read_from_replicas) = (None, false);
     for &key in RedisLayer::KEYS {
         let Some(v) = layer.get(key) else { continue };
         let field = resolved.field(&format!("redis.{key}"));
@@ -232,6 +232,10 @@ pub(crate) fn redis(resolved: &Resolved, mode: ManagerMode) -> Result<Option<Red
                 command_timeout = Some(v.duration(f)?);
                 builder
             }
+            "read_from_replicas" => {
+                read_from_replicas = v.flag(f)?;
+                builder
+            }
             other => return Err(unapplied("redis", other)),
         };
     }
@@ -240,6 +244,7 @@ pub(crate) fn redis(resolved: &Resolved, mode: ManagerMode) -> Result<Option<Red
         url_origin: resolved.field("redis.url"),
         pool: builder.build()?,
         command_timeout,
+        read_from_replicas,
     }))
 }
 

@@ -128,7 +128,7 @@ settings_table!(
     /// `rediss://`, `redis+sentinel://`) and its pool.
     RedisLayer {
         url, pool_size, max_overflow, acquire_timeout, connect_timeout, command_timeout,
-        circuit_breaker,
+        circuit_breaker, read_from_replicas,
     }
 );
 

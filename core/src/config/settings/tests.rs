@@ -341,6 +341,7 @@ l2_ttl = "2m"
 
 [modes.mcp_server.redis]
 url = "redis+sentinel://s1:26379,s2:26379/cache"
+read_from_replicas = true
 
 [modes.mcp_server.cache]
 l1_ttl = "3s"
@@ -356,6 +357,7 @@ l1_ttl = "3s"
     assert!(!format!("{redis:?}").contains("R3dis-pw"), "{redis:?}");
     let mcp = sources.redis(ManagerMode::McpServer).unwrap().unwrap();
     assert_eq!(mcp.expose_url(), "redis+sentinel://s1:26379,s2:26379/cache");
+    assert!(mcp.read_from_replicas() && !redis.read_from_replicas());
     let cache = sources.cache(ManagerMode::McpServer).unwrap();
     assert_eq!(cache.l1_capacity, Some(500));
     assert_eq!(cache.l1_ttl, Some(Duration::from_secs(3)));
