@@ -53,7 +53,7 @@ impl RedisManager {
         Self::connect_bounded(url, config, None).await
     }
 
-    /// Connects to the Redis a configuration names for a mode ([`ConfigSources::redis`]:
+    /// Connects to the Redis a configuration names for a mode ([`ucm_kernel::ConfigSources::redis`]:
     /// `[redis]`, `REDIS_URL`...): its URL, its pool, its command timeout.
     ///
     /// # Errors
