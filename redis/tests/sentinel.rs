@@ -56,6 +56,28 @@ async fn sentinel_lists_a_replica_up(url: &RedisUrl) -> bool {
     })
 }
 
+/// A pool of `size` connections whose commands have a 600 ms client deadline (a 300 ms
+/// statement timeout), 500 ms to connect and `acquire` to check out: a frozen server costs
+/// little.
+fn short_deadlines(mode: ManagerMode, size: usize, acquire: Duration) -> PoolConfiguration {
+    PoolConfiguration::builder(mode)
+        .pool_size(size)
+        .max_overflow(0)
+        .acquire_timeout(acquire)
+        .connect_timeout(Duration::from_millis(500))
+        .statement_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap()
+}
+
+/// The server's process id, from its `INFO server`.
+fn process_id(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .expect("no process_id in INFO")
+}
+
 /// The master the sentinel names now.
 async fn master(url: &RedisUrl) -> (String, u16) {
     let (host, port) = &url.hosts()[0];
@@ -280,15 +302,7 @@ impl Drop for Frozen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_master_is_replaced_and_followed() {
     let Some((url, _taken)) = sentinel_set().await else { return };
-    // 300 ms statement timeout: each command's client deadline is 600 ms.
-    let pool = PoolConfiguration::builder(ManagerMode::HighAvailability)
-        .pool_size(4)
-        .max_overflow(0)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_timeout(Duration::from_millis(500))
-        .statement_timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
+    let pool = short_deadlines(ManagerMode::HighAvailability, 4, Duration::from_secs(2));
     let longest_allowed = pool.client_statement_deadline().unwrap() + pool.acquire_timeout();
     let redis = RedisManager::connect_with(url.clone(), pool).await.unwrap();
     let before = master(&url).await;
@@ -296,10 +310,7 @@ async fn a_frozen_master_is_replaced_and_followed() {
         let client = redis::Client::open(format!("redis://{}:{}", before.0, before.1)).unwrap();
         let mut direct = client.get_multiplexed_async_connection().await.unwrap();
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut direct).await.unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .expect("no process_id in INFO")
+        process_id(&info)
     };
     let key = format!("ucm:test:frozen:{}", std::process::id());
     let () = redis.query(redis::cmd("SET").arg(&key).arg(0)).await.unwrap();
@@ -346,15 +357,7 @@ async fn a_frozen_master_is_replaced_and_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_a_replica_and_fall_back_to_the_master_when_it_freezes() {
     let Some((url, _taken)) = sentinel_set().await else { return };
-    // 300 ms statement timeout: each command's client deadline is 600 ms.
-    let pool = PoolConfiguration::builder(ManagerMode::McpServer)
-        .pool_size(2)
-        .max_overflow(0)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_timeout(Duration::from_millis(500))
-        .statement_timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
+    let pool = short_deadlines(ManagerMode::McpServer, 2, Duration::from_secs(1));
     let deadline = pool.client_statement_deadline().unwrap();
     let longest_allowed = pool.acquire_timeout() + deadline * 2;
     let redis =
@@ -371,11 +374,7 @@ async fn reads_go_to_a_replica_and_fall_back_to_the_master_when_it_freezes() {
     let value: String = redis.read(redis::cmd("GET").arg(&key)).await.unwrap();
     assert_eq!(value, "written");
     let info: String = redis.read(redis::cmd("INFO").arg("server")).await.unwrap();
-    let replica_pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .expect("no process_id in INFO");
+    let replica_pid = process_id(&info);
 
     // The replica freezes: every read still gets its answer, from the master.
     let frozen = Frozen::freeze(replica_pid);
