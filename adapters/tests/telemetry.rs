@@ -1,4 +1,4 @@
-//! What ucm emits, read back through the OpenTelemetry SDK's in-memory exporters against a real PostgreSQL: CLIENT spans named per the database conventions with their attributes (and never a parameter or a password), and the `db.client.*` metrics with their units, buckets and attributes.
+//! What ucm emits, read back through the OpenTelemetry SDK's in-memory exporters against a real PostgreSQL (and, with the `redis` feature, Redis): CLIENT spans named per the database conventions with their attributes (and never a parameter or a password), the `db.client.*` metrics with their units, buckets and attributes, and the query cache's `ucm.cache.*` counters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -93,6 +93,8 @@ async fn spans_and_metrics_follow_the_database_conventions() {
         .unwrap_err();
     assert_eq!(failed.sqlstate(), Some("42703"));
     manager.execute(ConnectionMode::ReadWrite, &format!("DROP TABLE {table}"), &[]).await.unwrap();
+    #[cfg(feature = "redis")]
+    let cache_namespace = redis_work().await;
 
     // Spans.
     tracer_provider.force_flush().unwrap();
@@ -132,6 +134,16 @@ async fn spans_and_metrics_follow_the_database_conventions() {
     );
     assert_eq!(attribute(&failing.attributes, "error.type"), Some(&OtelValue::from("query")));
     assert!(matches!(failing.status, Status::Error { .. }), "{:?}", failing.status);
+    #[cfg(feature = "redis")]
+    if cache_namespace.is_some() {
+        let redis = OtelValue::from("redis");
+        let set = spans
+            .iter()
+            .find(|s| s.name == "SET" && attribute(&s.attributes, "db.system.name") == Some(&redis))
+            .expect("a span for the Redis SET");
+        assert_eq!(set.span_kind, SpanKind::Client);
+        assert_eq!(attribute(&set.attributes, "db.operation.name"), Some(&OtelValue::from("SET")));
+    }
     let acquire = spans.iter().find(|s| s.name.starts_with("acquire ")).expect("an acquire span");
     assert_eq!(acquire.span_kind, SpanKind::Client);
     assert!(attribute(&acquire.attributes, "db.client.connection.pool.name").is_some());
@@ -145,6 +157,34 @@ async fn spans_and_metrics_follow_the_database_conventions() {
     // Metrics.
     meter_provider.force_flush().unwrap();
     let metrics = metric_exporter.get_finished_metrics().unwrap();
+    #[cfg(feature = "redis")]
+    if let Some(namespace) = &cache_namespace {
+        // Two reads of one key (a miss, then a hit in process) and one invalidation.
+        for (name, level, expected) in [
+            ("ucm.cache.hits", Some("l1"), 1),
+            ("ucm.cache.hits", Some("l2"), 0),
+            ("ucm.cache.misses", None, 1),
+            ("ucm.cache.invalidations", None, 1),
+        ] {
+            let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric(&metrics, name).data() else {
+                panic!("{name} is not a u64 sum")
+            };
+            let has = |p: &opentelemetry_sdk::metrics::data::SumDataPoint<u64>,
+                       key: &str,
+                       value: &str| {
+                p.attributes().any(|kv| {
+                    kv.key.as_str() == key && kv.value == OtelValue::from(value.to_owned())
+                })
+            };
+            let value: u64 = sum
+                .data_points()
+                .filter(|p| has(p, "ucm.cache.namespace", namespace))
+                .filter(|p| level.is_none_or(|level| has(p, "ucm.cache.level", level)))
+                .map(|p| p.value())
+                .sum();
+            assert_eq!(value, expected, "{name} {level:?}");
+        }
+    }
     let duration = metric(&metrics, "db.client.operation.duration");
     assert_eq!(duration.unit(), "s");
     let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = duration.data() else {
@@ -213,4 +253,35 @@ async fn spans_and_metrics_follow_the_database_conventions() {
         assert_eq!(metric(&metrics, name).unit(), "s", "{name}");
     }
     manager.close().await.unwrap();
+}
+
+/// Redis commands and a query cache, with the `redis` feature and `REDIS_URL`: the cache's
+/// namespace, to find its counters, or `None` when skipped.
+#[cfg(feature = "redis")]
+async fn redis_work() -> Option<String> {
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(!ci, "REDIS_URL is not set and CI is: run `cargo xtask test`");
+        return None;
+    };
+    let redis = ucm::RedisManager::connect(&url, ManagerMode::AsyncModern).await.unwrap();
+    let namespace = format!("ucm:otel:{}", std::process::id());
+    let config = ucm::CacheConfig {
+        namespace: namespace.clone(),
+        ..ucm::CacheConfig::for_mode(ManagerMode::AsyncModern)
+    };
+    let cache = ucm::QueryCache::new(config, Some(redis.clone()));
+    for _ in 0..2 {
+        let n: i64 = cache.get_or_compute("answer", &["t"], || async { Ok(42) }).await.unwrap();
+        assert_eq!(n, 42);
+    }
+    let () = redis
+        .query(ucm::ucm_redis::redis::cmd("SET").arg(&namespace).arg(SECRET_PARAMETER))
+        .await
+        .unwrap();
+    let _: i64 = redis.query(ucm::ucm_redis::redis::cmd("DEL").arg(&namespace)).await.unwrap();
+    cache.invalidate_table("t").await;
+    // Kept alive until the metrics are collected.
+    std::mem::forget(cache);
+    Some(namespace)
 }

@@ -30,6 +30,9 @@ pub use cache::{CacheConfig, CacheStats, QueryCache};
 pub use connector::RedisConnector;
 pub use lock::Lease;
 pub use manager::RedisManager;
+/// The redis crate ucm-redis is built with, for building commands (`redis::cmd`,
+/// `redis::pipe`) of the same version.
+pub use redis;
 pub use url::RedisUrl;
 
 /// The Redis guide's examples (docs/redis.md), compiled as doctests so they cannot drift.
