@@ -224,12 +224,17 @@ impl<C: Connector> Pool<C> {
         };
         // Fast path: an idle connection or a free slot, taken without waiting. Only when
         // the pool is full does deadpool's bounded wait start.
-        let checkout = async {
+        // Pinned where it stands: it embeds deadpool's future, so it is not moved again.
+        // The wait for a slot is boxed: it is the slow path (every connection is in use),
+        // and inline its future would sit beside the fast path's, doubling the size.
+        let checkout = std::pin::pin!(async {
             match self.inner.pool.timeout_get(&NO_WAIT).await {
-                Err(PoolError::Timeout(TimeoutType::Wait)) if wait => self.inner.pool.get().await,
+                Err(PoolError::Timeout(TimeoutType::Wait)) if wait => {
+                    Box::pin(self.inner.pool.get()).await
+                }
                 other => other,
             }
-        };
+        });
         let mut did_io = false;
         let got =
             match checkout::with_deadline(started + self.inner.config.acquire_timeout(), checkout)

@@ -162,6 +162,39 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
     type Error = Error;
 
     async fn create(&self) -> Result<Self::Type, Error> {
+        // Boxed: connecting is rare and its future large; inline, it would make deadpool's
+        // checkout future (which embeds this one) as large, and every move of it a copy.
+        Box::pin(self.open()).await
+    }
+
+    async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
+        let now = Instant::now();
+        if slot.broken || slot.in_statement || self.connector.is_broken(&mut slot.connection) {
+            return Err(self.discard(CloseReason::Broken, "it is broken"));
+        }
+        if now >= slot.expires {
+            return Err(self.discard(CloseReason::Lifetime, "it reached its max lifetime"));
+        }
+        // The rare branches are boxed, as `create` is: the common case (a connection
+        // returned lately and cleanly) then keeps this future small.
+        // Normally a connection returned mid-transaction is rolled back by the task its
+        // guard spawns; this catches the case where no runtime could run that task.
+        if slot.in_transaction {
+            Box::pin(self.roll_back(slot)).await?;
+        }
+        if now.duration_since(slot.returned) > self.config.validate_after_idle()
+            || self.is_suspect(slot.returned)
+        {
+            Box::pin(self.validate(slot)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<C: Connector> SlotManager<C> {
+    /// Opens a connection (the pool's `create`): bounded by the connect timeout, tried
+    /// again while a credential source may be mid-rotation.
+    async fn open(&self) -> Result<Slot<C::Connection>, Error> {
         let started = Instant::now();
         let limit = self.config.connect_timeout();
         // Boxed, like every rare branch below: a driver's connect future is large, and
@@ -220,49 +253,32 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
         })
     }
 
-    async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
-        let now = Instant::now();
-        if slot.broken || slot.in_statement || self.connector.is_broken(&mut slot.connection) {
-            return Err(self.discard(CloseReason::Broken, "it is broken"));
-        }
-        if now >= slot.expires {
-            return Err(self.discard(CloseReason::Lifetime, "it reached its max lifetime"));
-        }
-        // Normally a connection returned mid-transaction is rolled back by the task its
-        // guard spawns; this catches the case where no runtime could run that task.
-        if slot.in_transaction {
-            match timeout(
-                self.config.validation_timeout(),
-                Box::pin(self.connector.reset(&mut slot.connection)),
-            )
+    /// Rolls back a connection returned with a transaction open.
+    async fn roll_back(&self, slot: &mut Slot<C::Connection>) -> RecycleResult<Error> {
+        match timeout(self.config.validation_timeout(), self.connector.reset(&mut slot.connection))
             .await
-            {
-                Ok(Ok(())) => {
-                    slot.in_transaction = false;
-                    self.metrics.record_reset();
-                }
-                _ => return Err(self.discard(CloseReason::ResetFailed, "its rollback failed")),
-            }
-        }
-        if now.duration_since(slot.returned) > self.config.validate_after_idle()
-            || self.is_suspect(slot.returned)
         {
-            let limit = self.config.validation_timeout();
-            checkout::entered(checkout::Step::Validating);
-            match timeout(limit, Box::pin(self.connector.validate(&mut slot.connection))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(self.discard(CloseReason::ValidationFailed, &e.to_string()));
-                }
-                Err(_) => {
-                    return Err(self.discard(
-                        CloseReason::ValidationFailed,
-                        &format!("its ping took longer than {limit:?}"),
-                    ));
-                }
+            Ok(Ok(())) => {
+                slot.in_transaction = false;
+                self.metrics.record_reset();
+                Ok(())
             }
+            _ => Err(self.discard(CloseReason::ResetFailed, "its rollback failed")),
         }
-        Ok(())
+    }
+
+    /// Pings a connection idle too long (or suspect) before it is handed out.
+    async fn validate(&self, slot: &mut Slot<C::Connection>) -> RecycleResult<Error> {
+        let limit = self.config.validation_timeout();
+        checkout::entered(checkout::Step::Validating);
+        match timeout(limit, self.connector.validate(&mut slot.connection)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.discard(CloseReason::ValidationFailed, &e.to_string())),
+            Err(_) => Err(self.discard(
+                CloseReason::ValidationFailed,
+                &format!("its ping took longer than {limit:?}"),
+            )),
+        }
     }
 }
 
