@@ -165,7 +165,8 @@ impl RedisManager {
         self.run("EVALSHA", |mut c| async move { invocation.invoke_async::<T>(&mut c).await }).await
     }
 
-    /// Runs the command `name` (`op`) in its span, recording a failure on it.
+    /// Runs the command `name` (`op`) on the master, retried where that is safe, in the
+    /// command's span.
     async fn run<T, F, Fut>(&self, name: &str, op: F) -> Result<T>
     where
         F: Fn(MultiplexedConnection) -> Fut,
@@ -175,25 +176,19 @@ impl RedisManager {
         // Boxed: a command's future nests the driver's deeply, and the cache nests it
         // again; unboxed, a caller's `tokio::spawn` of a cache read overflows the
         // compiler's trait-solving depth. One allocation per network round trip.
-        let retried = Box::pin(self.retried(&op));
-        let outcome = match &span {
-            Some(span) => retried.instrument(span.clone()).await,
-            None => retried.await,
-        };
-        if let Err(e) = &outcome {
-            telemetry::record_failure(span.as_ref(), e);
-        }
-        outcome
+        let outcome = Box::pin(self.retried(&op)).instrument(span.clone()).await;
+        recorded(&span, outcome)
     }
 
     /// The span of one command (`db.system.name` `redis`, `db.operation.name` the
-    /// command), as the database side's statements have; `None` when no subscriber wants it.
-    fn span(&self, name: &str) -> Option<tracing::Span> {
+    /// command), as the database side's statements have; a disabled span (entering it
+    /// costs nothing) when no subscriber wants it.
+    fn span(&self, name: &str) -> tracing::Span {
         if !tracing::enabled!(target: "ucm::redis", tracing::Level::INFO) {
-            return None;
+            return tracing::Span::none();
         }
         let endpoint = self.pool.metrics().endpoint();
-        Some(tracing::info_span!(
+        tracing::info_span!(
             target: "ucm::redis",
             "db.operation",
             otel.name = %name,
@@ -207,7 +202,7 @@ impl RedisManager {
             db.client.connection.pool.name = %endpoint.pool,
             db.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-        ))
+        )
     }
 
     /// Runs a read-only `cmd` on a replica when [`Self::read_from_replicas`] is on (else on
@@ -219,21 +214,20 @@ impl RedisManager {
     /// As [`Self::query`], from the master.
     pub async fn read<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
         let Some(replicas) = &self.replicas else { return self.query(cmd).await };
-        let name = command_name(cmd);
         let op = |mut c: MultiplexedConnection| async move { cmd.query_async::<T>(&mut c).await };
-        let span = self.span(&name);
-        let on_replica = Box::pin(self.attempt(replicas, &op));
-        let outcome = match &span {
-            Some(span) => on_replica.instrument(span.clone()).await,
-            None => on_replica.await,
-        };
-        match outcome {
-            Err(e) if e.kind() != ErrorKind::Query => {
-                tracing::debug!(pool = %replicas.label(), "a read fell back to the master: {e}");
-                self.query(cmd).await
+        let span = self.span(&command_name(cmd));
+        // Boxed, as in `run`.
+        let read = Box::pin(async {
+            match self.attempt(replicas, &op).await {
+                Err(e) if e.kind() != ErrorKind::Query => {
+                    tracing::debug!(pool = %replicas.label(), "a read fell back to the master: {e}");
+                    self.retried(&op).await
+                }
+                other => other,
             }
-            other => other,
-        }
+        });
+        let outcome = read.instrument(span.clone()).await;
+        recorded(&span, outcome)
     }
 
     /// [`Self::attempt`], once more on a fresh connection when a replica refused the
@@ -354,4 +348,14 @@ fn command_name(cmd: &Cmd) -> String {
         Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
         _ => "COMMAND".to_owned(),
     }
+}
+
+/// `outcome`, its failure recorded on `span` (`error.type`, the OpenTelemetry status).
+fn recorded<T>(span: &tracing::Span, outcome: Result<T>) -> Result<T> {
+    if let Err(e) = &outcome
+        && !span.is_none()
+    {
+        telemetry::record_failure(Some(span), e);
+    }
+    outcome
 }

@@ -1,60 +1,76 @@
-//! Each table's write count in this process, and the Redis invalidations still in flight: what makes an entry read before a write count as stale after it.
+//! Each table's write count in this process, and the Redis invalidations still in flight: what makes an entry read before a write count as stale after it, checked on every hit with atomic loads and no lock.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Per table: how many writes this process has seen, and how many of their Redis
-/// invalidations have not landed yet.
+/// One table's counts.
 #[derive(Debug, Default)]
-pub(super) struct Generations {
-    tables: Mutex<HashMap<String, Table>>,
+struct TableCount {
+    /// Writes this process has seen.
+    writes: AtomicU64,
+    /// Of those, the ones whose Redis invalidation has not landed yet.
+    in_flight: AtomicU64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Table {
-    writes: u64,
-    in_flight: u64,
+/// The counts of every table seen so far; the lock is taken when an entry is read from
+/// the database or Redis and when a write is counted, never on a hit.
+#[derive(Debug, Default)]
+pub(super) struct Generations {
+    tables: Mutex<HashMap<String, Arc<TableCount>>>,
+}
+
+/// The write counts of an entry's tables when it was read: the entry is current while
+/// they stay the same.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    counts: Vec<Arc<TableCount>>,
+    seen: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Whether no write to one of the tables was counted since.
+    pub(super) fn is_current(&self) -> bool {
+        self.counts.iter().zip(&self.seen).all(|(c, seen)| c.writes.load(Ordering::SeqCst) == *seen)
+    }
+
+    /// Whether a Redis invalidation of one of the tables is still on its way: Redis may
+    /// still hold what the write made stale, so it is neither read nor written.
+    pub(super) fn redis_behind(&self) -> bool {
+        self.counts.iter().any(|c| c.in_flight.load(Ordering::SeqCst) > 0)
+    }
 }
 
 impl Generations {
-    /// The write counts of `tables` now, in order: an entry computed after this snapshot
-    /// is current while the counts stay the same.
-    pub(super) fn snapshot(&self, tables: &[String]) -> Vec<u64> {
-        let map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        tables.iter().map(|t| map.get(t).map_or(0, |table| table.writes)).collect()
+    fn counts(&self, tables: &[String]) -> Vec<Arc<TableCount>> {
+        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        tables.iter().map(|t| Arc::clone(map.entry(t.clone()).or_default())).collect()
     }
 
-    /// Whether an entry of `tables` taken at `snapshot` is still current.
-    pub(super) fn is_current(&self, tables: &[String], snapshot: &[u64]) -> bool {
-        self.snapshot(tables) == snapshot
+    /// The write counts of `tables` now.
+    pub(super) fn snapshot(&self, tables: &[String]) -> Snapshot {
+        let counts = self.counts(tables);
+        let seen = counts.iter().map(|c| c.writes.load(Ordering::SeqCst)).collect();
+        Snapshot { counts, seen }
     }
 
     /// Counts a write to each of `tables`; with `in_flight`, their Redis invalidation is
-    /// on its way (end it with [`Self::landed`]).
+    /// on its way (end it with [`Self::landed`]). The invalidation is counted in flight
+    /// before the write, so a reader that sees the write sees it in flight too.
     pub(super) fn written(&self, tables: &[String], in_flight: bool) {
-        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        for name in tables {
-            let table = map.entry(name.clone()).or_default();
-            table.writes += 1;
-            table.in_flight += u64::from(in_flight);
+        for count in self.counts(tables) {
+            count.in_flight.fetch_add(u64::from(in_flight), Ordering::SeqCst);
+            count.writes.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     /// The Redis invalidation of `tables` landed (or failed).
     pub(super) fn landed(&self, tables: &[String]) {
-        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        for name in tables {
-            if let Some(table) = map.get_mut(name) {
-                table.in_flight = table.in_flight.saturating_sub(1);
-            }
+        for count in self.counts(tables) {
+            let _ = count
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         }
-    }
-
-    /// Whether a Redis invalidation of one of `tables` is still on its way: Redis may
-    /// still hold what the write made stale, so it is neither read nor written.
-    pub(super) fn redis_behind(&self, tables: &[String]) -> bool {
-        let map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        tables.iter().any(|t| map.get(t).is_some_and(|table| table.in_flight > 0))
     }
 }
 
@@ -67,12 +83,12 @@ mod tests {
         let generations = Generations::default();
         let tables = vec!["a".to_owned(), "b".to_owned()];
         let before = generations.snapshot(&tables);
-        assert!(generations.is_current(&tables, &before));
+        assert!(before.is_current());
         generations.written(&["b".to_owned()], true);
-        assert!(!generations.is_current(&tables, &before));
-        assert!(generations.redis_behind(&tables));
+        assert!(!before.is_current());
+        assert!(before.redis_behind());
         generations.landed(&["b".to_owned()]);
-        assert!(!generations.redis_behind(&tables));
-        assert!(generations.is_current(&tables, &generations.snapshot(&tables)));
+        assert!(!before.redis_behind());
+        assert!(generations.snapshot(&tables).is_current());
     }
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use ucm_kernel::backend::Backend;
 use ucm_kernel::{CacheSettings, Error, Manager, ManagerMode, Result, WriteListener};
 
-use self::generations::Generations;
+use self::generations::{Generations, Snapshot};
 use self::l2::L2;
 use crate::manager::RedisManager;
 
@@ -94,13 +94,12 @@ pub(crate) struct Counters {
     invalidations: AtomicU64,
 }
 
-/// One cached value: its serialised form, the tables it was read from, and their write
-/// counts in this process when it was read (it is current while they stay the same).
+/// One cached value: its serialised form, and the write counts in this process of the
+/// tables it was read from, when it was read (it is current while they stay the same).
 #[derive(Debug)]
 struct Entry {
     bytes: Vec<u8>,
-    tables: Vec<String>,
-    snapshot: Vec<u64>,
+    snapshot: Snapshot,
 }
 
 /// A two-level cache of query results. Values are anything serde can write as JSON (rows
@@ -159,7 +158,6 @@ impl QueryCache {
         let l1 = Cache::builder()
             .max_capacity(config.l1_capacity)
             .time_to_live(config.l1_ttl)
-            .support_invalidation_closures()
             .eviction_listener(move |_key, _value, cause| {
                 if cause == RemovalCause::Size {
                     evicted.evictions.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +275,7 @@ impl QueryCache {
 
     /// The entry's value, when it is still current and of type `T`.
     fn current<T: DeserializeOwned>(&self, entry: &Entry) -> Option<T> {
-        if !self.inner.generations.is_current(&entry.tables, &entry.snapshot) {
+        if !entry.snapshot.is_current() {
             return None;
         }
         serde_json::from_slice(&entry.bytes).ok()
@@ -300,13 +298,13 @@ impl QueryCache {
         *loaded_here = true;
         let inner = &self.inner;
         let snapshot = inner.generations.snapshot(tables);
-        let l2 = inner.l2.as_ref().filter(|_| !inner.generations.redis_behind(tables));
+        let l2 = inner.l2.as_ref().filter(|_| !snapshot.redis_behind());
         let mut counts = None;
         if let Some(l2) = l2 {
             match l2.get(key, tables).await {
                 Ok((Some(bytes), _)) => {
                     inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Arc::new(Entry { bytes, tables: tables.to_vec(), snapshot }));
+                    return Ok(Arc::new(Entry { bytes, snapshot }));
                 }
                 Ok((None, now)) => counts = Some(now),
                 Err(e) => self.redis_failed("read", &e),
@@ -320,15 +318,14 @@ impl QueryCache {
         let bytes = serde_json::to_vec(&value).map_err(|e| {
             Error::other(format!("the value for {key:?} cannot be cached as JSON: {e}"))
         })?;
-        let unchanged = inner.generations.is_current(tables, &snapshot)
-            && !inner.generations.redis_behind(tables);
+        let unchanged = snapshot.is_current() && !snapshot.redis_behind();
         if let (Some(l2), Some(counts), true) = (l2, counts, unchanged)
             && let Err(e) = l2.set(key, tables, &counts, &bytes, self.l2_ttl_ms()).await
         {
             self.redis_failed("write", &e);
         }
         *computed = Some(value);
-        Ok(Arc::new(Entry { bytes, tables: tables.to_vec(), snapshot }))
+        Ok(Arc::new(Entry { bytes, snapshot }))
     }
 
     /// Drops everything cached from `table`, here and in Redis (every process's L2; other
@@ -347,14 +344,9 @@ impl QueryCache {
         let inner = &self.inner;
         inner.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         inner.generations.written(tables, inner.l2.is_some());
-        let owned = tables.to_vec();
-        // Stale entries would be refused anyway; this frees their room now.
-        if let Err(e) = inner
-            .l1
-            .invalidate_entries_if(move |_, entry| entry.tables.iter().any(|t| owned.contains(t)))
-        {
-            tracing::warn!("cache: dropping stale entries in process failed: {e}");
-        }
+        // The stale L1 entries are refused on their next hit (and replaced), or leave with
+        // their time to live or for room: dropping them here would cost every write a
+        // scan of the cache.
         inner.l2.clone()
     }
 
