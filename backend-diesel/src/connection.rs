@@ -2,11 +2,13 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use diesel::QueryResult;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection;
 
+use crate::convert::KeptStatements;
 use crate::driver::StatementText;
 
 /// A diesel-async connection as pooled by ucm; derefs to the connection for the diesel DSL.
@@ -25,6 +27,8 @@ pub struct TrackedConnection<C> {
     inner: Option<C>,
     interrupted: bool,
     statement_text: StatementText,
+    /// The neutral statements the pipelined lane keeps prepared on this connection.
+    kept: Arc<KeptStatements>,
 }
 
 impl<C: AsyncConnection> TrackedConnection<C> {
@@ -35,7 +39,7 @@ impl<C: AsyncConnection> TrackedConnection<C> {
         inner.set_instrumentation(
             statement_text.instrumentation(diesel::connection::get_default_instrumentation()),
         );
-        Self { inner: Some(inner), interrupted: false, statement_text }
+        Self { inner: Some(inner), interrupted: false, statement_text, kept: Arc::default() }
     }
 }
 
@@ -48,6 +52,12 @@ impl<C> TrackedConnection<C> {
     /// Whether the driver's connection is here (it is, unless lent; see [`Self::lend`]).
     pub(crate) fn is_present(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// The neutral statements kept prepared on this connection (shared with the pipelined
+    /// lane while it holds the connection).
+    pub(crate) fn kept_statements(&self) -> &Arc<KeptStatements> {
+        &self.kept
     }
 
     /// Where ucm's instrumentation leaves the text of the statement diesel last started.

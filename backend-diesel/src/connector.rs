@@ -7,8 +7,10 @@ use ucm_kernel::backend::Connector;
 use ucm_kernel::backend::{BackendConnector, DriverError, Phase, ReplicationStatus};
 use ucm_kernel::{ConnectionMode, DatabaseUrl, Error, PoolConfiguration, Result, Row, Value};
 
+use std::sync::Arc;
+
 use crate::connection::TrackedConnection;
-use crate::convert::rows;
+use crate::convert::{KeptStatements, rows};
 use crate::dialect::Dialect;
 use crate::error::read;
 
@@ -17,6 +19,13 @@ type Conn<D> = TrackedConnection<<D as Dialect>::Connection>;
 
 /// The transaction manager of dialect `D`'s connection.
 type Tm<D> = <<D as Dialect>::Connection as AsyncConnection>::TransactionManager;
+
+/// A connection of dialect `D` as the pipelined lane shares it, with the statements kept
+/// prepared on it.
+pub struct SharedConnection<D: Dialect> {
+    shared: D::Shared,
+    kept: Arc<KeptStatements>,
+}
 
 /// Opens and maintains diesel-async connections of one dialect to one endpoint.
 ///
@@ -176,12 +185,13 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         }
     }
 
-    type Shared = D::Shared;
+    type Shared = SharedConnection<D>;
 
-    fn share(connection: &mut Conn<D>) -> Option<D::Shared> {
+    fn share(connection: &mut Conn<D>) -> Option<SharedConnection<D>> {
+        let kept = Arc::clone(connection.kept_statements());
         let inner = connection.lend()?;
         match D::into_shared(inner) {
-            Ok(shared) => Some(shared),
+            Ok(shared) => Some(SharedConnection { shared, kept }),
             Err(inner) => {
                 connection.restore(inner);
                 None
@@ -189,27 +199,30 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         }
     }
 
-    fn unshare(connection: &mut Conn<D>, shared: D::Shared) {
-        connection.restore(D::from_shared(shared));
+    fn unshare(connection: &mut Conn<D>, shared: SharedConnection<D>) {
+        connection.restore(D::from_shared(shared.shared));
     }
 
     async fn execute_shared(
-        shared: &D::Shared,
+        shared: &SharedConnection<D>,
         sql: &str,
         params: &[Value],
     ) -> Result<u64, DriverError> {
-        match D::execute_shared(shared, sql, params).await {
+        let keep = shared.kept.admit(sql);
+        match D::execute_shared(&shared.shared, sql, params, keep).await {
             Ok(count) => Ok(count as u64),
             Err(e) => Err(read::<D>(&e)),
         }
     }
 
     async fn fetch_all_shared(
-        shared: &D::Shared,
+        shared: &SharedConnection<D>,
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let loaded = D::load_shared(shared, sql, params).await.map_err(|e| read::<D>(&e))?;
+        let keep = shared.kept.admit(sql);
+        let loaded =
+            D::load_shared(&shared.shared, sql, params, keep).await.map_err(|e| read::<D>(&e))?;
         rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
     }
 }

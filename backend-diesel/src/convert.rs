@@ -43,6 +43,65 @@ pub(crate) fn bind_all<'f, DB: NeutralBackend>(
         .map_err(diesel::result::Error::SerializationError)
 }
 
+/// A neutral statement diesel keeps prepared on its connection, keyed by its SQL text and
+/// its parameters' types: diesel marks every `sql_query` unsafe to cache, so each run
+/// costs a prepare round trip, and on a connection shared by many tasks the prepare holds
+/// diesel-async's statement cache locked, which serializes them. Behind a transaction
+/// pooler the connection's statement cache is off (`DieselConnector::connect`), so nothing
+/// is kept there; [`KeptStatements`] bounds how many are kept per connection.
+#[derive(Debug)]
+pub(crate) struct KeptPrepared<Q>(pub(crate) Q);
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for KeptPrepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> diesel::query_builder::QueryId for KeptPrepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: Backend, Q: diesel::query_builder::QueryFragment<DB>>
+    diesel::query_builder::QueryFragment<DB> for KeptPrepared<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+/// How many distinct neutral statements the pipelined lane keeps prepared on one connection
+/// (sqlx's default statement cache holds as many): past that, a new text runs prepared and
+/// closed again, so SQL built with literals in it cannot grow a server session without
+/// bound.
+pub const KEPT_STATEMENTS: usize = 100;
+
+/// The neutral statements one connection keeps prepared ([`KeptPrepared`]), by a hash of
+/// their text; it travels with the connection when the pipelined lane shares it.
+#[derive(Debug, Default)]
+pub(crate) struct KeptStatements {
+    hashes: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+impl KeptStatements {
+    /// Whether `sql` is (now) kept prepared: it already was, or there is room for it.
+    pub(crate) fn admit(&self, sql: &str) -> bool {
+        use std::hash::{BuildHasher, RandomState};
+        thread_local! {
+            static HASHER: RandomState = RandomState::new();
+        }
+        let hash = HASHER.with(|hasher| hasher.hash_one(sql));
+        let mut hashes = self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        hashes.contains(&hash) || (hashes.len() < KEPT_STATEMENTS && hashes.insert(hash))
+    }
+}
+
 /// One result row as diesel hands it over: its column names and neutral values.
 #[derive(Debug)]
 pub struct NeutralRow {
@@ -173,6 +232,7 @@ macro_rules! not_shared {
             shared: &Self::Shared,
             _: &str,
             _: &[ucm_kernel::Value],
+            _: bool,
         ) -> diesel::QueryResult<usize> {
             match *shared {}
         }
@@ -181,9 +241,26 @@ macro_rules! not_shared {
             shared: &Self::Shared,
             _: &str,
             _: &[ucm_kernel::Value],
+            _: bool,
         ) -> diesel::QueryResult<Vec<$crate::convert::NeutralRow>> {
             match *shared {}
         }
     };
 }
 pub(crate) use not_shared;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_statements_stop_at_their_bound_and_keep_the_first() {
+        let kept = KeptStatements::default();
+        for n in 0..KEPT_STATEMENTS {
+            assert!(kept.admit(&format!("SELECT {n}")), "statement {n} fits");
+        }
+        assert!(!kept.admit("SELECT 'one too many'"), "past the bound nothing new is kept");
+        assert!(kept.admit("SELECT 0"), "a kept statement stays kept");
+        assert!(!kept.admit("SELECT 'one too many'"), "and the refused one stays refused");
+    }
+}

@@ -96,18 +96,22 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
     /// The connection [`Self::into_shared`] made shareable, back to its own type.
     fn from_shared(shared: Self::Shared) -> Self::Connection;
 
-    /// [`Self::execute`] on a shared connection, alongside other tasks' statements.
+    /// [`Self::execute`] on a shared connection, alongside other tasks' statements; with
+    /// `keep`, the statement stays prepared on the connection for its next run.
     fn execute_shared<'a>(
         shared: &'a Self::Shared,
         sql: &'a str,
         params: &'a [ucm_kernel::Value],
+        keep: bool,
     ) -> impl Future<Output = QueryResult<usize>> + Send + 'a;
 
-    /// [`Self::load`] on a shared connection, alongside other tasks' statements.
+    /// [`Self::load`] on a shared connection, alongside other tasks' statements; with
+    /// `keep`, the statement stays prepared on the connection for its next run.
     fn load_shared<'a>(
         shared: &'a Self::Shared,
         sql: &'a str,
         params: &'a [ucm_kernel::Value],
+        keep: bool,
     ) -> impl Future<Output = QueryResult<Vec<NeutralRow>>> + Send + 'a;
 
     /// How to read a database error diesel left `Unknown`: the first entry whose fragment

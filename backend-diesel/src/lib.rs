@@ -71,7 +71,8 @@ mod sqlite;
 mod tls;
 
 pub use connection::TrackedConnection;
-pub use connector::DieselConnector;
+pub use connector::{DieselConnector, SharedConnection};
+pub use convert::KEPT_STATEMENTS;
 pub use driver::{
     BlockingRuntime, DieselBlockingConnection, DieselBlockingPool, DieselDialect, DieselPool,
     DieselPoolConnection, DieselSyncConnection, DieselTransactionError, Observed,
@@ -84,4 +85,6 @@ pub use mysql::MySqlDialect;
 pub use postgres::PgDialect;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{AsyncSqliteConnection, SqliteDialect, SqliteOptions};
+#[cfg(feature = "postgres")]
+pub use tls::postgres_tls_config;
 pub use ucm_kernel as core;

@@ -10,7 +10,9 @@ use diesel_async::AsyncPgConnection;
 use ucm_kernel::backend::DriverError;
 use ucm_kernel::{DatabaseKind, DatabaseUrl, ErrorKind, PoolConfiguration, Result, SslMode, Value};
 
-use crate::convert::{BoxError, NeutralBackend, bind_value, neutral_statements, unsupported};
+use crate::convert::{
+    BoxError, KeptPrepared, NeutralBackend, bind_value, neutral_statements, unsupported,
+};
 use crate::dialect::Dialect;
 
 /// tokio-postgres's connect settings, and whether a transaction pooler is in between.
@@ -45,8 +47,8 @@ impl Dialect for PgDialect {
     const READS_DECLARED_TYPES: bool = true;
 
     fn options(url: &DatabaseUrl, config: &PoolConfiguration) -> Result<PgOptions> {
-        let tls =
-            crate::tls::client_config(url)?.map(tokio_postgres_rustls::MakeRustlsConnect::new);
+        let tls = crate::tls::postgres_tls_config(url)?
+            .map(tokio_postgres_rustls::MakeRustlsConnect::new);
         let mut options = tokio_postgres::Config::new();
         options
             .host(url.host().unwrap_or("localhost"))
@@ -128,20 +130,30 @@ impl Dialect for PgDialect {
         shared: &AsyncPgConnection,
         sql: &str,
         params: &[Value],
+        keep: bool,
     ) -> diesel::QueryResult<usize> {
         let query = crate::convert::bind_all::<Pg>(sql, params)?;
         let mut shared = shared;
-        diesel_async::RunQueryDsl::execute(query, &mut shared).await
+        if keep {
+            diesel_async::RunQueryDsl::execute(KeptPrepared(query), &mut shared).await
+        } else {
+            diesel_async::RunQueryDsl::execute(query, &mut shared).await
+        }
     }
 
     async fn load_shared(
         shared: &AsyncPgConnection,
         sql: &str,
         params: &[Value],
+        keep: bool,
     ) -> diesel::QueryResult<Vec<crate::convert::NeutralRow>> {
         let query = crate::convert::bind_all::<Pg>(sql, params)?;
         let mut shared = shared;
-        diesel_async::RunQueryDsl::load(query, &mut shared).await
+        if keep {
+            diesel_async::RunQueryDsl::load(KeptPrepared(query), &mut shared).await
+        } else {
+            diesel_async::RunQueryDsl::load(query, &mut shared).await
+        }
     }
 
     fn begin_with<'a>(

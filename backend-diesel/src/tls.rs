@@ -26,11 +26,14 @@ enum Check {
     ChainAndName,
 }
 
-/// The rustls configuration for a connection to `url`, `None` for `sslmode=disable`.
+/// The rustls configuration ucm-diesel connects to the PostgreSQL server at `url` with
+/// (libpq's meanings of `sslmode`, `sslrootcert`, `sslcert` and `sslkey`), `None` for
+/// `sslmode=disable`: for a tokio-postgres client of your own (through
+/// `tokio-postgres-rustls`) that should connect exactly as ucm does.
 ///
 /// # Errors
 /// `Configuration` naming the parameter when a certificate or key file cannot be read.
-pub(crate) fn client_config(url: &DatabaseUrl) -> Result<Option<ClientConfig>> {
+pub fn postgres_tls_config(url: &DatabaseUrl) -> Result<Option<ClientConfig>> {
     let root_file = url.param("sslrootcert").filter(|v| !v.is_empty());
     let check = match url.ssl_mode() {
         SslMode::Disable => return Ok(None),

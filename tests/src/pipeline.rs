@@ -94,6 +94,41 @@ pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
     Ok(())
 }
 
+/// The lane keeps its statements prepared on the shared connection (one round trip each
+/// instead of two), at most `bound` distinct texts per server session: after 150 distinct
+/// statements from one task (which the lane sends to one connection), that session has
+/// more than half the bound prepared and never more than the bound (and the count's own).
+pub async fn statements_kept_prepared_stay_bounded<B: Backend>(t: &Target, bound: i64) -> Outcome {
+    let m = manager::<B>(t, None).await?;
+    let count = "SELECT count(*)::bigint AS n FROM pg_prepared_statements";
+    let mut seen = Vec::new();
+    // A shared connection is routed again every second, so an attempt may straddle two
+    // sessions: the bound must hold on every attempt, the keeping on one.
+    for _attempt in 0..3 {
+        for n in 0..150 {
+            let sql = format!("SELECT $1::bigint + {n} AS n");
+            let rows = m.fetch_all(RO, &sql, &[Value::Int(1)]).await?;
+            assert_eq!(rows[0].try_get::<i64>("n")?, 1 + n, "{sql}");
+        }
+        // The count itself is prepared while it runs (kept or not): one over the bound.
+        let prepared: i64 = m.fetch_all(RO, count, &[]).await?[0].try_get("n")?;
+        assert!(
+            prepared <= bound + 1,
+            "{prepared} statements prepared on one session, bound {bound} (+1: the count)"
+        );
+        seen.push(prepared);
+        if prepared > bound / 2 {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|&n| n > bound / 2),
+        "the lane kept too few statements prepared: {seen:?} (bound {bound})"
+    );
+    m.close().await?;
+    Ok(())
+}
+
 /// Writes go through the lane too (`ReadWrite`), and a read-only lane refuses them; an SQL
 /// error fails only its own statement, and the shared connection keeps serving.
 pub async fn errors_stay_with_their_statement<B: Backend>(t: &Target) -> Outcome {

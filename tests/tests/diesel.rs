@@ -78,6 +78,13 @@ async fn pipelined_replies_reach_their_callers() -> ucm_tests::Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_stay_prepared_within_a_bound() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    let bound = ucm_diesel::KEPT_STATEMENTS as i64;
+    ucm_tests::pipeline::statements_kept_prepared_stay_bounded::<Diesel>(&t, bound).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_errors_stay_with_their_statement() -> ucm_tests::Outcome {
     let Some(t) = postgres() else { return Ok(()) };
     ucm_tests::pipeline::errors_stay_with_their_statement::<Diesel>(&t).await

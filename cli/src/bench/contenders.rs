@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::tokio_postgres;
 use deadpool_postgres::{ManagerConfig as DeadpoolConfig, RecyclingMethod};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Integer, Text};
@@ -13,7 +14,7 @@ use diesel_async::AsyncPgConnection;
 use sqlx::postgres::PgPoolOptions;
 use ucm::{
     ConnectionManagerProtocol, ConnectionMode, DatabaseUrl, Manager, ManagerConfig, ManagerMode,
-    PoolConfiguration, Value,
+    PoolConfiguration, SslMode, Value,
 };
 use ucm_diesel::{Diesel, DieselConnection};
 use ucm_kernel::backend::Backend;
@@ -25,7 +26,7 @@ use super::load::Op;
 pub(crate) const POOL_MAX: usize = 20;
 
 /// Shared connections per mode of the pipelined contender's lane.
-pub(crate) const PIPELINE_WIDTH: usize = 2;
+pub(crate) const PIPELINE_WIDTH: usize = 1;
 
 /// Rows in the indexed-read table.
 const ITEMS: i64 = 10_000;
@@ -48,6 +49,68 @@ pub(crate) struct Contender {
 impl Contender {
     pub(crate) async fn close(self) {
         (self.close)().await;
+    }
+}
+
+/// How the contenders built on tokio-postgres (deadpool-postgres, diesel-async, the shared
+/// connections) reach the server: the URL's settings, and for TLS the rustls configuration
+/// ucm-diesel would use for it, so they share the transport of sqlx, ucm and pgbench.
+#[derive(Clone)]
+struct PgTransport {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl PgTransport {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(url)?;
+        let mut config = tokio_postgres::Config::new();
+        config.host(url.host().unwrap_or("localhost")).port(url.port().unwrap_or(5432));
+        if let Some(user) = url.user() {
+            config.user(user);
+        }
+        if let Some(password) = url.password() {
+            config.password(password.expose());
+        }
+        if let Some(database) = url.database() {
+            config.dbname(database);
+        }
+        // tokio-postgres knows three modes; what is checked of the certificate is the
+        // rustls configuration's.
+        config.ssl_mode(match url.ssl_mode() {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = ucm_diesel::postgres_tls_config(&url)?
+            .map(tokio_postgres_rustls::MakeRustlsConnect::new);
+        Ok(Self { config, tls })
+    }
+
+    /// A tokio-postgres client, its connection driven by a task of its own.
+    async fn client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            None => {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
+    }
+
+    /// A diesel-async connection on this transport (diesel-async's own `establish` knows
+    /// only plaintext).
+    async fn diesel(&self) -> diesel::ConnectionResult<AsyncPgConnection> {
+        let client = self
+            .client()
+            .await
+            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+        AsyncPgConnection::try_from(client).await
     }
 }
 
@@ -177,14 +240,18 @@ async fn sqlx_pool(url: &str, ping: bool) -> anyhow::Result<Contender> {
 
 /// deadpool-postgres with its fast recycling and cached prepared statements.
 fn deadpool(url: &str) -> anyhow::Result<Contender> {
-    let mut config = deadpool_postgres::Config::new();
-    config.url = Some(url.to_owned());
-    config.manager = Some(DeadpoolConfig { recycling_method: RecyclingMethod::Fast });
-    config.pool = Some(deadpool_postgres::PoolConfig::new(POOL_MAX));
-    let pool = config.create_pool(
-        Some(deadpool_postgres::Runtime::Tokio1),
-        deadpool_postgres::tokio_postgres::NoTls,
-    )?;
+    let transport = PgTransport::new(url)?;
+    let config = DeadpoolConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = match transport.tls {
+        Some(tls) => deadpool_postgres::Manager::from_config(transport.config, tls, config),
+        None => {
+            deadpool_postgres::Manager::from_config(transport.config, tokio_postgres::NoTls, config)
+        }
+    };
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_MAX)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()?;
     let (p1, p2, table) = (pool.clone(), pool.clone(), Arc::new(indexed_sql(&items_table())));
     Ok(Contender {
         name: "deadpool-postgres",
@@ -237,8 +304,13 @@ fn diesel_pool(url: &str) -> anyhow::Result<Contender> {
     use diesel_async::pooled_connection::{
         AsyncDieselConnectionManager, ManagerConfig as DieselConfig, RecyclingMethod as Recycling,
     };
+    let transport = PgTransport::new(url)?;
     let mut config = DieselConfig::default();
     config.recycling_method = Recycling::Fast;
+    config.custom_setup = Box::new(move |_url| {
+        let transport = transport.clone();
+        Box::pin(async move { transport.diesel().await })
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     let pool = Pool::builder(manager).max_size(POOL_MAX).build()?;
     let (p1, p2, table) = (pool.clone(), pool.clone(), Arc::new(indexed_sql(&items_table())));
@@ -425,8 +497,7 @@ async fn ucm_diesel_native(url: &str) -> anyhow::Result<Contender> {
 /// by every task through `&AsyncPgConnection`, the same `sql_query` as the pooled diesel
 /// contender; what the pipelined ucm-diesel lane is built on.
 async fn diesel_shared(url: &str) -> anyhow::Result<Contender> {
-    use diesel_async::AsyncConnection;
-    let connection = Arc::new(AsyncPgConnection::establish(url).await?);
+    let connection = Arc::new(PgTransport::new(url)?.diesel().await?);
     let (c1, c2, table) =
         (Arc::clone(&connection), Arc::clone(&connection), Arc::new(indexed_sql(&items_table())));
     Ok(Contender {
@@ -461,9 +532,7 @@ async fn diesel_shared(url: &str) -> anyhow::Result<Contender> {
 /// no routing, no breaker), statements prepared once; what a lane of one connection could
 /// reach with nothing of ucm's on the path.
 async fn tokio_postgres_shared(url: &str) -> anyhow::Result<Contender> {
-    use deadpool_postgres::tokio_postgres;
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
+    let client = PgTransport::new(url)?.client().await?;
     let select1 = client.prepare("SELECT 1").await?;
     // Prepared on first use: the items table exists only while the benchmark runs.
     let indexed = Arc::new(tokio::sync::OnceCell::new());
@@ -489,14 +558,9 @@ async fn tokio_postgres_shared(url: &str) -> anyhow::Result<Contender> {
                 Ok(())
             })
         }),
-        // The operations still hold the client: the connection is stopped rather than
-        // waited for.
-        close: Box::new(move || {
-            Box::pin(async move {
-                drop(client);
-                driver.abort();
-            })
-        }),
+        // The connection's task ends once the operations, which hold the client too, are
+        // dropped with the contender.
+        close: Box::new(move || Box::pin(async move { drop(client) })),
     })
 }
 
