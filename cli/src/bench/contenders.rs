@@ -25,7 +25,9 @@ use super::load::Op;
 /// Every contender's pool holds at most this many connections.
 pub(crate) const POOL_MAX: usize = 20;
 
-/// Shared connections per mode of the pipelined contender's lane.
+/// Shared connections per mode of the pipelined contender's lane: one, like the shared
+/// tokio-postgres reference (on two cores, one server process per connection serves more
+/// than two splitting them; the manager's default is two).
 pub(crate) const PIPELINE_WIDTH: usize = 1;
 
 /// Rows in the indexed-read table.
