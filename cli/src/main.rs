@@ -17,10 +17,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc, whose count of live bytes `ucm bench` reads (`bench::load::heap_in_use`).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// ucm, the unified connection manager: one pool per endpoint, breaker, retry, health and metrics for every backend.
 #[derive(Debug, Parser)]
 #[command(name = "ucm", version, about, after_help = output::EXIT_CODES)]

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -19,19 +18,11 @@ pub(crate) struct Sample {
     pub(crate) elapsed: Duration,
     /// Latencies in nanoseconds.
     pub(crate) latency: Histogram<u64>,
-    /// Heap bytes per task while they ran ([`heap_per_task`]), where measured.
-    pub(crate) heap_per_task: Option<f64>,
 }
 
 impl Sample {
     pub(crate) fn empty() -> Self {
-        Self {
-            ops: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-            latency: new_histogram(),
-            heap_per_task: None,
-        }
+        Self { ops: 0, errors: 0, elapsed: Duration::ZERO, latency: new_histogram() }
     }
 
     pub(crate) fn per_second(&self) -> f64 {
@@ -89,43 +80,3 @@ pub(crate) async fn run(op: &Op, tasks: usize, duration: Duration) -> Sample {
     total
 }
 
-/// Bytes the allocator has handed out and not taken back (jemalloc's `stats.allocated`, read
-/// after advancing its epoch so that every thread's counts are in); `None` when it cannot
-/// tell.
-pub(crate) fn heap_in_use() -> Option<u64> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|bytes| bytes as u64)
-}
-
-/// Heap bytes per task while `tasks` tasks each repeat `op` without measuring it (past the
-/// pool's size, most of them are waiting for a connection): the median of five readings of
-/// the heap in use while they run, less the heap before they started, over `tasks`. What a
-/// task costs the process: its spawned future (the operation's state, the checkout's wait
-/// included) and whatever the pool allocates for a waiter.
-pub(crate) async fn heap_per_task(op: &Op, tasks: usize) -> Option<f64> {
-    let before = heap_in_use()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (op, stop) = (Arc::clone(op), Arc::clone(&stop));
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = op().await;
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut readings = Vec::with_capacity(5);
-    for _ in 0..5 {
-        readings.extend(heap_in_use());
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        let _ = handle.await;
-    }
-    readings.sort_unstable();
-    let during = *readings.get(readings.len() / 2)?;
-    Some(during.saturating_sub(before) as f64 / tasks as f64)
-}
