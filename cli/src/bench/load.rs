@@ -79,4 +79,3 @@ pub(crate) async fn run(op: &Op, tasks: usize, duration: Duration) -> Sample {
     total.elapsed = start.elapsed();
     total
 }
-
