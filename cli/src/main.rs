@@ -17,6 +17,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, whose per-thread allocation counts `ucm bench` reads (`bench::load`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// ucm, the unified connection manager: one pool per endpoint, breaker, retry, health and metrics for every backend.
 #[derive(Debug, Parser)]
 #[command(name = "ucm", version, about, after_help = output::EXIT_CODES)]
@@ -151,5 +155,11 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn block_on(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Idle unless `ucm bench` is measuring the heap each task costs: one atomic load.
+        .on_thread_park(bench::publish_thread_heap)
+        .on_thread_unpark(bench::publish_thread_heap)
+        .build()?
+        .block_on(future)
 }

@@ -56,6 +56,10 @@ pub(crate) const WORKLOADS: [&str; 2] = ["SELECT 1", "indexed read"];
 /// pgbench runs at concurrency levels up to this many clients (one server session each).
 pub(crate) const PGBENCH_MAX_CLIENTS: usize = 64;
 
+/// The heap each task costs is measured on `SELECT 1` from this many tasks up (below it the
+/// per-task figure is lost in the allocator's noise).
+pub(crate) const MEMORY_MIN_TASKS: usize = 64;
+
 /// Concurrency of the HA-overhead comparison.
 pub(crate) const HA_TASKS: usize = 16;
 
@@ -64,6 +68,9 @@ pub(crate) struct Table {
     pub(crate) workload: &'static str,
     pub(crate) tasks: usize,
     pub(crate) samples: Vec<(&'static str, Sample)>,
+    /// Heap bytes per task of the load harness alone (an operation that only yields), where
+    /// the contenders' were measured: what every contender's figure includes.
+    pub(crate) harness_heap_per_task: Option<f64>,
 }
 
 /// Every measurement of one run.
@@ -124,6 +131,8 @@ fn with_ssl_mode(raw: &str, url: &DatabaseUrl) -> String {
     let joiner = if raw.contains('?') { '&' } else { '?' };
     format!("{raw}{joiner}sslmode={}", url.ssl_mode().as_str())
 }
+
+pub(crate) use load::publish_thread_heap;
 
 /// See [`checkout::profile`].
 pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow::Result<()> {
@@ -223,7 +232,11 @@ async fn measure(
                     .collect();
                 let table = compare(workload, tasks, &ops, args.rounds, per_run, &bar).await;
                 match tables.iter_mut().find(|t| t.workload == workload && t.tasks == tasks) {
-                    Some(existing) => existing.samples.extend(table.samples),
+                    Some(existing) => {
+                        existing.samples.extend(table.samples);
+                        existing.harness_heap_per_task =
+                            existing.harness_heap_per_task.or(table.harness_heap_per_task);
+                    }
                     None => tables.push(table),
                 }
             }
@@ -267,7 +280,21 @@ async fn compare(
             bar.inc(1);
         }
     }
-    Table { workload, tasks, samples }
+    let mut harness_heap_per_task = None;
+    if workload == WORKLOADS[0] && tasks >= MEMORY_MIN_TASKS {
+        bar.set_message(format!("memory per task x{tasks}"));
+        for ((_, op), slot) in ops.iter().zip(&mut samples) {
+            slot.1.heap_per_task = load::heap_per_task(op, tasks).await;
+        }
+        let yields: Op = std::sync::Arc::new(|| {
+            Box::pin(async {
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+        });
+        harness_heap_per_task = load::heap_per_task(&yields, tasks).await;
+    }
+    Table { workload, tasks, samples, harness_heap_per_task }
 }
 
 fn progress(len: u64) -> ProgressBar {

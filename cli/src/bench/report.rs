@@ -59,6 +59,7 @@ pub(crate) fn markdown(r: &Results) -> String {
         }
         out.push('\n');
     }
+    write_memory(&mut out, r);
     let replica = match &r.replica {
         Some(replica) => format!("(The replica is {replica}, a streaming replica of the server.)"),
         None => "(The replica is the same server under another name, so the difference is ucm's routing alone.)".to_owned(),
@@ -114,6 +115,32 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+/// The heap each task cost while it ran `SELECT 1` (most of them waiting for one of the pool's
+/// 20 connections), per contender and concurrency.
+fn write_memory(out: &mut String, r: &Results) {
+    let tables: Vec<&Table> =
+        r.throughput.iter().filter(|t| t.harness_heap_per_task.is_some()).collect();
+    let Some(first) = tables.first() else { return };
+    let _ = writeln!(
+        out,
+        "## Memory per task: `SELECT 1` in a loop on a pool of 20, heap bytes per task while they run\n\n(jemalloc's per-thread counts of bytes allocated less bytes freed, over every runtime thread: the heap while the tasks run, median of five readings, less the heap once they ended, median of three, over the number of tasks)\n"
+    );
+    let header: String = tables.iter().map(|t| format!(" {} tasks |", t.tasks)).collect();
+    let rule: String = tables.iter().map(|_| "---:|").collect();
+    let _ = writeln!(out, "| contender |{header}\n|---|{rule}");
+    let bytes = |value: Option<f64>| value.map_or_else(String::new, |b| format!("{b:.0}"));
+    for (name, _) in &first.samples {
+        let row: String = tables
+            .iter()
+            .map(|t| format!(" {} |", bytes(find(&t.samples, name).and_then(|s| s.heap_per_task))))
+            .collect();
+        let _ = writeln!(out, "| {name} |{row}");
+    }
+    let row: String =
+        tables.iter().map(|t| format!(" {} |", bytes(t.harness_heap_per_task))).collect();
+    let _ = writeln!(out, "| the harness alone (an operation that only yields) |{row}\n");
 }
 
 /// A ratio against its target (`0.0`: for reference, no target).
@@ -172,7 +199,9 @@ pub(crate) fn json(r: &Results) -> serde_json::Value {
             "contenders": t.samples.iter().map(|(name, s)| serde_json::json!({
                 "name": name, "queries_per_second": s.per_second(), "p50_us": s.micros(0.5),
                 "p99_us": s.micros(0.99), "p999_us": s.micros(0.999), "errors": s.errors,
+                "heap_bytes_per_task": s.heap_per_task,
             })).collect::<Vec<_>>(),
+            "harness_heap_bytes_per_task": t.harness_heap_per_task,
         })
     };
     serde_json::json!({
