@@ -27,7 +27,7 @@ pub struct TrackedConnection<C> {
     inner: Option<C>,
     interrupted: bool,
     statement_text: StatementText,
-    /// The neutral statements the pipelined lane keeps prepared on this connection.
+    /// The neutral statements kept prepared on this connection.
     kept: Arc<KeptStatements>,
 }
 

@@ -149,7 +149,8 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, DriverError> {
-        match connection.guarded(|c| D::execute(c, sql, params)).await {
+        let keep = connection.kept_statements().admit(sql);
+        match connection.guarded(|c| D::execute(c, sql, params, keep)).await {
             Ok(count) => Ok(count as u64),
             Err(e) => Err(read::<D>(&e)),
         }
@@ -160,8 +161,11 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let loaded =
-            connection.guarded(|c| D::load(c, sql, params)).await.map_err(|e| read::<D>(&e))?;
+        let keep = connection.kept_statements().admit(sql);
+        let loaded = connection
+            .guarded(|c| D::load(c, sql, params, keep))
+            .await
+            .map_err(|e| read::<D>(&e))?;
         rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
     }
 

@@ -76,8 +76,9 @@ impl<DB: Backend, Q: diesel::query_builder::QueryFragment<DB>>
     }
 }
 
-/// How many distinct neutral statements the pipelined lane keeps prepared on one connection
-/// (sqlx's default statement cache holds as many): past that, a new text runs prepared and
+/// How many distinct neutral statements ucm-diesel keeps prepared on one connection, on
+/// the pooled path and the pipelined lane alike (sqlx's default statement cache holds as
+/// many): past that, a new text runs prepared and
 /// closed again, so SQL built with literals in it cannot grow a server session without
 /// bound.
 pub const KEPT_STATEMENTS: usize = 100;
@@ -193,22 +194,34 @@ macro_rules! neutral_statements {
             connection: &mut $connection,
             sql: &str,
             params: &[ucm_kernel::Value],
+            keep: bool,
         ) -> diesel::QueryResult<usize> {
             let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
                 sql, params,
             )?;
-            diesel_async::RunQueryDsl::execute(query, connection).await
+            if keep {
+                let query = $crate::convert::KeptPrepared(query);
+                diesel_async::RunQueryDsl::execute(query, connection).await
+            } else {
+                diesel_async::RunQueryDsl::execute(query, connection).await
+            }
         }
 
         async fn load(
             connection: &mut $connection,
             sql: &str,
             params: &[ucm_kernel::Value],
+            keep: bool,
         ) -> diesel::QueryResult<Vec<$crate::convert::NeutralRow>> {
             let query = $crate::convert::bind_all::<<Self as $crate::dialect::Dialect>::Backend>(
                 sql, params,
             )?;
-            diesel_async::RunQueryDsl::load(query, connection).await
+            if keep {
+                let query = $crate::convert::KeptPrepared(query);
+                diesel_async::RunQueryDsl::load(query, connection).await
+            } else {
+                diesel_async::RunQueryDsl::load(query, connection).await
+            }
         }
     };
 }

@@ -52,18 +52,22 @@ pub trait Dialect: sealed::Sealed + std::fmt::Debug + Send + Sync + 'static {
         options: &Self::Options,
     ) -> impl Future<Output = Result<Self::Connection, DriverError>> + Send;
 
-    /// Runs a statement with neutral parameters; returns the rows affected.
+    /// Runs a statement with neutral parameters; returns the rows affected. With `keep`,
+    /// the statement stays prepared on the connection for its next run.
     fn execute(
         connection: &mut Self::Connection,
         sql: &str,
         params: &[ucm_kernel::Value],
+        keep: bool,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 
-    /// Runs a query with neutral parameters; returns every row, decoded.
+    /// Runs a query with neutral parameters; returns every row, decoded. With `keep`, the
+    /// statement stays prepared on the connection for its next run.
     fn load(
         connection: &mut Self::Connection,
         sql: &str,
         params: &[ucm_kernel::Value],
+        keep: bool,
     ) -> impl Future<Output = QueryResult<Vec<NeutralRow>>> + Send;
 
     /// Opens a transaction through diesel's transaction manager, so the diesel DSL and
