@@ -60,6 +60,23 @@ impl<C> TrackedConnection<C> {
         &self.kept
     }
 
+    /// Empties diesel's statement cache on this connection and forgets the kept statements,
+    /// after a table changed under one of them ([`crate::convert::stale_plan`]). A
+    /// connection behind a transaction pooler keeps nothing, so it is left as it is.
+    pub(crate) fn forget_kept_statements(&mut self)
+    where
+        C: AsyncConnection,
+    {
+        if self.kept.is_disabled() {
+            return;
+        }
+        if let Some(inner) = self.inner.as_mut() {
+            // A new cache: the old one's statements are closed as they drop.
+            inner.set_prepared_statement_cache_size(diesel::connection::CacheSize::Unbounded);
+        }
+        self.kept.forget();
+    }
+
     /// Where ucm's instrumentation leaves the text of the statement diesel last started.
     pub(crate) fn statement_text(&self) -> &StatementText {
         &self.statement_text

@@ -10,7 +10,7 @@ use ucm_kernel::{ConnectionMode, DatabaseUrl, Error, PoolConfiguration, Result, 
 use std::sync::Arc;
 
 use crate::connection::TrackedConnection;
-use crate::convert::{KeptStatements, rows};
+use crate::convert::{KeptStatements, rows, stale_plan};
 use crate::dialect::Dialect;
 use crate::error::read;
 
@@ -19,6 +19,30 @@ type Conn<D> = TrackedConnection<<D as Dialect>::Connection>;
 
 /// The transaction manager of dialect `D`'s connection.
 type Tm<D> = <<D as Dialect>::Connection as AsyncConnection>::TransactionManager;
+
+/// Whether `sql` runs kept prepared on `connection`; a connection whose kept statements
+/// went stale on the lane has its statement cache emptied first.
+fn admit_kept<D: Dialect>(connection: &mut Conn<D>, sql: &str) -> bool {
+    if connection.kept_statements().is_stale() {
+        connection.forget_kept_statements();
+    }
+    connection.kept_statements().admit(sql)
+}
+
+/// After a kept statement was refused because a table changed under it: empties the
+/// connection's statement cache, and says whether the statement may be sent again, unkept
+/// (outside a transaction: inside one, the refusal aborted it, so the error stands).
+fn rerun_unkept<D: Dialect>(
+    connection: &mut Conn<D>,
+    error: DieselError,
+) -> Result<(), DieselError> {
+    connection.forget_kept_statements();
+    let depth = Tm::<D>::transaction_manager_status_mut(&mut **connection).transaction_depth();
+    match depth {
+        Ok(None) => Ok(()),
+        _ => Err(error),
+    }
+}
 
 /// A connection of dialect `D` as the pipelined lane shares it, with the statements kept
 /// prepared on it.
@@ -72,6 +96,7 @@ impl<D: Dialect> Connector for DieselConnector<D> {
         };
         if self.pooled {
             connection.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            connection.kept_statements().disable();
         }
         ucm_kernel::backend::apply_session_statements(
             self,
@@ -149,11 +174,15 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, DriverError> {
-        let keep = connection.kept_statements().admit(sql);
-        match connection.guarded(|c| D::execute(c, sql, params, keep)).await {
-            Ok(count) => Ok(count as u64),
-            Err(e) => Err(read::<D>(&e)),
-        }
+        let keep = admit_kept::<D>(connection, sql);
+        let result = match connection.guarded(|c| D::execute(c, sql, params, keep)).await {
+            Err(e) if keep && stale_plan(&e) => match rerun_unkept::<D>(connection, e) {
+                Ok(()) => connection.guarded(|c| D::execute(c, sql, params, false)).await,
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        result.map(|count| count as u64).map_err(|e| read::<D>(&e))
     }
 
     async fn fetch_all(
@@ -161,12 +190,15 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let keep = connection.kept_statements().admit(sql);
-        let loaded = connection
-            .guarded(|c| D::load(c, sql, params, keep))
-            .await
-            .map_err(|e| read::<D>(&e))?;
-        rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
+        let keep = admit_kept::<D>(connection, sql);
+        let loaded = match connection.guarded(|c| D::load(c, sql, params, keep)).await {
+            Err(e) if keep && stale_plan(&e) => match rerun_unkept::<D>(connection, e) {
+                Ok(()) => connection.guarded(|c| D::load(c, sql, params, false)).await,
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        rows(loaded.map_err(|e| read::<D>(&e))?).map_err(|e| DriverError::Data(e.to_string()))
     }
 
     async fn begin(connection: &mut Conn<D>, mode: ConnectionMode) -> Result<(), DriverError> {
@@ -213,7 +245,15 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         params: &[Value],
     ) -> Result<u64, DriverError> {
         let keep = shared.kept.admit(sql);
-        match D::execute_shared(&shared.shared, sql, params, keep).await {
+        let result = match D::execute_shared(&shared.shared, sql, params, keep).await {
+            // The lane runs no transactions: the refused statement did not run.
+            Err(e) if keep && stale_plan(&e) => {
+                shared.kept.mark_stale();
+                D::execute_shared(&shared.shared, sql, params, false).await
+            }
+            other => other,
+        };
+        match result {
             Ok(count) => Ok(count as u64),
             Err(e) => Err(read::<D>(&e)),
         }
@@ -225,8 +265,14 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
         let keep = shared.kept.admit(sql);
-        let loaded =
-            D::load_shared(&shared.shared, sql, params, keep).await.map_err(|e| read::<D>(&e))?;
+        let loaded = match D::load_shared(&shared.shared, sql, params, keep).await {
+            Err(e) if keep && stale_plan(&e) => {
+                shared.kept.mark_stale();
+                D::load_shared(&shared.shared, sql, params, false).await
+            }
+            other => other,
+        };
+        let loaded = loaded.map_err(|e| read::<D>(&e))?;
         rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
     }
 }

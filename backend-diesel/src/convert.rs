@@ -88,11 +88,20 @@ pub const KEPT_STATEMENTS: usize = 100;
 #[derive(Debug, Default)]
 pub(crate) struct KeptStatements {
     hashes: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// A kept statement was refused because a table changed under it ([`stale_plan`]):
+    /// nothing is kept until the connection's statement cache is emptied.
+    stale: std::sync::atomic::AtomicBool,
+    /// Behind a transaction pooler: nothing is ever kept.
+    disabled: std::sync::atomic::AtomicBool,
 }
 
 impl KeptStatements {
-    /// Whether `sql` is (now) kept prepared: it already was, or there is room for it.
+    /// Whether `sql` is (now) kept prepared: it already was, or there is room for it (and
+    /// the kept statements are not stale).
     pub(crate) fn admit(&self, sql: &str) -> bool {
+        if self.is_stale() || self.is_disabled() {
+            return false;
+        }
         use std::hash::{BuildHasher, RandomState};
         thread_local! {
             static HASHER: RandomState = RandomState::new();
@@ -101,6 +110,42 @@ impl KeptStatements {
         let mut hashes = self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         hashes.contains(&hash) || (hashes.len() < KEPT_STATEMENTS && hashes.insert(hash))
     }
+}
+
+impl KeptStatements {
+    /// Whether the kept statements wait for the connection's statement cache to be emptied.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether nothing is ever kept (a connection behind a transaction pooler).
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.disabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps nothing from now on.
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Marks the kept statements stale: nothing is kept until [`Self::forget`].
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forgets every kept statement (once the connection's statement cache is emptied).
+    pub(crate) fn forget(&self) {
+        self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.stale.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// PostgreSQL's refusal to run a kept statement whose result columns changed since it was
+/// prepared (a table altered under it); the server checks this before running anything, so
+/// the statement did not run and may be sent again, unkept.
+pub(crate) fn stale_plan(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info)
+        if info.message().contains("cached plan must not change result type"))
 }
 
 /// One result row as diesel hands it over: its column names and neutral values.

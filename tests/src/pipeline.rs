@@ -129,6 +129,46 @@ pub async fn statements_kept_prepared_stay_bounded<B: Backend>(t: &Target, bound
     Ok(())
 }
 
+/// A table altered under a kept statement (a column added, so `SELECT *` returns another
+/// shape): PostgreSQL refuses the kept plan, and ucm-diesel sends the statement again
+/// unkept, so the caller gets the new columns, not an error, both on a pooled connection
+/// (a pool of one, so the statement is kept on the connection the `ALTER` ran on) and on
+/// the lane; the next run keeps it anew.
+pub async fn a_table_altered_under_a_kept_statement_is_read_anew<B: Backend>(
+    t: &Target,
+) -> Outcome {
+    let pool = PoolConfiguration::builder(ManagerMode::AsyncModern)
+        .pool_size(1)
+        .max_overflow(0)
+        .build()?;
+    let pooled =
+        Manager::<B::Core>::connect(t.config(ManagerMode::AsyncModern, pool.clone())).await?;
+    let lane = Manager::<B::Core>::connect(t.config(ManagerMode::AsyncModern, pool))
+        .await?
+        .with_pipelining(1);
+    for (path, m) in [("pooled", &pooled), ("lane", &lane)] {
+        let table = unique_table("kept");
+        m.execute(RW, &format!("CREATE TABLE {table} (a bigint)"), &[]).await?;
+        m.execute(RW, &format!("INSERT INTO {table} VALUES (1)"), &[]).await?;
+        let select = format!("SELECT * FROM {table}");
+        for _ in 0..3 {
+            let rows = m.fetch_all(RW, &select, &[]).await?;
+            assert_eq!(rows[0].try_get::<i64>("a")?, 1, "{path}");
+        }
+        m.execute(RW, &format!("ALTER TABLE {table} ADD COLUMN b bigint DEFAULT 2"), &[]).await?;
+        for round in 0..3 {
+            let rows = m.fetch_all(RW, &select, &[]).await.map_err(|e| {
+                ucm_kernel::Error::other(format!("{path}, read {round} after the ALTER: {e}"))
+            })?;
+            assert_eq!(rows[0].try_get::<i64>("b")?, 2, "{path}: the new column, read {round}");
+        }
+        m.execute(RW, &format!("DROP TABLE {table}"), &[]).await?;
+    }
+    pooled.close().await?;
+    lane.close().await?;
+    Ok(())
+}
+
 /// Writes go through the lane too (`ReadWrite`), and a read-only lane refuses them; an SQL
 /// error fails only its own statement, and the shared connection keeps serving.
 pub async fn errors_stay_with_their_statement<B: Backend>(t: &Target) -> Outcome {

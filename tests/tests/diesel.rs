@@ -85,6 +85,12 @@ async fn pipelined_statements_stay_prepared_within_a_bound() -> ucm_tests::Outco
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_altered_under_a_kept_statement_is_read_anew() -> ucm_tests::Outcome {
+    let Some(t) = postgres() else { return Ok(()) };
+    ucm_tests::pipeline::a_table_altered_under_a_kept_statement_is_read_anew::<Diesel>(&t).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_errors_stay_with_their_statement() -> ucm_tests::Outcome {
     let Some(t) = postgres() else { return Ok(()) };
     ucm_tests::pipeline::errors_stay_with_their_statement::<Diesel>(&t).await
