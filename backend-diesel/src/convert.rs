@@ -102,11 +102,9 @@ impl KeptStatements {
         if self.is_stale() || self.is_disabled() {
             return false;
         }
-        use std::hash::{BuildHasher, RandomState};
-        thread_local! {
-            static HASHER: RandomState = RandomState::new();
-        }
-        let hash = HASHER.with(|hasher| hasher.hash_one(sql));
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        // One fixed hasher for every thread, so a text has one hash wherever it runs.
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(sql);
         let mut hashes = self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         hashes.contains(&hash) || (hashes.len() < KEPT_STATEMENTS && hashes.insert(hash))
     }
