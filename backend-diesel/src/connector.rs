@@ -51,6 +51,25 @@ pub struct SharedConnection<D: Dialect> {
     kept: Arc<KeptStatements>,
 }
 
+impl<D: Dialect> SharedConnection<D> {
+    /// Runs `sql` with `call`, kept prepared where there is room; a kept statement refused
+    /// because its table changed shape is sent again unkept (the lane runs no transactions,
+    /// so the refused statement did not run) and the kept statements are marked stale.
+    async fn run<T, F>(&self, sql: &str, call: impl Fn(bool) -> F) -> diesel::QueryResult<T>
+    where
+        F: Future<Output = diesel::QueryResult<T>>,
+    {
+        let keep = self.kept.admit(sql);
+        match call(keep).await {
+            Err(e) if keep && stale_plan(&e) => {
+                self.kept.mark_stale();
+                call(false).await
+            }
+            other => other,
+        }
+    }
+}
+
 /// Opens and maintains diesel-async connections of one dialect to one endpoint.
 ///
 /// `Debug` shows the redacted URL and the database, never the driver's options: those
@@ -244,16 +263,8 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, DriverError> {
-        let keep = shared.kept.admit(sql);
-        let result = match D::execute_shared(&shared.shared, sql, params, keep).await {
-            // The lane runs no transactions: the refused statement did not run.
-            Err(e) if keep && stale_plan(&e) => {
-                shared.kept.mark_stale();
-                D::execute_shared(&shared.shared, sql, params, false).await
-            }
-            other => other,
-        };
-        match result {
+        let result = shared.run(sql, |keep| D::execute_shared(&shared.shared, sql, params, keep));
+        match result.await {
             Ok(count) => Ok(count as u64),
             Err(e) => Err(read::<D>(&e)),
         }
@@ -264,15 +275,10 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let keep = shared.kept.admit(sql);
-        let loaded = match D::load_shared(&shared.shared, sql, params, keep).await {
-            Err(e) if keep && stale_plan(&e) => {
-                shared.kept.mark_stale();
-                D::load_shared(&shared.shared, sql, params, false).await
-            }
-            other => other,
-        };
-        let loaded = loaded.map_err(|e| read::<D>(&e))?;
+        let loaded = shared
+            .run(sql, |keep| D::load_shared(&shared.shared, sql, params, keep))
+            .await
+            .map_err(|e| read::<D>(&e))?;
         rows(loaded).map_err(|e| DriverError::Data(e.to_string()))
     }
 }
