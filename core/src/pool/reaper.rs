@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use super::{Inner, slots::Slot};
+use super::Inner;
 use crate::connector::Connector;
 use crate::telemetry::metrics::CloseReason;
 
@@ -43,7 +43,7 @@ pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
     let kept = inner.sizes.min_idle();
     let idle_limit = inner.config.overflow_idle_timeout();
     let mut excess = inner.pool.status().size.saturating_sub(kept);
-    let result = inner.pool.retain(|slot: &Slot<C::Connection>, _| {
+    let result = inner.pool.retain(|slot, _| {
         if now >= slot.expires {
             excess = excess.saturating_sub(1);
             slot.metrics.record_close(CloseReason::Lifetime);

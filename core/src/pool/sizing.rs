@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Pool, slots::Slot};
+use super::Pool;
 use crate::config::PoolConfiguration;
 use crate::connector::Connector;
 use crate::error::{Error, Result};
@@ -94,7 +94,7 @@ impl<C: Connector> Pool<C> {
         // Idle connections beyond the new pool size go now rather than after the overflow
         // idle timeout: a shrink is asked for to free server sessions.
         let mut excess = self.inner.pool.status().size.saturating_sub(pool_size);
-        self.inner.pool.retain(|slot: &Slot<C::Connection>, _| {
+        self.inner.pool.retain(|slot, _| {
             if excess == 0 {
                 return true;
             }

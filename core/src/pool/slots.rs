@@ -158,7 +158,10 @@ impl<C: Connector> SlotManager<C> {
 const ROTATION_PAUSE: Duration = Duration::from_millis(50);
 
 impl<C: Connector> managed::Manager for SlotManager<C> {
-    type Type = Slot<C::Connection>;
+    // Boxed: the pool's idle queue, every checkout's result and every guard hold it, and a
+    // box moves as one pointer where a connection (several hundred bytes for a driver's)
+    // would be copied whole at each step of the checkout.
+    type Type = Box<Slot<C::Connection>>;
     type Error = Error;
 
     async fn create(&self) -> Result<Self::Type, Error> {
@@ -194,7 +197,7 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
 impl<C: Connector> SlotManager<C> {
     /// Opens a connection (the pool's `create`): bounded by the connect timeout, tried
     /// again while a credential source may be mid-rotation.
-    async fn open(&self) -> Result<Slot<C::Connection>, Error> {
+    async fn open(&self) -> Result<Box<Slot<C::Connection>>, Error> {
         let started = Instant::now();
         let limit = self.config.connect_timeout();
         // Boxed, like every rare branch below: a driver's connect future is large, and
@@ -233,7 +236,7 @@ impl<C: Connector> SlotManager<C> {
         self.metrics.record_connect(started.elapsed(), result.is_ok());
         let connection = result?;
         let now = Instant::now();
-        Ok(Slot {
+        Ok(Box::new(Slot {
             connection,
             expires: now + self.jittered_lifetime(),
             returned: now,
@@ -250,7 +253,7 @@ impl<C: Connector> SlotManager<C> {
             statement_generation: 0,
             pooled_begin: self.pooled_begin.clone(),
             writes: Arc::clone(&self.writes),
-        })
+        }))
     }
 
     /// Rolls back a connection returned with a transaction open.
