@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -18,8 +19,20 @@ use crate::manager::DieselSession;
 /// Where ucm's instrumentation leaves the text of the statement diesel last started on a
 /// connection, for the statement's span and metrics. Shared by the connection's
 /// instrumentation and whoever observes the statement.
+///
+/// The text is kept only while an observer waits for it ([`Self::arm`] until
+/// [`Self::take`]): the statements nobody observes here (ucm's neutral statements, which
+/// core observes with their own text, the pipelined lane's, and diesel code run on the bare
+/// driver) are not printed at all.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct StatementText(Arc<Mutex<Option<String>>>);
+pub(crate) struct StatementText(Arc<TextSlot>);
+
+#[derive(Debug, Default)]
+struct TextSlot {
+    /// Set while an observed statement runs: the instrumentation prints its text.
+    armed: AtomicBool,
+    sql: Mutex<Option<String>>,
+}
 
 impl StatementText {
     /// ucm's instrumentation writing into this slot, then handing every event to `next`.
@@ -27,13 +40,26 @@ impl StatementText {
         StatementNamer { text: self.clone(), next }
     }
 
-    /// The text of the statement started since the last call, if any.
+    /// An observed statement is about to start: forget any earlier text and keep the next.
+    pub(crate) fn arm(&self) {
+        if let Ok(mut slot) = self.0.sql.lock() {
+            *slot = None;
+        }
+        self.0.armed.store(true, Ordering::Release);
+    }
+
+    /// The text of the statement started since [`Self::arm`], if any; keeps no more.
     pub(crate) fn take(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
+        self.0.armed.store(false, Ordering::Release);
+        self.0.sql.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    fn is_armed(&self) -> bool {
+        self.0.armed.load(Ordering::Acquire)
     }
 
     fn set(&self, sql: String) {
-        if let Ok(mut slot) = self.0.lock() {
+        if let Ok(mut slot) = self.0.sql.lock() {
             *slot = Some(sql);
         }
     }
@@ -57,7 +83,9 @@ impl fmt::Debug for StatementNamer {
 
 impl Instrumentation for StatementNamer {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { query, .. } = &event {
+        if let InstrumentationEvent::StartQuery { query, .. } = &event
+            && self.text.is_armed()
+        {
             self.text.set(sql_of(query));
         }
         if let Some(next) = &mut self.next {
@@ -76,8 +104,15 @@ fn sql_of(query: &dyn fmt::Display) -> String {
 
     impl fmt::Write for UntilBinds {
         fn write_str(&mut self, s: &str) -> fmt::Result {
+            // Only the new piece, with the few bytes before it that could start the
+            // marker, is searched: a long statement printed in many pieces costs linear
+            // time. (The marker is ASCII, so no match starts inside a character.)
+            let from = self.0.len().saturating_sub(BINDS.len() - 1);
             self.0.push_str(s);
-            match self.0.find(BINDS) {
+            let found = self.0.as_bytes()[from..]
+                .windows(BINDS.len())
+                .position(|window| window == BINDS.as_bytes());
+            match found.map(|at| from + at) {
                 Some(at) => {
                     self.0.truncate(at);
                     Err(fmt::Error)
@@ -126,7 +161,7 @@ impl<'s, D: Dialect, F> Observed<'s, D, F> {
         commit: bool,
         start: impl FnOnce() -> F,
     ) -> Self {
-        let _stale = text.take();
+        text.arm();
         let (statement, expiry) =
             if commit { session.observe_commit_start() } else { session.observe_start() };
         let inner = {
@@ -224,5 +259,38 @@ mod tests {
         assert!(printed.to_string().contains("hunter2secret"), "diesel prints the binds");
         assert_eq!(sql_of(&printed), "SELECT 1 WHERE a = $1");
         assert_eq!(sql_of(&StrQueryHelper::new("BEGIN")), "BEGIN");
+    }
+
+    /// A query printed a few bytes at a time, the marker split across pieces.
+    struct Pieces(&'static str);
+
+    impl std::fmt::Display for Pieces {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            for piece in self.0.as_bytes().chunks(3) {
+                f.write_str(std::str::from_utf8(piece).expect("ASCII"))?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_text_stops_before_binds_printed_in_pieces() {
+        assert_eq!(sql_of(&Pieces("SELECT 1 -- binds: [\"hunter2\"]")), "SELECT 1");
+        assert_eq!(sql_of(&Pieces("SELECT 12")), "SELECT 12");
+    }
+
+    #[test]
+    fn only_an_observed_statement_has_its_text_kept() {
+        use diesel::connection::{Instrumentation, InstrumentationEvent};
+        let text = super::StatementText::default();
+        let mut namer = text.instrumentation(None);
+        let query = StrQueryHelper::new("SELECT 1");
+        namer.on_connection_event(InstrumentationEvent::start_query(&query));
+        assert_eq!(text.take(), None, "nobody observes it: not printed");
+        text.arm();
+        namer.on_connection_event(InstrumentationEvent::start_query(&query));
+        assert_eq!(text.take().as_deref(), Some("SELECT 1"));
+        namer.on_connection_event(InstrumentationEvent::start_query(&query));
+        assert_eq!(text.take(), None, "taken: no longer kept");
     }
 }
