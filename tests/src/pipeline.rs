@@ -36,6 +36,11 @@ async fn manager<B: Backend>(
 /// 64 tasks each read their own number and the server session that answered, through the
 /// lane: every task gets its own number back, and the statements were served by at most
 /// two sessions per mode when the driver pipelines (by up to the pool's eight otherwise).
+///
+/// A shared connection is routed again every second (given back to its pool and checked
+/// out anew, perhaps as another session), so a round that straddles that moment may see a
+/// third or fourth session: the bound must hold on one round of three, which a lane that
+/// used the pool's eight sessions never does.
 pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
     t: &Target,
     pipelines: bool,
@@ -43,42 +48,23 @@ pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
     assert_eq!(t.kind, DatabaseKind::Postgres, "the lane pipelines on PostgreSQL");
     let m = manager::<B>(t, None).await?;
     for mode in [RO, RW] {
-        let mut tasks = tokio::task::JoinSet::new();
-        for n in 0..TASKS {
-            let m = Arc::clone(&m);
-            tasks.spawn(async move {
-                let mut pids = Vec::new();
-                for round in 0..20 {
-                    let wanted = n * 1000 + round;
-                    let rows = m
-                        .fetch_all(
-                            mode,
-                            "SELECT $1::bigint AS n, pg_backend_pid()::bigint AS pid",
-                            &[Value::Int(wanted)],
-                        )
-                        .await?;
-                    let got: i64 = rows[0].try_get("n")?;
-                    assert_eq!(got, wanted, "a reply reached the wrong caller ({mode})");
-                    pids.push(rows[0].try_get::<i64>("pid")?);
-                }
-                Ok::<_, ucm_kernel::Error>(pids)
-            });
-        }
-        let mut sessions = BTreeSet::new();
-        while let Some(joined) = tasks.join_next().await {
-            sessions.extend(joined.map_err(|e| ucm_kernel::Error::other(e.to_string()))??);
+        let mut counts = Vec::new();
+        for _round in 0..3 {
+            counts.push(sessions_serving::<B>(&m, mode).await?.len());
+            if !pipelines || counts.last() <= Some(&2) {
+                break;
+            }
         }
         if pipelines {
             assert!(
-                sessions.len() <= 2,
-                "{mode}: {} server sessions served the lane, wanted at most 2",
-                sessions.len()
+                counts.iter().any(|&n| n <= 2),
+                "{mode}: {counts:?} server sessions served the lane in each round, wanted at most 2"
             );
         } else {
             assert!(
-                sessions.len() > 2,
+                counts[0] > 2,
                 "{mode}: only {} sessions: the pooled path should use the pool",
-                sessions.len()
+                counts[0]
             );
         }
     }
@@ -92,6 +78,40 @@ pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
     m.close().await?;
     assert_eq!(m.pipelined_connections(), 0);
     Ok(())
+}
+
+/// The server sessions that answered [`TASKS`] tasks reading 20 numbers each through
+/// `m`'s lane in `mode`; every reply checked to be its caller's.
+async fn sessions_serving<B: Backend>(
+    m: &Arc<Manager<B::Core>>,
+    mode: ConnectionMode,
+) -> Result<BTreeSet<i64>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..TASKS {
+        let m = Arc::clone(m);
+        tasks.spawn(async move {
+            let mut pids = Vec::new();
+            for round in 0..20 {
+                let wanted = n * 1000 + round;
+                let rows = m
+                    .fetch_all(
+                        mode,
+                        "SELECT $1::bigint AS n, pg_backend_pid()::bigint AS pid",
+                        &[Value::Int(wanted)],
+                    )
+                    .await?;
+                let got: i64 = rows[0].try_get("n")?;
+                assert_eq!(got, wanted, "a reply reached the wrong caller ({mode})");
+                pids.push(rows[0].try_get::<i64>("pid")?);
+            }
+            Ok::<_, ucm_kernel::Error>(pids)
+        });
+    }
+    let mut sessions = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        sessions.extend(joined.map_err(|e| ucm_kernel::Error::other(e.to_string()))??);
+    }
+    Ok(sessions)
 }
 
 /// The lane keeps its statements prepared on the shared connection (one round trip each
