@@ -44,6 +44,33 @@ fn rerun_unkept<D: Dialect>(
     }
 }
 
+/// Runs one neutral statement on a pooled connection: `$call` (the driver call, with `$c`
+/// the driver's connection and `$keep` whether to keep the statement prepared) is sent
+/// kept where there is room, and sent again unkept when the kept statement was refused
+/// because its table changed shape (outside a transaction; see [`rerun_unkept`]). A macro:
+/// the call's future borrows the connection, twice in a row, which a closure parameter
+/// cannot express without boxing each statement's future.
+macro_rules! run_kept {
+    ($d:ty, $connection:expr, $sql:expr, |$c:ident, $keep:ident| $call:expr) => {{
+        let connection = $connection;
+        let kept = admit_kept::<$d>(connection, $sql);
+        let first = {
+            let $keep = kept;
+            connection.guarded(|$c| $call).await
+        };
+        match first {
+            Err(e) if kept && stale_plan(&e) => match rerun_unkept::<$d>(connection, e) {
+                Ok(()) => {
+                    let $keep = false;
+                    connection.guarded(|$c| $call).await
+                }
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+    }};
+}
+
 /// A connection of dialect `D` as the pipelined lane shares it, with the statements kept
 /// prepared on it.
 pub struct SharedConnection<D: Dialect> {
@@ -193,14 +220,7 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, DriverError> {
-        let keep = admit_kept::<D>(connection, sql);
-        let result = match connection.guarded(|c| D::execute(c, sql, params, keep)).await {
-            Err(e) if keep && stale_plan(&e) => match rerun_unkept::<D>(connection, e) {
-                Ok(()) => connection.guarded(|c| D::execute(c, sql, params, false)).await,
-                Err(e) => Err(e),
-            },
-            other => other,
-        };
+        let result = run_kept!(D, connection, sql, |c, keep| D::execute(c, sql, params, keep));
         result.map(|count| count as u64).map_err(|e| read::<D>(&e))
     }
 
@@ -209,14 +229,7 @@ impl<D: Dialect> BackendConnector for DieselConnector<D> {
         sql: &str,
         params: &[Value],
     ) -> Result<Vec<Row>, DriverError> {
-        let keep = admit_kept::<D>(connection, sql);
-        let loaded = match connection.guarded(|c| D::load(c, sql, params, keep)).await {
-            Err(e) if keep && stale_plan(&e) => match rerun_unkept::<D>(connection, e) {
-                Ok(()) => connection.guarded(|c| D::load(c, sql, params, false)).await,
-                Err(e) => Err(e),
-            },
-            other => other,
-        };
+        let loaded = run_kept!(D, connection, sql, |c, keep| D::load(c, sql, params, keep));
         rows(loaded.map_err(|e| read::<D>(&e))?).map_err(|e| DriverError::Data(e.to_string()))
     }
 

@@ -51,7 +51,7 @@ pub async fn replies_reach_their_callers_over_few_connections<B: Backend>(
         let mut counts = Vec::new();
         for _round in 0..3 {
             counts.push(sessions_serving::<B>(&m, mode).await?.len());
-            if !pipelines || counts.last() <= Some(&2) {
+            if !pipelines || counts.last().is_some_and(|&n| n <= 2) {
                 break;
             }
         }

@@ -42,10 +42,13 @@ impl StatementText {
 
     /// An observed statement is about to start: forget any earlier text and keep the next.
     pub(crate) fn arm(&self) {
-        if let Ok(mut slot) = self.0.sql.lock() {
+        // Text is kept only while armed and taken when disarmed, so only an observed
+        // statement that was dropped before its end (still armed) can have left any.
+        if self.0.armed.swap(true, Ordering::AcqRel)
+            && let Ok(mut slot) = self.0.sql.lock()
+        {
             *slot = None;
         }
-        self.0.armed.store(true, Ordering::Release);
     }
 
     /// The text of the statement started since [`Self::arm`], if any; keeps no more.
@@ -292,5 +295,11 @@ mod tests {
         assert_eq!(text.take().as_deref(), Some("SELECT 1"));
         namer.on_connection_event(InstrumentationEvent::start_query(&query));
         assert_eq!(text.take(), None, "taken: no longer kept");
+        // An observed statement dropped before its end leaves its text; the next one
+        // does not inherit it.
+        text.arm();
+        namer.on_connection_event(InstrumentationEvent::start_query(&query));
+        text.arm();
+        assert_eq!(text.take(), None, "a dropped statement's text is not the next one's");
     }
 }
