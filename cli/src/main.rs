@@ -52,10 +52,11 @@ enum Command {
     #[command(after_help = output::EXIT_CODES)]
     Health(health::HealthArgs),
     /// Run one contender of the no-I/O checkout benchmark alone (`ucm` or `deadpool`), for
-    /// instruction counts under valgrind.
+    /// instruction counts under valgrind; or `table`, the benchmark's whole checkout table
+    /// as `ucm bench` measures it, without a database.
     #[command(hide = true)]
     ProfileCheckout {
-        /// `ucm` or `deadpool`.
+        /// `ucm`, `deadpool` or `table`.
         contender: String,
         /// Checkouts to run.
         #[arg(default_value_t = 100_000)]
@@ -112,6 +113,9 @@ fn main() -> ExitCode {
         Command::Health(args) => block_on(health::run(&args)),
         Command::Bench(args) => block_on(bench::run(&args)),
         Command::Validate(args) => block_on(validate::run(&args)),
+        Command::ProfileCheckout { contender, iterations } if contender == "table" => {
+            block_on(bench::print_checkout_table(iterations))
+        }
         Command::ProfileCheckout { contender, iterations } => {
             // One thread, so the instruction count is the checkout's own.
             tokio::runtime::Builder::new_current_thread()

@@ -139,6 +139,27 @@ pub(crate) async fn profile_checkout(contender: &str, iterations: u64) -> anyhow
     checkout::profile(contender, iterations).await
 }
 
+/// The checkout table of `ucm bench` alone (`ucm profile-checkout table`): ns per checkout
+/// of each contender at 1 and 16 tasks, and ucm's ratio to raw deadpool.
+pub(crate) async fn print_checkout_table(iterations: u64) -> anyhow::Result<()> {
+    let results = checkout::run(iterations).await?;
+    for tasks in [1, 16] {
+        let at = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.tasks == tasks && r.name.starts_with(name))
+                .map(|r| r.ns_per_op)
+        };
+        for result in results.iter().filter(|r| r.tasks == tasks) {
+            println!("{:>2} task(s)  {:<40} {:>7.0} ns", tasks, result.name, result.ns_per_op);
+        }
+        if let (Some(ucm), Some(raw)) = (at("ucm"), at("deadpool")) {
+            println!("{tasks:>2} task(s)  ucm / raw deadpool: {:.2}", ucm / raw);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let database_url = crate::url_arg::required(
         args.database_url.as_deref(),

@@ -20,34 +20,22 @@ use crate::telemetry::metrics::CloseReason;
 /// (so drop never blocks and never leaks an open transaction into the next user), and
 /// closed if the rollback fails or no tokio runtime is available to run it.
 pub struct PooledConnection<C: Connector> {
+    // The rest of the checkout's state is in the slot's `Lease`: every layer of a checkout
+    // returns this guard by value, and at two words and an instant it moves in registers
+    // where a larger guard was copied with `memcpy` at each layer.
     object: Option<Object<SlotManager<C>>>,
     checked_out: Instant,
-    /// How long the checkout waited; counted into the SLA of the first statement only.
-    waited: std::time::Duration,
-    /// This checkout's id in the pool's leak detector, when leak detection is on.
-    hold: Option<u64>,
-    /// Run when the connection is released (returned, or closed), whatever the outcome.
-    on_release: Option<Box<dyn FnOnce() + Send + Sync>>,
-    /// Tables written in the open transaction, told again to the write listeners when it
-    /// commits (empty, and never allocated, while nobody listens).
-    written: Vec<String>,
 }
 
 impl<C: Connector> PooledConnection<C> {
     pub(crate) fn new(
-        object: Object<SlotManager<C>>,
+        mut object: Object<SlotManager<C>>,
         checked_out: Instant,
         waited: std::time::Duration,
     ) -> Self {
-        let hold = object.leaks.as_ref().map(|leaks| leaks.register(checked_out));
-        Self {
-            object: Some(object),
-            checked_out,
-            waited,
-            hold,
-            on_release: None,
-            written: Vec::new(),
-        }
+        object.lease.waited = waited;
+        object.lease.hold = object.leaks.as_ref().map(|leaks| leaks.register(checked_out));
+        Self { object: Some(object), checked_out }
     }
 
     /// Runs `hook` when this checkout ends (the connection is returned to its pool or
@@ -55,7 +43,8 @@ impl<C: Connector> PooledConnection<C> {
     /// write committed, not from the checkout. Replaces an earlier hook, which then runs
     /// at once.
     pub fn on_release(&mut self, hook: impl FnOnce() + Send + Sync + 'static) {
-        if let Some(earlier) = self.on_release.replace(Box::new(hook)) {
+        let Some(object) = self.object.as_mut() else { return };
+        if let Some(earlier) = object.lease.on_release.replace(Box::new(hook)) {
             earlier();
         }
     }
@@ -179,8 +168,8 @@ impl<C: Connector> PooledConnection<C> {
     pub fn mark_transaction_closed(&mut self) {
         if let Some(object) = self.object.as_mut() {
             object.in_transaction = false;
+            object.lease.written.clear();
         }
-        self.written.clear();
     }
 
     /// Tells the pool's write listeners what a finished statement wrote: the tables `sql`
@@ -189,12 +178,12 @@ impl<C: Connector> PooledConnection<C> {
     /// reply was lost may have been applied, and telling too much costs a listener only a
     /// copy. One atomic load while nobody listens.
     pub(crate) fn tell_writes(&mut self, sql: &str, commit: bool) {
-        let Some(object) = self.object.as_ref() else { return };
+        let Some(object) = self.object.as_mut() else { return };
         if object.writes.is_empty() {
             return;
         }
         if commit {
-            let written = std::mem::take(&mut self.written);
+            let written = std::mem::take(&mut object.lease.written);
             object.writes.notify(&written);
             return;
         }
@@ -205,8 +194,8 @@ impl<C: Connector> PooledConnection<C> {
         object.writes.notify(&tables);
         if object.in_transaction {
             for table in tables {
-                if !self.written.contains(&table) {
-                    self.written.push(table);
+                if !object.lease.written.contains(&table) {
+                    object.lease.written.push(table);
                 }
             }
         }
@@ -274,8 +263,8 @@ impl<C: Connector> PooledConnection<C> {
         sql: &str,
         error: Option<&crate::Error>,
     ) {
-        let waited = std::mem::take(&mut self.waited);
-        if let Some(object) = self.object.as_ref() {
+        if let Some(object) = self.object.as_mut() {
+            let waited = std::mem::take(&mut object.lease.waited);
             object.metrics.record_statement(took, waited, sql, error);
         }
     }
@@ -329,16 +318,19 @@ impl<C: Connector> fmt::Debug for PooledConnection<C> {
 
 impl<C: Connector> Drop for PooledConnection<C> {
     fn drop(&mut self) {
-        if let Some(hook) = self.on_release.take() {
+        let Some(mut object) = self.object.take() else { return };
+        if let Some(hook) = object.lease.on_release.take() {
             hook();
         }
-        let Some(mut object) = self.object.take() else { return };
         let now = Instant::now();
         object.metrics.record_use(now.duration_since(self.checked_out));
         object.returned = now;
-        if let (Some(leaks), Some(hold)) = (&object.leaks, self.hold) {
+        if let Some(hold) = object.lease.hold.take()
+            && let Some(leaks) = &object.leaks
+        {
             leaks.release(hold);
         }
+        object.lease.written.clear();
         if object.in_statement {
             // A statement's future was dropped mid-flight: the server may still be running
             // it (and commit it), and the driver may still expect its reply. Nobody else may

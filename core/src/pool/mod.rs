@@ -212,11 +212,15 @@ impl<C: Connector> Pool<C> {
     /// `PoolExhausted` at once instead of queueing for a slot (opening a connection or
     /// pinging an idle one still happen, bounded by the acquire timeout).
     async fn checkout(&self, wait: bool) -> Result<PooledConnection<C>> {
-        let started = Instant::now();
+        // The clock is read by the checkout's polls (see `checkout::with_deadline`), not
+        // here: taking an idle connection at once then costs one reading in all.
+        let mut started = None;
         if self.inner.sizes.is_suspended() {
             // Boxed: rare, and it would otherwise grow every checkout's future.
-            let give_up = started + self.inner.config.acquire_timeout();
-            Box::pin(self.wait_resumed(started, give_up)).await?;
+            let now = Instant::now();
+            let give_up = now + self.inner.config.acquire_timeout();
+            Box::pin(self.wait_resumed(now, give_up)).await?;
+            started = Some(now);
         }
         let permit = match &self.inner.breaker {
             Some(breaker) => Some(breaker.try_acquire()?),
@@ -235,30 +239,30 @@ impl<C: Connector> Pool<C> {
                 other => other,
             }
         });
-        let mut did_io = false;
-        let got =
-            match checkout::with_deadline(started + self.inner.config.acquire_timeout(), checkout)
-                .await
-            {
-                Ok((got, step)) => {
-                    did_io = step != checkout::Step::Waiting;
-                    got.map_err(|e| self.map_error(e, started.elapsed()))
-                }
-                Err(step) => Err(self.deadline_error(step, started.elapsed())),
-            };
-        let object = match got {
+        let finished =
+            checkout::with_deadline(started, self.inner.config.acquire_timeout(), checkout).await;
+        let (got, did_io) = match finished {
+            Ok(finished) => {
+                let did_io = finished.step != checkout::Step::Waiting;
+                let got = finished
+                    .output
+                    .map(|object| (object, finished.at, finished.waited))
+                    .map_err(|e| self.map_error(e, finished.waited));
+                (got, did_io)
+            }
+            Err(timed_out) => (Err(self.deadline_error(timed_out.step, timed_out.waited)), false),
+        };
+        let got = match got {
             // A connection opened while the pool was being closed is closed, not handed out.
-            Ok(object) if self.inner.pool.is_closed() => {
+            Ok((object, ..)) if self.inner.pool.is_closed() => {
                 drop(managed::Object::take(object));
                 Err(Error::Closed { what: format!("pool {}", self.inner.label) })
             }
             other => other,
         };
-        match object {
-            Ok(object) => {
-                let now = Instant::now();
-                let waited = now.duration_since(started);
-                let mut connection = PooledConnection::new(object, now, waited);
+        match got {
+            Ok((object, checked_out, waited)) => {
+                let mut connection = PooledConnection::new(object, checked_out, waited);
                 if let Some(permit) = permit {
                     if did_io {
                         permit.success();

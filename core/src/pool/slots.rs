@@ -18,6 +18,33 @@ use crate::error::{ConnectFailure, Error};
 use crate::telemetry::metrics::{CloseReason, PoolMetrics};
 use crate::writes::WriteListeners;
 
+/// What belongs to the checkout holding a connection: set when it is handed out, emptied
+/// when its guard is dropped. It lives in the (boxed) slot rather than in the guard, which
+/// every layer of a checkout returns by value and which is kept small for that.
+#[derive(Default)]
+pub(crate) struct Lease {
+    /// How long the checkout waited; counted into the SLA of its first statement only.
+    pub(crate) waited: Duration,
+    /// The checkout's id in the pool's leak detector, when leak detection is on.
+    pub(crate) hold: Option<u64>,
+    /// Run when the connection is released (returned, or closed), whatever the outcome.
+    pub(crate) on_release: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Tables written in the open transaction, told again to the write listeners when it
+    /// commits (empty, and never allocated, while nobody listens).
+    pub(crate) written: Vec<String>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("waited", &self.waited)
+            .field("hold", &self.hold)
+            .field("on_release", &self.on_release.is_some())
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
 /// One pooled connection and the pool's bookkeeping about it.
 #[derive(Debug)]
 pub(crate) struct Slot<T> {
@@ -58,6 +85,8 @@ pub(crate) struct Slot<T> {
     pub(crate) pooled_begin: Option<Arc<PooledBegin>>,
     /// Who is told of the tables written on this connection.
     pub(crate) writes: Arc<WriteListeners>,
+    /// The state of the checkout holding the connection.
+    pub(crate) lease: Lease,
 }
 
 /// The `BEGIN` statements of a session behind a transaction pooler.
@@ -171,7 +200,8 @@ impl<C: Connector> managed::Manager for SlotManager<C> {
     }
 
     async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
-        let now = Instant::now();
+        // The checkout's poll read the clock as it began; no second reading.
+        let now = checkout::now();
         if slot.broken || slot.in_statement || self.connector.is_broken(&mut slot.connection) {
             return Err(self.discard(CloseReason::Broken, "it is broken"));
         }
@@ -253,6 +283,7 @@ impl<C: Connector> SlotManager<C> {
             statement_generation: 0,
             pooled_begin: self.pooled_begin.clone(),
             writes: Arc::clone(&self.writes),
+            lease: Lease::default(),
         }))
     }
 

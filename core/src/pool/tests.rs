@@ -648,6 +648,10 @@ async fn the_checkout_future_stays_close_to_deadpools_size() {
 fn a_slot_moves_as_one_pointer() {
     type PoolSlot = <slots::SlotManager<MemoryConnector> as managed::Manager>::Type;
     assert_eq!(std::mem::size_of::<PoolSlot>(), std::mem::size_of::<usize>());
+    // The guard is returned by value through every layer of a checkout: deadpool's object
+    // (the boxed slot, its metrics and a pool reference) and the checkout's instant, the
+    // rest of the checkout's state being in the slot. Past 128 bytes each move is a
+    // `memcpy` call.
     let guard = std::mem::size_of::<PooledConnection<MemoryConnector>>();
-    assert!(guard <= 160, "a guard is {guard} bytes");
+    assert!(guard <= 80, "a guard is {guard} bytes");
 }

@@ -49,7 +49,10 @@ impl Histogram {
         let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket_index(micros)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        // Most acquires wait under a microsecond: nothing to add, and no locked add.
+        if micros > 0 {
+            self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        }
         // A read first: the maximum rarely moves, and a plain load avoids a locked
         // compare-and-swap on every record.
         if micros > self.max_micros.load(Ordering::Relaxed) {
