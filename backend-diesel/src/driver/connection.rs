@@ -62,10 +62,6 @@ impl<D: DieselDialect> DieselPoolConnection<D> {
     ///
     /// # Errors
     /// The connection itself, when it is another database's.
-    #[expect(
-        clippy::result_large_err,
-        reason = "a conversion handing the connection back, as big as what it gives"
-    )]
     pub fn from_connection(connection: DieselConnection) -> Result<Self, DieselConnection> {
         let mut session = D::session(connection)?;
         let tracked = session.driver();

@@ -50,10 +50,6 @@ pub trait DieselDialect: Dialect + Sized {
     ///
     /// # Errors
     /// The connection itself, when it is another database's.
-    #[expect(
-        clippy::result_large_err,
-        reason = "a conversion handing the connection back, as big as what it gives"
-    )]
     fn session(connection: DieselConnection) -> Result<DieselSession<Self>, DieselConnection>;
 }
 

@@ -27,10 +27,6 @@ impl<DB: SqlxDatabase> ObservedConnection<DB> {
     ///
     /// # Errors
     /// The connection itself, when it is another database's than `DB`.
-    #[expect(
-        clippy::result_large_err,
-        reason = "a conversion handing the connection back, as big as what it gives"
-    )]
     pub fn from_connection(connection: SqlxConnection) -> Result<Self, SqlxConnection> {
         DB::session(connection).map(|session| Self { session })
     }

@@ -38,10 +38,6 @@ pub trait SqlxDatabase: Database {
     ///
     /// # Errors
     /// The connection itself, when it is another database's.
-    #[expect(
-        clippy::result_large_err,
-        reason = "a conversion handing the connection back, as big as what it gives"
-    )]
     fn session(connection: SqlxConnection) -> Result<SqlxSession<Self::Dialect>, SqlxConnection>;
 
     /// The manager's connection around a session of this database.
