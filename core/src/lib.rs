@@ -4,9 +4,9 @@
 //! [`ConnectionMode`] and [`ManagerMode`] enums with their [`PoolConfiguration`] presets,
 //! configuration and URL parsing with redaction, the one [`Error`] type classified by
 //! [`ErrorKind`], the per-endpoint [`CircuitBreaker`], the [`RetryPolicy`], the
-//! connection [`pool`] (deadpool underneath, plus what deadpool lacks), and the health and
-//! metrics types. It depends on no database driver: backends plug in through the
-//! [`backend::Connector`] trait.
+//! connection [`pool`] (its own slot queue, prefill, reaping, validation, bounded waits),
+//! and the health and metrics types. It depends on no database driver: backends plug in
+//! through the [`backend::Connector`] trait.
 //!
 //! # Features
 //! - `testing`: `pool::testing`, a scriptable in-memory connector for fault tests.

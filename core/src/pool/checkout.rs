@@ -1,10 +1,9 @@
 //! What a checkout is doing (waiting for a slot, connecting, validating), so that one deadline can bound it all and still say which step ran out of time.
 //!
 //! `acquire_timeout` bounds the whole checkout: the wait for a slot, the pings of idle
-//! connections and the opening of a new one. deadpool runs those steps inside its own
-//! `get`, out of ucm's sight, so the pool's manager notes each step it enters in a
-//! task-local cell that [`Pool::acquire`](super::Pool::acquire) reads when the deadline
-//! passes. Outside a checkout (prefill, the background refill) there is no cell and the
+//! connections and the opening of a new one. The queue runs those steps inside its own
+//! `get`, so the pool's manager notes each step it enters in a task-local cell that
+//! [`Pool::acquire`](super::Pool::acquire) reads when the deadline passes. Outside a checkout (prefill, the background refill) there is no cell and the
 //! notes are dropped.
 
 use std::cell::Cell;
@@ -64,7 +63,7 @@ pub(crate) struct TimedOut {
 ///
 /// The caller pins `checkout` where it stands (`std::pin::pin!`), and the cell is set
 /// around each poll of it (`sync_scope`) rather than by wrapping it in a task-local future:
-/// the checkout future, which embeds deadpool's, is then never moved again, where each
+/// the checkout future, which embeds the queue's, is then never moved again, where each
 /// wrapper used to copy it whole (and hold one more copy in its state). The deadline's
 /// timer is made only when the checkout does not finish on its first poll, and the clock is
 /// read once per poll: the hot path (an idle connection taken at once) registers no timer,

@@ -5,11 +5,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::Object;
 use tokio::time::{Instant, timeout};
 
 use super::abandon::StatementExpiry;
-use super::slots::SlotManager;
+use super::queue::Lent;
 use crate::connector::Connector;
 use crate::telemetry::metrics::CloseReason;
 
@@ -23,13 +22,13 @@ pub struct PooledConnection<C: Connector> {
     // The rest of the checkout's state is in the slot's `Lease`: every layer of a checkout
     // returns this guard by value, and at two words and an instant it moves in registers
     // where a larger guard was copied with `memcpy` at each layer.
-    object: Option<Object<SlotManager<C>>>,
+    object: Option<Lent<C>>,
     checked_out: Instant,
 }
 
 impl<C: Connector> PooledConnection<C> {
     pub(crate) fn new(
-        mut object: Object<SlotManager<C>>,
+        mut object: Lent<C>,
         checked_out: Instant,
         waited: std::time::Duration,
     ) -> Self {
@@ -216,8 +215,7 @@ impl<C: Connector> PooledConnection<C> {
 
     /// Marks the connection broken because it was lost (the server closed it, or stopped
     /// answering): the other idle connections of its pool were likely lost with it, so
-    /// each is pinged before its next use, whatever its idle time. Costs a weak-reference
-    /// upgrade: meant for error paths.
+    /// each is pinged before its next use, whatever its idle time.
     pub fn mark_lost(&mut self) {
         self.mark_broken();
         if let Some(object) = self.object.as_ref() {
@@ -225,9 +223,7 @@ impl<C: Connector> PooledConnection<C> {
             if let Some(breaker) = &object.breaker {
                 breaker.record_connection_lost();
             }
-            if let Some(pool) = Object::pool(object) {
-                pool.manager().suspect_idle_connections();
-            }
+            Lent::manager(object).suspect_idle_connections();
         }
     }
 
@@ -247,11 +243,9 @@ impl<C: Connector> PooledConnection<C> {
         self.object.as_ref().is_none_or(|object| object.broken)
     }
 
-    /// Runs `f` with the pool's connector, or returns `None` when the pool is gone. Costs a
-    /// weak-reference upgrade: meant for error paths, not for every statement.
+    /// Runs `f` with the pool's connector (`None` only after drop).
     pub fn with_connector<R>(&self, f: impl FnOnce(&C) -> R) -> Option<R> {
-        let pool = Object::pool(self.object.as_ref()?)?;
-        Some(f(&pool.manager().connector))
+        Some(f(&Lent::manager(self.object.as_ref()?).connector))
     }
 
     /// Records one statement run on this connection (its duration and error) in the pool's
@@ -337,12 +331,12 @@ impl<C: Connector> Drop for PooledConnection<C> {
             // wait on it or inherit its effects: close it (the server then ends the session).
             object.metrics.record_close(CloseReason::Broken);
             tracing::debug!("closing a connection whose statement was cancelled mid-flight");
-            drop(Object::take(object));
+            drop(Lent::take(object));
             return;
         }
         if object.broken {
             object.metrics.record_close(CloseReason::Broken);
-            drop(Object::take(object));
+            drop(Lent::take(object));
             return;
         }
         if !object.in_transaction {
@@ -357,7 +351,7 @@ impl<C: Connector> Drop for PooledConnection<C> {
                 tracing::warn!(
                     "closing a connection returned mid-transaction outside a tokio runtime"
                 );
-                drop(Object::take(object));
+                drop(Lent::take(object));
             }
         }
     }
@@ -365,9 +359,9 @@ impl<C: Connector> Drop for PooledConnection<C> {
 
 /// Rolls back the transaction left open on `object`, then returns it to the pool; closes it
 /// if the rollback fails or takes longer than the connect timeout.
-async fn reset_then_return<C: Connector>(mut object: Object<SlotManager<C>>) {
-    let Some(pool) = Object::pool(&object) else { return };
-    let manager = pool.manager();
+async fn reset_then_return<C: Connector>(mut object: Lent<C>) {
+    let queue = Lent::queue(&object);
+    let manager = queue.manager();
     let slot = &mut *object;
     match timeout(manager.config.connect_timeout(), manager.connector.reset(&mut slot.connection))
         .await
@@ -380,12 +374,12 @@ async fn reset_then_return<C: Connector>(mut object: Object<SlotManager<C>>) {
         Ok(Err(e)) => {
             manager.metrics.record_close(CloseReason::ResetFailed);
             tracing::warn!(pool = %manager.label, "closing a connection whose rollback failed: {e}");
-            drop(Object::take(object));
+            drop(Lent::take(object));
         }
         Err(_) => {
             manager.metrics.record_close(CloseReason::ResetFailed);
             tracing::warn!(pool = %manager.label, "closing a connection whose rollback timed out");
-            drop(Object::take(object));
+            drop(Lent::take(object));
         }
     }
 }

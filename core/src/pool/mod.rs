@@ -1,4 +1,4 @@
-//! The one pool every backend uses: deadpool's managed pool plus what it lacks (prefill, overflow reaping, jittered lifetimes, idle validation, bounded waits, breaker).
+//! The one pool every backend uses: its slot queue (`queue.rs`) with prefill, overflow reaping, jittered lifetimes, idle validation, bounded waits and the breaker.
 //!
 //! A backend supplies a [`Connector`]; [`Pool`] does the rest:
 //! - **Sizing**: `min_idle` connections (the pool size unless set lower; `0` for a lazy
@@ -21,6 +21,7 @@ mod abandon;
 mod checkout;
 mod guard;
 mod leaks;
+mod queue;
 mod reaper;
 mod sizing;
 #[cfg(test)]
@@ -32,8 +33,6 @@ pub mod testing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool::Runtime;
-use deadpool::managed::{self, PoolError, QueueMode, TimeoutType, Timeouts};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -50,16 +49,13 @@ use crate::telemetry::EndpointAttributes;
 use crate::telemetry::metrics::{CloseReason, PoolMetrics, PoolStatus};
 use slots::SlotManager;
 
-/// Deadpool's non-blocking checkout: a zero wait tries the semaphore without a timer.
-const NO_WAIT: Timeouts = Timeouts { wait: Some(Duration::ZERO), create: None, recycle: None };
-
 /// A pool of connections to one endpoint. Cheap to clone; clones share the pool.
 pub struct Pool<C: Connector> {
     inner: Arc<Inner<C>>,
 }
 
 pub(crate) struct Inner<C: Connector> {
-    pool: managed::Pool<SlotManager<C>>,
+    pool: queue::Queue<C>,
     label: Arc<str>,
     config: PoolConfiguration,
     metrics: Arc<PoolMetrics>,
@@ -77,8 +73,8 @@ impl<C: Connector> Inner<C> {
         let status = self.pool.status();
         PoolStatus {
             size: status.size,
-            idle: status.available,
-            in_use: status.size.saturating_sub(status.available),
+            idle: status.idle,
+            in_use: status.size.saturating_sub(status.idle),
             waiting: status.waiting,
             pool_size: self.sizes.pool_size(),
             max_size: self.sizes.max_size(),
@@ -139,17 +135,8 @@ impl<C: Connector> Pool<C> {
             Arc::clone(&label),
         );
         // Connect and validation timeouts are applied inside the manager, where the
-        // failure can be classified; deadpool bounds only the wait for a slot, and
-        // `acquire` bounds the whole checkout.
-        let pool = managed::Pool::builder(manager)
-            .max_size(config.max_size())
-            .wait_timeout(Some(config.acquire_timeout()))
-            .create_timeout(None)
-            .recycle_timeout(None)
-            .queue_mode(QueueMode::Lifo)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::config("pool", e.to_string()))?;
+        // failure can be classified; `acquire` bounds the whole checkout.
+        let pool = queue::Queue::new(manager, config.max_size());
         // The reaper also reports long holds, so it looks often enough for the leak threshold.
         let period = reaper::reaper_period(
             config
@@ -226,19 +213,8 @@ impl<C: Connector> Pool<C> {
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
-        // Fast path: an idle connection or a free slot, taken without waiting. Only when
-        // the pool is full does deadpool's bounded wait start.
-        // Pinned where it stands: it embeds deadpool's future, so it is not moved again.
-        // The wait for a slot is boxed: it is the slow path (every connection is in use),
-        // and inline its future would sit beside the fast path's, doubling the size.
-        let checkout = std::pin::pin!(async {
-            match self.inner.pool.timeout_get(&NO_WAIT).await {
-                Err(PoolError::Timeout(TimeoutType::Wait)) if wait => {
-                    Box::pin(self.inner.pool.get()).await
-                }
-                other => other,
-            }
-        });
+        // Pinned where it stands: the queue's future is not moved again.
+        let checkout = std::pin::pin!(self.inner.pool.get(wait));
         let finished =
             checkout::with_deadline(started, self.inner.config.acquire_timeout(), checkout).await;
         let (got, did_io) = match finished {
@@ -255,7 +231,7 @@ impl<C: Connector> Pool<C> {
         let got = match got {
             // A connection opened while the pool was being closed is closed, not handed out.
             Ok((object, ..)) if self.inner.pool.is_closed() => {
-                drop(managed::Object::take(object));
+                drop(queue::Lent::take(object));
                 Err(Error::Closed { what: format!("pool {}", self.inner.label) })
             }
             other => other,
@@ -298,7 +274,7 @@ impl<C: Connector> Pool<C> {
         let limit = self.inner.config.acquire_timeout();
         let what = match step {
             checkout::Step::Waiting => {
-                return self.map_error(PoolError::Timeout(TimeoutType::Wait), waited);
+                return self.map_error(queue::QueueError::Full, waited);
             }
             checkout::Step::Connecting => "opening a new connection",
             checkout::Step::Validating => "pinging an idle connection",
@@ -425,7 +401,7 @@ impl<C: Connector> Pool<C> {
         // concurrent connect is refused at once rather than waiting for) is done before
         // the others connect.
         if status.size == 0 && to_open > 1 {
-            match self.inner.pool.timeout_get(&NO_WAIT).await {
+            match self.inner.pool.get(false).await {
                 Ok(object) => held.push(object),
                 Err(e) => return self.prefill_failure(e),
             }
@@ -434,7 +410,7 @@ impl<C: Connector> Pool<C> {
         let mut tasks = JoinSet::new();
         for _ in 0..to_open {
             let pool = self.clone();
-            tasks.spawn(async move { pool.inner.pool.timeout_get(&NO_WAIT).await });
+            tasks.spawn(async move { pool.inner.pool.get(false).await });
         }
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -451,7 +427,7 @@ impl<C: Connector> Pool<C> {
         }
         if self.is_closed() {
             for object in held {
-                drop(managed::Object::take(object));
+                drop(queue::Lent::take(object));
             }
         }
         first_error
@@ -459,8 +435,8 @@ impl<C: Connector> Pool<C> {
 
     /// What a prefill connect failure means: nothing when the pool had no free slot
     /// (callers hold it), otherwise the error, recorded by the breaker as a caller's would be.
-    fn prefill_failure(&self, e: PoolError<Error>) -> Option<Error> {
-        if matches!(e, PoolError::Timeout(TimeoutType::Wait)) {
+    fn prefill_failure(&self, e: queue::QueueError) -> Option<Error> {
+        if matches!(e, queue::QueueError::Full) {
             return None;
         }
         let e = self.map_error(e, Duration::ZERO);
@@ -573,8 +549,7 @@ impl<C: Connector> Pool<C> {
     /// `Timeout` naming how many connections were still checked out at the deadline; they
     /// are closed when their holders drop them.
     pub async fn close(&self, deadline: Duration) -> Result<()> {
-        let idle = self.status().idle;
-        self.inner.pool.close();
+        let idle = self.inner.pool.close();
         for _ in 0..idle {
             self.inner.metrics.record_close(CloseReason::PoolClosed);
         }
@@ -612,10 +587,10 @@ impl<C: Connector> Pool<C> {
         }
     }
 
-    fn map_error(&self, error: PoolError<Error>, waited: Duration) -> Error {
+    fn map_error(&self, error: queue::QueueError, waited: Duration) -> Error {
         match error {
-            PoolError::Backend(e) => e,
-            PoolError::Timeout(TimeoutType::Wait) => {
+            queue::QueueError::Backend(e) => e,
+            queue::QueueError::Full => {
                 self.inner.metrics.record_acquire_timeout();
                 let status = self.status();
                 Error::PoolExhausted {
@@ -626,10 +601,9 @@ impl<C: Connector> Pool<C> {
                     waited,
                 }
             }
-            PoolError::Closed => Error::Closed { what: format!("pool {}", self.inner.label) },
-            // Create and recycle timeouts are not set on the deadpool pool (the manager
-            // applies its own), and hooks are not used; kept total for safety.
-            other => Error::other(format!("pool {}: {other}", self.inner.label)),
+            queue::QueueError::Closed => {
+                Error::Closed { what: format!("pool {}", self.inner.label) }
+            }
         }
     }
 }
@@ -662,6 +636,8 @@ impl<C: Connector> Inner<C> {
 impl<C: Connector> Drop for Inner<C> {
     fn drop(&mut self) {
         self.stop_reaper();
+        // Connections still out keep the queue alive; they are closed when they come back.
+        self.pool.close();
     }
 }
 

@@ -37,13 +37,13 @@ pub(crate) async fn run<C: Connector>(pool: Weak<Inner<C>>, period: Duration) {
 
 /// One pass: removes idle connections past their lifetime, then idle connections beyond
 /// the pool's minimum (overflow ones, and in a lazy pool any) idle for longer than the
-/// overflow idle timeout, oldest returns first. Connections in use are never touched; deadpool only shows idle ones.
+/// overflow idle timeout, oldest returns first. Connections in use are never touched; the queue shows only idle ones.
 pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
     let now = Instant::now();
     let kept = inner.sizes.min_idle();
     let idle_limit = inner.config.overflow_idle_timeout();
     let mut excess = inner.pool.status().size.saturating_sub(kept);
-    let result = inner.pool.retain(|slot, _| {
+    let closed = inner.pool.retain(|slot| {
         if now >= slot.expires {
             excess = excess.saturating_sub(1);
             slot.metrics.record_close(CloseReason::Lifetime);
@@ -56,7 +56,7 @@ pub(crate) fn reap<C: Connector>(inner: &Inner<C>) {
         }
         true
     });
-    if !result.removed.is_empty() {
-        tracing::debug!(pool = %inner.label, closed = result.removed.len(), "reaper closed idle connections");
+    if closed > 0 {
+        tracing::debug!(pool = %inner.label, closed, "reaper closed idle connections");
     }
 }

@@ -65,11 +65,6 @@ impl<C: Connector> Pool<C> {
     /// (most recently used kept), and connections in use beyond the new maximum are closed
     /// when they come back, never taken from their holders.
     ///
-    /// One limit of the underlying pool (deadpool 0.13 frees a slot's permit on a shrink
-    /// only for the idle connections it drops): slots never opened under the old maximum
-    /// may each open one connection more after a shrink; each such connection is closed
-    /// when returned, after which the new maximum holds.
-    ///
     /// # Errors
     /// `Configuration` when `pool_size` is zero; `Closed` after [`Self::close`].
     pub async fn resize(&self, pool_size: usize, max_overflow: usize) -> Result<()> {
@@ -88,13 +83,13 @@ impl<C: Connector> Pool<C> {
         sizes.pool_size.store(pool_size, Ordering::Release);
         sizes.max_size.store(max_size, Ordering::Release);
         sizes.min_idle.store(min_idle, Ordering::Release);
-        // Deadpool drops idle connections beyond the new maximum and closes those in use
+        // The queue closes idle connections beyond the new maximum now, and those in use
         // beyond it when they are returned.
         self.inner.pool.resize(max_size);
         // Idle connections beyond the new pool size go now rather than after the overflow
         // idle timeout: a shrink is asked for to free server sessions.
         let mut excess = self.inner.pool.status().size.saturating_sub(pool_size);
-        self.inner.pool.retain(|slot, _| {
+        self.inner.pool.retain(|slot| {
             if excess == 0 {
                 return true;
             }

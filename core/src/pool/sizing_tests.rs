@@ -31,16 +31,46 @@ async fn growing_opens_and_shrinking_closes_idle_connections_first() {
     drop(held);
     settle().await;
     assert_eq!(pool.status().size, 1);
-    // The one slot never opened under the old maximum may still open once; that
-    // connection closes when returned, and from then on one is the limit.
-    let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await);
-    drop((a, b));
-    settle().await;
-    assert_eq!(pool.status().size, 1);
+    // The new maximum holds at once: the slots never opened under the old one were taken
+    // back with it, so a second checkout gives up rather than opening one more.
     let a = pool.acquire().await.unwrap();
     let err = pool.acquire().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
+    assert_eq!(connector.opened(), 5, "nothing opened beyond the new maximum");
     drop(a);
+}
+
+/// A shrink below the connections in use is owed until they come back (each closes as it
+/// does), and a grow in the meantime pays what is owed before it frees a slot: the pool
+/// never holds more than its maximum, and never opens a connection to get there.
+#[tokio::test(start_paused = true)]
+async fn a_shrink_owed_by_connections_in_use_is_paid_as_they_return() {
+    let connector = MemoryConnector::new();
+    let pool = pool(&connector, 3, 0);
+    pool.prefill().await.unwrap();
+    let (a, b, c) = (
+        pool.acquire().await.unwrap(),
+        pool.acquire().await.unwrap(),
+        pool.acquire().await.unwrap(),
+    );
+    pool.resize(1, 0).await.unwrap();
+    pool.resize(2, 0).await.unwrap();
+    assert_eq!(pool.status().in_use, 3, "nothing taken from its holder");
+    drop(a);
+    settle().await;
+    let status = pool.status();
+    assert_eq!((status.size, status.idle), (2, 0), "the first back is closed: one over two");
+    drop(b);
+    settle().await;
+    let status = pool.status();
+    assert_eq!((status.size, status.idle), (2, 1), "the second back is kept");
+    let b = pool.acquire().await.unwrap();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted, "two out of two: {err}");
+    drop((b, c));
+    settle().await;
+    assert_eq!(pool.status().idle, 2);
+    assert_eq!(connector.opened(), 3, "no connection opened after the prefill");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,10 +1,9 @@
-//! `SlotManager`, the deadpool `Manager` that adapts a `Connector` (lifetimes with jitter, validation only after idle, bounded I/O), and `Slot`, one pooled connection with its bookkeeping.
+//! `SlotManager`, which opens and recycles the queue's connections through a `Connector` (lifetimes with jitter, validation only after idle, bounded I/O), and `Slot`, one pooled connection with its bookkeeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use rand::Rng;
 use tokio::time::{Instant, timeout};
 
@@ -96,7 +95,7 @@ pub(crate) struct PooledBegin {
     pub(crate) read_only: Arc<str>,
 }
 
-/// Adapts a [`Connector`] to deadpool, adding what deadpool lacks.
+/// Opens and recycles the pool's connections through a [`Connector`].
 pub(crate) struct SlotManager<C> {
     pub(crate) connector: C,
     pub(crate) config: PoolConfiguration,
@@ -175,10 +174,10 @@ impl<C: Connector> SlotManager<C> {
         self.config.max_lifetime().saturating_sub(cut)
     }
 
-    fn discard(&self, reason: CloseReason, why: &str) -> RecycleError<Error> {
+    fn discard(&self, reason: CloseReason, why: &str) -> Discarded {
         self.metrics.record_close(reason);
         tracing::debug!(pool = %self.label, reason = reason.as_str(), "closing connection: {why}");
-        RecycleError::message(reason.as_str())
+        Discarded
     }
 }
 
@@ -186,20 +185,25 @@ impl<C: Connector> SlotManager<C> {
 /// credentials (doubling up to 1 s, within the connect timeout).
 const ROTATION_PAUSE: Duration = Duration::from_millis(50);
 
-impl<C: Connector> managed::Manager for SlotManager<C> {
-    // Boxed: the pool's idle queue, every checkout's result and every guard hold it, and a
-    // box moves as one pointer where a connection (several hundred bytes for a driver's)
-    // would be copied whole at each step of the checkout.
-    type Type = Box<Slot<C::Connection>>;
-    type Error = Error;
+/// A connection closed instead of being handed out (the reason is in the metrics and the
+/// debug log).
+#[derive(Debug)]
+pub(crate) struct Discarded;
 
-    async fn create(&self) -> Result<Self::Type, Error> {
-        // Boxed: connecting is rare and its future large; inline, it would make deadpool's
+impl<C: Connector> SlotManager<C> {
+    /// Opens a new connection for a checkout. The slot is boxed: the pool's idle queue,
+    /// every checkout's result and every guard hold it, and a box moves as one pointer
+    /// where a connection (several hundred bytes for a driver's) would be copied whole at
+    /// each step of the checkout.
+    pub(crate) async fn create(&self) -> Result<Box<Slot<C::Connection>>, Error> {
+        // Boxed: connecting is rare and its future large; inline, it would make the
         // checkout future (which embeds this one) as large, and every move of it a copy.
         Box::pin(self.open()).await
     }
 
-    async fn recycle(&self, slot: &mut Self::Type, _: &Metrics) -> RecycleResult<Error> {
+    /// Readies an idle connection for a checkout: `Discarded` (and closed by the caller)
+    /// when it is broken or expired, or fails its rollback or its ping.
+    pub(crate) async fn recycle(&self, slot: &mut Slot<C::Connection>) -> Result<(), Discarded> {
         // The checkout's poll read the clock as it began; no second reading.
         let now = checkout::now();
         if slot.broken || slot.in_statement || self.connector.is_broken(&mut slot.connection) {
@@ -288,7 +292,7 @@ impl<C: Connector> SlotManager<C> {
     }
 
     /// Rolls back a connection returned with a transaction open.
-    async fn roll_back(&self, slot: &mut Slot<C::Connection>) -> RecycleResult<Error> {
+    async fn roll_back(&self, slot: &mut Slot<C::Connection>) -> Result<(), Discarded> {
         match timeout(self.config.validation_timeout(), self.connector.reset(&mut slot.connection))
             .await
         {
@@ -302,7 +306,7 @@ impl<C: Connector> SlotManager<C> {
     }
 
     /// Pings a connection idle too long (or suspect) before it is handed out.
-    async fn validate(&self, slot: &mut Slot<C::Connection>) -> RecycleResult<Error> {
+    async fn validate(&self, slot: &mut Slot<C::Connection>) -> Result<(), Discarded> {
         let limit = self.config.validation_timeout();
         checkout::entered(checkout::Step::Validating);
         match timeout(limit, self.connector.validate(&mut slot.connection)).await {
