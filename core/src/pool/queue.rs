@@ -227,14 +227,15 @@ impl<C: Connector> Shared<C> {
     }
 
     /// Gives a slot's permit back: to the debt while a shrink is owed, else to the
-    /// semaphore (the lock is released first: giving a permit may wake a waiter).
+    /// semaphore. The permit is added under the lock, so that a shrink never runs between
+    /// the decision and the permit (it would leave a permit free while owing one).
     fn give_back(&self, mut state: MutexGuard<'_, State<C>>) {
         if state.debt > 0 {
             state.debt -= 1;
-            return;
+        } else {
+            self.permits.add_permits(1);
         }
         drop(state);
-        self.permits.add_permits(1);
     }
 
     /// A lent connection comes back: onto the idle queue, or closed when the queue is
