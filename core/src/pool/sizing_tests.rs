@@ -143,3 +143,52 @@ async fn a_checkout_suspended_past_its_acquire_timeout_says_so() {
     let err = pool.drained(Duration::from_millis(100)).await.unwrap_err();
     assert!(err.to_string().contains("1 connection(s) were still checked out"), "{err}");
 }
+
+/// Checkouts cancelled at pseudo-random points (waiting for a slot, connecting, pinging an
+/// idle connection, holding one) while the pool is resized up and down: once they settle,
+/// the pool serves exactly its last maximum, no slot lost and none gained, and every
+/// connection it opened is either pooled or closed.
+#[tokio::test(start_paused = true)]
+async fn random_cancellations_and_resizes_leave_the_slots_whole() {
+    let connector = MemoryConnector::new();
+    connector.set_connect_delay(Duration::from_millis(30));
+    let pool = pool(&connector, 4, 0);
+    let tasks: Vec<_> = (0..24_u64)
+        .map(|task| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut seed = task.wrapping_mul(7919).wrapping_add(1);
+                for _ in 0..40 {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let cancel_after = Duration::from_millis((seed >> 33) % 80);
+                    let hold_for = Duration::from_millis((seed >> 45) % 20);
+                    if let Ok(Ok(connection)) = timeout(cancel_after, pool.acquire()).await {
+                        tokio::time::sleep(hold_for).await;
+                        drop(connection);
+                    }
+                }
+            })
+        })
+        .collect();
+    for size in [2, 6, 1, 5, 3] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pool.resize(size, 0).await.unwrap();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    settle().await;
+    let status = pool.status();
+    assert_eq!((status.in_use, status.waiting), (0, 0), "{status:?}");
+    assert!(status.size <= 3, "{status:?}");
+    assert_eq!(connector.live(), status.size as u64, "every connection pooled or closed");
+    let held = [pool.acquire().await, pool.acquire().await, pool.acquire().await];
+    assert!(held.iter().all(Result::is_ok), "the three slots of the last maximum");
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted, "and no fourth: {err}");
+    drop(held);
+    settle().await;
+    assert_eq!(pool.status().idle, 3);
+}
