@@ -17,6 +17,7 @@ mod background;
 pub mod blocking;
 pub mod circuit_breaker;
 pub mod config;
+mod counted;
 mod diagnostics;
 mod error;
 mod future;

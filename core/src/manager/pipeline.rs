@@ -210,23 +210,6 @@ impl<C: BackendConnector> Drop for Slot<C> {
     }
 }
 
-/// Counts a statement in flight on a slot for as long as it lives (a dropped statement
-/// future included).
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Runs one driver call (`$call`, with `$shared` bound to the shared connection) on
 /// `$slot` of `$pipeline`: bounded by the mode's client deadline and the endpoint's
 /// abandonment, instrumented with its span, settled as a session settles its statements.
@@ -243,7 +226,7 @@ macro_rules! shared_statement {
         let Some($shared) = slot.shared.as_ref() else {
             return Err(Error::other("the pipelined connection was already given back"));
         };
-        let in_flight = InFlight::enter(&slot.in_flight);
+        let in_flight = crate::counted::Counted::enter(&slot.in_flight);
         let started = Instant::now();
         let call = $call;
         let outcome = match &span {

@@ -3,8 +3,8 @@
 //! `acquire_timeout` bounds the whole checkout: the wait for a slot, the pings of idle
 //! connections and the opening of a new one. The queue runs those steps inside its own
 //! `get`, so the pool's manager notes each step it enters in a task-local cell that
-//! [`Pool::acquire`](super::Pool::acquire) reads when the deadline passes. Outside a checkout (prefill, the background refill) there is no cell and the
-//! notes are dropped.
+//! [`Pool::acquire`](super::Pool::acquire) reads when the deadline passes. Outside a
+//! checkout (prefill, the background refill) there is no cell and the notes are dropped.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -76,19 +76,19 @@ pub(crate) async fn with_deadline<F: Future>(
 ) -> Result<Finished<F::Output>, TimedOut> {
     let mut step = Step::Waiting;
     let mut started = started;
-    let mut polls = 0_u32;
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         let now = Instant::now();
+        // Only the first poll of a checkout begun here finds no start.
+        let first_poll = started.is_none();
         let began = *started.get_or_insert(now);
-        polls += 1;
         let polled = CHECKOUT.sync_scope(PollState { step: Cell::new(step), now }, || {
             let polled = checkout.as_mut().poll(cx);
             step = CHECKOUT.with(|state| state.step.get());
             polled
         });
         if let Poll::Ready(output) = polled {
-            if polls == 1 && step == Step::Waiting && began == now {
+            if first_poll && step == Step::Waiting {
                 return Poll::Ready(Ok(Finished { output, step, at: now, waited: Duration::ZERO }));
             }
             // It waited or did I/O: the poll that finished may have run a while (a TLS

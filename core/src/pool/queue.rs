@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::slots::{Slot, SlotManager};
 use crate::connector::Connector;
+use crate::counted::Counted;
 use crate::error::Error;
 
 /// A pooled connection's slot, boxed so that it moves as one pointer.
@@ -216,7 +217,7 @@ impl<C: Connector> Shared<C> {
     }
 
     async fn wait_for_permit(&self) -> Result<(), QueueError> {
-        let _waiting = Waiting::enter(&self.waiting);
+        let _waiting = Counted::enter(&self.waiting);
         match self.permits.acquire().await {
             Ok(permit) => {
                 permit.forget();
@@ -259,22 +260,6 @@ impl<C: Connector> Shared<C> {
         let mut state = self.lock();
         state.size -= 1;
         self.give_back(state);
-    }
-}
-
-/// Counts a checkout among the waiting while it waits for a permit.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
